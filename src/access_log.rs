@@ -1,0 +1,125 @@
+//! One structured line per request: method, matched route template, status, latency, request id,
+//! and the caller's org and user once authenticated.
+//!
+//! The line never carries a body, a header value, the raw path or the query string: the route
+//! template (`/v1/agents/{agent_id}`) says what was called without echoing caller input.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::MatchedPath;
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::auth::Caller;
+use crate::request_id::RequestId;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> Service<Request<B>> for AccessLog<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let request_id = req.extensions().get::<RequestId>().copied();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let result = future.await;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let request_id = request_id.map(|id| id.to_string()).unwrap_or_default();
+            match &result {
+                Ok(response) => {
+                    let extensions = response.extensions();
+                    let route = extensions.get::<MatchedPath>().map_or("-", |p| p.as_str());
+                    let caller = extensions.get::<Caller>();
+                    tracing::info!(
+                        target: "access",
+                        method = %method,
+                        route,
+                        status = response.status().as_u16(),
+                        latency_ms,
+                        request_id,
+                        org_id = caller.map(|c| tracing::field::display(c.org_id)),
+                        user_id = caller.and_then(|c| c.user_id).map(tracing::field::display),
+                        "request served"
+                    );
+                }
+                Err(_) => {
+                    tracing::error!(target: "access", method = %method, latency_ms, request_id, "request failed without a response");
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Route layer: copies the matched route template onto the response, where the access log
+/// (which runs outside the router) can read it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExposeMatchedPathLayer;
+
+impl<S> Layer<S> for ExposeMatchedPathLayer {
+    type Service = ExposeMatchedPath<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ExposeMatchedPath { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExposeMatchedPath<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> Service<Request<B>> for ExposeMatchedPath<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let matched = req.extensions().get::<MatchedPath>().cloned();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let mut response = future.await?;
+            if let Some(matched) = matched {
+                response.extensions_mut().insert(matched);
+            }
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Assembles the router and the layer stack around it.
+//!
+//! Outermost first, and why:
+//! 1. request id: every response, even a CORS preflight, carries `X-Request-ID`;
+//! 2. access log: sees the final status of everything, including refusals;
+//! 3. CORS: answers preflights before auth, and decorates every error the inner layers produce;
+//! 4. envelope: turns any error response from below into the platform's JSON envelope;
+//! 5. panic catching: a panicking handler (or auth client) becomes a 500 the envelope renders;
+//! 6. body limit: oversized bodies are refused before anyone buffers them;
+//! 7. timeout: bounds auth plus handler; the auth deadline is validated to be shorter;
+//! 8. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token.
+
+use std::sync::Arc;
+
+use axum::Router;
+use http::{header, HeaderName, Method, StatusCode};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
+use crate::auth::cache::ValidationCache;
+use crate::auth::{AuthClient, AuthLayer, Validator};
+use crate::config::Config;
+use crate::envelope::EnvelopeLayer;
+use crate::openapi::ApiDoc;
+use crate::readiness::{AuthReachable, Readiness};
+use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub readiness: Arc<Readiness>,
+}
+
+/// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
+/// exactly the production stack.
+pub fn build(
+    config: &Config,
+    validator: Arc<Validator>,
+    readiness: Arc<Readiness>,
+    extra_routes: Router<AppState>,
+) -> Router {
+    let docs = SwaggerUi::new("/docs")
+        .url("/openapi.json", ApiDoc::openapi())
+        // Swagger UI would otherwise send the document to validator.swagger.io.
+        .config(utoipa_swagger_ui::Config::default().validator_url("none"));
+    let router = crate::routes::router()
+        .merge(extra_routes)
+        .merge(docs)
+        .route_layer(ExposeMatchedPathLayer)
+        .with_state(AppState { readiness });
+
+    let stack = ServiceBuilder::new()
+        .layer(RequestIdLayer)
+        .layer(AccessLogLayer)
+        .layer(cors(config))
+        .layer(EnvelopeLayer)
+        .layer(CatchPanicLayer::new())
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            config.request_timeout,
+        ))
+        .layer(AuthLayer::new(validator))
+        .service(router);
+    // Wrapping the service (not `Router::layer`) puts the stack in front of routing itself.
+    Router::new().fallback_service(stack)
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(config.cors_allowed_origins.iter().cloned()))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([X_REQUEST_ID.clone()])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Wires the auth client, the optional cache and the readiness checks from configuration.
+pub fn from_config(
+    config: &Config,
+    extra_routes: Router<AppState>,
+) -> Result<(Router, Arc<Readiness>), String> {
+    let client = AuthClient::new(
+        &config.auth_grpc_addr,
+        config.auth_connect_timeout,
+        config.auth_timeout,
+    )?;
+    let cache = (!config.auth_cache_ttl.is_zero())
+        .then(|| ValidationCache::new(config.auth_cache_ttl, config.auth_cache_max_entries));
+    let readiness = Arc::new(Readiness::new(
+        vec![Box::new(AuthReachable(client.clone()))],
+        config.ready_check_timeout,
+    ));
+    let validator = Arc::new(Validator::new(client, cache));
+    let app = build(config, validator, Arc::clone(&readiness), extra_routes);
+    Ok((app, readiness))
+}

@@ -1,0 +1,114 @@
+//! The one long-lived gRPC channel to the auth service, and what its answers mean.
+
+use std::time::{Duration, SystemTime};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::caller::Caller;
+use super::proto::auth_service_client::AuthServiceClient;
+use super::proto::ValidateTokenRequest;
+use crate::error::ApiError;
+use crate::request_id::RequestId;
+
+/// The token the platform uses to probe the auth service: UNAUTHENTICATED means "reachable".
+pub const HEALTH_PROBE_TOKEN: &str = "ibex_health_probe_invalid";
+
+/// Why a request could not be authenticated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("the auth service rejected the token")]
+    Rejected,
+    #[error("the token's expires_at has passed")]
+    Expired,
+    #[error("auth service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<AuthFailure> for ApiError {
+    fn from(failure: AuthFailure) -> Self {
+        match failure {
+            AuthFailure::Rejected | AuthFailure::Expired => ApiError::InvalidToken,
+            AuthFailure::Unavailable(_) => ApiError::AuthUnavailable,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthClient {
+    client: AuthServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl AuthClient {
+    /// Builds the channel without connecting: the API starts while the auth service is down and
+    /// the channel reconnects on its own when it comes back.
+    pub fn new(addr: &str, connect_timeout: Duration, timeout: Duration) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(addr.to_owned())
+            .map_err(|e| format!("invalid auth address: {e}"))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            // Detects a dead peer under a call. Pings go out only while a call is open
+            // (while_idle off), so an idle channel never trips a server's ping policy.
+            .http2_keep_alive_interval(Duration::from_secs(60))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(false);
+        Ok(Self {
+            client: AuthServiceClient::new(endpoint.connect_lazy()),
+            timeout,
+        })
+    }
+
+    /// Asks the auth service who owns `token`, within the configured deadline.
+    pub async fn validate(&self, token: &str, request_id: RequestId) -> Result<Caller, AuthFailure> {
+        let answer = self
+            .call(token, Some(request_id), self.timeout)
+            .await
+            .map_err(|status| match status.code() {
+                Code::Unauthenticated => AuthFailure::Rejected,
+                _ => AuthFailure::Unavailable(describe(&status)),
+            })?;
+        let caller = Caller::from_answer(answer)
+            .map_err(|unusable| AuthFailure::Unavailable(format!("unusable answer: {unusable}")))?;
+        if caller.is_expired_at(SystemTime::now()) {
+            return Err(AuthFailure::Expired);
+        }
+        Ok(caller)
+    }
+
+    /// The platform's reachability probe: the sentinel token must be refused as UNAUTHENTICATED.
+    pub async fn probe(&self, deadline: Duration) -> Result<(), String> {
+        match self.call(HEALTH_PROBE_TOKEN, None, deadline).await {
+            Err(status) if status.code() == Code::Unauthenticated => Ok(()),
+            Err(status) => Err(describe(&status)),
+            Ok(_) => Err("the auth service accepted the health-probe token".to_owned()),
+        }
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        request_id: Option<RequestId>,
+        deadline: Duration,
+    ) -> Result<super::proto::ValidateTokenResponse, Status> {
+        let mut request = tonic::Request::new(ValidateTokenRequest {
+            access_token: token.to_owned(),
+        });
+        // Tells the server when to give up too; the client-side bound is the timeout below.
+        request.set_timeout(deadline);
+        if let Some(id) = request_id {
+            let value = id.to_string().parse().expect("a UUID is valid metadata");
+            request.metadata_mut().insert("x-request-id", value);
+        }
+        let mut client = self.client.clone();
+        match tokio::time::timeout(deadline, client.validate_token(request)).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded("no answer within the auth deadline")),
+        }
+    }
+}
+
+/// A log-safe description of a failed call: the code and tonic's message, never metadata.
+fn describe(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}

@@ -1,0 +1,143 @@
+//! The tower layer that stands between the network and every non-public route.
+//!
+//! It wraps the whole router (not `route_layer`), so an anonymous caller gets 401 for unknown
+//! paths and wrong methods as well, and learns nothing about which routes exist.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use http::Request;
+use tower::{Layer, Service};
+
+use super::cache::ValidationCache;
+use super::caller::Caller;
+use super::client::{AuthClient, AuthFailure};
+use super::token::bearer_token;
+use crate::error::ApiError;
+use crate::request_id::RequestId;
+
+/// Paths served without a token: probes and the API description. Matching is exact (plus the
+/// Swagger UI asset folder), as routing is.
+pub fn is_public(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/openapi.json" | "/docs") || path.starts_with("/docs/")
+}
+
+/// Validates tokens, with the optional cache in front of the auth service.
+#[derive(Debug, Clone)]
+pub struct Validator {
+    client: AuthClient,
+    cache: Option<Arc<ValidationCache>>,
+}
+
+impl Validator {
+    pub fn new(client: AuthClient, cache: Option<ValidationCache>) -> Self {
+        Self {
+            client,
+            cache: cache.map(Arc::new),
+        }
+    }
+
+    pub fn client(&self) -> &AuthClient {
+        &self.client
+    }
+
+    pub async fn validate(&self, token: &str, request_id: RequestId) -> Result<Caller, AuthFailure> {
+        match &self.cache {
+            None => self.client.validate(token, request_id).await,
+            Some(cache) => {
+                let client = self.client.clone();
+                let owned = token.to_owned();
+                cache
+                    .get_or_validate(token, move || {
+                        async move { client.validate(&owned, request_id).await }.boxed()
+                    })
+                    .await
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    validator: Arc<Validator>,
+}
+
+impl AuthLayer {
+    pub fn new(validator: Arc<Validator>) -> Self {
+        Self { validator }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth {
+            inner,
+            validator: Arc::clone(&self.validator),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Auth<S> {
+    inner: S,
+    validator: Arc<Validator>,
+}
+
+impl<S, B> Service<Request<B>> for Auth<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if is_public(req.uri().path()) {
+            return Box::pin(self.inner.call(req));
+        }
+        // The ready inner service goes with this request; a fresh clone waits for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let validator = Arc::clone(&self.validator);
+        Box::pin(async move {
+            let request_id = req
+                .extensions()
+                .get::<RequestId>()
+                .copied()
+                .unwrap_or_else(|| RequestId::from_headers(&http::HeaderMap::new()));
+            let caller = match bearer_token(req.headers()) {
+                Ok(token) => validator.validate(token, request_id).await,
+                Err(refusal) => return Ok(refusal.into_response()),
+            };
+            let caller = match caller {
+                Ok(caller) => caller,
+                Err(failure) => {
+                    match &failure {
+                        AuthFailure::Unavailable(reason) => {
+                            tracing::warn!(reason = %reason, "auth service unavailable: request refused");
+                        }
+                        other => tracing::debug!(reason = %other, "token refused"),
+                    }
+                    return Ok(ApiError::from(failure).into_response());
+                }
+            };
+            req.extensions_mut().insert(caller.clone());
+            let mut response: Response<Body> = inner.call(req).await?;
+            response.extensions_mut().insert(caller);
+            Ok(response)
+        })
+    }
+}

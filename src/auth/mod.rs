@@ -1,0 +1,13 @@
+//! Authentication: every non-public request is vouched for by the platform's auth service.
+
+pub mod cache;
+pub mod caller;
+pub mod client;
+pub mod dev;
+pub mod layer;
+pub mod proto;
+pub mod token;
+
+pub use caller::{Caller, Permissions};
+pub use client::{AuthClient, AuthFailure};
+pub use layer::{AuthLayer, Validator};

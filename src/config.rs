@@ -1,0 +1,301 @@
+//! Configuration from `IBEX_API_*` environment variables and an optional TOML file.
+//!
+//! The `config` crate merges the sources (environment wins over the file); every value is then
+//! parsed here by hand so that an error names the exact variable and what it expected, and the
+//! process can refuse to start with one clear line. Unknown `IBEX_API_*` variables are errors too:
+//! a typo must not silently leave a default in force.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+/// Every setting: (environment variable, default, meaning). The README and `.env.example` mirror
+/// this table, and a test keeps them in step.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    ("IBEX_API_CONFIG_FILE", "", "Optional TOML file with the same settings as lowercase keys without the prefix (port = 8010); environment variables override it."),
+    ("IBEX_API_HOST", "0.0.0.0", "IP address to listen on."),
+    ("IBEX_API_PORT", "8010", "TCP port to listen on."),
+    ("IBEX_API_CORS_ALLOWED_ORIGINS", "", "Comma-separated browser origins allowed to call the API (https://dashboard.example.com). Empty allows none; `*` is refused."),
+    ("IBEX_API_LOG_FORMAT", "json", "`json` (one JSON object per line, for production) or `text` (readable, for development). `--dev-auth` defaults to `text`."),
+    ("IBEX_API_LOG_LEVEL", "info", "Log filter: a level (`debug`) or tracing directives (`info,ibex_api=debug`)."),
+    ("IBEX_API_REQUEST_TIMEOUT_MS", "10000", "Deadline for a whole request, auth included; past it the answer is 504 REQUEST_TIMEOUT."),
+    ("IBEX_API_MAX_BODY_BYTES", "1048576", "Largest accepted request body; larger is 413 PAYLOAD_TOO_LARGE."),
+    ("IBEX_API_MAX_CONNECTIONS", "4096", "Open client connections at most; further ones wait in the kernel's accept queue."),
+    ("IBEX_API_HEADER_READ_TIMEOUT_MS", "5000", "Time a client has to send its request headers before the connection is closed."),
+    ("IBEX_API_SHUTDOWN_GRACE_MS", "5000", "After SIGTERM/SIGINT: time /ready answers 503 while new connections are still accepted, so load balancers can stop routing here."),
+    ("IBEX_API_SHUTDOWN_DRAIN_MS", "15000", "After the grace period: time in-flight requests get to finish before the process exits anyway."),
+    ("IBEX_API_AUTH_GRPC_ADDR", "http://127.0.0.1:9091", "The platform auth service's gRPC endpoint (http:// or https://)."),
+    ("IBEX_API_AUTH_TIMEOUT_MS", "1000", "Deadline of one ValidateToken call; past it the request is refused with 503 AUTH_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS."),
+    ("IBEX_API_AUTH_CONNECT_TIMEOUT_MS", "500", "Deadline for opening the TCP connection to the auth service."),
+    ("IBEX_API_AUTH_CACHE_TTL_MS", "0", "0 validates every request. Above 0, successful validations are cached for at most this long (and never past the token's expiry): a revoked token keeps working for up to this long."),
+    ("IBEX_API_AUTH_CACHE_MAX_ENTRIES", "10000", "Most tokens the validation cache holds."),
+    ("IBEX_API_READY_CHECK_TIMEOUT_MS", "500", "Deadline of each /ready check."),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub cors_allowed_origins: Vec<HeaderValue>,
+    /// `None` when the variable is unset, so a dev run can pick its own default.
+    pub log_format: Option<LogFormat>,
+    pub log_level: String,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub shutdown_drain: Duration,
+    pub auth_grpc_addr: String,
+    pub auth_timeout: Duration,
+    pub auth_connect_timeout: Duration,
+    pub auth_cache_ttl: Duration,
+    pub auth_cache_max_entries: usize,
+    pub ready_check_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+fn err(var: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var: var.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::from_map(HashMap::new()).expect("defaults are valid")
+    }
+}
+
+impl Config {
+    /// Reads the process environment (and the file it names).
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(std::env::vars().filter(|(k, _)| k.starts_with("IBEX_API_")).collect())
+    }
+
+    /// Reads the given variables (and the file they name) instead of the process environment.
+    pub fn load_from(env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = env.get("IBEX_API_CONFIG_FILE").filter(|p| !p.is_empty()) {
+            builder = builder.add_source(
+                config::File::new(path, config::FileFormat::Toml).required(true),
+            );
+        }
+        let merged = builder
+            .add_source(config::Environment::with_prefix("IBEX_API").source(Some(env.into_iter().collect())))
+            .build()
+            .and_then(|c| c.try_deserialize::<HashMap<String, String>>())
+            .map_err(|e| err("IBEX_API_CONFIG_FILE", e.to_string()))?;
+        let vars = merged
+            .into_iter()
+            .map(|(key, value)| (format!("IBEX_API_{}", key.to_ascii_uppercase()), value))
+            .collect();
+        Self::from_map(vars)
+    }
+
+    fn from_map(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        if let Some(unknown) = vars.keys().find(|k| !SETTINGS.iter().any(|(name, _, _)| name == k)) {
+            return Err(err(unknown, "unknown setting (see the README's configuration table)"));
+        }
+        let v = Values(vars);
+        let config = Self {
+            host: v.parse("IBEX_API_HOST", "an IP address such as 0.0.0.0")?,
+            port: v.number("IBEX_API_PORT", 1, u16::MAX.into())? as u16,
+            cors_allowed_origins: v.origins("IBEX_API_CORS_ALLOWED_ORIGINS")?,
+            log_format: match v.raw("IBEX_API_LOG_FORMAT") {
+                None => None,
+                Some("json") => Some(LogFormat::Json),
+                Some("text") => Some(LogFormat::Text),
+                Some(_) => return Err(err("IBEX_API_LOG_FORMAT", "expected `json` or `text`")),
+            },
+            log_level: v.log_level("IBEX_API_LOG_LEVEL")?,
+            request_timeout: v.millis("IBEX_API_REQUEST_TIMEOUT_MS", 1)?,
+            max_body_bytes: v.number("IBEX_API_MAX_BODY_BYTES", 1, 1 << 30)? as usize,
+            max_connections: v.number("IBEX_API_MAX_CONNECTIONS", 1, 1 << 20)? as usize,
+            header_read_timeout: v.millis("IBEX_API_HEADER_READ_TIMEOUT_MS", 1)?,
+            shutdown_grace: v.millis("IBEX_API_SHUTDOWN_GRACE_MS", 0)?,
+            shutdown_drain: v.millis("IBEX_API_SHUTDOWN_DRAIN_MS", 0)?,
+            auth_grpc_addr: v.grpc_addr("IBEX_API_AUTH_GRPC_ADDR")?,
+            auth_timeout: v.millis("IBEX_API_AUTH_TIMEOUT_MS", 1)?,
+            auth_connect_timeout: v.millis("IBEX_API_AUTH_CONNECT_TIMEOUT_MS", 1)?,
+            auth_cache_ttl: v.millis("IBEX_API_AUTH_CACHE_TTL_MS", 0)?,
+            auth_cache_max_entries: v.number("IBEX_API_AUTH_CACHE_MAX_ENTRIES", 1, 10_000_000)? as usize,
+            ready_check_timeout: v.millis("IBEX_API_READY_CHECK_TIMEOUT_MS", 1)?,
+        };
+        // A slow auth service must surface as 503 AUTH_UNAVAILABLE, not as the request timeout.
+        if config.auth_timeout >= config.request_timeout {
+            return Err(err(
+                "IBEX_API_AUTH_TIMEOUT_MS",
+                "must be below IBEX_API_REQUEST_TIMEOUT_MS",
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Raw string values with the table's defaults behind them.
+struct Values(HashMap<String, String>);
+
+impl Values {
+    fn raw(&self, var: &str) -> Option<&str> {
+        self.0.get(var).map(|v| v.trim())
+    }
+
+    fn get(&self, var: &str) -> &str {
+        self.raw(var).unwrap_or_else(|| {
+            SETTINGS
+                .iter()
+                .find(|(name, _, _)| *name == var)
+                .map(|(_, default, _)| *default)
+                .expect("every setting has a row in SETTINGS")
+        })
+    }
+
+    fn parse<T: FromStr>(&self, var: &str, expected: &str) -> Result<T, ConfigError> {
+        self.get(var)
+            .parse()
+            .map_err(|_| err(var, format!("expected {expected}")))
+    }
+
+    fn number(&self, var: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let expected = format!("an integer from {min} to {max}");
+        let value: u64 = self.parse(var, &expected)?;
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(err(var, expected))
+        }
+    }
+
+    fn millis(&self, var: &str, min: u64) -> Result<Duration, ConfigError> {
+        // One day is far beyond any sensible timeout and keeps arithmetic on deadlines safe.
+        self.number(var, min, 86_400_000).map(Duration::from_millis)
+    }
+
+    fn origins(&self, var: &str) -> Result<Vec<HeaderValue>, ConfigError> {
+        self.get(var)
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|origin| {
+                if origin.contains('*') {
+                    return Err(err(var, "wildcards are refused: list the dashboard's origins"));
+                }
+                let rest = origin
+                    .strip_prefix("https://")
+                    .or_else(|| origin.strip_prefix("http://"))
+                    .ok_or_else(|| err(var, format!("`{origin}` must start with http:// or https://")))?;
+                if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+                    return Err(err(var, format!("`{origin}` must be scheme://host[:port] with no path")));
+                }
+                HeaderValue::from_str(origin).map_err(|_| err(var, format!("`{origin}` is not a valid origin")))
+            })
+            .collect()
+    }
+
+    fn log_level(&self, var: &str) -> Result<String, ConfigError> {
+        let level = self.get(var).to_owned();
+        tracing_subscriber::EnvFilter::builder()
+            .parse(&level)
+            .map_err(|e| err(var, format!("not a log filter: {e}")))?;
+        Ok(level)
+    }
+
+    fn grpc_addr(&self, var: &str) -> Result<String, ConfigError> {
+        let addr = self.get(var);
+        let uri: http::Uri = addr
+            .parse()
+            .map_err(|_| err(var, "expected a URI such as http://auth:9091"))?;
+        match (uri.scheme_str(), uri.host()) {
+            (Some("http" | "https"), Some(_)) => Ok(addr.to_owned()),
+            _ => Err(err(var, "expected an http:// or https:// URI with a host")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load_from(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.port, 8010);
+        assert_eq!(config.host.to_string(), "0.0.0.0");
+        assert_eq!(config.auth_grpc_addr, "http://127.0.0.1:9091");
+        assert!(config.cors_allowed_origins.is_empty());
+        assert_eq!(config.auth_cache_ttl, Duration::ZERO);
+    }
+
+    #[test]
+    fn reads_prefixed_variables() {
+        let config = load(&[
+            ("IBEX_API_PORT", "9000"),
+            ("IBEX_API_CORS_ALLOWED_ORIGINS", "https://a.example.com, http://localhost:3000"),
+            ("IBEX_API_LOG_FORMAT", "text"),
+        ])
+        .unwrap();
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.cors_allowed_origins.len(), 2);
+        assert_eq!(config.log_format, Some(LogFormat::Text));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let cases = [
+            ("IBEX_API_PORT", "abc"),
+            ("IBEX_API_PORT", "0"),
+            ("IBEX_API_PORT", "70000"),
+            ("IBEX_API_CORS_ALLOWED_ORIGINS", "*"),
+            ("IBEX_API_CORS_ALLOWED_ORIGINS", "https://a.example.com/path"),
+            ("IBEX_API_CORS_ALLOWED_ORIGINS", "a.example.com"),
+            ("IBEX_API_LOG_FORMAT", "xml"),
+            ("IBEX_API_LOG_LEVEL", "info,[=="),
+            ("IBEX_API_REQUEST_TIMEOUT_MS", "-5"),
+            ("IBEX_API_AUTH_GRPC_ADDR", "localhost:9091"),
+            ("IBEX_API_HOST", "example.com"),
+            ("IBEX_API_PROT", "8010"),
+        ];
+        for (var, value) in cases {
+            let error = load(&[(var, value)]).expect_err(var);
+            assert_eq!(error.var, var, "{value}: {error}");
+        }
+    }
+
+    #[test]
+    fn auth_deadline_must_undercut_the_request_deadline() {
+        let error = load(&[("IBEX_API_AUTH_TIMEOUT_MS", "10000")]).unwrap_err();
+        assert_eq!(error.var, "IBEX_API_AUTH_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn a_file_is_read_and_the_environment_wins() {
+        let path = std::env::temp_dir().join(format!("ibex-api-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "port = 9100\nrequest_timeout_ms = 20000\n").unwrap();
+        let file = path.to_str().unwrap();
+        let config = load(&[("IBEX_API_CONFIG_FILE", file), ("IBEX_API_PORT", "9200")]).unwrap();
+        assert_eq!(config.port, 9200);
+        assert_eq!(config.request_timeout, Duration::from_secs(20));
+        std::fs::remove_file(&path).unwrap();
+    }
+}

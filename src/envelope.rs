@@ -1,0 +1,98 @@
+//! Renders every error response as the platform's envelope, whatever produced it.
+//!
+//! It sits inside the request-id and CORS layers (so envelopes carry both) and outside everything
+//! that can fail: auth, panic catching, the timeout, the body limit, routing and handlers. A
+//! response tagged with an [`ApiError`] is rendered from it; an untagged 4xx/5xx (tower-http's
+//! empty 408/413, the panic handler's text, axum's 404/405) has its body discarded and is
+//! classified by status, so a raw body or an echo of the request can never reach a client.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, Request};
+use tower::{BoxError, Layer, Service};
+
+use crate::error::ApiError;
+use crate::request_id::RequestId;
+
+/// Response extension for the rare error status whose body is itself the contract (the
+/// readiness report's 503); such a response passes through untouched.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepBody;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvelopeLayer;
+
+impl<S> Layer<S> for EnvelopeLayer {
+    type Service = Envelope<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Envelope { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Envelope<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> Service<Request<B>> for Envelope<S>
+where
+    S: Service<Request<B>, Response = http::Response<ResB>>,
+    S::Future: Send + 'static,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let request_id = req.extensions().get::<RequestId>().copied();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let response = future.await?;
+            Ok(render(response, request_id))
+        })
+    }
+}
+
+fn render<ResB>(response: http::Response<ResB>, id: Option<RequestId>) -> Response
+where
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    let status = response.status();
+    let is_error = status.is_client_error() || status.is_server_error();
+    if !is_error || response.extensions().get::<KeepBody>().is_some() {
+        return response.map(Body::new);
+    }
+    let (mut parts, _discarded_body) = response.into_parts();
+    let error = parts
+        .extensions
+        .remove::<ApiError>()
+        .unwrap_or_else(|| ApiError::from_status(status));
+    if matches!(error, ApiError::Internal) && status.is_server_error() {
+        tracing::error!(status = status.as_u16(), "request failed with an internal error");
+    }
+    // Without the request-id layer (unit use) the envelope still gets a fresh, valid id.
+    let id = id.unwrap_or_else(|| RequestId::from_headers(&http::HeaderMap::new()));
+    let mut rendered = error.into_envelope(&id.to_string());
+    // Keep what the producer said about the resource (Allow, WWW-Authenticate, Retry-After,
+    // CORS) but never its body framing.
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(value) = parts.headers.remove(&name) {
+            rendered.headers_mut().insert(name, value);
+        }
+    }
+    *rendered.extensions_mut() = parts.extensions;
+    rendered
+}

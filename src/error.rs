@@ -1,0 +1,207 @@
+//! The one place where failures become the platform's error envelope.
+//!
+//! Handlers, extractors and layers return [`ApiError`]. Its `IntoResponse` only tags the response
+//! with the error; the envelope layer (which knows the request id) renders the body. Responses
+//! that reach the envelope layer untagged (a tower-http 408/413, a caught panic, a routing 404)
+//! are classified by [`ApiError::from_status`], so no raw body ever leaves the service.
+
+use std::borrow::Cow;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderValue};
+use http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Seconds a client should wait before retrying after the auth service failed.
+pub const AUTH_RETRY_AFTER_SECS: u32 = 2;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("An Authorization header with a bearer token is required.")]
+    MissingToken,
+    #[error("The access token is invalid, expired or revoked.")]
+    InvalidToken,
+    #[error("The access token lacks a permission this operation requires.")]
+    InsufficientPermissions,
+    #[error("{0}")]
+    NotFound(Cow<'static, str>),
+    #[error("This method is not allowed on this path.")]
+    MethodNotAllowed,
+    #[error("The request body exceeds the size limit.")]
+    PayloadTooLarge,
+    #[error("The request body must be sent as Content-Type: application/json.")]
+    UnsupportedMediaType,
+    #[error("{message}")]
+    Validation {
+        message: Cow<'static, str>,
+        field_errors: Vec<FieldError>,
+    },
+    #[error("The request did not complete within the service's deadline.")]
+    RequestTimeout,
+    #[error("This operation is not implemented yet.")]
+    NotImplemented,
+    #[error("The authentication service is unavailable; retry shortly.")]
+    AuthUnavailable,
+    #[error("The service is unavailable; retry shortly.")]
+    ServiceUnavailable,
+    #[error("An internal error occurred.")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn validation(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Validation {
+            message: message.into(),
+            field_errors: Vec::new(),
+        }
+    }
+
+    pub fn field(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            message: Cow::Borrowed("The request has invalid parameters."),
+            field_errors: vec![FieldError {
+                field: field.to_owned(),
+                code,
+                message: message.into(),
+            }],
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::InsufficientPermissions => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation { .. } => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            Self::AuthUnavailable | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, documented code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "MISSING_TOKEN",
+            Self::InvalidToken => "INVALID_TOKEN",
+            Self::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::Validation { .. } => "VALIDATION_ERROR",
+            Self::RequestTimeout => "REQUEST_TIMEOUT",
+            Self::NotImplemented => "NOT_IMPLEMENTED",
+            Self::AuthUnavailable => "AUTH_UNAVAILABLE",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// Classifies an error response that was produced without an `ApiError` (a tower-http
+    /// layer, axum's router, a caught panic). Statuses outside the platform's table collapse to
+    /// the nearest documented one.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => Self::InvalidToken,
+            StatusCode::FORBIDDEN => Self::InsufficientPermissions,
+            StatusCode::NOT_FOUND => Self::NotFound(Cow::Borrowed("No resource matches this path.")),
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::RequestTimeout,
+            StatusCode::NOT_IMPLEMENTED => Self::NotImplemented,
+            StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
+            s if s.is_client_error() => Self::validation("The request is malformed."),
+            _ => Self::Internal,
+        }
+    }
+
+    /// Renders the envelope. Called by the envelope layer only, which supplies the request id.
+    pub fn into_envelope(self, request_id: &str) -> Response {
+        let status = self.status();
+        let (code, message) = (self.code(), self.to_string());
+        let extra_header = match &self {
+            Self::MissingToken | Self::InvalidToken => {
+                Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
+            }
+            Self::AuthUnavailable | Self::ServiceUnavailable => Some((
+                header::RETRY_AFTER,
+                HeaderValue::from(AUTH_RETRY_AFTER_SECS),
+            )),
+            _ => None,
+        };
+        let field_errors = match self {
+            Self::Validation { field_errors, .. } if !field_errors.is_empty() => Some(field_errors),
+            _ => None,
+        };
+        let body = ErrorResponse {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                request_id: request_id.to_owned(),
+                field_errors,
+            },
+        };
+        let json = serde_json::to_vec(&body).expect("error envelope serialises");
+        let mut response = Response::new(Body::from(json));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some((name, value)) = extra_header {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+impl IntoResponse for ApiError {
+    /// Tags an empty response with the error; the envelope layer renders it.
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = self.status();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "NOT_FOUND", "message": "No resource matches this path.", "request_id": "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70"}}))]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable UPPER_SNAKE_CASE code; see the README's error table.
+    #[schema(example = "VALIDATION_ERROR")]
+    pub code: String,
+    /// Human-readable explanation; never echoes request content.
+    pub message: String,
+    /// The request's id, equal to the `X-Request-ID` response header.
+    #[schema(format = Uuid)]
+    pub request_id: String,
+    /// Present on some VALIDATION_ERROR responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field_errors: Option<Vec<FieldError>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The parameter or body field at fault.
+    pub field: String,
+    #[schema(example = "INVALID_UUID")]
+    pub code: &'static str,
+    pub message: String,
+}

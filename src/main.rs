@@ -1,0 +1,137 @@
+//! `ibex-api`: the IBEX management API server.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use axum::Router;
+use ibex_api::auth::{dev, token};
+use ibex_api::config::{Config, LogFormat};
+use ibex_api::{app, healthcheck, server, telemetry};
+
+const USAGE: &str = "\
+usage:
+  ibex-api                          serve, configured by IBEX_API_* variables (see README)
+  ibex-api --dev-auth [--dev-token TOKEN]
+                                    serve on loopback with an embedded development auth service
+                                    that accepts one token (printed at start-up)
+  ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN]
+                                    run only the development auth service (loopback only)
+  ibex-api healthcheck              exit 0 when the local server's /health answers 200";
+
+/// What the command line asked for.
+enum Command {
+    Serve { dev_token: Option<Option<String>> },
+    DevAuthServer { listen: SocketAddr, token: Option<String> },
+    Healthcheck,
+    Help,
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let flag_value = |i: usize| args.get(i + 1).cloned().ok_or_else(|| format!("{} needs a value", args[i]));
+    match args.first().map(String::as_str) {
+        None => Ok(Command::Serve { dev_token: None }),
+        Some("-h" | "--help" | "help") => Ok(Command::Help),
+        Some("healthcheck") if args.len() == 1 => Ok(Command::Healthcheck),
+        Some("--dev-auth") => match &args[1..] {
+            [] => Ok(Command::Serve { dev_token: Some(None) }),
+            [flag, _] if flag == "--dev-token" => Ok(Command::Serve { dev_token: Some(Some(flag_value(1)?)) }),
+            _ => Err("unexpected arguments after --dev-auth".into()),
+        },
+        Some("dev-auth-server") => {
+            let mut listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9091);
+            let mut token = None;
+            let mut i = 1;
+            while i < args.len() {
+                match args[i].as_str() {
+                    "--listen" => listen = flag_value(i)?.parse().map_err(|_| "--listen needs IP:PORT")?,
+                    "--token" => token = Some(flag_value(i)?),
+                    other => return Err(format!("unknown argument `{other}`")),
+                }
+                i += 2;
+            }
+            Ok(Command::DevAuthServer { listen, token })
+        }
+        Some(other) => Err(format!("unknown argument `{other}`")),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse(&args) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("ibex-api: {problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Command::Healthcheck => match Config::load() {
+            Ok(config) => healthcheck::run(&config).await,
+            Err(e) => Err(e.to_string()),
+        },
+        Command::DevAuthServer { listen, token } => run_dev_auth_server(listen, token).await,
+        Command::Serve { dev_token } => run_server(dev_token).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!("ibex-api: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dev_token(given: Option<String>) -> Result<String, String> {
+    match given {
+        Some(t) if token::is_well_formed_pat(&t) => Ok(t),
+        Some(_) => Err("the dev token must look like ibex_pat_<uuid>_<secret>".into()),
+        None => Ok(dev::generate_token()),
+    }
+}
+
+async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
+    let mut config = Config::load().map_err(|e| e.to_string())?;
+    let default_format = if dev_auth.is_some() { LogFormat::Text } else { LogFormat::Json };
+    telemetry::init(config.log_format.unwrap_or(default_format), &config.log_level);
+
+    if let Some(given) = dev_auth {
+        let token = dev_token(given)?;
+        let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        let auth_addr = dev::spawn(loopback, token.clone()).await.map_err(|e| e.to_string())?;
+        config.auth_grpc_addr = format!("http://{auth_addr}");
+        // A known token must not be usable from the network.
+        config.host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        tracing::warn!(
+            auth = %auth_addr,
+            "DEVELOPMENT AUTH SERVICE ENABLED: one fixed token is accepted; never use this outside a laptop"
+        );
+        println!(
+            "\n  IBEX dev auth is ON (loopback only). Try:\n  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/agents\n\n  IBEX_DEV_TOKEN={token}\n",
+            config.port
+        );
+    }
+
+    let (app, readiness) = app::from_config(&config, Router::new())?;
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, auth = %config.auth_grpc_addr, "ibex-api listening");
+    server::serve(listener, app, readiness, (&config).into(), server::shutdown_signal()).await;
+    Ok(())
+}
+
+async fn run_dev_auth_server(listen: SocketAddr, token: Option<String>) -> Result<(), String> {
+    telemetry::init(LogFormat::Text, "info");
+    let token = dev_token(token)?;
+    let addr = dev::spawn(listen, token.clone()).await.map_err(|e| e.to_string())?;
+    tracing::warn!(%addr, "development auth service: accepts exactly one token");
+    println!("IBEX_DEV_AUTH_ADDR=http://{addr}\nIBEX_DEV_TOKEN={token}");
+    server::shutdown_signal().await;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Liveness and readiness state: the checks `/ready` runs and the draining flag.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{join_all, BoxFuture};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::AuthClient;
+
+/// A dependency `/ready` looks at.
+pub trait ReadinessCheck: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// A failing critical check makes the service unready (503); others only degrade it.
+    fn critical(&self) -> bool;
+    /// `Ok` carries a short note; `Err` says what is wrong. Never a secret.
+    fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Ok,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckResult {
+    pub status: CheckStatus,
+    pub latency_ms: u64,
+    pub message: String,
+}
+
+/// The platform's health document, for both `/health` and `/ready`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok", "checks": {"auth": {"status": "ok", "latency_ms": 2, "message": "reachable"}}}))]
+pub struct HealthReport {
+    pub status: HealthStatus,
+    pub checks: BTreeMap<String, CheckResult>,
+}
+
+pub struct Readiness {
+    checks: Vec<Box<dyn ReadinessCheck>>,
+    deadline: Duration,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.checks.iter().map(|c| c.name()).collect();
+        f.debug_struct("Readiness")
+            .field("checks", &names)
+            .field("draining", &self.is_draining())
+            .finish()
+    }
+}
+
+impl Readiness {
+    pub fn new(checks: Vec<Box<dyn ReadinessCheck>>, deadline: Duration) -> Self {
+        Self {
+            checks,
+            deadline,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// From now on `/ready` answers 503, so load balancers stop sending new traffic.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Runs every check in parallel, each bounded by the deadline.
+    pub async fn report(&self) -> HealthReport {
+        let runs = self.checks.iter().map(|check| async move {
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(self.deadline, check.check(self.deadline))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {} ms", self.deadline.as_millis())));
+            let latency_ms = started.elapsed().as_millis() as u64;
+            let (status, message) = match outcome {
+                Ok(note) => (CheckStatus::Ok, note),
+                Err(problem) => (CheckStatus::Failed, problem),
+            };
+            (check, CheckResult { status, latency_ms, message })
+        });
+        let mut status = HealthStatus::Ok;
+        let mut checks = BTreeMap::new();
+        for (check, result) in join_all(runs).await {
+            if result.status == CheckStatus::Failed {
+                status = match (check.critical(), status) {
+                    (true, _) | (false, HealthStatus::Unhealthy) => HealthStatus::Unhealthy,
+                    (false, _) => HealthStatus::Degraded,
+                };
+            }
+            checks.insert(check.name().to_owned(), result);
+        }
+        if self.is_draining() {
+            status = HealthStatus::Unhealthy;
+            checks.insert(
+                "shutdown".to_owned(),
+                CheckResult {
+                    status: CheckStatus::Failed,
+                    latency_ms: 0,
+                    message: "draining before shutdown".to_owned(),
+                },
+            );
+        }
+        HealthReport { status, checks }
+    }
+}
+
+/// The auth service answers the platform's sentinel probe.
+#[derive(Debug)]
+pub struct AuthReachable(pub AuthClient);
+
+impl ReadinessCheck for AuthReachable {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+
+    fn critical(&self) -> bool {
+        true
+    }
+
+    fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move { self.0.probe(deadline).await.map(|()| "reachable".to_owned()) })
+    }
+}

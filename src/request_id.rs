@@ -1,0 +1,140 @@
+//! Request ids: validated on the way in, generated when unusable, echoed exactly once.
+//!
+//! An inbound `X-Request-ID` is trusted only when it is the single such header and parses as a
+//! (non-nil) UUID; it is then re-rendered canonically, so logs and the auth service never see
+//! caller-chosen bytes. Everything else gets a fresh UUID v7 (time-ordered, cheap to index).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use tower::{Layer, Service};
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served, available to every layer and handler as an extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(Uuid);
+
+impl RequestId {
+    /// Keeps a well-formed inbound id, otherwise generates one.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let mut values = headers.get_all(&X_REQUEST_ID).iter();
+        let inbound = match (values.next(), values.next()) {
+            (Some(value), None) => parse(value),
+            _ => None,
+        };
+        Self(inbound.unwrap_or_else(Uuid::now_v7))
+    }
+
+    pub fn uuid(&self) -> Uuid {
+        self.0
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        let mut buf = Uuid::encode_buffer();
+        let text = self.0.hyphenated().encode_lower(&mut buf);
+        HeaderValue::from_str(text).expect("a hyphenated UUID is a valid header value")
+    }
+}
+
+fn parse(value: &HeaderValue) -> Option<Uuid> {
+    // The longest textual UUID form (urn:uuid:…) is 45 bytes; anything longer is not one.
+    if value.len() > 45 {
+        return None;
+    }
+    let text = value.to_str().ok()?;
+    Uuid::try_parse(text).ok().filter(|id| !id.is_nil())
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Outermost layer: assigns the id, opens the request's tracing span, sets the response header.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> Service<Request<B>> for RequestIdService<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let id = RequestId::from_headers(req.headers());
+        let header = id.header_value();
+        req.headers_mut().insert(&X_REQUEST_ID, header.clone());
+        req.extensions_mut().insert(id);
+        let span = tracing::info_span!("request", request_id = %id);
+        let future = span.in_scope(|| self.inner.call(req)).instrument(span);
+        Box::pin(async move {
+            let mut response = future.await?;
+            // `insert` replaces any value a handler set: the header appears exactly once.
+            response.headers_mut().insert(&X_REQUEST_ID, header);
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id_for(values: &[&[u8]]) -> RequestId {
+        let mut headers = http::HeaderMap::new();
+        for value in values {
+            headers.append(&X_REQUEST_ID, HeaderValue::from_bytes(value).unwrap());
+        }
+        RequestId::from_headers(&headers)
+    }
+
+    #[test]
+    fn keeps_a_uuid_in_canonical_form() {
+        let id = id_for(&[b"{67E55044-10B1-426F-9247-BB680E5FE0C8}"]);
+        assert_eq!(id.to_string(), "67e55044-10b1-426f-9247-bb680e5fe0c8");
+    }
+
+    #[test]
+    fn replaces_anything_else() {
+        let kept = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        for bad in [
+            &b"not-a-uuid"[..],
+            b"",
+            b"00000000-0000-0000-0000-000000000000",
+            b"67e55044-10b1-426f-9247-bb680e5fe0c8\t",
+        ] {
+            let id = id_for(&[bad]);
+            assert_ne!(id.to_string(), kept);
+            assert_eq!(id.uuid().get_version_num(), 7);
+        }
+        let twice = id_for(&[kept.as_bytes(), kept.as_bytes()]);
+        assert_ne!(twice.to_string(), kept);
+    }
+}

@@ -1,0 +1,46 @@
+//! The platform's probe contract: `/health` (liveness) and `/ready` (readiness).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::StatusCode;
+
+use crate::app::AppState;
+use crate::envelope::KeepBody;
+use crate::readiness::{HealthReport, HealthStatus};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+}
+
+/// Liveness: the process serves HTTP. Touches no dependency, so a dependency outage never gets
+/// the pod restarted.
+#[utoipa::path(get, path = "/health", tag = "health", operation_id = "health",
+    responses((status = 200, description = "The process is alive.", body = HealthReport)))]
+pub async fn health() -> Json<HealthReport> {
+    Json(HealthReport {
+        status: HealthStatus::Ok,
+        checks: Default::default(),
+    })
+}
+
+/// Readiness: every critical dependency answers within its deadline and the service is not
+/// draining.
+#[utoipa::path(get, path = "/ready", tag = "health", operation_id = "ready",
+    responses(
+        (status = 200, description = "Ready (`ok`, or `degraded` when only a non-critical check failed).", body = HealthReport),
+        (status = 503, description = "Not ready: a critical check failed or the service is draining.", body = HealthReport),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let report = state.readiness.report().await;
+    let status = match report.status {
+        HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+        HealthStatus::Ok | HealthStatus::Degraded => StatusCode::OK,
+    };
+    let mut response = (status, Json(report)).into_response();
+    response.extensions_mut().insert(KeepBody);
+    response
+}

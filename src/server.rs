@@ -1,0 +1,119 @@
+//! The accept loop: HTTP/1.1 with a header-read timeout, a connection cap, and a graceful
+//! shutdown that first flips readiness, keeps accepting for the grace period (so load balancers
+//! notice), then stops accepting and gives in-flight requests a bounded time to finish.
+//!
+//! `axum::serve` has none of these bounds (a half-sent request would hold its connection and block
+//! shutdown forever), hence hyper-util directly. Only HTTP/1.1 is served: probes, browsers behind
+//! the ingress and SDKs all speak it, and one protocol means one set of header limits to test.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::readiness::Readiness;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub shutdown_drain: Duration,
+}
+
+impl From<&Config> for ServeOptions {
+    fn from(config: &Config) -> Self {
+        Self {
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+            shutdown_grace: config.shutdown_grace,
+            shutdown_drain: config.shutdown_drain,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves and the drain is over.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    readiness: Arc<Readiness>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+
+    let stop_accepting = async {
+        shutdown.await;
+        readiness.start_draining();
+        tracing::info!(
+            grace_ms = options.shutdown_grace.as_millis() as u64,
+            "shutdown requested: /ready now answers 503"
+        );
+        tokio::time::sleep(options.shutdown_grace).await;
+    };
+    tokio::pin!(stop_accepting);
+
+    loop {
+        let permit = tokio::select! {
+            () = &mut stop_accepting => break,
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            () = &mut stop_accepting => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // Client resets and header-read timeouts end up here; they are not server faults.
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("stopped accepting connections; draining in-flight requests");
+    match tokio::time::timeout(options.shutdown_drain, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!("drain deadline passed with requests still in flight; exiting"),
+    }
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
