@@ -31,16 +31,14 @@ fn path_error(rejection: PathRejection) -> ApiError {
         return ApiError::Internal;
     };
     match error.into_kind() {
-        ErrorKind::ParseErrorAtKey { key, expected_type, .. } => {
-            let (code, message) = if expected_type.contains("Uuid") {
-                ("INVALID_UUID", "must be a UUID".to_owned())
-            } else {
-                ("INVALID_VALUE", format!("must be a valid {expected_type}"))
-            };
-            ApiError::field(&key, code, message)
+        // By convention every `*_id` path parameter of this API is a UUID.
+        ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. }
+            if key.ends_with("_id") =>
+        {
+            ApiError::field(&key, "INVALID_UUID", "must be a UUID")
         }
-        ErrorKind::DeserializeError { key, .. } => {
-            ApiError::field(&key, "INVALID_VALUE", "is not valid here")
+        ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::DeserializeError { key, .. } => {
+            ApiError::field(&key, "INVALID_VALUE", "has an invalid value")
         }
         _ => ApiError::validation("The path parameters are invalid."),
     }

@@ -1,0 +1,395 @@
+//! Test harness: a real tonic auth server with scriptable answers, the real app on an ephemeral
+//! loopback port, and a raw HTTP/1.1 client (raw so tests can send what well-behaved clients
+//! cannot: duplicate headers, odd bytes, lying Content-Length).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ibex_api::app::{self, AppState};
+use ibex_api::auth::proto::auth_service_server::{AuthService, AuthServiceServer};
+use ibex_api::auth::proto::{ValidateTokenRequest, ValidateTokenResponse};
+use ibex_api::auth::{Caller, Permissions};
+use ibex_api::config::Config;
+use ibex_api::error::ApiError;
+use ibex_api::extract::ApiJson;
+use ibex_api::readiness::Readiness;
+use ibex_api::server::{self, ServeOptions};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status};
+
+pub const TOKEN: &str =
+    "ibex_pat_0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70_q7Yx3kP0vN2mR8sT4wZ6bC1dF5gH9jK0lM2nQ4rS6tU";
+pub const ORG_ID: &str = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70";
+pub const USER_ID: &str = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f71";
+pub const ALLOWED_ORIGIN: &str = "https://dashboard.example.com";
+pub const PERMISSION_READ: u64 = 0b01;
+pub const PERMISSION_ADMIN: u64 = 0b10;
+
+pub fn bearer() -> (&'static str, String) {
+    ("Authorization", format!("Bearer {TOKEN}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake auth service: a real gRPC server whose answers the test scripts.
+
+#[derive(Clone, Debug)]
+pub struct Behavior {
+    pub delay: Duration,
+    pub outcome: Result<ValidateTokenResponse, Code>,
+}
+
+impl Behavior {
+    pub fn accept() -> Self {
+        Self::answer(ValidateTokenResponse {
+            org_id: ORG_ID.into(),
+            permissions: PERMISSION_READ as i64,
+            agent_id: None,
+            user_id: Some(USER_ID.into()),
+            token_id: None,
+            expires_at: Some((SystemTime::now() + Duration::from_secs(3600)).into()),
+        })
+    }
+
+    pub fn answer(response: ValidateTokenResponse) -> Self {
+        Self { delay: Duration::ZERO, outcome: Ok(response) }
+    }
+
+    pub fn fail(code: Code) -> Self {
+        Self { delay: Duration::ZERO, outcome: Err(code) }
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Debug)]
+struct FakeState {
+    behavior: Mutex<Behavior>,
+    calls: AtomicUsize,
+    probes: AtomicUsize,
+    request_ids: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct FakeService(Arc<FakeState>);
+
+#[tonic::async_trait]
+impl AuthService for FakeService {
+    async fn validate_token(
+        &self,
+        request: Request<ValidateTokenRequest>,
+    ) -> Result<Response<ValidateTokenResponse>, Status> {
+        let behavior = self.0.behavior.lock().unwrap().clone();
+        let probe = request.get_ref().access_token == "ibex_health_probe_invalid";
+        if probe {
+            self.0.probes.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.0.calls.fetch_add(1, Ordering::SeqCst);
+            let id = request.metadata().get("x-request-id").map(|v| v.to_str().unwrap().to_owned());
+            self.0.request_ids.lock().unwrap().push(id.unwrap_or_default());
+        }
+        tokio::time::sleep(behavior.delay).await;
+        match behavior.outcome {
+            Ok(_) if probe => Err(Status::unauthenticated("invalid token")),
+            Ok(answer) => Ok(Response::new(answer)),
+            Err(code) => Err(Status::new(code, "scripted failure")),
+        }
+    }
+}
+
+pub struct FakeAuth {
+    pub addr: SocketAddr,
+    state: Arc<FakeState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl FakeAuth {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), Behavior::accept()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, behavior: Behavior) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind fake auth");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(FakeState {
+            behavior: Mutex::new(behavior),
+            calls: AtomicUsize::new(0),
+            probes: AtomicUsize::new(0),
+            request_ids: Mutex::new(Vec::new()),
+        });
+        let (stop, stopped) = oneshot::channel();
+        let service = AuthServiceServer::new(FakeService(Arc::clone(&state)));
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self { addr, state, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn set(&self, behavior: Behavior) {
+        *self.state.behavior.lock().unwrap() = behavior;
+    }
+
+    /// ValidateToken calls, the health probe excluded.
+    pub fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn probes(&self) -> usize {
+        self.state.probes.load(Ordering::SeqCst)
+    }
+
+    pub fn request_ids(&self) -> Vec<String> {
+        self.state.request_ids.lock().unwrap().clone()
+    }
+
+    /// Stops serving and closes its connections; returns the address for a restart.
+    pub async fn stop(mut self) -> SocketAddr {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+            panic!("fake auth did not stop");
+        }
+        self.addr
+    }
+}
+
+/// An address where nothing listens (bound, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The app under test.
+
+pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("IBEX_API_AUTH_GRPC_ADDR".into(), format!("http://{auth}")),
+        ("IBEX_API_CORS_ALLOWED_ORIGINS".into(), ALLOWED_ORIGIN.into()),
+        ("IBEX_API_REQUEST_TIMEOUT_MS".into(), "2000".into()),
+        ("IBEX_API_AUTH_TIMEOUT_MS".into(), "300".into()),
+        ("IBEX_API_MAX_BODY_BYTES".into(), "1024".into()),
+        ("IBEX_API_SHUTDOWN_GRACE_MS".into(), "0".into()),
+    ]);
+    for (k, v) in overrides {
+        vars.insert((*k).into(), (*v).into());
+    }
+    Config::load_from(vars).expect("test config is valid")
+}
+
+/// Handlers that exercise failure paths through the production stack.
+pub fn test_routes() -> Router<AppState> {
+    async fn panics() -> &'static str {
+        panic!("handler exploded with secret-ish details")
+    }
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        "too late"
+    }
+    async fn admin_only(caller: Caller) -> Result<&'static str, ApiError> {
+        caller.require(Permissions(PERMISSION_ADMIN))?;
+        Ok("admin")
+    }
+    async fn whoami(caller: Caller) -> Json<Value> {
+        Json(json!({
+            "org_id": caller.org_id,
+            "user_id": caller.user_id,
+            "agent_id": caller.agent_id,
+            "permissions": caller.permissions.0,
+        }))
+    }
+    #[derive(serde::Deserialize)]
+    struct Echo {
+        #[allow(dead_code)]
+        name: String,
+    }
+    async fn json_body(ApiJson(_): ApiJson<Echo>) -> &'static str {
+        "ok"
+    }
+    async fn sleep_ms(axum::extract::Path(ms): axum::extract::Path<u64>) -> &'static str {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        "done"
+    }
+    Router::new()
+        .route("/test/panic", get(panics))
+        .route("/test/slow", get(slow))
+        .route("/test/admin", get(admin_only))
+        .route("/test/whoami", get(whoami))
+        .route("/test/json", post(json_body))
+        .route("/test/sleep/{ms}", get(sleep_ms))
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub readiness: Arc<Readiness>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn start(auth: SocketAddr, overrides: &[(&str, &str)]) -> Self {
+        Self::start_with(config(auth, overrides)).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let (app, readiness) = app::from_config(&config, test_routes()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = ServeOptions::from(&config);
+        let task = tokio::spawn(server::serve(listener, app, Arc::clone(&readiness), options, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, readiness, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Sends the shutdown signal; the returned handle finishes when the server has drained.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap()
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        request(self.addr, "GET", path, headers, b"").await
+    }
+
+    pub async fn get_authed(&self, path: &str) -> Reply {
+        let (name, value) = bearer();
+        self.get(path, &[(name, &value)]).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw HTTP/1.1 client.
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The single X-Request-ID header.
+    pub fn request_id(&self) -> &str {
+        let ids = self.headers_named("x-request-id");
+        assert_eq!(ids.len(), 1, "exactly one X-Request-ID: {:?}", self.headers);
+        ids[0]
+    }
+
+    /// Asserts the platform envelope with this status and code, its id equal to the header.
+    pub fn assert_error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status, status, "status; body: {}", self.text());
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let body = self.json();
+        let top: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(top, ["error"], "only the envelope: {body}");
+        let error = &body["error"];
+        assert_eq!(error["code"], code, "{body}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        assert_eq!(error["request_id"], self.request_id(), "body id equals header id");
+        for key in error.as_object().unwrap().keys() {
+            assert!(["code", "message", "request_id", "field_errors"].contains(&key.as_str()), "{body}");
+        }
+        body
+    }
+}
+
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    raw.push_str("\r\n");
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    send_raw(addr, &bytes).await
+}
+
+/// Sends bytes as they are and reads the whole response (the request should ask to close).
+pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Reply {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        let mut buf = Vec::new();
+        // A server may close after answering without reading the whole request; what matters
+        // is the response read so far.
+        let _ = stream.read_to_end(&mut buf).await;
+        buf
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("response within 10 s");
+    parse_response(&buf)
+}
+
+fn parse_response(buf: &[u8]) -> Reply {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let head = std::str::from_utf8(&buf[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let raw_body = &buf[end + 4..];
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(raw_body) } else { raw_body.to_vec() };
+    Reply { status, headers, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}

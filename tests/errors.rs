@@ -1,0 +1,252 @@
+//! Every error path of the skeleton answers the envelope, over real HTTP against the real stack.
+
+mod common;
+
+use common::*;
+use ibex_api::openapi::ApiDoc;
+use utoipa::OpenApi;
+
+#[tokio::test]
+async fn unknown_route_and_wrong_method() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+
+    app.get_authed("/v1/nothing-here").await.assert_error(404, "NOT_FOUND");
+    app.get_authed("/health/").await.assert_error(404, "NOT_FOUND");
+
+    let (name, value) = bearer();
+    let reply = request(app.addr, "PUT", "/v1/agents", &[(name, &value)], b"").await;
+    reply.assert_error(405, "METHOD_NOT_ALLOWED");
+    assert_eq!(reply.header("allow"), Some("GET,HEAD,POST"));
+}
+
+#[tokio::test]
+async fn body_errors() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+    let (name, value) = bearer();
+    let auth_header = (name, value.as_str());
+    let json = ("Content-Type", "application/json");
+
+    let marker = b"{\"name\": \"SECRET-MARKER\"";
+    let reply = request(app.addr, "POST", "/test/json", &[auth_header, json], marker).await;
+    reply.assert_error(400, "VALIDATION_ERROR");
+    assert!(!reply.text().contains("SECRET-MARKER"), "the body is never echoed");
+
+    let wrong_shape = br#"{"name": 42, "note": "SECRET-MARKER"}"#;
+    let reply = request(app.addr, "POST", "/test/json", &[auth_header, json], wrong_shape).await;
+    reply.assert_error(400, "VALIDATION_ERROR");
+    assert!(!reply.text().contains("SECRET-MARKER"));
+
+    let text = ("Content-Type", "text/plain");
+    request(app.addr, "POST", "/test/json", &[auth_header, text], br#"{"name":"a"}"#)
+        .await
+        .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    request(app.addr, "POST", "/test/json", &[auth_header], br#"{"name":"a"}"#)
+        .await
+        .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2000));
+    request(app.addr, "POST", "/test/json", &[auth_header, json], big.as_bytes())
+        .await
+        .assert_error(413, "PAYLOAD_TOO_LARGE");
+    // Also to a stub that never reads its body: the declared length alone is refused.
+    request(app.addr, "POST", "/v1/agents", &[auth_header, json], big.as_bytes())
+        .await
+        .assert_error(413, "PAYLOAD_TOO_LARGE");
+
+    // Chunked, no Content-Length: the limit bites while the extractor reads.
+    let chunk = "y".repeat(900);
+    let raw = format!(
+        "POST /test/json HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        value.trim_start_matches("Authorization: "),
+        chunk.len(),
+        chunk.len()
+    );
+    send_raw(app.addr, raw.as_bytes()).await.assert_error(413, "PAYLOAD_TOO_LARGE");
+
+    request(app.addr, "POST", "/test/json", &[auth_header, json], br#"{"name":"ok"}"#)
+        .await
+        .status
+        .eq(&200)
+        .then_some(())
+        .expect("a good body passes");
+}
+
+#[tokio::test]
+async fn parameter_errors_name_the_field_without_echoing_it() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+
+    let reply = app.get_authed("/v1/agents/SECRET-MARKER").await;
+    let body = reply.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(body["error"]["field_errors"][0]["field"], "agent_id");
+    assert_eq!(body["error"]["field_errors"][0]["code"], "INVALID_UUID");
+    assert!(!reply.text().contains("SECRET-MARKER"));
+
+    let reply = app.get_authed(&format!("/v1/agents/{ORG_ID}/memories/not-a-uuid")).await;
+    let body = reply.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(body["error"]["field_errors"][0]["field"], "memory_id");
+
+    let reply = app.get_authed(&format!("/v1/agents/{ORG_ID}/directive/versions/-1")).await;
+    let body = reply.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(body["error"]["field_errors"][0]["field"], "version_num");
+
+    let body = app.get_authed("/v1/agents?limit=0").await.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(body["error"]["field_errors"][0]["field"], "limit");
+    app.get_authed("/v1/agents?limit=abc").await.assert_error(400, "VALIDATION_ERROR");
+    app.get_authed("/v1/agents?limit=100&cursor=abc").await.assert_error(501, "NOT_IMPLEMENTED");
+}
+
+#[tokio::test]
+async fn handler_error_panic_and_timeout() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[("IBEX_API_REQUEST_TIMEOUT_MS", "600")]).await;
+
+    app.get_authed("/test/admin").await.assert_error(403, "INSUFFICIENT_PERMISSIONS");
+
+    let reply = app.get_authed("/test/panic").await;
+    reply.assert_error(500, "INTERNAL_ERROR");
+    assert!(!reply.text().contains("exploded"), "no panic message leaks");
+    // The process keeps serving.
+    assert_eq!(app.get_authed("/test/whoami").await.status, 200);
+
+    let started = std::time::Instant::now();
+    app.get_authed("/test/slow").await.assert_error(504, "REQUEST_TIMEOUT");
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(550) && took < std::time::Duration::from_secs(3), "{took:?}");
+}
+
+/// Every documented `/v1` operation is mounted, authenticates, and answers 501 for now.
+#[tokio::test]
+async fn every_documented_stub_answers_501() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+    let (name, value) = bearer();
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let mut seen = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        let concrete = path
+            .split('/')
+            .map(|seg| match seg {
+                "{version_num}" => "3",
+                s if s.starts_with('{') => ORG_ID,
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_ascii_uppercase();
+            let reply = request(app.addr, &method, &concrete, &[(name, &value)], b"").await;
+            reply.assert_error(501, "NOT_IMPLEMENTED");
+            let anonymous = request(app.addr, &method, &concrete, &[], b"").await;
+            anonymous.assert_error(401, "MISSING_TOKEN");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 41, "every stub of the issue is documented");
+}
+
+#[tokio::test]
+async fn request_ids_are_validated_and_echoed() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+    let kept = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+
+    for sent in [kept, "67E55044-10B1-426F-9247-BB680E5FE0C8", "{67e55044-10b1-426f-9247-bb680e5fe0c8}", "67e5504410b1426f9247bb680e5fe0c8"] {
+        let reply = app.get("/nowhere", &[("X-Request-ID", sent)]).await;
+        let body = reply.assert_error(401, "MISSING_TOKEN");
+        assert_eq!(reply.request_id(), kept, "{sent}");
+        assert_eq!(body["error"]["request_id"], kept);
+    }
+
+    let oversized = "a".repeat(60_000);
+    let replaced: Vec<String> = vec![
+        "garbage".into(),
+        "".into(),
+        format!("{kept}\tx"),
+        format!("{kept}%0d%0aX-Injected: 1"),
+        oversized,
+        "00000000-0000-0000-0000-000000000000".into(),
+    ];
+    for sent in &replaced {
+        let reply = app.get("/health", &[("X-Request-ID", sent)]).await;
+        assert_eq!(reply.status, 200);
+        let id = uuid::Uuid::parse_str(reply.request_id()).unwrap();
+        assert_eq!(id.get_version_num(), 7, "fresh v7 for {:.40}", sent);
+        assert_ne!(reply.request_id(), kept);
+        assert!(reply.header("x-injected").is_none());
+    }
+
+    let twice = app.get("/health", &[("X-Request-ID", kept), ("X-Request-ID", kept)]).await;
+    assert_ne!(twice.request_id(), kept, "two headers: neither is trusted");
+
+    // A CRLF in the raw request ends the header line: the rest is a separate header, the id is
+    // kept as sent, and nothing injected comes back.
+    let raw = format!("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-ID: {kept}\r\nX-Injected: yes\r\n\r\n");
+    let reply = send_raw(app.addr, raw.as_bytes()).await;
+    assert_eq!(reply.request_id(), kept);
+    assert!(reply.header("x-injected").is_none());
+
+    // Fresh ids differ per request.
+    let a = app.get("/health", &[]).await;
+    let b = app.get("/health", &[]).await;
+    assert_ne!(a.request_id(), b.request_id());
+}
+
+#[tokio::test]
+async fn cors_for_the_dashboard_only() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+    let (name, value) = bearer();
+    let allowed = ("Origin", ALLOWED_ORIGIN);
+    let other = ("Origin", "https://evil.example.com");
+
+    // Preflight: no token needed, answered with the allow-lists and a request id.
+    let preflight = [
+        allowed,
+        ("Access-Control-Request-Method", "PATCH"),
+        ("Access-Control-Request-Headers", "authorization, content-type, x-request-id"),
+    ];
+    let reply = request(app.addr, "OPTIONS", "/v1/agents/x", &preflight, b"").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("access-control-allow-origin"), Some(ALLOWED_ORIGIN));
+    assert!(reply.header("access-control-allow-methods").unwrap().contains("PATCH"));
+    let allowed_headers = reply.header("access-control-allow-headers").unwrap().to_ascii_lowercase();
+    for h in ["authorization", "content-type", "x-request-id"] {
+        assert!(allowed_headers.contains(h), "{allowed_headers}");
+    }
+    reply.request_id();
+    assert_eq!(auth.calls(), 0, "a preflight never reaches auth");
+
+    let evil_preflight = [other, ("Access-Control-Request-Method", "GET")];
+    let reply = request(app.addr, "OPTIONS", "/v1/agents", &evil_preflight, b"").await;
+    assert!(reply.header("access-control-allow-origin").is_none());
+
+    // Error responses carry CORS headers for the dashboard, and none for anyone else.
+    let cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+        ("/v1/agents", vec![], 401),
+        ("/v1/nope", vec![(name, value.as_str())], 404),
+        ("/test/panic", vec![(name, value.as_str())], 500),
+        ("/v1/agents", vec![(name, value.as_str())], 501),
+        ("/health", vec![], 200),
+    ];
+    for (path, headers, status) in cases {
+        let mut with_origin = headers.clone();
+        with_origin.push(allowed);
+        let reply = app.get(path, &with_origin).await;
+        assert_eq!(reply.status, status, "{path}");
+        assert_eq!(reply.header("access-control-allow-origin"), Some(ALLOWED_ORIGIN), "{path}");
+        let exposed = reply.header("access-control-expose-headers").unwrap_or_default();
+        assert!(exposed.contains("x-request-id"), "{path}: {exposed}");
+
+        let mut with_other = headers.clone();
+        with_other.push(other);
+        let reply = app.get(path, &with_other).await;
+        assert_eq!(reply.status, status, "{path}");
+        assert!(reply.header("access-control-allow-origin").is_none(), "{path}");
+    }
+}
