@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use http::{header, HeaderName, Method, StatusCode};
+use http::{HeaderName, Method, StatusCode, header};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -74,7 +74,9 @@ pub fn build(
 
 fn cors(config: &Config) -> CorsLayer {
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(config.cors_allowed_origins.iter().cloned()))
+        .allow_origin(AllowOrigin::list(
+            config.cors_allowed_origins.iter().cloned(),
+        ))
         .allow_methods([
             Method::GET,
             Method::POST,

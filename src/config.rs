@@ -15,24 +15,88 @@ use http::HeaderValue;
 /// Every setting: (environment variable, default, meaning). The README and `.env.example` mirror
 /// this table, and a test keeps them in step.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
-    ("IBEX_API_CONFIG_FILE", "", "Optional TOML file with the same settings as lowercase keys without the prefix (port = 8010); environment variables override it."),
+    (
+        "IBEX_API_CONFIG_FILE",
+        "",
+        "Optional TOML file with the same settings as lowercase keys without the prefix (port = 8010); environment variables override it.",
+    ),
     ("IBEX_API_HOST", "0.0.0.0", "IP address to listen on."),
     ("IBEX_API_PORT", "8010", "TCP port to listen on."),
-    ("IBEX_API_CORS_ALLOWED_ORIGINS", "", "Comma-separated browser origins allowed to call the API (https://dashboard.example.com). Empty allows none; `*` is refused."),
-    ("IBEX_API_LOG_FORMAT", "json", "`json` (one JSON object per line, for production) or `text` (readable, for development). `--dev-auth` defaults to `text`."),
-    ("IBEX_API_LOG_LEVEL", "info", "Log filter: a level (`debug`) or tracing directives (`info,ibex_api=debug`)."),
-    ("IBEX_API_REQUEST_TIMEOUT_MS", "10000", "Deadline for a whole request, auth included; past it the answer is 504 REQUEST_TIMEOUT."),
-    ("IBEX_API_MAX_BODY_BYTES", "1048576", "Largest accepted request body; larger is 413 PAYLOAD_TOO_LARGE."),
-    ("IBEX_API_MAX_CONNECTIONS", "4096", "Open client connections at most; further ones wait in the kernel's accept queue."),
-    ("IBEX_API_HEADER_READ_TIMEOUT_MS", "5000", "Time a client has to send its request headers before the connection is closed."),
-    ("IBEX_API_SHUTDOWN_GRACE_MS", "5000", "After SIGTERM/SIGINT: time /ready answers 503 while new connections are still accepted, so load balancers can stop routing here."),
-    ("IBEX_API_SHUTDOWN_DRAIN_MS", "15000", "After the grace period: time in-flight requests get to finish before the process exits anyway."),
-    ("IBEX_API_AUTH_GRPC_ADDR", "http://127.0.0.1:9091", "The platform auth service's gRPC endpoint (http:// or https://)."),
-    ("IBEX_API_AUTH_TIMEOUT_MS", "1000", "Deadline of one ValidateToken call; past it the request is refused with 503 AUTH_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS."),
-    ("IBEX_API_AUTH_CONNECT_TIMEOUT_MS", "500", "Deadline for opening the TCP connection to the auth service."),
-    ("IBEX_API_AUTH_CACHE_TTL_MS", "0", "0 validates every request. Above 0, successful validations are cached for at most this long (and never past the token's expiry): a revoked token keeps working for up to this long."),
-    ("IBEX_API_AUTH_CACHE_MAX_ENTRIES", "10000", "Most tokens the validation cache holds."),
-    ("IBEX_API_READY_CHECK_TIMEOUT_MS", "500", "Deadline of each /ready check."),
+    (
+        "IBEX_API_CORS_ALLOWED_ORIGINS",
+        "",
+        "Comma-separated browser origins allowed to call the API (https://dashboard.example.com). Empty allows none; `*` is refused.",
+    ),
+    (
+        "IBEX_API_LOG_FORMAT",
+        "json",
+        "`json` (one JSON object per line, for production) or `text` (readable, for development). `--dev-auth` defaults to `text`.",
+    ),
+    (
+        "IBEX_API_LOG_LEVEL",
+        "info",
+        "Log filter: a level (`debug`) or tracing directives (`info,ibex_api=debug`).",
+    ),
+    (
+        "IBEX_API_REQUEST_TIMEOUT_MS",
+        "10000",
+        "Deadline for a whole request, auth included; past it the answer is 504 REQUEST_TIMEOUT.",
+    ),
+    (
+        "IBEX_API_MAX_BODY_BYTES",
+        "1048576",
+        "Largest accepted request body; larger is 413 PAYLOAD_TOO_LARGE.",
+    ),
+    (
+        "IBEX_API_MAX_CONNECTIONS",
+        "4096",
+        "Open client connections at most; further ones wait in the kernel's accept queue.",
+    ),
+    (
+        "IBEX_API_HEADER_READ_TIMEOUT_MS",
+        "5000",
+        "Time a client has to send its request headers before the connection is closed.",
+    ),
+    (
+        "IBEX_API_SHUTDOWN_GRACE_MS",
+        "5000",
+        "After SIGTERM/SIGINT: time /ready answers 503 while new connections are still accepted, so load balancers can stop routing here.",
+    ),
+    (
+        "IBEX_API_SHUTDOWN_DRAIN_MS",
+        "15000",
+        "After the grace period: time in-flight requests get to finish before the process exits anyway.",
+    ),
+    (
+        "IBEX_API_AUTH_GRPC_ADDR",
+        "http://127.0.0.1:9091",
+        "The platform auth service's gRPC endpoint (http:// or https://).",
+    ),
+    (
+        "IBEX_API_AUTH_TIMEOUT_MS",
+        "1000",
+        "Deadline of one ValidateToken call; past it the request is refused with 503 AUTH_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
+    ),
+    (
+        "IBEX_API_AUTH_CONNECT_TIMEOUT_MS",
+        "500",
+        "Deadline for opening the TCP connection to the auth service.",
+    ),
+    (
+        "IBEX_API_AUTH_CACHE_TTL_MS",
+        "0",
+        "0 validates every request. Above 0, successful validations are cached for at most this long (and never past the token's expiry): a revoked token keeps working for up to this long.",
+    ),
+    (
+        "IBEX_API_AUTH_CACHE_MAX_ENTRIES",
+        "10000",
+        "Most tokens the validation cache holds.",
+    ),
+    (
+        "IBEX_API_READY_CHECK_TIMEOUT_MS",
+        "500",
+        "Deadline of each /ready check.",
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,19 +150,25 @@ impl Default for Config {
 impl Config {
     /// Reads the process environment (and the file it names).
     pub fn load() -> Result<Self, ConfigError> {
-        Self::load_from(std::env::vars().filter(|(k, _)| k.starts_with("IBEX_API_")).collect())
+        Self::load_from(
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with("IBEX_API_"))
+                .collect(),
+        )
     }
 
     /// Reads the given variables (and the file they name) instead of the process environment.
     pub fn load_from(env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = env.get("IBEX_API_CONFIG_FILE").filter(|p| !p.is_empty()) {
-            builder = builder.add_source(
-                config::File::new(path, config::FileFormat::Toml).required(true),
-            );
+            builder = builder
+                .add_source(config::File::new(path, config::FileFormat::Toml).required(true));
         }
         let merged = builder
-            .add_source(config::Environment::with_prefix("IBEX_API").source(Some(env.into_iter().collect())))
+            .add_source(
+                config::Environment::with_prefix("IBEX_API")
+                    .source(Some(env.into_iter().collect())),
+            )
             .build()
             .and_then(|c| c.try_deserialize::<HashMap<String, String>>())
             .map_err(|e| err("IBEX_API_CONFIG_FILE", e.to_string()))?;
@@ -110,8 +180,14 @@ impl Config {
     }
 
     fn from_map(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
-        if let Some(unknown) = vars.keys().find(|k| !SETTINGS.iter().any(|(name, _, _)| name == k)) {
-            return Err(err(unknown, "unknown setting (see the README's configuration table)"));
+        if let Some(unknown) = vars
+            .keys()
+            .find(|k| !SETTINGS.iter().any(|(name, _, _)| name == k))
+        {
+            return Err(err(
+                unknown,
+                "unknown setting (see the README's configuration table)",
+            ));
         }
         let v = Values(vars);
         let config = Self {
@@ -135,7 +211,8 @@ impl Config {
             auth_timeout: v.millis("IBEX_API_AUTH_TIMEOUT_MS", 1)?,
             auth_connect_timeout: v.millis("IBEX_API_AUTH_CONNECT_TIMEOUT_MS", 1)?,
             auth_cache_ttl: v.millis("IBEX_API_AUTH_CACHE_TTL_MS", 0)?,
-            auth_cache_max_entries: v.number("IBEX_API_AUTH_CACHE_MAX_ENTRIES", 1, 10_000_000)? as usize,
+            auth_cache_max_entries: v.number("IBEX_API_AUTH_CACHE_MAX_ENTRIES", 1, 10_000_000)?
+                as usize,
             ready_check_timeout: v.millis("IBEX_API_READY_CHECK_TIMEOUT_MS", 1)?,
         };
         // A slow auth service must surface as 503 AUTH_UNAVAILABLE, not as the request timeout.
@@ -195,16 +272,28 @@ impl Values {
             .filter(|o| !o.is_empty())
             .map(|origin| {
                 if origin.contains('*') {
-                    return Err(err(var, "wildcards are refused: list the dashboard's origins"));
+                    return Err(err(
+                        var,
+                        "wildcards are refused: list the dashboard's origins",
+                    ));
                 }
                 let rest = origin
                     .strip_prefix("https://")
                     .or_else(|| origin.strip_prefix("http://"))
-                    .ok_or_else(|| err(var, format!("`{origin}` must start with http:// or https://")))?;
+                    .ok_or_else(|| {
+                        err(
+                            var,
+                            format!("`{origin}` must start with http:// or https://"),
+                        )
+                    })?;
                 if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
-                    return Err(err(var, format!("`{origin}` must be scheme://host[:port] with no path")));
+                    return Err(err(
+                        var,
+                        format!("`{origin}` must be scheme://host[:port] with no path"),
+                    ));
                 }
-                HeaderValue::from_str(origin).map_err(|_| err(var, format!("`{origin}` is not a valid origin")))
+                HeaderValue::from_str(origin)
+                    .map_err(|_| err(var, format!("`{origin}` is not a valid origin")))
             })
             .collect()
     }
@@ -234,7 +323,12 @@ mod tests {
     use super::*;
 
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::load_from(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Config::load_from(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -251,7 +345,10 @@ mod tests {
     fn reads_prefixed_variables() {
         let config = load(&[
             ("IBEX_API_PORT", "9000"),
-            ("IBEX_API_CORS_ALLOWED_ORIGINS", "https://a.example.com, http://localhost:3000"),
+            (
+                "IBEX_API_CORS_ALLOWED_ORIGINS",
+                "https://a.example.com, http://localhost:3000",
+            ),
             ("IBEX_API_LOG_FORMAT", "text"),
         ])
         .unwrap();
@@ -267,7 +364,10 @@ mod tests {
             ("IBEX_API_PORT", "0"),
             ("IBEX_API_PORT", "70000"),
             ("IBEX_API_CORS_ALLOWED_ORIGINS", "*"),
-            ("IBEX_API_CORS_ALLOWED_ORIGINS", "https://a.example.com/path"),
+            (
+                "IBEX_API_CORS_ALLOWED_ORIGINS",
+                "https://a.example.com/path",
+            ),
             ("IBEX_API_CORS_ALLOWED_ORIGINS", "a.example.com"),
             ("IBEX_API_LOG_FORMAT", "xml"),
             ("IBEX_API_LOG_LEVEL", "info,[=="),
@@ -290,7 +390,8 @@ mod tests {
 
     #[test]
     fn a_file_is_read_and_the_environment_wins() {
-        let path = std::env::temp_dir().join(format!("ibex-api-config-{}.toml", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("ibex-api-config-{}.toml", std::process::id()));
         std::fs::write(&path, "port = 9100\nrequest_timeout_ms = 20000\n").unwrap();
         let file = path.to_str().unwrap();
         let config = load(&[("IBEX_API_CONFIG_FILE", file), ("IBEX_API_PORT", "9200")]).unwrap();

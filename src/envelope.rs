@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{header, Request};
+use http::{Request, header};
 use tower::{BoxError, Layer, Service};
 
 use crate::error::ApiError;
@@ -81,7 +81,10 @@ where
         .remove::<ApiError>()
         .unwrap_or_else(|| ApiError::from_status(status));
     if matches!(error, ApiError::Internal) && status.is_server_error() {
-        tracing::error!(status = status.as_u16(), "request failed with an internal error");
+        tracing::error!(
+            status = status.as_u16(),
+            "request failed with an internal error"
+        );
     }
     // Without the request-id layer (unit use) the envelope still gets a fresh, valid id.
     let id = id.unwrap_or_else(|| RequestId::from_headers(&http::HeaderMap::new()));

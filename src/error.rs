@@ -9,8 +9,8 @@ use std::borrow::Cow;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use http::header::{self, HeaderValue};
 use http::StatusCode;
+use http::header::{self, HeaderValue};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -111,7 +111,9 @@ impl ApiError {
         match status {
             StatusCode::UNAUTHORIZED => Self::InvalidToken,
             StatusCode::FORBIDDEN => Self::InsufficientPermissions,
-            StatusCode::NOT_FOUND => Self::NotFound(Cow::Borrowed("No resource matches this path.")),
+            StatusCode::NOT_FOUND => {
+                Self::NotFound(Cow::Borrowed("No resource matches this path."))
+            }
             StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,

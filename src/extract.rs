@@ -1,11 +1,11 @@
 //! Extractors whose rejections are `ApiError`s: the platform's 400 VALIDATION_ERROR (never 422),
 //! 413 and 415, with messages that name the parameter but never echo what the caller sent.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use http::request::Parts;
 use http::StatusCode;
+use http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -79,7 +79,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_error(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        JsonRejection::JsonSyntaxError(_) => ApiError::validation("The request body is not valid JSON."),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::validation("The request body is not valid JSON.")
+        }
         JsonRejection::JsonDataError(_) => {
             ApiError::validation("The request body does not match the expected schema.")
         }

@@ -17,13 +17,18 @@ pub async fn run(config: &Config) -> Result<(), String> {
     };
     let addr = SocketAddr::new(ip, config.port);
     let probe = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
         stream
             .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
             .map_err(|e| format!("send: {e}"))?;
         let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.map_err(|e| format!("read: {e}"))?;
+        stream
+            .read_exact(&mut head)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if &head == b"HTTP/1.1 200" {
             Ok(())
         } else {

@@ -20,21 +20,34 @@ usage:
 
 /// What the command line asked for.
 enum Command {
-    Serve { dev_token: Option<Option<String>> },
-    DevAuthServer { listen: SocketAddr, token: Option<String> },
+    Serve {
+        dev_token: Option<Option<String>>,
+    },
+    DevAuthServer {
+        listen: SocketAddr,
+        token: Option<String>,
+    },
     Healthcheck,
     Help,
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
-    let flag_value = |i: usize| args.get(i + 1).cloned().ok_or_else(|| format!("{} needs a value", args[i]));
+    let flag_value = |i: usize| {
+        args.get(i + 1)
+            .cloned()
+            .ok_or_else(|| format!("{} needs a value", args[i]))
+    };
     match args.first().map(String::as_str) {
         None => Ok(Command::Serve { dev_token: None }),
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("healthcheck") if args.len() == 1 => Ok(Command::Healthcheck),
         Some("--dev-auth") => match &args[1..] {
-            [] => Ok(Command::Serve { dev_token: Some(None) }),
-            [flag, _] if flag == "--dev-token" => Ok(Command::Serve { dev_token: Some(Some(flag_value(1)?)) }),
+            [] => Ok(Command::Serve {
+                dev_token: Some(None),
+            }),
+            [flag, _] if flag == "--dev-token" => Ok(Command::Serve {
+                dev_token: Some(Some(flag_value(1)?)),
+            }),
             _ => Err("unexpected arguments after --dev-auth".into()),
         },
         Some("dev-auth-server") => {
@@ -43,7 +56,11 @@ fn parse(args: &[String]) -> Result<Command, String> {
             let mut i = 1;
             while i < args.len() {
                 match args[i].as_str() {
-                    "--listen" => listen = flag_value(i)?.parse().map_err(|_| "--listen needs IP:PORT")?,
+                    "--listen" => {
+                        listen = flag_value(i)?
+                            .parse()
+                            .map_err(|_| "--listen needs IP:PORT")?
+                    }
                     "--token" => token = Some(flag_value(i)?),
                     other => return Err(format!("unknown argument `{other}`")),
                 }
@@ -96,13 +113,22 @@ fn dev_token(given: Option<String>) -> Result<String, String> {
 
 async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
     let mut config = Config::load().map_err(|e| e.to_string())?;
-    let default_format = if dev_auth.is_some() { LogFormat::Text } else { LogFormat::Json };
-    telemetry::init(config.log_format.unwrap_or(default_format), &config.log_level);
+    let default_format = if dev_auth.is_some() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    };
+    telemetry::init(
+        config.log_format.unwrap_or(default_format),
+        &config.log_level,
+    );
 
     if let Some(given) = dev_auth {
         let token = dev_token(given)?;
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
-        let auth_addr = dev::spawn(loopback, token.clone()).await.map_err(|e| e.to_string())?;
+        let auth_addr = dev::spawn(loopback, token.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         config.auth_grpc_addr = format!("http://{auth_addr}");
         // A known token must not be usable from the network.
         config.host = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -122,14 +148,23 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, auth = %config.auth_grpc_addr, "ibex-api listening");
-    server::serve(listener, app, readiness, (&config).into(), server::shutdown_signal()).await;
+    server::serve(
+        listener,
+        app,
+        readiness,
+        (&config).into(),
+        server::shutdown_signal(),
+    )
+    .await;
     Ok(())
 }
 
 async fn run_dev_auth_server(listen: SocketAddr, token: Option<String>) -> Result<(), String> {
     telemetry::init(LogFormat::Text, "info");
     let token = dev_token(token)?;
-    let addr = dev::spawn(listen, token.clone()).await.map_err(|e| e.to_string())?;
+    let addr = dev::spawn(listen, token.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::warn!(%addr, "development auth service: accepts exactly one token");
     println!("IBEX_DEV_AUTH_ADDR=http://{addr}\nIBEX_DEV_TOKEN={token}");
     server::shutdown_signal().await;

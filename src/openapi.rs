@@ -10,7 +10,9 @@ use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::layer::is_public;
-use crate::routes::{agents, analytics, directives, health, memories, organizations, sessions, tokens, users};
+use crate::routes::{
+    agents, analytics, directives, health, memories, organizations, sessions, tokens, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,14 +57,34 @@ pub const BEARER_SCHEME: &str = "bearer";
 
 /// (status, component name, description) of every shared error response.
 const ERROR_RESPONSES: &[(&str, &str, &str)] = &[
-    ("400", "BadRequest", "VALIDATION_ERROR: malformed path, query or body."),
+    (
+        "400",
+        "BadRequest",
+        "VALIDATION_ERROR: malformed path, query or body.",
+    ),
     ("401", "Unauthorized", "MISSING_TOKEN or INVALID_TOKEN."),
     ("403", "Forbidden", "INSUFFICIENT_PERMISSIONS."),
-    ("413", "PayloadTooLarge", "PAYLOAD_TOO_LARGE: the body exceeds IBEX_API_MAX_BODY_BYTES."),
-    ("415", "UnsupportedMediaType", "UNSUPPORTED_MEDIA_TYPE: the body is not application/json."),
+    (
+        "413",
+        "PayloadTooLarge",
+        "PAYLOAD_TOO_LARGE: the body exceeds IBEX_API_MAX_BODY_BYTES.",
+    ),
+    (
+        "415",
+        "UnsupportedMediaType",
+        "UNSUPPORTED_MEDIA_TYPE: the body is not application/json.",
+    ),
     ("500", "InternalError", "INTERNAL_ERROR."),
-    ("503", "Unavailable", "AUTH_UNAVAILABLE (the auth service did not answer usably) or SERVICE_UNAVAILABLE."),
-    ("504", "Timeout", "REQUEST_TIMEOUT: the request ran past IBEX_API_REQUEST_TIMEOUT_MS."),
+    (
+        "503",
+        "Unavailable",
+        "AUTH_UNAVAILABLE (the auth service did not answer usably) or SERVICE_UNAVAILABLE.",
+    ),
+    (
+        "504",
+        "Timeout",
+        "REQUEST_TIMEOUT: the request ran past IBEX_API_REQUEST_TIMEOUT_MS.",
+    ),
 ];
 
 /// Adds the bearer scheme and the layer-produced error responses to every operation.
@@ -77,7 +99,9 @@ impl Modify for CommonResponses {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("IBEX personal access token (ibex_pat_…)")
-                    .description(Some("Validated by the platform's auth service on every request."))
+                    .description(Some(
+                        "Validated by the platform's auth service on every request.",
+                    ))
                     .build(),
             ),
         );
@@ -94,7 +118,13 @@ impl Modify for CommonResponses {
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let public = is_public(path);
-            for method in [HttpMethod::Get, HttpMethod::Post, HttpMethod::Put, HttpMethod::Patch, HttpMethod::Delete] {
+            for method in [
+                HttpMethod::Get,
+                HttpMethod::Post,
+                HttpMethod::Put,
+                HttpMethod::Patch,
+                HttpMethod::Delete,
+            ] {
                 let slot = match method {
                     HttpMethod::Get => &mut item.get,
                     HttpMethod::Post => &mut item.post,
@@ -113,7 +143,10 @@ impl Modify for CommonResponses {
 fn add_common(operation: &mut Operation, public: bool, takes_body: bool) {
     let mut statuses = vec!["500"];
     if !public {
-        operation.security = Some(vec![SecurityRequirement::new(BEARER_SCHEME, Vec::<String>::new())]);
+        operation.security = Some(vec![SecurityRequirement::new(
+            BEARER_SCHEME,
+            Vec::<String>::new(),
+        )]);
         statuses.extend(["401", "403", "503", "504"]);
         if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
             statuses.push("400");
@@ -123,7 +156,10 @@ fn add_common(operation: &mut Operation, public: bool, takes_body: bool) {
         }
     }
     for status in statuses {
-        let (_, name, _) = ERROR_RESPONSES.iter().find(|(s, _, _)| *s == status).expect("known status");
+        let (_, name, _) = ERROR_RESPONSES
+            .iter()
+            .find(|(s, _, _)| *s == status)
+            .expect("known status");
         operation
             .responses
             .responses

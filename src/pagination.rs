@@ -30,11 +30,13 @@ pub struct PageParams {
 impl PageParams {
     pub fn validate(&self) -> Result<(), crate::error::ApiError> {
         match self.limit {
-            Some(limit) if !(1..=MAX_PAGE_SIZE).contains(&limit) => Err(crate::error::ApiError::field(
-                "limit",
-                "OUT_OF_RANGE",
-                format!("must be between 1 and {MAX_PAGE_SIZE}"),
-            )),
+            Some(limit) if !(1..=MAX_PAGE_SIZE).contains(&limit) => {
+                Err(crate::error::ApiError::field(
+                    "limit",
+                    "OUT_OF_RANGE",
+                    format!("must be between 1 and {MAX_PAGE_SIZE}"),
+                ))
+            }
             _ => Ok(()),
         }
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::future::{join_all, BoxFuture};
+use futures_util::future::{BoxFuture, join_all};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -89,13 +89,22 @@ impl Readiness {
             let started = Instant::now();
             let outcome = tokio::time::timeout(self.deadline, check.check(self.deadline))
                 .await
-                .unwrap_or_else(|_| Err(format!("no answer within {} ms", self.deadline.as_millis())));
+                .unwrap_or_else(|_| {
+                    Err(format!("no answer within {} ms", self.deadline.as_millis()))
+                });
             let latency_ms = started.elapsed().as_millis() as u64;
             let (status, message) = match outcome {
                 Ok(note) => (CheckStatus::Ok, note),
                 Err(problem) => (CheckStatus::Failed, problem),
             };
-            (check, CheckResult { status, latency_ms, message })
+            (
+                check,
+                CheckResult {
+                    status,
+                    latency_ms,
+                    message,
+                },
+            )
         });
         let mut status = HealthStatus::Ok;
         let mut checks = BTreeMap::new();
@@ -137,6 +146,11 @@ impl ReadinessCheck for AuthReachable {
     }
 
     fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
-        Box::pin(async move { self.0.probe(deadline).await.map(|()| "reachable".to_owned()) })
+        Box::pin(async move {
+            self.0
+                .probe(deadline)
+                .await
+                .map(|()| "reachable".to_owned())
+        })
     }
 }

@@ -11,8 +11,12 @@ async fn unknown_route_and_wrong_method() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[]).await;
 
-    app.get_authed("/v1/nothing-here").await.assert_error(404, "NOT_FOUND");
-    app.get_authed("/health/").await.assert_error(404, "NOT_FOUND");
+    app.get_authed("/v1/nothing-here")
+        .await
+        .assert_error(404, "NOT_FOUND");
+    app.get_authed("/health/")
+        .await
+        .assert_error(404, "NOT_FOUND");
 
     let (name, value) = bearer();
     let reply = request(app.addr, "PUT", "/v1/agents", &[(name, &value)], b"").await;
@@ -31,29 +35,63 @@ async fn body_errors() {
     let marker = b"{\"name\": \"SECRET-MARKER\"";
     let reply = request(app.addr, "POST", "/test/json", &[auth_header, json], marker).await;
     reply.assert_error(400, "VALIDATION_ERROR");
-    assert!(!reply.text().contains("SECRET-MARKER"), "the body is never echoed");
+    assert!(
+        !reply.text().contains("SECRET-MARKER"),
+        "the body is never echoed"
+    );
 
     let wrong_shape = br#"{"name": 42, "note": "SECRET-MARKER"}"#;
-    let reply = request(app.addr, "POST", "/test/json", &[auth_header, json], wrong_shape).await;
+    let reply = request(
+        app.addr,
+        "POST",
+        "/test/json",
+        &[auth_header, json],
+        wrong_shape,
+    )
+    .await;
     reply.assert_error(400, "VALIDATION_ERROR");
     assert!(!reply.text().contains("SECRET-MARKER"));
 
     let text = ("Content-Type", "text/plain");
-    request(app.addr, "POST", "/test/json", &[auth_header, text], br#"{"name":"a"}"#)
-        .await
-        .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
-    request(app.addr, "POST", "/test/json", &[auth_header], br#"{"name":"a"}"#)
-        .await
-        .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    request(
+        app.addr,
+        "POST",
+        "/test/json",
+        &[auth_header, text],
+        br#"{"name":"a"}"#,
+    )
+    .await
+    .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    request(
+        app.addr,
+        "POST",
+        "/test/json",
+        &[auth_header],
+        br#"{"name":"a"}"#,
+    )
+    .await
+    .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
 
     let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2000));
-    request(app.addr, "POST", "/test/json", &[auth_header, json], big.as_bytes())
-        .await
-        .assert_error(413, "PAYLOAD_TOO_LARGE");
+    request(
+        app.addr,
+        "POST",
+        "/test/json",
+        &[auth_header, json],
+        big.as_bytes(),
+    )
+    .await
+    .assert_error(413, "PAYLOAD_TOO_LARGE");
     // Also to a stub that never reads its body: the declared length alone is refused.
-    request(app.addr, "POST", "/v1/agents", &[auth_header, json], big.as_bytes())
-        .await
-        .assert_error(413, "PAYLOAD_TOO_LARGE");
+    request(
+        app.addr,
+        "POST",
+        "/v1/agents",
+        &[auth_header, json],
+        big.as_bytes(),
+    )
+    .await
+    .assert_error(413, "PAYLOAD_TOO_LARGE");
 
     // Chunked, no Content-Length: the limit bites while the extractor reads.
     let chunk = "y".repeat(900);
@@ -63,14 +101,22 @@ async fn body_errors() {
         chunk.len(),
         chunk.len()
     );
-    send_raw(app.addr, raw.as_bytes()).await.assert_error(413, "PAYLOAD_TOO_LARGE");
-
-    request(app.addr, "POST", "/test/json", &[auth_header, json], br#"{"name":"ok"}"#)
+    send_raw(app.addr, raw.as_bytes())
         .await
-        .status
-        .eq(&200)
-        .then_some(())
-        .expect("a good body passes");
+        .assert_error(413, "PAYLOAD_TOO_LARGE");
+
+    request(
+        app.addr,
+        "POST",
+        "/test/json",
+        &[auth_header, json],
+        br#"{"name":"ok"}"#,
+    )
+    .await
+    .status
+    .eq(&200)
+    .then_some(())
+    .expect("a good body passes");
 }
 
 #[tokio::test]
@@ -84,18 +130,29 @@ async fn parameter_errors_name_the_field_without_echoing_it() {
     assert_eq!(body["error"]["field_errors"][0]["code"], "INVALID_UUID");
     assert!(!reply.text().contains("SECRET-MARKER"));
 
-    let reply = app.get_authed(&format!("/v1/agents/{ORG_ID}/memories/not-a-uuid")).await;
+    let reply = app
+        .get_authed(&format!("/v1/agents/{ORG_ID}/memories/not-a-uuid"))
+        .await;
     let body = reply.assert_error(400, "VALIDATION_ERROR");
     assert_eq!(body["error"]["field_errors"][0]["field"], "memory_id");
 
-    let reply = app.get_authed(&format!("/v1/agents/{ORG_ID}/directive/versions/-1")).await;
+    let reply = app
+        .get_authed(&format!("/v1/agents/{ORG_ID}/directive/versions/-1"))
+        .await;
     let body = reply.assert_error(400, "VALIDATION_ERROR");
     assert_eq!(body["error"]["field_errors"][0]["field"], "version_num");
 
-    let body = app.get_authed("/v1/agents?limit=0").await.assert_error(400, "VALIDATION_ERROR");
+    let body = app
+        .get_authed("/v1/agents?limit=0")
+        .await
+        .assert_error(400, "VALIDATION_ERROR");
     assert_eq!(body["error"]["field_errors"][0]["field"], "limit");
-    app.get_authed("/v1/agents?limit=abc").await.assert_error(400, "VALIDATION_ERROR");
-    app.get_authed("/v1/agents?limit=100&cursor=abc").await.assert_error(501, "NOT_IMPLEMENTED");
+    app.get_authed("/v1/agents?limit=abc")
+        .await
+        .assert_error(400, "VALIDATION_ERROR");
+    app.get_authed("/v1/agents?limit=100&cursor=abc")
+        .await
+        .assert_error(501, "NOT_IMPLEMENTED");
 }
 
 #[tokio::test]
@@ -103,7 +160,9 @@ async fn handler_error_panic_and_timeout() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[("IBEX_API_REQUEST_TIMEOUT_MS", "600")]).await;
 
-    app.get_authed("/test/admin").await.assert_error(403, "INSUFFICIENT_PERMISSIONS");
+    app.get_authed("/test/admin")
+        .await
+        .assert_error(403, "INSUFFICIENT_PERMISSIONS");
 
     let reply = app.get_authed("/test/panic").await;
     reply.assert_error(500, "INTERNAL_ERROR");
@@ -112,9 +171,14 @@ async fn handler_error_panic_and_timeout() {
     assert_eq!(app.get_authed("/test/whoami").await.status, 200);
 
     let started = std::time::Instant::now();
-    app.get_authed("/test/slow").await.assert_error(504, "REQUEST_TIMEOUT");
+    app.get_authed("/test/slow")
+        .await
+        .assert_error(504, "REQUEST_TIMEOUT");
     let took = started.elapsed();
-    assert!(took >= std::time::Duration::from_millis(550) && took < std::time::Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= std::time::Duration::from_millis(550) && took < std::time::Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 /// Every documented `/v1` operation is mounted, authenticates, and answers 501 for now.
@@ -156,7 +220,12 @@ async fn request_ids_are_validated_and_echoed() {
     let app = TestApp::start(auth.addr, &[]).await;
     let kept = "67e55044-10b1-426f-9247-bb680e5fe0c8";
 
-    for sent in [kept, "67E55044-10B1-426F-9247-BB680E5FE0C8", "{67e55044-10b1-426f-9247-bb680e5fe0c8}", "67e5504410b1426f9247bb680e5fe0c8"] {
+    for sent in [
+        kept,
+        "67E55044-10B1-426F-9247-BB680E5FE0C8",
+        "{67e55044-10b1-426f-9247-bb680e5fe0c8}",
+        "67e5504410b1426f9247bb680e5fe0c8",
+    ] {
         let reply = app.get("/nowhere", &[("X-Request-ID", sent)]).await;
         let body = reply.assert_error(401, "MISSING_TOKEN");
         assert_eq!(reply.request_id(), kept, "{sent}");
@@ -181,12 +250,16 @@ async fn request_ids_are_validated_and_echoed() {
         assert!(reply.header("x-injected").is_none());
     }
 
-    let twice = app.get("/health", &[("X-Request-ID", kept), ("X-Request-ID", kept)]).await;
+    let twice = app
+        .get("/health", &[("X-Request-ID", kept), ("X-Request-ID", kept)])
+        .await;
     assert_ne!(twice.request_id(), kept, "two headers: neither is trusted");
 
     // A CRLF in the raw request ends the header line: the rest is a separate header, the id is
     // kept as sent, and nothing injected comes back.
-    let raw = format!("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-ID: {kept}\r\nX-Injected: yes\r\n\r\n");
+    let raw = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Request-ID: {kept}\r\nX-Injected: yes\r\n\r\n"
+    );
     let reply = send_raw(app.addr, raw.as_bytes()).await;
     assert_eq!(reply.request_id(), kept);
     assert!(reply.header("x-injected").is_none());
@@ -209,13 +282,27 @@ async fn cors_for_the_dashboard_only() {
     let preflight = [
         allowed,
         ("Access-Control-Request-Method", "PATCH"),
-        ("Access-Control-Request-Headers", "authorization, content-type, x-request-id"),
+        (
+            "Access-Control-Request-Headers",
+            "authorization, content-type, x-request-id",
+        ),
     ];
     let reply = request(app.addr, "OPTIONS", "/v1/agents/x", &preflight, b"").await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("access-control-allow-origin"), Some(ALLOWED_ORIGIN));
-    assert!(reply.header("access-control-allow-methods").unwrap().contains("PATCH"));
-    let allowed_headers = reply.header("access-control-allow-headers").unwrap().to_ascii_lowercase();
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some(ALLOWED_ORIGIN)
+    );
+    assert!(
+        reply
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("PATCH")
+    );
+    let allowed_headers = reply
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
     for h in ["authorization", "content-type", "x-request-id"] {
         assert!(allowed_headers.contains(h), "{allowed_headers}");
     }
@@ -227,7 +314,8 @@ async fn cors_for_the_dashboard_only() {
     assert!(reply.header("access-control-allow-origin").is_none());
 
     // Error responses carry CORS headers for the dashboard, and none for anyone else.
-    let cases: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
         ("/v1/agents", vec![], 401),
         ("/v1/nope", vec![(name, value.as_str())], 404),
         ("/test/panic", vec![(name, value.as_str())], 500),
@@ -239,14 +327,23 @@ async fn cors_for_the_dashboard_only() {
         with_origin.push(allowed);
         let reply = app.get(path, &with_origin).await;
         assert_eq!(reply.status, status, "{path}");
-        assert_eq!(reply.header("access-control-allow-origin"), Some(ALLOWED_ORIGIN), "{path}");
-        let exposed = reply.header("access-control-expose-headers").unwrap_or_default();
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            Some(ALLOWED_ORIGIN),
+            "{path}"
+        );
+        let exposed = reply
+            .header("access-control-expose-headers")
+            .unwrap_or_default();
         assert!(exposed.contains("x-request-id"), "{path}: {exposed}");
 
         let mut with_other = headers.clone();
         with_other.push(other);
         let reply = app.get(path, &with_other).await;
         assert_eq!(reply.status, status, "{path}");
-        assert!(reply.header("access-control-allow-origin").is_none(), "{path}");
+        assert!(
+            reply.header("access-control-allow-origin").is_none(),
+            "{path}"
+        );
     }
 }

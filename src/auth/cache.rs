@@ -52,7 +52,11 @@ impl ValidationCache {
     }
 
     /// A cached caller, or the result of `validate` (shared with concurrent askers).
-    pub async fn get_or_validate<F>(self: &Arc<Self>, token: &str, validate: F) -> Result<Caller, AuthFailure>
+    pub async fn get_or_validate<F>(
+        self: &Arc<Self>,
+        token: &str,
+        validate: F,
+    ) -> Result<Caller, AuthFailure>
     where
         F: FnOnce() -> BoxFuture<'static, Result<Caller, AuthFailure>>,
     {
@@ -78,7 +82,9 @@ impl ValidationCache {
                 });
                 let pending = async move {
                     task.await.unwrap_or_else(|_| {
-                        Err(AuthFailure::Unavailable("validation task failed".to_owned()))
+                        Err(AuthFailure::Unavailable(
+                            "validation task failed".to_owned(),
+                        ))
                     })
                 }
                 .boxed()
@@ -95,7 +101,10 @@ impl ValidationCache {
         state.pending.remove(&key);
         let Ok(caller) = result else { return };
         let lifetime = match caller.expires_at {
-            Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default().min(self.ttl),
+            Some(at) => at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .min(self.ttl),
             None => self.ttl,
         };
         if lifetime.is_zero() {
@@ -111,7 +120,9 @@ impl ValidationCache {
                 state.entries.remove(&victim);
             }
         }
-        state.entries.insert(key, (caller.clone(), Instant::now() + lifetime));
+        state
+            .entries
+            .insert(key, (caller.clone(), Instant::now() + lifetime));
     }
 
     pub fn len(&self) -> usize {
@@ -156,7 +167,12 @@ mod tests {
             }
         };
         let failure = Err(AuthFailure::Unavailable("down".into()));
-        assert!(cache.get_or_validate("t", ask(failure.clone())).await.is_err());
+        assert!(
+            cache
+                .get_or_validate("t", ask(failure.clone()))
+                .await
+                .is_err()
+        );
         assert!(cache.get_or_validate("t", ask(failure)).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 2, "failures are not cached");
 
@@ -174,12 +190,19 @@ mod tests {
     async fn never_outlives_the_token_or_the_bound() {
         let cache = Arc::new(ValidationCache::new(Duration::from_secs(60), 2));
         let ok = |c: Caller| move || async move { Ok(c) }.boxed();
-        cache.get_or_validate("short", ok(caller(Some(Duration::from_millis(30))))).await.unwrap();
+        cache
+            .get_or_validate("short", ok(caller(Some(Duration::from_millis(30)))))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let expired = cache.get_or_validate("short", || async { Err(AuthFailure::Rejected) }.boxed());
+        let expired =
+            cache.get_or_validate("short", || async { Err(AuthFailure::Rejected) }.boxed());
         assert_eq!(expired.await, Err(AuthFailure::Rejected));
         for token in ["a", "b", "c", "d"] {
-            cache.get_or_validate(token, ok(caller(None))).await.unwrap();
+            cache
+                .get_or_validate(token, ok(caller(None)))
+                .await
+                .unwrap();
         }
         assert_eq!(cache.len(), 2);
     }

@@ -82,7 +82,9 @@ impl Caller {
 fn optional_id(value: Option<String>, name: &'static str) -> Result<Option<Uuid>, UnusableAnswer> {
     match value.as_deref() {
         None | Some("") => Ok(None),
-        Some(text) => Uuid::try_parse(text).map(Some).map_err(|_| UnusableAnswer::Id(name)),
+        Some(text) => Uuid::try_parse(text)
+            .map(Some)
+            .map_err(|_| UnusableAnswer::Id(name)),
     }
 }
 
@@ -123,9 +125,15 @@ mod tests {
     #[test]
     fn unusable_answers_are_refused() {
         assert_eq!(Caller::from_answer(answer("")), Err(UnusableAnswer::OrgId));
-        assert_eq!(Caller::from_answer(answer("org-1")), Err(UnusableAnswer::OrgId));
+        assert_eq!(
+            Caller::from_answer(answer("org-1")),
+            Err(UnusableAnswer::OrgId)
+        );
         let mut bad_user = answer("0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70");
         bad_user.user_id = Some("bob".into());
-        assert_eq!(Caller::from_answer(bad_user), Err(UnusableAnswer::Id("user_id")));
+        assert_eq!(
+            Caller::from_answer(bad_user),
+            Err(UnusableAnswer::Id("user_id"))
+        );
     }
 }

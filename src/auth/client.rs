@@ -6,8 +6,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::caller::Caller;
-use super::proto::auth_service_client::AuthServiceClient;
 use super::proto::ValidateTokenRequest;
+use super::proto::auth_service_client::AuthServiceClient;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
 
@@ -60,7 +60,11 @@ impl AuthClient {
     }
 
     /// Asks the auth service who owns `token`, within the configured deadline.
-    pub async fn validate(&self, token: &str, request_id: RequestId) -> Result<Caller, AuthFailure> {
+    pub async fn validate(
+        &self,
+        token: &str,
+        request_id: RequestId,
+    ) -> Result<Caller, AuthFailure> {
         let answer = self
             .call(token, Some(request_id), self.timeout)
             .await
@@ -103,7 +107,9 @@ impl AuthClient {
         let mut client = self.client.clone();
         match tokio::time::timeout(deadline, client.validate_token(request)).await {
             Ok(result) => result.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("no answer within the auth deadline")),
+            Err(_) => Err(Status::deadline_exceeded(
+                "no answer within the auth deadline",
+            )),
         }
     }
 }

@@ -32,7 +32,10 @@ fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -69,7 +72,9 @@ impl AuthService for DevAuthService {
 /// Binds `addr` (which must be loopback) and serves until the process ends.
 pub async fn spawn(addr: SocketAddr, token: String) -> std::io::Result<SocketAddr> {
     if !addr.ip().is_loopback() {
-        return Err(std::io::Error::other("the dev auth service only binds loopback addresses"));
+        return Err(std::io::Error::other(
+            "the dev auth service only binds loopback addresses",
+        ));
     }
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;

@@ -21,10 +21,14 @@ use super::token::bearer_token;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
 
-/// Paths served without a token: probes and the API description. Matching is exact (plus the
-/// Swagger UI asset folder), as routing is.
+/// Paths served without a token: probes and the API description. Matching is exact, as routing
+/// is, plus the flat Swagger UI asset folder (`/docs/<file>`, no dot-segments or subfolders).
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/health" | "/ready" | "/openapi.json" | "/docs") || path.starts_with("/docs/")
+    if matches!(path, "/health" | "/ready" | "/openapi.json" | "/docs") {
+        return true;
+    }
+    path.strip_prefix("/docs/")
+        .is_some_and(|file| !file.contains('/') && !file.starts_with('.'))
 }
 
 /// Validates tokens, with the optional cache in front of the auth service.
@@ -46,7 +50,11 @@ impl Validator {
         &self.client
     }
 
-    pub async fn validate(&self, token: &str, request_id: RequestId) -> Result<Caller, AuthFailure> {
+    pub async fn validate(
+        &self,
+        token: &str,
+        request_id: RequestId,
+    ) -> Result<Caller, AuthFailure> {
         match &self.cache {
             None => self.client.validate(token, request_id).await,
             Some(cache) => {

@@ -6,8 +6,8 @@
 //! that a future secret size does not lock users out. Whether the token is real is only ever
 //! decided by the auth service.
 
-use http::header::AUTHORIZATION;
 use http::HeaderMap;
+use http::header::AUTHORIZATION;
 
 use crate::error::ApiError;
 
@@ -66,7 +66,8 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    const GOOD: &str = "ibex_pat_0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70_q7Yx3kP0vN2mR8sT4wZ6bC1dF5gH9jK0lM2nQ4rS6tU";
+    const GOOD: &str =
+        "ibex_pat_0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70_q7Yx3kP0vN2mR8sT4wZ6bC1dF5gH9jK0lM2nQ4rS6tU";
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -87,7 +88,10 @@ mod tests {
 
     #[test]
     fn refuses_garbage_without_asking_anyone() {
-        assert!(matches!(bearer_token(&headers(&[])), Err(ApiError::MissingToken)));
+        assert!(matches!(
+            bearer_token(&headers(&[])),
+            Err(ApiError::MissingToken)
+        ));
         let long = format!("{GOOD}{}", "a".repeat(MAX_TOKEN_LEN));
         for bad in [
             format!("Basic {GOOD}"),
@@ -100,8 +104,11 @@ mod tests {
             "Bearer ibex_health_probe_invalid".to_owned(),
             format!("Bearer {long}"),
         ] {
-            let result = bearer_token(&headers(&[&bad]));
-            assert!(matches!(result, Err(ApiError::InvalidToken)), "{bad}");
+            let map = headers(&[&bad]);
+            assert!(
+                matches!(bearer_token(&map), Err(ApiError::InvalidToken)),
+                "{bad}"
+            );
         }
         let twice = headers(&[&format!("Bearer {GOOD}"), &format!("Bearer {GOOD}")]);
         assert!(matches!(bearer_token(&twice), Err(ApiError::InvalidToken)));

@@ -1,7 +1,7 @@
 //! Agents: the AI agents an organization runs through the proxy.
 
-use axum::routing::{get, post};
 use axum::Router;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -14,7 +14,10 @@ use crate::pagination::{CursorPage, Page, PageParams, ResourceRef};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/agents", get(list_agents).post(create_agent))
-        .route("/v1/agents/{agent_id}", get(get_agent).patch(update_agent).delete(delete_agent))
+        .route(
+            "/v1/agents/{agent_id}",
+            get(get_agent).patch(update_agent).delete(delete_agent),
+        )
         .route("/v1/agents/{agent_id}/activate", post(activate_agent))
         .route("/v1/agents/{agent_id}/pause", post(pause_agent))
         .route("/v1/agents/{agent_id}/archive", post(archive_agent))

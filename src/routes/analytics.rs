@@ -1,7 +1,7 @@
 //! Analytics: usage, latency, model mix and error rates of an organization.
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 
 use super::stub;
 use crate::app::AppState;

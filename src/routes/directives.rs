@@ -1,7 +1,7 @@
 //! Directives: an agent's versioned standing instructions.
 
-use axum::routing::{get, post};
 use axum::Router;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -16,14 +16,22 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/agents/{agent_id}/directive",
-            get(get_directive).post(set_directive).delete(delete_directive),
+            get(get_directive)
+                .post(set_directive)
+                .delete(delete_directive),
         )
-        .route("/v1/agents/{agent_id}/directive/versions", get(list_directive_versions))
+        .route(
+            "/v1/agents/{agent_id}/directive/versions",
+            get(list_directive_versions),
+        )
         .route(
             "/v1/agents/{agent_id}/directive/versions/{version_num}",
             get(get_directive_version),
         )
-        .route("/v1/agents/{agent_id}/directive/rollback", post(rollback_directive))
+        .route(
+            "/v1/agents/{agent_id}/directive/rollback",
+            post(rollback_directive),
+        )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

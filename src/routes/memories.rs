@@ -1,7 +1,7 @@
 //! Memories: what the memory engine keeps for an agent; search, export and GDPR deletion.
 
-use axum::routing::{get, post};
 use axum::Router;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -14,14 +14,26 @@ use crate::pagination::{CursorPage, Page, PageParams, ResourceRef};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/agents/{agent_id}/memories", get(list_memories).delete(delete_memories))
+        .route(
+            "/v1/agents/{agent_id}/memories",
+            get(list_memories).delete(delete_memories),
+        )
         .route(
             "/v1/agents/{agent_id}/memories/{memory_id}",
             get(get_memory).delete(delete_memory),
         )
-        .route("/v1/agents/{agent_id}/memories/search", post(search_memories))
-        .route("/v1/agents/{agent_id}/memories/export", post(export_memories))
-        .route("/v1/agents/{agent_id}/memories/export/{job_id}", get(get_memory_export))
+        .route(
+            "/v1/agents/{agent_id}/memories/search",
+            post(search_memories),
+        )
+        .route(
+            "/v1/agents/{agent_id}/memories/export",
+            post(export_memories),
+        )
+        .route(
+            "/v1/agents/{agent_id}/memories/export/{job_id}",
+            get(get_memory_export),
+        )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,7 +1,7 @@
 //! Organizations: the tenant an operator's token belongs to.
 
-use axum::routing::{get, post};
 use axum::Router;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -14,9 +14,14 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/organizations/{org_id}",
-            get(get_organization).patch(update_organization).delete(delete_organization),
+            get(get_organization)
+                .patch(update_organization)
+                .delete(delete_organization),
         )
-        .route("/v1/organizations/{org_id}/suspend", post(suspend_organization))
+        .route(
+            "/v1/organizations/{org_id}/suspend",
+            post(suspend_organization),
+        )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

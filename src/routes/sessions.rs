@@ -1,7 +1,7 @@
 //! Sessions: recorded agent conversations through the proxy.
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;

@@ -1,7 +1,7 @@
 //! Personal access tokens of the caller's organization.
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;

@@ -1,7 +1,7 @@
 //! Users of an organization.
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -14,7 +14,10 @@ use crate::pagination::{CursorPage, Page, PageParams, ResourceRef};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users", get(list_users).post(create_user))
-        .route("/v1/users/{user_id}", get(get_user).patch(update_user).delete(delete_user))
+        .route(
+            "/v1/users/{user_id}",
+            get(get_user).patch(update_user).delete(delete_user),
+        )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

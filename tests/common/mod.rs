@@ -21,7 +21,7 @@ use ibex_api::error::ApiError;
 use ibex_api::extract::ApiJson;
 use ibex_api::readiness::Readiness;
 use ibex_api::server::{self, ServeOptions};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -63,11 +63,17 @@ impl Behavior {
     }
 
     pub fn answer(response: ValidateTokenResponse) -> Self {
-        Self { delay: Duration::ZERO, outcome: Ok(response) }
+        Self {
+            delay: Duration::ZERO,
+            outcome: Ok(response),
+        }
     }
 
     pub fn fail(code: Code) -> Self {
-        Self { delay: Duration::ZERO, outcome: Err(code) }
+        Self {
+            delay: Duration::ZERO,
+            outcome: Err(code),
+        }
     }
 
     pub fn delayed(mut self, delay: Duration) -> Self {
@@ -99,8 +105,15 @@ impl AuthService for FakeService {
             self.0.probes.fetch_add(1, Ordering::SeqCst);
         } else {
             self.0.calls.fetch_add(1, Ordering::SeqCst);
-            let id = request.metadata().get("x-request-id").map(|v| v.to_str().unwrap().to_owned());
-            self.0.request_ids.lock().unwrap().push(id.unwrap_or_default());
+            let id = request
+                .metadata()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            self.0
+                .request_ids
+                .lock()
+                .unwrap()
+                .push(id.unwrap_or_default());
         }
         tokio::time::sleep(behavior.delay).await;
         match behavior.outcome {
@@ -143,7 +156,12 @@ impl FakeAuth {
                 .await
                 .unwrap();
         });
-        Self { addr, state, stop: Some(stop), task: Some(task) }
+        Self {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn set(&self, behavior: Behavior) {
@@ -167,7 +185,10 @@ impl FakeAuth {
     pub async fn stop(mut self) -> SocketAddr {
         let _ = self.stop.take().unwrap().send(());
         let task = self.task.take().unwrap();
-        if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
             panic!("fake auth did not stop");
         }
         self.addr
@@ -186,7 +207,10 @@ pub async fn dead_addr() -> SocketAddr {
 pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
     let mut vars: HashMap<String, String> = HashMap::from([
         ("IBEX_API_AUTH_GRPC_ADDR".into(), format!("http://{auth}")),
-        ("IBEX_API_CORS_ALLOWED_ORIGINS".into(), ALLOWED_ORIGIN.into()),
+        (
+            "IBEX_API_CORS_ALLOWED_ORIGINS".into(),
+            ALLOWED_ORIGIN.into(),
+        ),
         ("IBEX_API_REQUEST_TIMEOUT_MS".into(), "2000".into()),
         ("IBEX_API_AUTH_TIMEOUT_MS".into(), "300".into()),
         ("IBEX_API_MAX_BODY_BYTES".into(), "1024".into()),
@@ -258,10 +282,21 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let options = ServeOptions::from(&config);
-        let task = tokio::spawn(server::serve(listener, app, Arc::clone(&readiness), options, async {
-            let _ = stopped.await;
-        }));
-        Self { addr, readiness, stop: Some(stop), task: Some(task) }
+        let task = tokio::spawn(server::serve(
+            listener,
+            app,
+            Arc::clone(&readiness),
+            options,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            readiness,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Sends the shutdown signal; the returned handle finishes when the server has drained.
@@ -292,11 +327,18 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     pub fn json(&self) -> Value {
@@ -324,16 +366,32 @@ impl Reply {
         assert_eq!(top, ["error"], "only the envelope: {body}");
         let error = &body["error"];
         assert_eq!(error["code"], code, "{body}");
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-        assert_eq!(error["request_id"], self.request_id(), "body id equals header id");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+        assert_eq!(
+            error["request_id"],
+            self.request_id(),
+            "body id equals header id"
+        );
         for key in error.as_object().unwrap().keys() {
-            assert!(["code", "message", "request_id", "field_errors"].contains(&key.as_str()), "{body}");
+            assert!(
+                ["code", "message", "request_id", "field_errors"].contains(&key.as_str()),
+                "{body}"
+            );
         }
         body
     }
 }
 
-pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         raw.push_str(&format!("{name}: {value}\r\n"));
@@ -358,15 +416,27 @@ pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Reply {
         let _ = stream.read_to_end(&mut buf).await;
         buf
     };
-    let buf = tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("response within 10 s");
+    let buf = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("response within 10 s");
     parse_response(&buf)
 }
 
 fn parse_response(buf: &[u8]) -> Reply {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
     let head = std::str::from_utf8(&buf[..end]).unwrap();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .map(|l| {
             let (n, v) = l.split_once(':').unwrap();
@@ -374,9 +444,19 @@ fn parse_response(buf: &[u8]) -> Reply {
         })
         .collect();
     let raw_body = &buf[end + 4..];
-    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(raw_body) } else { raw_body.to_vec() };
-    Reply { status, headers, body }
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(raw_body)
+    } else {
+        raw_body.to_vec()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
