@@ -301,3 +301,35 @@ async fn docs_serve_swagger_ui_from_the_binary() {
     );
     assert_eq!(auth.calls(), 0, "docs need no token");
 }
+
+#[test]
+fn readme_and_env_example_document_every_setting_and_code() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let env_example = std::fs::read_to_string(format!("{root}/.env.example")).unwrap();
+    for (name, default, _) in ibex_api::config::SETTINGS {
+        assert!(readme.contains(&format!("| `{name}` |")), "README lacks {name}");
+        let line = if default.is_empty() { format!("#{name}=") } else { format!("{name}={default}") };
+        assert!(env_example.lines().any(|l| l == line), ".env.example lacks `{line}`");
+    }
+    use ibex_api::error::ApiError;
+    let every_code = [
+        ApiError::MissingToken,
+        ApiError::InvalidToken,
+        ApiError::InsufficientPermissions,
+        ApiError::NotFound("x".into()),
+        ApiError::MethodNotAllowed,
+        ApiError::PayloadTooLarge,
+        ApiError::UnsupportedMediaType,
+        ApiError::validation("x"),
+        ApiError::RequestTimeout,
+        ApiError::NotImplemented,
+        ApiError::AuthUnavailable,
+        ApiError::ServiceUnavailable,
+        ApiError::Internal,
+    ];
+    for error in every_code {
+        let row = format!("| `{}` | {} |", error.code(), error.status().as_u16());
+        assert!(readme.contains(&row), "README error table lacks {row}");
+    }
+}
