@@ -308,9 +308,19 @@ fn readme_and_env_example_document_every_setting_and_code() {
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     let env_example = std::fs::read_to_string(format!("{root}/.env.example")).unwrap();
     for (name, default, _) in ibex_api::config::SETTINGS {
-        assert!(readme.contains(&format!("| `{name}` |")), "README lacks {name}");
-        let line = if default.is_empty() { format!("#{name}=") } else { format!("{name}={default}") };
-        assert!(env_example.lines().any(|l| l == line), ".env.example lacks `{line}`");
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README lacks {name}"
+        );
+        let line = if default.is_empty() {
+            format!("#{name}=")
+        } else {
+            format!("{name}={default}")
+        };
+        assert!(
+            env_example.lines().any(|l| l == line),
+            ".env.example lacks `{line}`"
+        );
     }
     use ibex_api::error::ApiError;
     let every_code = [
