@@ -72,7 +72,7 @@ def main():
     if not screenshot.exists() or screenshot.stat().st_size < 10_000:
         problems.append("no screenshot")
     print(f"browser check: {len(rendered)} operations rendered in {len(tags)} sections, "
-          f"{len(urls)} URLs fetched by the page, all loopback, screenshot {screenshot}")
+          f"{len(urls)} URLs fetched by the page, screenshot {screenshot}")
     if problems:
         print("browser check FAILED:\n  " + "\n  ".join(problems))
         return 1

@@ -51,6 +51,23 @@ fn parse(value: &HeaderValue) -> Option<Uuid> {
     Uuid::try_parse(text).ok().filter(|id| !id.is_nil())
 }
 
+/// Handlers take the id as an extractor (`request_id: RequestId`).
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        // Outside the request-id layer (never in the served stack) a fresh id is still an id.
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .copied()
+            .unwrap_or_else(|| RequestId::from_headers(&http::HeaderMap::new())))
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)

@@ -72,6 +72,11 @@ async fn a_valid_token_reaches_the_handler_as_the_caller() {
     assert_eq!(me["user_id"], USER_ID);
     assert_eq!(me["agent_id"], agent);
     assert_eq!(me["permissions"], PERMISSION_READ | 1 << 63);
+    assert_eq!(
+        me["request_id"],
+        reply.request_id(),
+        "handlers see the request id"
+    );
 
     // The request id travels to the auth service as gRPC metadata.
     assert_eq!(auth.request_ids(), [reply.request_id()]);

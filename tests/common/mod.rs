@@ -20,6 +20,7 @@ use ibex_api::config::Config;
 use ibex_api::error::ApiError;
 use ibex_api::extract::ApiJson;
 use ibex_api::readiness::Readiness;
+use ibex_api::request_id::RequestId;
 use ibex_api::server::{self, ServeOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -235,8 +236,9 @@ pub fn test_routes() -> Router<AppState> {
         caller.require(Permissions(PERMISSION_ADMIN))?;
         Ok("admin")
     }
-    async fn whoami(caller: Caller) -> Json<Value> {
+    async fn whoami(caller: Caller, request_id: RequestId) -> Json<Value> {
         Json(json!({
+            "request_id": request_id.to_string(),
             "org_id": caller.org_id,
             "user_id": caller.user_id,
             "agent_id": caller.agent_id,
