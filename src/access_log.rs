@@ -14,7 +14,6 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::auth::Caller;
-use crate::request_id::RequestId;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AccessLogLayer;
@@ -48,12 +47,10 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let method = req.method().clone();
-        let request_id = req.extensions().get::<RequestId>().copied();
         let future = self.inner.call(req);
         Box::pin(async move {
             let result = future.await;
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let request_id = request_id.map(|id| id.to_string()).unwrap_or_default();
             match &result {
                 Ok(response) => {
                     let extensions = response.extensions();
@@ -65,14 +62,13 @@ where
                         route,
                         status = response.status().as_u16(),
                         latency_ms,
-                        request_id,
                         org_id = caller.map(|c| tracing::field::display(c.org_id)),
                         user_id = caller.and_then(|c| c.user_id).map(tracing::field::display),
                         "request served"
                     );
                 }
                 Err(_) => {
-                    tracing::error!(target: "access", method = %method, latency_ms, request_id, "request failed without a response");
+                    tracing::error!(target: "access", method = %method, latency_ms, "request failed without a response");
                 }
             }
             result

@@ -12,8 +12,14 @@
 
 use std::sync::Arc;
 
+use std::convert::Infallible;
+
 use axum::Router;
+use axum::response::Response;
+use http::Request;
 use http::{HeaderName, Method, StatusCode, header};
+use hyper::body::Incoming;
+use tower::Service;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -31,6 +37,25 @@ use crate::openapi::ApiDoc;
 use crate::readiness::{AuthReachable, Readiness};
 use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
 
+/// What the server needs of the assembled application.
+pub trait HttpService:
+    Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// What handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -44,7 +69,7 @@ pub fn build(
     validator: Arc<Validator>,
     readiness: Arc<Readiness>,
     extra_routes: Router<AppState>,
-) -> Router {
+) -> impl HttpService {
     let docs = SwaggerUi::new("/docs")
         .url("/openapi.json", ApiDoc::openapi())
         // Swagger UI would otherwise send the document to validator.swagger.io.
@@ -55,7 +80,7 @@ pub fn build(
         .route_layer(ExposeMatchedPathLayer)
         .with_state(AppState { readiness });
 
-    let stack = ServiceBuilder::new()
+    ServiceBuilder::new()
         .layer(RequestIdLayer)
         .layer(AccessLogLayer)
         .layer(cors(config))
@@ -67,9 +92,9 @@ pub fn build(
             config.request_timeout,
         ))
         .layer(AuthLayer::new(validator))
-        .service(router);
-    // Wrapping the service (not `Router::layer`) puts the stack in front of routing itself.
-    Router::new().fallback_service(stack)
+        // Wrapping the router as a service (not `Router::layer`) puts the stack in front of
+        // routing itself.
+        .service(router)
 }
 
 fn cors(config: &Config) -> CorsLayer {
@@ -98,7 +123,7 @@ fn cors(config: &Config) -> CorsLayer {
 pub fn from_config(
     config: &Config,
     extra_routes: Router<AppState>,
-) -> Result<(Router, Arc<Readiness>), String> {
+) -> Result<(impl HttpService, Arc<Readiness>), String> {
     let client = AuthClient::new(
         &config.auth_grpc_addr,
         config.auth_connect_timeout,

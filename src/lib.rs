@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod healthcheck;
+pub mod log_format;
 pub mod openapi;
 pub mod pagination;
 pub mod readiness;

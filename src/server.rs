@@ -10,7 +10,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -18,6 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::app::HttpService;
 use crate::config::Config;
 use crate::readiness::Readiness;
 
@@ -43,7 +43,7 @@ impl From<&Config> for ServeOptions {
 /// Serves `app` on `listener` until `shutdown` resolves and the drain is over.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl HttpService,
     readiness: Arc<Readiness>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,

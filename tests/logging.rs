@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::*;
+use ibex_api::config::LogFormat;
 use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Clone, Default)]
@@ -32,12 +33,10 @@ impl<'a> MakeWriter<'a> for Capture {
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
     let capture = Capture::default();
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(capture.clone())
-        .init();
+    // The production JSON format, every crate, every level.
+    ibex_api::telemetry::init_with_writer(LogFormat::Json, "trace", capture.clone());
+    // Keep the default panic hook, so that a failing assertion here is printed, not captured.
+    drop(std::panic::take_hook());
 
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[]).await;
@@ -66,9 +65,9 @@ async fn secrets_never_reach_the_logs() {
     )
     .await;
     auth.set(Behavior::fail(tonic::Code::Unauthenticated));
-    app.get_authed("/v1/agents")
-        .await
-        .assert_error(401, "INVALID_TOKEN");
+    let refused = app.get_authed("/v1/agents").await;
+    refused.assert_error(401, "INVALID_TOKEN");
+    let refused_id = refused.request_id().to_owned();
     auth.set(Behavior::fail(tonic::Code::Internal));
     app.get_authed("/v1/agents")
         .await
@@ -98,22 +97,31 @@ async fn secrets_never_reach_the_logs() {
         "no header dump"
     );
 
-    // The access line of the authenticated request: route template, status, ids.
-    let access = logs
+    let lines: Vec<serde_json::Value> = logs
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|l| l["target"] == "access" && l["fields"]["request_id"] == ok_id.as_str())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l}"))
+        })
+        .collect();
+    // The access line of the authenticated request: route template, status, ids.
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "access" && l["request_id"] == ok_id.as_str())
         .expect("an access line for the request");
-    let fields = &access["fields"];
-    assert_eq!(fields["route"], "/v1/agents");
-    assert_eq!(fields["status"], 501);
-    assert_eq!(fields["method"], "GET");
-    assert_eq!(fields["org_id"], ORG_ID);
-    assert_eq!(fields["user_id"], USER_ID);
-    assert!(fields["latency_ms"].is_f64());
-    assert_eq!(
-        access["span"]["request_id"],
-        ok_id.as_str(),
-        "lines carry the request's span"
+    assert_eq!(access["route"], "/v1/agents");
+    assert_eq!(access["status"], 501);
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["org_id"], ORG_ID);
+    assert_eq!(access["user_id"], USER_ID);
+    assert!(access["latency_ms"].is_f64());
+    assert_eq!(access["level"], "INFO");
+    // Other lines of a request carry its id too.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["target"] == "ibex_api::auth::layer"
+                && l["request_id"] == refused_id.as_str()),
+        "the auth layer's line for the refused request carries its id"
     );
 }
