@@ -94,7 +94,7 @@ def main():
                     "--example", "bare_axum", "--example", "axum_grpc_baseline"], check=True)
 
     release = Path("target/release")
-    auth_port, bare_port, grpc_port, api_port, cached_port = (free_port() for _ in range(5))
+    auth_port, bare_port, grpc_port, api_port, cached_port, quiet_port = (free_port() for _ in range(6))
     auth_addr = f"http://127.0.0.1:{auth_port}"
     api_env = lambda port, extra=None: {
         "IBEX_API_HOST": "127.0.0.1", "IBEX_API_PORT": str(port), "IBEX_API_AUTH_GRPC_ADDR": auth_addr,
@@ -106,11 +106,13 @@ def main():
         "grpc": spawn([str(release / "examples/axum_grpc_baseline"), str(grpc_port), auth_addr, TOKEN], SERVER_CORE),
         "api": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(api_port)),
         "cached": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(cached_port, {"IBEX_API_AUTH_CACHE_TTL_MS": "60000"})),
+        "quiet": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(quiet_port, {"IBEX_API_LOG_LEVEL": "warn"})),
     }
     bearer = f"Authorization: Bearer {TOKEN}"
     scenarios = [
         ("bare axum hello-world (baseline)", f"http://127.0.0.1:{bare_port}/", (), "bare"),
         ("ibex-api GET /health", f"http://127.0.0.1:{api_port}/health", (), "api"),
+        ("ibex-api GET /health, access log off (LOG_LEVEL=warn)", f"http://127.0.0.1:{quiet_port}/health", (), "quiet"),
         ("ibex-api GET /v1/agents, ValidateToken per request", f"http://127.0.0.1:{api_port}/v1/agents", (bearer,), "api"),
         ("ibex-api GET /v1/agents, validation cache on", f"http://127.0.0.1:{cached_port}/v1/agents", (bearer,), "cached"),
         ("reference: bare axum + one tonic call per request", f"http://127.0.0.1:{grpc_port}/", (), "grpc"),

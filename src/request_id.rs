@@ -109,7 +109,8 @@ where
         let header = id.header_value();
         req.headers_mut().insert(&X_REQUEST_ID, header.clone());
         req.extensions_mut().insert(id);
-        let span = tracing::info_span!("request", request_id = %id);
+        let text = header.to_str().expect("a UUID is ASCII");
+        let span = tracing::info_span!("request", request_id = text);
         let future = span.in_scope(|| self.inner.call(req)).instrument(span);
         Box::pin(async move {
             let mut response = future.await?;
