@@ -16,13 +16,11 @@ use std::convert::Infallible;
 
 use axum::Router;
 use axum::response::Response;
-use http::Request;
-use http::{HeaderName, Method, StatusCode, header};
+use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tower::Service;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
@@ -32,10 +30,11 @@ use crate::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
 use crate::auth::cache::ValidationCache;
 use crate::auth::{AuthClient, AuthLayer, Validator};
 use crate::config::Config;
+use crate::cors::CorsLayer;
 use crate::envelope::EnvelopeLayer;
 use crate::openapi::ApiDoc;
 use crate::readiness::{AuthReachable, Readiness};
-use crate::request_id::{RequestIdLayer, X_REQUEST_ID};
+use crate::request_id::RequestIdLayer;
 
 /// What the server needs of the assembled application.
 pub trait HttpService:
@@ -83,7 +82,7 @@ pub fn build(
     ServiceBuilder::new()
         .layer(RequestIdLayer)
         .layer(AccessLogLayer)
-        .layer(cors(config))
+        .layer(CorsLayer::new(config.cors_allowed_origins.clone()))
         .layer(EnvelopeLayer)
         .layer(CatchPanicLayer::new())
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
@@ -95,28 +94,6 @@ pub fn build(
         // Wrapping the router as a service (not `Router::layer`) puts the stack in front of
         // routing itself.
         .service(router)
-}
-
-fn cors(config: &Config) -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(
-            config.cors_allowed_origins.iter().cloned(),
-        ))
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("x-request-id"),
-        ])
-        .expose_headers([X_REQUEST_ID.clone()])
-        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Wires the auth client, the optional cache and the readiness checks from configuration.

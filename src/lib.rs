@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod envelope;
 pub mod error;
 pub mod extract;
