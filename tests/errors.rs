@@ -332,6 +332,11 @@ async fn cors_for_the_dashboard_only() {
             Some(ALLOWED_ORIGIN),
             "{path}"
         );
+        let vary = reply.headers_named("vary").join(",");
+        assert!(
+            vary.contains("origin"),
+            "{path}: caches must key on Origin ({vary})"
+        );
         let exposed = reply
             .header("access-control-expose-headers")
             .unwrap_or_default();
