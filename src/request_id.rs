@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
-use tracing::Instrument;
 use uuid::Uuid;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -74,7 +73,21 @@ impl fmt::Display for RequestId {
     }
 }
 
-/// Outermost layer: assigns the id, opens the request's tracing span, sets the response header.
+tokio::task_local! {
+    /// The id of the request this task is serving.
+    static CURRENT: RequestId;
+}
+
+/// The id of the request being served on this task, if any: log formatters stamp it on every
+/// line. A task-local rather than a tracing span: a span per request (creation, field
+/// formatting, enter/exit on every poll) measured at ~9,000 instructions, a fifth of a whole
+/// `/health` request; setting a task-local on each poll costs a few dozen.
+pub fn current() -> Option<RequestId> {
+    CURRENT.try_with(|id| *id).ok()
+}
+
+/// Outermost layer: assigns the id, makes it current for the request's task, sets the response
+/// header.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestIdLayer;
 
@@ -109,9 +122,8 @@ where
         let header = id.header_value();
         req.headers_mut().insert(&X_REQUEST_ID, header.clone());
         req.extensions_mut().insert(id);
-        let text = header.to_str().expect("a UUID is ASCII");
-        let span = tracing::info_span!("request", request_id = text);
-        let future = span.in_scope(|| self.inner.call(req)).instrument(span);
+        let future = CURRENT.sync_scope(id, || self.inner.call(req));
+        let future = CURRENT.scope(id, future);
         Box::pin(async move {
             let mut response = future.await?;
             // `insert` replaces any value a handler set: the header appears exactly once.

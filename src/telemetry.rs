@@ -4,7 +4,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
-use crate::log_format::{JsonFields, JsonLines};
+use crate::log_format::{JsonFields, JsonLines, TextLines};
 
 /// Installs the global subscriber (writing to stdout) and a panic hook that logs through it.
 pub fn init(format: LogFormat, level: &str) {
@@ -29,7 +29,10 @@ where
             .fmt_fields(JsonFields)
             .event_format(JsonLines)
             .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .event_format(TextLines::default())
+            .try_init(),
     };
     if installed.is_err() {
         return; // Already installed (tests start several apps in one process).
