@@ -37,7 +37,7 @@ where
     if installed.is_err() {
         return; // Already installed (tests start several apps in one process).
     }
-    // One structured line, inside the request's span (so with its request id), instead of the
+    // One structured line, stamped with the request id like every other line of the request,
     // default multi-line stderr text. The payload is left out: it may quote request data.
     std::panic::set_hook(Box::new(|info| {
         let location = info
