@@ -38,7 +38,8 @@ where
         return; // Already installed (tests start several apps in one process).
     }
     // One structured line, stamped with the request id like every other line of the request,
-    // instead of the default multi-line stderr text. The payload is left out: it may quote request data.
+    // instead of the default multi-line stderr text. The payload is left out: it may quote
+    // request data.
     std::panic::set_hook(Box::new(|info| {
         let location = info
             .location()
