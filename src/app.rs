@@ -10,16 +10,14 @@
 //! 7. timeout: bounds auth plus handler; the auth deadline is validated to be shorter;
 //! 8. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token.
 
-use std::sync::Arc;
-
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::response::Response;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use tower::Service;
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;

@@ -55,7 +55,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "IBEX_API_HEADER_READ_TIMEOUT_MS",
         "5000",
-        "Time a client has to send its request headers before the connection is closed.",
+        "Time a client has to send a request's headers, and how long an idle keep-alive connection stays open; then the connection is closed.",
     ),
     (
         "IBEX_API_SHUTDOWN_GRACE_MS",

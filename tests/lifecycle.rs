@@ -234,3 +234,31 @@ fn dev_mode_serves_end_to_end_and_the_healthcheck_command_works() {
     };
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[("IBEX_API_HEADER_READ_TIMEOUT_MS", "300")]).await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+        .await
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let rest = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await;
+    assert_eq!(
+        rest.expect("closed within 3 s").unwrap(),
+        0,
+        "closed, nothing more sent"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
