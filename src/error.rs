@@ -14,8 +14,8 @@ use http::header::{self, HeaderValue};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// Seconds a client should wait before retrying after the auth service failed.
-pub const AUTH_RETRY_AFTER_SECS: u32 = 2;
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECS: u32 = 2;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -133,10 +133,9 @@ impl ApiError {
             Self::MissingToken | Self::InvalidToken => {
                 Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
             }
-            Self::AuthUnavailable | Self::ServiceUnavailable => Some((
-                header::RETRY_AFTER,
-                HeaderValue::from(AUTH_RETRY_AFTER_SECS),
-            )),
+            Self::AuthUnavailable | Self::ServiceUnavailable => {
+                Some((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)))
+            }
             _ => None,
         };
         let field_errors = match self {

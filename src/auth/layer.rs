@@ -46,10 +46,6 @@ impl Validator {
         }
     }
 
-    pub fn client(&self) -> &AuthClient {
-        &self.client
-    }
-
     pub async fn validate(
         &self,
         token: &str,
