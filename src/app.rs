@@ -109,6 +109,7 @@ pub fn from_config(
     let readiness = Arc::new(Readiness::new(
         vec![Box::new(AuthReachable(client.clone()))],
         config.ready_check_timeout,
+        config.ready_cache,
     ));
     let validator = Arc::new(Validator::new(client, cache));
     let app = build(config, validator, Arc::clone(&readiness), extra_routes);

@@ -97,6 +97,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "500",
         "Deadline of each /ready check.",
     ),
+    (
+        "IBEX_API_READY_CACHE_MS",
+        "1000",
+        "How long a /ready result is served again before the checks re-run. /ready needs no token: this bounds the auth-service probes anyone can cause to one per period. 0 re-runs them every time.",
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +130,7 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     pub auth_cache_max_entries: usize,
     pub ready_check_timeout: Duration,
+    pub ready_cache: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -214,6 +220,7 @@ impl Config {
             auth_cache_max_entries: v.number("IBEX_API_AUTH_CACHE_MAX_ENTRIES", 1, 10_000_000)?
                 as usize,
             ready_check_timeout: v.millis("IBEX_API_READY_CHECK_TIMEOUT_MS", 1)?,
+            ready_cache: v.millis("IBEX_API_READY_CACHE_MS", 0)?,
         };
         // A slow auth service must surface as 503 AUTH_UNAVAILABLE, not as the request timeout.
         if config.auth_timeout >= config.request_timeout {

@@ -52,6 +52,10 @@ pub struct HealthReport {
 pub struct Readiness {
     checks: Vec<Box<dyn ReadinessCheck>>,
     deadline: Duration,
+    reuse_for: Duration,
+    /// The last dependency report and when it was made. The async lock also queues concurrent
+    /// callers behind one run, so they share its result.
+    last: tokio::sync::Mutex<Option<(Instant, HealthReport)>>,
     draining: AtomicBool,
 }
 
@@ -66,10 +70,18 @@ impl std::fmt::Debug for Readiness {
 }
 
 impl Readiness {
-    pub fn new(checks: Vec<Box<dyn ReadinessCheck>>, deadline: Duration) -> Self {
+    /// `reuse_for`: how long a report is served again instead of re-running the checks. `/ready`
+    /// needs no token, so this bounds the auth-service probes anyone can trigger.
+    pub fn new(
+        checks: Vec<Box<dyn ReadinessCheck>>,
+        deadline: Duration,
+        reuse_for: Duration,
+    ) -> Self {
         Self {
             checks,
             deadline,
+            reuse_for,
+            last: tokio::sync::Mutex::new(None),
             draining: AtomicBool::new(false),
         }
     }
@@ -83,8 +95,38 @@ impl Readiness {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Runs every check in parallel, each bounded by the deadline.
+    /// The readiness report: dependency checks (fresh or reused), and draining, which is never
+    /// reused so that a shutdown shows at once.
     pub async fn report(&self) -> HealthReport {
+        let mut report = self.dependencies().await;
+        if self.is_draining() {
+            report.status = HealthStatus::Unhealthy;
+            report.checks.insert(
+                "shutdown".to_owned(),
+                CheckResult {
+                    status: CheckStatus::Failed,
+                    latency_ms: 0,
+                    message: "draining before shutdown".to_owned(),
+                },
+            );
+        }
+        report
+    }
+
+    async fn dependencies(&self) -> HealthReport {
+        let mut last = self.last.lock().await;
+        if let Some((at, report)) = last.as_ref() {
+            if at.elapsed() < self.reuse_for {
+                return report.clone();
+            }
+        }
+        let report = self.run_checks().await;
+        *last = Some((Instant::now(), report.clone()));
+        report
+    }
+
+    /// Runs every check in parallel, each bounded by the deadline.
+    async fn run_checks(&self) -> HealthReport {
         let runs = self.checks.iter().map(|check| async move {
             let started = Instant::now();
             let outcome = tokio::time::timeout(self.deadline, check.check(self.deadline))
@@ -116,17 +158,6 @@ impl Readiness {
                 };
             }
             checks.insert(check.name().to_owned(), result);
-        }
-        if self.is_draining() {
-            status = HealthStatus::Unhealthy;
-            checks.insert(
-                "shutdown".to_owned(),
-                CheckResult {
-                    status: CheckStatus::Failed,
-                    latency_ms: 0,
-                    message: "draining before shutdown".to_owned(),
-                },
-            );
         }
         HealthReport { status, checks }
     }

@@ -322,3 +322,17 @@ async fn without_the_cache_every_request_is_validated() {
         .await
         .assert_error(401, "INVALID_TOKEN");
 }
+
+#[tokio::test]
+async fn ready_reuses_its_report_so_anonymous_callers_cannot_flood_the_auth_service() {
+    let auth = FakeAuth::start().await;
+    auth.set(Behavior::accept().delayed(Duration::from_millis(50)));
+    let app = TestApp::start(auth.addr, &[("IBEX_API_READY_CACHE_MS", "60000")]).await;
+    let calls = (0..10).map(|_| app.get("/ready", &[]));
+    let replies = futures_util::future::join_all(calls).await;
+    assert!(replies.iter().all(|r| r.status == 200));
+    for _ in 0..5 {
+        assert_eq!(app.get("/ready", &[]).await.status, 200);
+    }
+    assert_eq!(auth.probes(), 1, "15 /ready calls, one probe");
+}

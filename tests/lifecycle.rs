@@ -18,6 +18,8 @@ async fn shutdown_flips_readiness_then_drains_in_flight_requests() {
         &[
             ("IBEX_API_SHUTDOWN_GRACE_MS", "400"),
             ("IBEX_API_SHUTDOWN_DRAIN_MS", "3000"),
+            // A reused readiness report must not hide the shutdown.
+            ("IBEX_API_READY_CACHE_MS", "60000"),
         ],
     )
     .await;

@@ -216,6 +216,8 @@ pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
         ("IBEX_API_AUTH_TIMEOUT_MS".into(), "300".into()),
         ("IBEX_API_MAX_BODY_BYTES".into(), "1024".into()),
         ("IBEX_API_SHUTDOWN_GRACE_MS".into(), "0".into()),
+        // Every /ready call runs its checks, unless a test turns reuse on.
+        ("IBEX_API_READY_CACHE_MS".into(), "0".into()),
     ]);
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());
