@@ -13,7 +13,6 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -57,16 +56,19 @@ where
     ) -> fmt::Result {
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\",\"target\":", meta.level())?;
+        writer.write_str(&timestamp(std::time::SystemTime::now()))?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_str("\",\"target\":")?;
         write_json_str(&mut writer, meta.target())?;
         let mut visitor = JsonVisitor::new(&mut writer, true);
         event.record(&mut visitor);
         visitor.result?;
         if let Some(id) = crate::request_id::current() {
             let mut buf = uuid::Uuid::encode_buffer();
-            let text = id.uuid().hyphenated().encode_lower(&mut buf);
-            write!(writer, ",\"request_id\":\"{text}\"")?;
+            writer.write_str(",\"request_id\":\"")?;
+            writer.write_str(id.uuid().hyphenated().encode_lower(&mut buf))?;
+            writer.write_char('"')?;
         }
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
@@ -156,6 +158,67 @@ impl<W: Write> Visit for JsonVisitor<'_, W> {
     }
 }
 
+/// RFC 3339 UTC with microseconds (`2026-11-28T10:00:32.098680Z`), as tracing-subscriber writes
+/// it, but without the formatting machinery: the date part is computed once per second per thread.
+fn timestamp(now: std::time::SystemTime) -> String {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let (secs, micros) = (since_epoch.as_secs(), since_epoch.subsec_micros());
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            *cached = (secs, date_time(secs));
+        }
+        let mut out = String::with_capacity(27);
+        out.push_str(&cached.1);
+        out.push('.');
+        push_digits(&mut out, micros, 6);
+        out.push('Z');
+        out
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` for seconds since the Unix epoch (civil-from-days, proleptic Gregorian).
+fn date_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = (secs % 86_400) as u32;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as u32;
+    let mut out = String::with_capacity(19);
+    push_digits(&mut out, year, 4);
+    out.push('-');
+    push_digits(&mut out, month, 2);
+    out.push('-');
+    push_digits(&mut out, day, 2);
+    out.push('T');
+    push_digits(&mut out, rem / 3_600, 2);
+    out.push(':');
+    push_digits(&mut out, rem / 60 % 60, 2);
+    out.push(':');
+    push_digits(&mut out, rem % 60, 2);
+    out
+}
+
+/// Appends `value` zero-padded to `width` digits.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for position in (0..width).rev() {
+        let digit = value / 10u32.pow(position) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
+}
+
 fn write_json_str<W: Write + ?Sized>(writer: &mut W, value: &str) -> fmt::Result {
     writer.write_char('"')?;
     Escaper(writer).write_str(value)?;
@@ -219,6 +282,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_match_rfc_3339() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for (secs, expected) in [
+            (0, "1970-01-01T00:00:00"),
+            (951_782_400, "2000-02-29T00:00:00"),
+            (1_795_000_000, "2026-11-18T11:06:40"),
+            (4_102_444_799, "2099-12-31T23:59:59"),
+        ] {
+            assert_eq!(date_time(secs), expected);
+        }
+        let at = UNIX_EPOCH + Duration::from_micros(1_795_000_000_000_042);
+        assert_eq!(timestamp(at), "2026-11-18T11:06:40.000042Z");
+        assert_eq!(
+            timestamp(at + Duration::from_secs(1)),
+            "2026-11-18T11:06:41.000042Z"
+        );
+    }
 
     #[test]
     fn escapes_everything_json_requires() {
