@@ -352,3 +352,136 @@ async fn cors_for_the_dashboard_only() {
         );
     }
 }
+
+/// Every error path of the issue, with the dashboard's origin and with another one.
+#[tokio::test]
+async fn every_error_path_has_cors_for_the_dashboard_only() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[("IBEX_API_REQUEST_TIMEOUT_MS", "600")]).await;
+    let (name, value) = bearer();
+    let token = (name, value.as_str());
+    let json = ("Content-Type", "application/json");
+    let big = "x".repeat(2000);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        &'a [u8],
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        ("GET", "/v1/agents", vec![], b"", 401, "MISSING_TOKEN"),
+        ("GET", "/v1/unknown", vec![token], b"", 404, "NOT_FOUND"),
+        (
+            "PUT",
+            "/v1/agents",
+            vec![token],
+            b"",
+            405,
+            "METHOD_NOT_ALLOWED",
+        ),
+        (
+            "POST",
+            "/test/json",
+            vec![token, json],
+            b"{not json",
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "POST",
+            "/test/json",
+            vec![token],
+            b"{}",
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+        ),
+        (
+            "POST",
+            "/test/json",
+            vec![token, json],
+            big.as_bytes(),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+        (
+            "GET",
+            "/v1/agents/not-a-uuid",
+            vec![token],
+            b"",
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            "GET",
+            "/test/admin",
+            vec![token],
+            b"",
+            403,
+            "INSUFFICIENT_PERMISSIONS",
+        ),
+        (
+            "GET",
+            "/test/panic",
+            vec![token],
+            b"",
+            500,
+            "INTERNAL_ERROR",
+        ),
+        (
+            "GET",
+            "/test/slow",
+            vec![token],
+            b"",
+            504,
+            "REQUEST_TIMEOUT",
+        ),
+        (
+            "GET",
+            "/v1/agents",
+            vec![token],
+            b"",
+            501,
+            "NOT_IMPLEMENTED",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        for (origin, allowed) in [(ALLOWED_ORIGIN, true), ("https://evil.example.com", false)] {
+            let mut with_origin = headers.clone();
+            with_origin.push(("Origin", origin));
+            let reply = request(app.addr, method, path, &with_origin, body).await;
+            reply.assert_error(status, code);
+            let allow = reply.header("access-control-allow-origin");
+            if allowed {
+                assert_eq!(allow, Some(ALLOWED_ORIGIN), "{method} {path}");
+                let exposed = reply
+                    .header("access-control-expose-headers")
+                    .unwrap_or_default();
+                assert!(exposed.contains("x-request-id"), "{method} {path}");
+            } else {
+                assert_eq!(allow, None, "{method} {path}");
+                assert!(
+                    reply.header("access-control-expose-headers").is_none(),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    // Auth-service failures: 401 from the service, 503 when it fails.
+    auth.set(Behavior::fail(tonic::Code::Unauthenticated));
+    let with_origin = [token, ("Origin", ALLOWED_ORIGIN)];
+    let reply = request(app.addr, "GET", "/v1/agents", &with_origin, b"").await;
+    reply.assert_error(401, "INVALID_TOKEN");
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some(ALLOWED_ORIGIN)
+    );
+    auth.set(Behavior::fail(tonic::Code::Internal));
+    let reply = request(app.addr, "GET", "/v1/agents", &with_origin, b"").await;
+    reply.assert_error(503, "AUTH_UNAVAILABLE");
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some(ALLOWED_ORIGIN)
+    );
+}
