@@ -87,7 +87,7 @@ where
         );
     }
     // Without the request-id layer (unit use) the envelope still gets a fresh, valid id.
-    let id = id.unwrap_or_else(|| RequestId::from_headers(&http::HeaderMap::new()));
+    let id = id.unwrap_or_else(RequestId::generate);
     let mut rendered = error.into_envelope(&id.to_string());
     // Keep what the producer said about the resource (Allow, WWW-Authenticate, Retry-After,
     // CORS) but never its body framing.

@@ -20,6 +20,11 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestId(Uuid);
 
 impl RequestId {
+    /// A fresh id (UUID v7: time-ordered, cheap to index).
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
     /// Keeps a well-formed inbound id, otherwise generates one.
     pub fn from_headers(headers: &http::HeaderMap) -> Self {
         let mut values = headers.get_all(&X_REQUEST_ID).iter();
@@ -27,7 +32,7 @@ impl RequestId {
             (Some(value), None) => parse(value),
             _ => None,
         };
-        Self(inbound.unwrap_or_else(Uuid::now_v7))
+        inbound.map_or_else(Self::generate, Self)
     }
 
     pub fn uuid(&self) -> Uuid {
@@ -63,7 +68,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
             .extensions
             .get::<RequestId>()
             .copied()
-            .unwrap_or_else(|| RequestId::from_headers(&http::HeaderMap::new())))
+            .unwrap_or_else(RequestId::generate))
     }
 }
 

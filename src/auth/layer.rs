@@ -121,7 +121,7 @@ where
                 .extensions()
                 .get::<RequestId>()
                 .copied()
-                .unwrap_or_else(|| RequestId::from_headers(&http::HeaderMap::new()));
+                .unwrap_or_else(RequestId::generate);
             let caller = match bearer_token(req.headers()) {
                 Ok(token) => validator.validate(token, request_id).await,
                 Err(refusal) => return Ok(refusal.into_response()),
