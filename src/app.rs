@@ -24,15 +24,15 @@ use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
 use crate::auth::cache::ValidationCache;
 use crate::auth::{AuthClient, AuthLayer, Validator};
 use crate::config::Config;
-use crate::cors::CorsLayer;
-use crate::envelope::EnvelopeLayer;
+use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
+use crate::middleware::cors::CorsLayer;
+use crate::middleware::envelope::EnvelopeLayer;
+use crate::middleware::request_id::RequestIdLayer;
 use crate::openapi::ApiDoc;
 use crate::readiness::{AuthReachable, Readiness};
-use crate::request_id::RequestIdLayer;
 
 /// What the server needs of the assembled application.
 pub trait HttpService:
@@ -71,7 +71,7 @@ pub fn build(
         .url("/openapi.json", ApiDoc::openapi())
         // Swagger UI would otherwise send the document to validator.swagger.io.
         .config(utoipa_swagger_ui::Config::default().validator_url("none"));
-    let router = crate::routes::router()
+    let router = crate::domains::router()
         .merge(extra_routes)
         .merge(docs)
         .route_layer(ExposeMatchedPathLayer)

@@ -10,9 +10,10 @@ use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::layer::is_public;
-use crate::routes::{
-    agents, analytics, directives, health, memories, organizations, sessions, tokens, users,
+use crate::domains::{
+    agents, analytics, directives, memories, organizations, sessions, tokens, users,
 };
+use crate::probes as health;
 
 #[derive(OpenApi)]
 #[openapi(

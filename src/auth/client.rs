@@ -9,7 +9,7 @@ use super::caller::Caller;
 use super::proto::ValidateTokenRequest;
 use super::proto::auth_service_client::AuthServiceClient;
 use crate::error::ApiError;
-use crate::request_id::RequestId;
+use crate::middleware::request_id::RequestId;
 
 /// The token the platform uses to probe the auth service: UNAUTHENTICATED means "reachable".
 pub const HEALTH_PROBE_TOKEN: &str = "ibex_health_probe_invalid";

@@ -1,4 +1,4 @@
-//! HTTP routes: probes, docs, and one router per platform domain.
+//! The platform's domains, one folder each: its routes, its queries and its types.
 //!
 //! Every domain router is mounted from the start; until its issue lands each operation is a stub
 //! that authenticates the caller, validates its parameters and answers 501 NOT_IMPLEMENTED.
@@ -6,7 +6,6 @@
 pub mod agents;
 pub mod analytics;
 pub mod directives;
-pub mod health;
 pub mod memories;
 pub mod organizations;
 pub mod sessions;
@@ -39,10 +38,10 @@ macro_rules! stub {
 }
 pub(crate) use stub;
 
-/// Every route of the service, before any layer.
+/// Every route of the service (probes and domains), before any layer.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .merge(health::router())
+        .merge(crate::probes::router())
         .merge(organizations::router())
         .merge(users::router())
         .merge(agents::router())

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use http::StatusCode;
 
 use crate::app::AppState;
-use crate::envelope::KeepBody;
+use crate::middleware::envelope::KeepBody;
 use crate::readiness::{HealthReport, HealthStatus};
 
 pub fn router() -> Router<AppState> {
