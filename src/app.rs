@@ -27,6 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::cache::ValidationCache;
 use crate::auth::{AuthClient, AuthLayer, Validator};
 use crate::config::Config;
+use crate::db::{Database, DatabaseReady};
 use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
 use crate::middleware::cors::CorsLayer;
 use crate::middleware::envelope::EnvelopeLayer;
@@ -57,6 +58,7 @@ impl<S> HttpService for S where
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub readiness: Arc<Readiness>,
+    pub db: Database,
 }
 
 /// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
@@ -65,6 +67,7 @@ pub fn build(
     config: &Config,
     validator: Arc<Validator>,
     readiness: Arc<Readiness>,
+    db: Database,
     extra_routes: Router<AppState>,
 ) -> impl HttpService {
     let docs = SwaggerUi::new("/docs")
@@ -75,7 +78,7 @@ pub fn build(
         .merge(extra_routes)
         .merge(docs)
         .route_layer(ExposeMatchedPathLayer)
-        .with_state(AppState { readiness });
+        .with_state(AppState { readiness, db });
 
     ServiceBuilder::new()
         .layer(RequestIdLayer)
@@ -106,12 +109,16 @@ pub fn from_config(
     )?;
     let cache = (!config.auth_cache_ttl.is_zero())
         .then(|| ValidationCache::new(config.auth_cache_ttl, config.auth_cache_max_entries));
+    let db = Database::connect_lazy(config)?;
     let readiness = Arc::new(Readiness::new(
-        vec![Box::new(AuthReachable(client.clone()))],
+        vec![
+            Box::new(AuthReachable(client.clone())),
+            Box::new(DatabaseReady(db.clone())),
+        ],
         config.ready_check_timeout,
         config.ready_cache,
     ));
     let validator = Arc::new(Validator::new(client, cache));
-    let app = build(config, validator, Arc::clone(&readiness), extra_routes);
+    let app = build(config, validator, Arc::clone(&readiness), db, extra_routes);
     Ok((app, readiness))
 }

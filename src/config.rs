@@ -93,6 +93,26 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Most tokens the validation cache holds.",
     ),
     (
+        "IBEX_API_DATABASE_URL",
+        "postgres://ibex@127.0.0.1:5432/ibex",
+        "PostgreSQL connection URL (postgres://user:password@host:port/db?sslmode=require for TLS). The password is never logged. The login role must be a member of `ibex_app`.",
+    ),
+    (
+        "IBEX_API_DATABASE_MAX_CONNECTIONS",
+        "10",
+        "Most connections the pool opens to PostgreSQL.",
+    ),
+    (
+        "IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS",
+        "500",
+        "Longest a request waits for a pooled connection (or a new one); past it the answer is 503 SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
+    ),
+    (
+        "IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS",
+        "5000",
+        "PostgreSQL `statement_timeout` of the service's connections; a statement running longer is cancelled and answered 503 SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
+    ),
+    (
         "IBEX_API_READY_CHECK_TIMEOUT_MS",
         "500",
         "Deadline of each /ready check.",
@@ -131,6 +151,58 @@ pub struct Config {
     pub auth_cache_max_entries: usize,
     pub ready_check_timeout: Duration,
     pub ready_cache: Duration,
+    pub database_url: DatabaseUrl,
+    pub database_max_connections: u32,
+    pub database_acquire_timeout: Duration,
+    pub database_statement_timeout: Duration,
+}
+
+/// The database URL. Its `Debug` and `Display` hide the password, so a config printed anywhere
+/// cannot leak it; only the pool reads the full value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password, for the connection options only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match url_password_span(&self.0) {
+            Some((start, end)) => format!("{}***{}", &self.0[..start], &self.0[end..]),
+            None => self.0.clone(),
+        }
+    }
+}
+
+/// Byte range of the password in `scheme://user:password@host…`, if there is one.
+fn url_password_span(url: &str) -> Option<(usize, usize)> {
+    let authority_start = url.find("://")? + 3;
+    let authority_len = url[authority_start..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - authority_start);
+    let authority = &url[authority_start..authority_start + authority_len];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    Some((authority_start + colon + 1, authority_start + at))
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -221,13 +293,27 @@ impl Config {
                 as usize,
             ready_check_timeout: v.millis("IBEX_API_READY_CHECK_TIMEOUT_MS", 1)?,
             ready_cache: v.millis("IBEX_API_READY_CACHE_MS", 0)?,
+            database_url: v.database_url("IBEX_API_DATABASE_URL")?,
+            database_max_connections: v.number("IBEX_API_DATABASE_MAX_CONNECTIONS", 1, 10_000)?
+                as u32,
+            database_acquire_timeout: v.millis("IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS", 1)?,
+            database_statement_timeout: v.millis("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", 1)?,
         };
-        // A slow auth service must surface as 503 AUTH_UNAVAILABLE, not as the request timeout.
-        if config.auth_timeout >= config.request_timeout {
-            return Err(err(
-                "IBEX_API_AUTH_TIMEOUT_MS",
-                "must be below IBEX_API_REQUEST_TIMEOUT_MS",
-            ));
+        // A slow dependency must surface as its own 503, not as the request timeout.
+        for (var, value) in [
+            ("IBEX_API_AUTH_TIMEOUT_MS", config.auth_timeout),
+            (
+                "IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS",
+                config.database_acquire_timeout,
+            ),
+            (
+                "IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS",
+                config.database_statement_timeout,
+            ),
+        ] {
+            if value >= config.request_timeout {
+                return Err(err(var, "must be below IBEX_API_REQUEST_TIMEOUT_MS"));
+            }
         }
         Ok(config)
     }
@@ -313,6 +399,18 @@ impl Values {
         Ok(level)
     }
 
+    /// Checked by the driver's own parser; the error message never repeats the URL, which may
+    /// hold a password.
+    fn database_url(&self, var: &str) -> Result<DatabaseUrl, ConfigError> {
+        let url = self.get(var);
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(err(var, "expected a postgres:// URL"));
+        }
+        sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(|_| err(var, "not a valid PostgreSQL connection URL"))?;
+        Ok(DatabaseUrl::new(url))
+    }
+
     fn grpc_addr(&self, var: &str) -> Result<String, ConfigError> {
         let addr = self.get(var);
         let uri: http::Uri = addr
@@ -382,11 +480,38 @@ mod tests {
             ("IBEX_API_AUTH_GRPC_ADDR", "localhost:9091"),
             ("IBEX_API_HOST", "example.com"),
             ("IBEX_API_PROT", "8010"),
+            ("IBEX_API_DATABASE_URL", "mysql://root@db/ibex"),
+            ("IBEX_API_DATABASE_URL", "postgres://u:pw@db:notaport/ibex"),
+            ("IBEX_API_DATABASE_MAX_CONNECTIONS", "0"),
+            ("IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS", "10000"),
+            ("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", "60000"),
         ];
         for (var, value) in cases {
             let error = load(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var, "{value}: {error}");
         }
+    }
+
+    #[test]
+    fn database_passwords_never_print() {
+        let config = load(&[(
+            "IBEX_API_DATABASE_URL",
+            "postgres://ibex:s3cr%40t@db.internal:5432/ibex?sslmode=require",
+        )])
+        .unwrap();
+        let printed = format!("{config:?} {}", config.database_url);
+        assert!(!printed.contains("s3cr"), "{printed}");
+        assert!(printed.contains("postgres://ibex:***@db.internal:5432/ibex?sslmode=require"));
+        assert_eq!(
+            DatabaseUrl::new("postgres://ibex@h/db").redacted(),
+            "postgres://ibex@h/db"
+        );
+        let error = load(&[(
+            "IBEX_API_DATABASE_URL",
+            "postgres://u:hunter2@h:99999999/db",
+        )])
+        .unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 
     #[test]

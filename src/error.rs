@@ -40,6 +40,8 @@ pub enum ApiError {
     },
     #[error("The request did not complete within the service's deadline.")]
     RequestTimeout,
+    #[error("{}", .0.message())]
+    Conflict(Conflict),
     #[error("This operation is not implemented yet.")]
     NotImplemented,
     #[error("The authentication service is unavailable; retry shortly.")]
@@ -50,7 +52,46 @@ pub enum ApiError {
     Internal,
 }
 
+/// A request that is well-formed but collides with the resource's current state (409). Each
+/// domain adds its own variants; the code is what clients branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// The state changed under the request in a way no domain rule names.
+    Generic,
+    AgentSlug,
+    AgentHasSessions,
+    AgentStatus,
+}
+
+impl Conflict {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Generic => "CONFLICT",
+            Self::AgentSlug => "AGENT_SLUG_CONFLICT",
+            Self::AgentHasSessions => "AGENT_HAS_SESSIONS",
+            Self::AgentStatus => "AGENT_STATUS_CONFLICT",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Generic => "The request conflicts with the resource's current state.",
+            Self::AgentSlug => "A live agent of this organization already uses this slug.",
+            Self::AgentHasSessions => {
+                "The agent has sessions and cannot be deleted; archive it instead."
+            }
+            Self::AgentStatus => "The agent's current status does not allow this change.",
+        }
+    }
+}
+
 impl ApiError {
+    /// 404 for a resource that is missing, deleted or another organization's: the three answer
+    /// alike so ids cannot be probed across tenants.
+    pub fn not_found(what: &'static str) -> Self {
+        Self::NotFound(Cow::Borrowed(what))
+    }
+
     pub fn validation(message: impl Into<Cow<'static, str>>) -> Self {
         Self::Validation {
             message: message.into(),
@@ -69,6 +110,14 @@ impl ApiError {
         }
     }
 
+    /// A 400 naming every field at fault.
+    pub fn fields(field_errors: Vec<FieldError>) -> Self {
+        Self::Validation {
+            message: Cow::Borrowed("The request has invalid parameters."),
+            field_errors,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
@@ -79,6 +128,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::AuthUnavailable | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,6 +147,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::Validation { .. } => "VALIDATION_ERROR",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
+            Self::Conflict(conflict) => conflict.code(),
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::AuthUnavailable => "AUTH_UNAVAILABLE",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
@@ -118,6 +169,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::RequestTimeout,
+            StatusCode::CONFLICT => Self::Conflict(Conflict::Generic),
             StatusCode::NOT_IMPLEMENTED => Self::NotImplemented,
             StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
             s if s.is_client_error() => Self::validation("The request is malformed."),

@@ -3,9 +3,12 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod db;
+pub mod devenv;
 pub mod domains;
 pub mod error;
 pub mod extract;
+pub mod fields;
 pub mod healthcheck;
 pub mod log_format;
 pub mod middleware;
@@ -15,3 +18,4 @@ pub mod probes;
 pub mod readiness;
 pub mod server;
 pub mod telemetry;
+pub mod time;

@@ -5,15 +5,19 @@ use std::process::ExitCode;
 
 use axum::Router;
 use ibex_api::auth::{dev, token};
-use ibex_api::config::{Config, LogFormat};
-use ibex_api::{app, healthcheck, server, telemetry};
+use ibex_api::config::{Config, DatabaseUrl, LogFormat};
+use ibex_api::devenv::postgres::TempPostgres;
+use ibex_api::{app, db, devenv, healthcheck, server, telemetry};
 
 const USAGE: &str = "\
 usage:
   ibex-api                          serve, configured by IBEX_API_* variables (see README)
-  ibex-api --dev-auth [--dev-token TOKEN]
+  ibex-api --dev [--dev-token TOKEN]
                                     serve on loopback with an embedded development auth service
-                                    that accepts one token (printed at start-up)
+                                    that accepts one token (printed at start-up) and a throwaway
+                                    PostgreSQL (unless IBEX_API_DATABASE_URL is set), migrated
+                                    and seeded; removed again on exit
+  ibex-api migrate                  apply pending schema migrations to IBEX_API_DATABASE_URL
   ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN]
                                     run only the development auth service (loopback only)
   ibex-api healthcheck              exit 0 when the local server's /health answers 200";
@@ -28,6 +32,7 @@ enum Command {
         token: Option<String>,
     },
     Healthcheck,
+    Migrate,
     Help,
 }
 
@@ -41,14 +46,15 @@ fn parse(args: &[String]) -> Result<Command, String> {
         None => Ok(Command::Serve { dev_token: None }),
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("healthcheck") if args.len() == 1 => Ok(Command::Healthcheck),
-        Some("--dev-auth") => match &args[1..] {
+        Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
+        Some("--dev") => match &args[1..] {
             [] => Ok(Command::Serve {
                 dev_token: Some(None),
             }),
             [flag, _] if flag == "--dev-token" => Ok(Command::Serve {
                 dev_token: Some(Some(flag_value(1)?)),
             }),
-            _ => Err("unexpected arguments after --dev-auth".into()),
+            _ => Err("unexpected arguments after --dev".into()),
         },
         Some("dev-auth-server") => {
             let mut listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9091);
@@ -91,6 +97,7 @@ async fn main() -> ExitCode {
             Ok(config) => healthcheck::run(&config).await,
             Err(e) => Err(e.to_string()),
         },
+        Command::Migrate => run_migrate().await,
         Command::DevAuthServer { listen, token } => run_dev_auth_server(listen, token).await,
         Command::Serve { dev_token } => run_server(dev_token).await,
     };
@@ -111,6 +118,38 @@ fn dev_token(given: Option<String>) -> Result<String, String> {
     }
 }
 
+async fn run_migrate() -> Result<(), String> {
+    let config = Config::load().map_err(|e| e.to_string())?;
+    let applied = db::migrate::run(config.database_url.expose())
+        .await
+        .map_err(|e| format!("{}: {e}", config.database_url))?;
+    println!(
+        "schema at version {} ({applied} migration(s) applied)",
+        db::migrate::expected_version()
+    );
+    Ok(())
+}
+
+/// The database `--dev` runs against: IBEX_API_DATABASE_URL when it is set, else a throwaway
+/// cluster that lives as long as the returned handle. Either way migrated and seeded.
+async fn dev_database(config: &mut Config) -> Result<Option<TempPostgres>, String> {
+    let cluster = if std::env::var_os("IBEX_API_DATABASE_URL").is_some() {
+        None
+    } else {
+        let cluster = tokio::task::spawn_blocking(TempPostgres::start)
+            .await
+            .map_err(|e| e.to_string())??;
+        config.database_url = DatabaseUrl::new(cluster.url("postgres"));
+        Some(cluster)
+    };
+    let url = config.database_url.expose().to_owned();
+    db::migrate::run(&url)
+        .await
+        .map_err(|e| format!("{}: {e}", config.database_url))?;
+    devenv::seed(&url).await?;
+    Ok(cluster)
+}
+
 async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
     let mut config = Config::load().map_err(|e| e.to_string())?;
     let default_format = if dev_auth.is_some() {
@@ -123,8 +162,11 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         &config.log_level,
     );
 
+    // Dropped (the cluster stopped and removed) when serving ends.
+    let mut _dev_cluster = None;
     if let Some(given) = dev_auth {
         let token = dev_token(given)?;
+        _dev_cluster = dev_database(&mut config).await?;
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let auth_addr = dev::spawn(loopback, token.clone())
             .await
@@ -137,8 +179,8 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
             "DEVELOPMENT AUTH SERVICE ENABLED: one fixed token is accepted; never use this outside a laptop"
         );
         println!(
-            "\n  IBEX dev auth is ON (loopback only). Try:\n  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/agents\n\n  IBEX_DEV_TOKEN={token}\n",
-            config.port
+            "\n  IBEX dev mode is ON (loopback only; database {}). Try:\n  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/agents\n\n  IBEX_DEV_TOKEN={token}\n",
+            config.database_url, config.port
         );
     }
 

@@ -1,9 +1,26 @@
-//! Cursor pagination shared by every list endpoint.
+//! Keyset pagination shared by every list: newest first (`created_at DESC, id DESC`), a page
+//! costs the same deep in a list as on page one, and rows inserted while a client pages neither
+//! repeat nor hide rows it has not reached.
+//!
+//! The cursor is opaque to clients: base64url of a version byte, a fingerprint of the list and
+//! its filters, and the position (microsecond timestamp, id) of the page's last row. A cursor
+//! that does not decode, or was made by another list or other filters, is a 400 on `cursor`.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
+use crate::error::ApiError;
+
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
+
+const CURSOR_VERSION: u8 = 1;
+const CURSOR_LEN: usize = 1 + 8 + 8 + 16;
 
 /// One page of a list. `total` is always null: counting would cost a full scan on every page.
 #[derive(Debug, Serialize, ToSchema)]
@@ -17,43 +34,143 @@ pub struct CursorPage<T: ToSchema> {
     pub total: Option<u64>,
 }
 
+/// `cursor` and `limit`, read as text so that a bad value is a 400 that names its parameter.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// Cursor returned as `next_cursor` by the previous page.
+    /// Cursor returned as `next_cursor` by the previous page of the same list and filters.
+    #[param(pattern = "^[A-Za-z0-9_-]{44}$")]
     pub cursor: Option<String>,
-    /// Page size, 1 to 100 (default 50).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
 }
 
-impl PageParams {
-    pub fn validate(&self) -> Result<(), crate::error::ApiError> {
-        match self.limit {
-            Some(limit) if !(1..=MAX_PAGE_SIZE).contains(&limit) => {
-                Err(crate::error::ApiError::field(
-                    "limit",
-                    "OUT_OF_RANGE",
-                    format!("must be between 1 and {MAX_PAGE_SIZE}"),
-                ))
+/// The place in the newest-first order right after which the next page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+/// Which list (and with which filters) a cursor belongs to.
+#[derive(Debug, Clone)]
+pub struct ListScope(Sha256);
+
+impl ListScope {
+    pub fn new(list: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(list.as_bytes());
+        Self(hash)
+    }
+
+    /// Adds a filter; `None` (filter absent) differs from every value.
+    pub fn filter(mut self, name: &str, value: Option<&str>) -> Self {
+        self.0.update([0u8]);
+        self.0.update(name.as_bytes());
+        match value {
+            Some(value) => {
+                self.0.update([1u8]);
+                self.0.update(value.as_bytes());
             }
-            _ => Ok(()),
+            None => self.0.update([2u8]),
         }
+        self
+    }
+
+    fn fingerprint(&self) -> [u8; 8] {
+        let digest = self.0.clone().finalize();
+        digest[..8].try_into().expect("8 bytes of a SHA-256")
     }
 }
 
-/// What list stubs document as their items until each domain defines its own schema.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ResourceRef {
-    pub id: uuid::Uuid,
+/// A validated page request: how many rows, and after which position.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub after: Option<Position>,
+    scope: [u8; 8],
 }
 
-/// Validated page parameters as an extractor.
+impl PageRequest {
+    /// Rows to fetch: one more than the page, to learn whether another page follows.
+    pub fn fetch_limit(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+
+    /// The page of `rows` (fetched with [`PageRequest::fetch_limit`]) and its `next_cursor`.
+    pub fn finish<T: ToSchema>(
+        &self,
+        mut rows: Vec<T>,
+        position: impl Fn(&T) -> Position,
+    ) -> CursorPage<T> {
+        let next_cursor = if rows.len() > self.limit as usize {
+            rows.truncate(self.limit as usize);
+            rows.last().map(|last| self.encode(position(last)))
+        } else {
+            None
+        };
+        CursorPage {
+            items: rows,
+            next_cursor,
+            total: None,
+        }
+    }
+
+    fn encode(&self, position: Position) -> String {
+        let mut bytes = Vec::with_capacity(CURSOR_LEN);
+        bytes.push(CURSOR_VERSION);
+        bytes.extend_from_slice(&self.scope);
+        bytes.extend_from_slice(&position.created_at.timestamp_micros().to_be_bytes());
+        bytes.extend_from_slice(position.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::field(
+        "cursor",
+        "INVALID_CURSOR",
+        "is not a cursor this list returned",
+    )
+}
+
+fn decode(cursor: &str, scope: [u8; 8]) -> Result<Position, ApiError> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad_cursor())?;
+    if bytes.len() != CURSOR_LEN || bytes[0] != CURSOR_VERSION || bytes[1..9] != scope {
+        return Err(bad_cursor());
+    }
+    let micros = i64::from_be_bytes(bytes[9..17].try_into().expect("8 bytes"));
+    let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad_cursor)?;
+    let id = Uuid::from_slice(&bytes[17..]).map_err(|_| bad_cursor())?;
+    Ok(Position { created_at, id })
+}
+
+/// Page parameters with `limit` validated; the cursor is checked against its list by
+/// [`Page::resolve`], once the handler knows the list's filters.
 #[derive(Debug)]
-pub struct Page(pub PageParams);
+pub struct Page {
+    limit: u32,
+    cursor: Option<String>,
+}
+
+impl Page {
+    pub fn resolve(self, scope: &ListScope) -> Result<PageRequest, ApiError> {
+        let scope = scope.fingerprint();
+        let after = match self.cursor.as_deref() {
+            None => None,
+            Some(cursor) => Some(decode(cursor, scope)?),
+        };
+        Ok(PageRequest {
+            limit: self.limit,
+            after,
+            scope,
+        })
+    }
+}
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
-    type Rejection = crate::error::ApiError;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut http::request::Parts,
@@ -61,7 +178,72 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
     ) -> Result<Self, Self::Rejection> {
         let crate::extract::ApiQuery(params) =
             crate::extract::ApiQuery::<PageParams>::from_request_parts(parts, state).await?;
-        params.validate()?;
-        Ok(Self(params))
+        let limit = match params.limit.as_deref() {
+            None => DEFAULT_PAGE_SIZE,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "limit",
+                        "OUT_OF_RANGE",
+                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}"),
+                    )
+                })?,
+        };
+        Ok(Self {
+            limit,
+            cursor: params.cursor,
+        })
+    }
+}
+
+/// What list stubs document as their items until each domain defines its own schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceRef {
+    pub id: Uuid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(limit: u32, cursor: Option<String>) -> Page {
+        Page { limit, cursor }
+    }
+
+    #[test]
+    fn cursors_round_trip_within_their_list_only() {
+        let agents = ListScope::new("agents").filter("status", None);
+        let request = page(2, None).resolve(&agents).unwrap();
+        let position = Position {
+            created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: Uuid::now_v7(),
+        };
+        let rows = vec![1u8, 2, 3];
+        let finished = request.finish(rows, |_| position);
+        assert_eq!(finished.items, vec![1, 2]);
+        let cursor = finished.next_cursor.unwrap();
+        assert_eq!(cursor.len(), 44);
+
+        let next = page(2, Some(cursor.clone())).resolve(&agents).unwrap();
+        assert_eq!(next.after, Some(position));
+
+        let filtered = ListScope::new("agents").filter("status", Some("active"));
+        assert!(page(2, Some(cursor.clone())).resolve(&filtered).is_err());
+        let users = ListScope::new("users");
+        assert!(page(2, Some(cursor.clone())).resolve(&users).is_err());
+        for bad in ["", "x", "!!!!", &cursor[..43], &format!("{cursor}A")] {
+            assert!(page(2, Some(bad.into())).resolve(&agents).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_last_page_has_no_cursor() {
+        let request = page(3, None).resolve(&ListScope::new("x")).unwrap();
+        let finished = request.finish(vec![1u8, 2, 3], |_| unreachable!());
+        assert_eq!(finished.items.len(), 3);
+        assert!(finished.next_cursor.is_none());
     }
 }

@@ -6,18 +6,9 @@ use axum::extract::FromRequestParts;
 use http::request::Parts;
 use uuid::Uuid;
 
+use super::permissions::Permissions;
 use super::proto::ValidateTokenResponse;
 use crate::error::ApiError;
-
-/// The platform's 64-bit permission bitmap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Permissions(pub u64);
-
-impl Permissions {
-    pub fn contains(self, required: Permissions) -> bool {
-        self.0 & required.0 == required.0
-    }
-}
 
 /// The authenticated caller. Handlers take it as an extractor.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,9 +5,11 @@ pub mod caller;
 pub mod client;
 pub mod dev;
 pub mod layer;
+pub mod permissions;
 pub mod proto;
 pub mod token;
 
-pub use caller::{Caller, Permissions};
+pub use caller::Caller;
 pub use client::{AuthClient, AuthFailure};
 pub use layer::{AuthLayer, Validator};
+pub use permissions::Permissions;

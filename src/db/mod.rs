@@ -1,0 +1,129 @@
+//! PostgreSQL access: one lazily connecting pool, and the only way a request reaches it, a
+//! transaction already confined to the caller's organization ([`OrgTx`]).
+//!
+//! Tenancy by construction: [`Database`] keeps its pool private. Request code gets a connection
+//! only through [`Database::begin_for`], which needs the authenticated [`Caller`] and has already
+//! run `SET LOCAL ROLE ibex_app` and set `app.current_org_id` before it hands anything out, so
+//! row-level security applies to every statement a handler can write. Work that must cross
+//! organizations goes through [`Database::platform`], named so that it stands out in review.
+
+pub mod error;
+pub mod migrate;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::readiness::ReadinessCheck;
+
+/// The service's database handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: PgPool,
+}
+
+impl Database {
+    /// Builds the pool without connecting: the service starts while PostgreSQL is down and
+    /// recovers by itself when it comes back.
+    pub fn connect_lazy(config: &Config) -> Result<Self, String> {
+        let statement_timeout = config.database_statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(config.database_url.expose())
+            .map_err(|_| "IBEX_API_DATABASE_URL is not a valid PostgreSQL URL".to_owned())?
+            .application_name("ibex-api")
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(config.database_acquire_timeout)
+            // A connection left over from before a database restart is found dead by this ping
+            // and replaced, instead of failing the request that drew it.
+            .test_before_acquire(true)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// A transaction in which row-level security shows only `caller`'s organization.
+    pub async fn begin_for(&self, caller: &Caller) -> Result<OrgTx, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        // One round trip for both settings; `set_config('role', …, true)` is SET LOCAL ROLE.
+        sqlx::query(
+            "SELECT set_config('role', 'ibex_app', true), \
+                    set_config('app.current_org_id', $1, true)",
+        )
+        .bind(caller.org_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        Ok(OrgTx {
+            tx,
+            org_id: caller.org_id,
+        })
+    }
+
+    /// A connection outside any organization, as the login role: for migrations, readiness,
+    /// development seeding and (later) platform jobs that must cross organizations. Never for
+    /// request handlers.
+    pub async fn platform(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, ApiError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    pub fn pool_size(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A request transaction confined to one organization. Dropping it without [`OrgTx::commit`]
+/// rolls back.
+#[derive(Debug)]
+pub struct OrgTx {
+    tx: Transaction<'static, Postgres>,
+    org_id: Uuid,
+}
+
+impl OrgTx {
+    /// The organization every statement of this transaction is confined to.
+    pub fn org_id(&self) -> Uuid {
+        self.org_id
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), ApiError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+/// `/ready`'s `database` check: PostgreSQL answers and its schema is the one this binary expects.
+#[derive(Debug)]
+pub struct DatabaseReady(pub Database);
+
+impl ReadinessCheck for DatabaseReady {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn critical(&self) -> bool {
+        true
+    }
+
+    fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let mut conn = tokio::time::timeout(deadline, self.0.pool.acquire())
+                .await
+                .map_err(|_| "no connection within the deadline".to_owned())?
+                .map_err(|e| error::describe_unavailable(&e))?;
+            migrate::check_current(&mut conn).await
+        })
+    }
+}

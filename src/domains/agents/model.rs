@@ -1,0 +1,196 @@
+//! What an agent is, what clients may send about one, and the lifecycle rules.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::fields::{Fields, Text};
+
+pub const NAME: Text = Text::chars(1, 255);
+pub const SLUG: Text = Text::chars(1, 100).shaped(is_slug, "lowercase letters, digits and hyphens");
+/// Largest `config`, serialized (**Decision** of DOMAINS.md §3).
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+fn is_slug(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    Active,
+    Paused,
+    /// Set by the platform (abuse, billing), never through this API.
+    Suspended,
+    /// Terminal.
+    Archived,
+}
+
+impl AgentStatus {
+    pub const ALL: [Self; 4] = [Self::Active, Self::Paused, Self::Suspended, Self::Archived];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Suspended => "suspended",
+            Self::Archived => "archived",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// The statuses from which this API may move an agent to `self`: active ↔ paused; active,
+    /// paused or suspended → archived. Archived is terminal, suspended is the platform's.
+    pub fn reachable_from(self) -> &'static [&'static str] {
+        match self {
+            Self::Active => &["paused"],
+            Self::Paused => &["active"],
+            Self::Archived => &["active", "paused", "suspended"],
+            Self::Suspended => &[],
+        }
+    }
+}
+
+impl TryFrom<String> for AgentStatus {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text).ok_or_else(|| "unknown agent status in the database".to_owned())
+    }
+}
+
+/// An AI agent of the caller's organization.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Agent {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    #[schema(min_length = 1, max_length = 255)]
+    pub name: String,
+    /// Unique among the organization's live agents; immutable.
+    #[schema(min_length = 1, max_length = 100, pattern = "^[a-z0-9-]+$")]
+    pub slug: String,
+    #[sqlx(try_from = "String")]
+    pub status: AgentStatus,
+    /// Free-form configuration object.
+    #[schema(value_type = Object)]
+    pub config: Value,
+    #[schema(minimum = 0)]
+    pub total_sessions: i32,
+    #[schema(minimum = 0)]
+    pub total_memories: i32,
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub last_active_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Body of `POST /v1/agents`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateAgent)]
+#[allow(dead_code)] // Documents the body; `NewAgent::parse` reads it field by field.
+pub struct CreateAgentBody {
+    /// 1–255 characters, no NUL.
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
+    name: String,
+    /// 1–100 of `a-z`, `0-9`, `-`; unique among the organization's live agents.
+    #[schema(min_length = 1, max_length = 100, pattern = "^[a-z0-9-]+$")]
+    slug: String,
+    /// A JSON object of at most 64 KiB serialized (default `{}`).
+    #[schema(value_type = Option<Object>)]
+    config: Option<Value>,
+}
+
+/// Body of `PATCH /v1/agents/{agent_id}`: only the fields present change. The slug is immutable.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = UpdateAgent)]
+#[allow(dead_code)] // Documents the body; `AgentChanges::parse` reads it field by field.
+pub struct UpdateAgentBody {
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
+    name: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    config: Option<Value>,
+}
+
+#[derive(Debug)]
+pub struct NewAgent {
+    pub name: String,
+    pub slug: String,
+    pub config: Map<String, Value>,
+}
+
+impl NewAgent {
+    pub fn parse(body: Value) -> Result<Self, ApiError> {
+        let mut fields = Fields::new(body)?;
+        let name = fields.required("name", |f| f.text("name", NAME));
+        let slug = fields.required("slug", |f| f.text("slug", SLUG));
+        let config = fields.object("config", MAX_CONFIG_BYTES);
+        fields.finish()?;
+        Ok(Self {
+            name: name.expect("checked by finish"),
+            slug: slug.expect("checked by finish"),
+            config: config.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct AgentChanges {
+    pub name: Option<String>,
+    pub config: Option<Map<String, Value>>,
+}
+
+impl AgentChanges {
+    pub fn parse(body: Value) -> Result<Self, ApiError> {
+        let mut fields = Fields::new(body)?;
+        let name = fields.text("name", NAME);
+        let config = fields.object("config", MAX_CONFIG_BYTES);
+        fields.forbid("slug", "is immutable");
+        fields.forbid("status", "changes through /activate, /pause and /archive");
+        fields.finish()?;
+        Ok(Self { name, config })
+    }
+}
+
+/// Query of `GET /v1/agents`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AgentFilter {
+    /// Only agents with this status.
+    #[param(value_type = Option<AgentStatus>)]
+    pub status: Option<String>,
+}
+
+impl AgentFilter {
+    pub fn status(&self) -> Result<Option<AgentStatus>, ApiError> {
+        self.status
+            .as_deref()
+            .map(|text| {
+                AgentStatus::parse(text).ok_or_else(|| {
+                    ApiError::field(
+                        "status",
+                        "INVALID_VALUE",
+                        "must be one of active, paused, suspended, archived",
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AgentPath {
+    /// Agent id.
+    pub agent_id: Uuid,
+}

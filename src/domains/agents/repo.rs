@@ -1,0 +1,194 @@
+//! The agents' SQL. Every statement runs in an [`OrgTx`] (row-level security on) and still says
+//! `org_id = $1`, so the planner uses the per-organization indexes.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::model::{Agent, AgentChanges, AgentStatus, NewAgent};
+use crate::db::OrgTx;
+use crate::db::error::violated_constraint;
+use crate::error::{ApiError, Conflict};
+use crate::pagination::{CursorPage, PageRequest, Position};
+
+const COLUMNS: &str = "id, org_id, name, slug, status, config, total_sessions, total_memories, \
+                       last_active_at, created_at, updated_at";
+
+fn not_found() -> ApiError {
+    ApiError::not_found("No agent with this id.")
+}
+
+pub async fn list(
+    tx: &mut OrgTx,
+    status: Option<AgentStatus>,
+    page: &PageRequest,
+) -> Result<CursorPage<Agent>, ApiError> {
+    // One statement text per filter combination: each gets a plan that walks its own index from
+    // the cursor, where an `$n IS NULL OR …` catch-all would scan from the top on a generic plan.
+    let mut sql =
+        format!("SELECT {COLUMNS} FROM ibex_core.agents WHERE org_id = $1 AND deleted_at IS NULL");
+    let mut next = 2;
+    if status.is_some() {
+        sql.push_str(&format!(" AND status = ${next}"));
+        next += 1;
+    }
+    if page.after.is_some() {
+        sql.push_str(&format!(
+            " AND (created_at, id) < (${}, ${})",
+            next,
+            next + 1
+        ));
+        next += 2;
+    }
+    sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${next}"));
+
+    let org_id = tx.org_id();
+    let mut query = sqlx::query_as::<_, Agent>(&sql).bind(org_id);
+    if let Some(status) = status {
+        query = query.bind(status.as_str());
+    }
+    if let Some(after) = page.after {
+        query = query.bind(after.created_at).bind(after.id);
+    }
+    let rows = query.bind(page.fetch_limit()).fetch_all(tx.conn()).await?;
+    Ok(page.finish(rows, |agent| Position {
+        created_at: agent.created_at,
+        id: agent.id,
+    }))
+}
+
+pub async fn insert(
+    tx: &mut OrgTx,
+    created_by: Option<Uuid>,
+    new: NewAgent,
+) -> Result<Agent, ApiError> {
+    let org_id = tx.org_id();
+    // `created_by` only when the caller is a user of this organization the database knows.
+    sqlx::query_as::<_, Agent>(&format!(
+        "INSERT INTO ibex_core.agents (id, org_id, created_by, name, slug, config)
+         VALUES ($1, $2, (SELECT id FROM ibex_core.users WHERE id = $3 AND org_id = $2), $4, $5, $6)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(created_by)
+    .bind(new.name)
+    .bind(new.slug)
+    .bind(Value::Object(new.config))
+    .fetch_one(tx.conn())
+    .await
+    .map_err(|e| match violated_constraint(&e) {
+        Some("agents_org_slug_live_key") => ApiError::Conflict(Conflict::AgentSlug),
+        Some("agents_org_id_fkey") => {
+            ApiError::not_found("The caller's organization does not exist.")
+        }
+        _ => e.into(),
+    })
+}
+
+pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Agent, ApiError> {
+    let org_id = tx.org_id();
+    sqlx::query_as::<_, Agent>(&format!(
+        "SELECT {COLUMNS} FROM ibex_core.agents
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(not_found)
+}
+
+/// The live agent's status, locked until the transaction ends.
+async fn lock_status(tx: &mut OrgTx, id: Uuid) -> Result<AgentStatus, ApiError> {
+    let org_id = tx.org_id();
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM ibex_core.agents
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?;
+    let status = status.ok_or_else(not_found)?;
+    AgentStatus::try_from(status).map_err(|_| ApiError::Internal)
+}
+
+pub async fn update(tx: &mut OrgTx, id: Uuid, changes: AgentChanges) -> Result<Agent, ApiError> {
+    // An archived agent is read-only (**Decision**: archived is terminal for its settings too).
+    if lock_status(tx, id).await? == AgentStatus::Archived {
+        return Err(ApiError::Conflict(Conflict::AgentStatus));
+    }
+    if changes.name.is_none() && changes.config.is_none() {
+        return get(tx, id).await;
+    }
+    let org_id = tx.org_id();
+    sqlx::query_as::<_, Agent>(&format!(
+        "UPDATE ibex_core.agents
+         SET name = COALESCE($3, name), config = COALESCE($4, config), updated_at = now()
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL
+         RETURNING {COLUMNS}"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .bind(changes.name)
+    .bind(changes.config.map(Value::Object))
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(not_found)
+}
+
+/// Soft delete; an agent with sessions must be archived instead.
+pub async fn soft_delete(tx: &mut OrgTx, id: Uuid) -> Result<(), ApiError> {
+    let org_id = tx.org_id();
+    let deleted = sqlx::query(
+        "UPDATE ibex_core.agents SET deleted_at = now(), updated_at = now()
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL AND total_sessions = 0",
+    )
+    .bind(org_id)
+    .bind(id)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    if deleted == 1 {
+        return Ok(());
+    }
+    let sessions: Option<i32> = sqlx::query_scalar(
+        "SELECT total_sessions FROM ibex_core.agents
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
+    )
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?;
+    match sessions {
+        None => Err(not_found()),
+        Some(_) => Err(ApiError::Conflict(Conflict::AgentHasSessions)),
+    }
+}
+
+/// Moves the agent to `target` if the lifecycle allows it; asking for the current status is a
+/// no-op. One conditional UPDATE: concurrent transitions serialize on the row, and each re-checks
+/// the status it finds after the other committed.
+pub async fn transition(tx: &mut OrgTx, id: Uuid, target: AgentStatus) -> Result<Agent, ApiError> {
+    let org_id = tx.org_id();
+    let moved = sqlx::query_as::<_, Agent>(&format!(
+        "UPDATE ibex_core.agents SET status = $3, updated_at = now()
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL AND status = ANY($4)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .bind(target.as_str())
+    .bind(target.reachable_from())
+    .fetch_optional(tx.conn())
+    .await?;
+    if let Some(agent) = moved {
+        return Ok(agent);
+    }
+    let agent = get(tx, id).await?;
+    if agent.status == target {
+        Ok(agent)
+    } else {
+        Err(ApiError::Conflict(Conflict::AgentStatus))
+    }
+}

@@ -1,0 +1,184 @@
+//! The eight agent operations. Reads need any valid token of the organization; writes need
+//! `org_settings:write` (DOMAINS.md §2), checked before anything else so a refusal says nothing
+//! about which ids exist.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::StatusCode;
+use http::header::LOCATION;
+use serde_json::Value;
+
+use super::model::{Agent, AgentChanges, AgentFilter, AgentPath, AgentStatus, NewAgent};
+use super::repo;
+use crate::app::AppState;
+use crate::auth::{Caller, Permissions};
+use crate::error::{ApiError, ErrorResponse};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::pagination::{CursorPage, ListScope, Page, PageParams};
+
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", summary = "List agents",
+    description = "The organization's live agents, newest first.",
+    params(PageParams, AgentFilter),
+    responses((status = 200, description = "One page of agents.", body = CursorPage<Agent>)))]
+pub async fn list_agents(
+    State(state): State<AppState>,
+    caller: Caller,
+    page: Page,
+    ApiQuery(filter): ApiQuery<AgentFilter>,
+) -> Result<Json<CursorPage<Agent>>, ApiError> {
+    let status = filter.status()?;
+    let scope = ListScope::new("agents").filter("status", status.map(AgentStatus::as_str));
+    let page = page.resolve(&scope)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let agents = repo::list(&mut tx, status, &page).await?;
+    tx.commit().await?;
+    Ok(Json(agents))
+}
+
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", summary = "Create an agent",
+    description = "Needs `org_settings:write`. New agents are `active`.",
+    request_body = crate::domains::agents::model::CreateAgentBody,
+    responses(
+        (status = 201, description = "Created; `Location` names the new agent.", body = Agent,
+            headers(("Location" = String, description = "/v1/agents/{id}")),
+            links(
+                ("GetAgent" = (operation_id = "get_agent", parameters(("agent_id" = "$response.body#/id")))),
+                ("UpdateAgent" = (operation_id = "update_agent", parameters(("agent_id" = "$response.body#/id")))),
+                ("DeleteAgent" = (operation_id = "delete_agent", parameters(("agent_id" = "$response.body#/id")))),
+                ("ActivateAgent" = (operation_id = "activate_agent", parameters(("agent_id" = "$response.body#/id")))),
+                ("PauseAgent" = (operation_id = "pause_agent", parameters(("agent_id" = "$response.body#/id")))),
+                ("ArchiveAgent" = (operation_id = "archive_agent", parameters(("agent_id" = "$response.body#/id")))),
+            )),
+        (status = 409, description = "AGENT_SLUG_CONFLICT: a live agent of the organization has this slug.", body = ErrorResponse),
+    ))]
+pub async fn create_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
+    let new = NewAgent::parse(body)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let agent = repo::insert(&mut tx, caller.user_id, new).await?;
+    tx.commit().await?;
+    let location = format!("/v1/agents/{}", agent.id);
+    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(agent)))
+}
+
+#[utoipa::path(get, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Get an agent",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "The agent.", body = Agent),
+        (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
+    ))]
+pub async fn get_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+) -> Result<Json<Agent>, ApiError> {
+    let mut tx = state.db.begin_for(&caller).await?;
+    let agent = repo::get(&mut tx, path.agent_id).await?;
+    tx.commit().await?;
+    Ok(Json(agent))
+}
+
+#[utoipa::path(patch, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Update an agent",
+    description = "Needs `org_settings:write`. Changes only the fields present; `slug` is immutable and `status` changes through the lifecycle operations. An archived agent is read-only.",
+    params(AgentPath),
+    request_body = crate::domains::agents::model::UpdateAgentBody,
+    responses(
+        (status = 200, description = "The updated agent.", body = Agent),
+        (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
+        (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived.", body = ErrorResponse),
+    ))]
+pub async fn update_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Agent>, ApiError> {
+    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
+    let changes = AgentChanges::parse(body)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let agent = repo::update(&mut tx, path.agent_id, changes).await?;
+    tx.commit().await?;
+    Ok(Json(agent))
+}
+
+#[utoipa::path(delete, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Delete an agent",
+    description = "Needs `org_settings:write`. Soft delete: the agent disappears from reads and frees its slug. An agent with sessions must be archived instead.",
+    params(AgentPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
+        (status = 409, description = "AGENT_HAS_SESSIONS: archive the agent instead.", body = ErrorResponse),
+    ))]
+pub async fn delete_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    repo::soft_delete(&mut tx, path.agent_id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn transition(
+    state: AppState,
+    caller: Caller,
+    path: AgentPath,
+    target: AgentStatus,
+) -> Result<Json<Agent>, ApiError> {
+    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let agent = repo::transition(&mut tx, path.agent_id, target).await?;
+    tx.commit().await?;
+    Ok(Json(agent))
+}
+
+/// Declares a lifecycle operation: same permission, same answers, one target status.
+macro_rules! lifecycle {
+    ($name:ident, $path:literal, $summary:literal, $target:expr, $from:literal) => {
+        #[utoipa::path(post, path = $path, tag = "agents", summary = $summary,
+            description = concat!("Needs `org_settings:write`. Allowed from ", $from,
+                "; asking for the current status is a no-op 200."),
+            params(AgentPath),
+            responses(
+                (status = 200, description = "The agent in its new status.", body = Agent),
+                (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
+                (status = 409, description = "AGENT_STATUS_CONFLICT: the lifecycle does not allow this transition.", body = ErrorResponse),
+            ))]
+        pub async fn $name(
+            State(state): State<AppState>,
+            caller: Caller,
+            ApiPath(path): ApiPath<AgentPath>,
+        ) -> Result<Json<Agent>, ApiError> {
+            transition(state, caller, path, $target).await
+        }
+    };
+}
+
+lifecycle!(
+    activate_agent,
+    "/v1/agents/{agent_id}/activate",
+    "Activate an agent",
+    AgentStatus::Active,
+    "`paused`"
+);
+lifecycle!(
+    pause_agent,
+    "/v1/agents/{agent_id}/pause",
+    "Pause an agent",
+    AgentStatus::Paused,
+    "`active`"
+);
+lifecycle!(
+    archive_agent,
+    "/v1/agents/{agent_id}/archive",
+    "Archive an agent",
+    AgentStatus::Archived,
+    "`active`, `paused` or `suspended`; archived is terminal"
+);

@@ -1,0 +1,245 @@
+//! JSON object bodies read field by field, so that every problem is a 400 naming its field:
+//! unknown fields (a typo in a PATCH must not silently do nothing), `null` where a value is
+//! required, wrong types, lengths, patterns, and NUL characters (PostgreSQL refuses them in text
+//! and jsonb). Absent and `null` are told apart, as PATCH needs. Errors never quote a value.
+
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, FieldError};
+
+/// Longest field name quoted back in an error: names come from the client.
+const MAX_QUOTED_NAME: usize = 64;
+
+/// A predicate on a whole text value, and how to describe what it wants.
+pub type Shape = (fn(&str) -> bool, &'static str);
+
+/// Bounds and shape of a text field; lengths count characters, as JSON Schema does.
+#[derive(Debug, Clone, Copy)]
+pub struct Text {
+    pub min_chars: usize,
+    pub max_chars: usize,
+    pub shape: Option<Shape>,
+}
+
+impl Text {
+    pub const fn chars(min_chars: usize, max_chars: usize) -> Self {
+        Self {
+            min_chars,
+            max_chars,
+            shape: None,
+        }
+    }
+
+    pub const fn shaped(mut self, check: fn(&str) -> bool, description: &'static str) -> Self {
+        self.shape = Some((check, description));
+        self
+    }
+}
+
+#[derive(Debug)]
+pub struct Fields {
+    map: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    pub fn new(body: Value) -> Result<Self, ApiError> {
+        match body {
+            Value::Object(map) => Ok(Self {
+                map,
+                errors: Vec::new(),
+            }),
+            _ => Err(ApiError::validation(
+                "The request body must be a JSON object.",
+            )),
+        }
+    }
+
+    fn error(&mut self, field: &str, code: &'static str, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.to_owned(),
+            code,
+            message: message.into(),
+        });
+    }
+
+    /// A field that must be present and not null.
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        if !self.map.contains_key(name) {
+            self.error(name, "REQUIRED", "is required");
+            return None;
+        }
+        read(self)
+    }
+
+    /// A text field: `None` when absent or invalid (the error is recorded).
+    pub fn text(&mut self, name: &str, rule: Text) -> Option<String> {
+        let value = self.map.remove(name)?;
+        let Value::String(text) = value else {
+            self.wrong_type(name, &value, "a string");
+            return None;
+        };
+        if text.contains('\0') {
+            self.error(name, "INVALID_CHARACTER", "must not contain NUL characters");
+            return None;
+        }
+        let chars = text.chars().count();
+        if chars < rule.min_chars || chars > rule.max_chars {
+            self.error(
+                name,
+                "INVALID_LENGTH",
+                format!(
+                    "must be {} to {} characters long",
+                    rule.min_chars, rule.max_chars
+                ),
+            );
+            return None;
+        }
+        if let Some((check, description)) = rule.shape {
+            if !check(&text) {
+                self.error(name, "INVALID_FORMAT", format!("must be {description}"));
+                return None;
+            }
+        }
+        Some(text)
+    }
+
+    /// A JSON object field of at most `max_bytes` serialized, with no NUL anywhere in it.
+    pub fn object(&mut self, name: &str, max_bytes: usize) -> Option<Map<String, Value>> {
+        let value = self.map.remove(name)?;
+        let Value::Object(object) = value else {
+            self.wrong_type(name, &value, "an object");
+            return None;
+        };
+        let value = Value::Object(object);
+        if contains_nul(&value) {
+            self.error(name, "INVALID_CHARACTER", "must not contain NUL characters");
+            return None;
+        }
+        let size = serde_json::to_vec(&value)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > max_bytes {
+            self.error(
+                name,
+                "TOO_LARGE",
+                format!("must be at most {max_bytes} bytes as JSON"),
+            );
+            return None;
+        }
+        match value {
+            Value::Object(object) => Some(object),
+            _ => unreachable!("checked above"),
+        }
+    }
+
+    /// A field that exists in the resource but may not be sent here.
+    pub fn forbid(&mut self, name: &str, message: &'static str) {
+        if self.map.remove(name).is_some() {
+            self.error(name, "READ_ONLY", message);
+        }
+    }
+
+    fn wrong_type(&mut self, name: &str, value: &Value, expected: &str) {
+        if value.is_null() {
+            self.error(name, "NOT_NULLABLE", "must not be null");
+        } else {
+            self.error(name, "INVALID_TYPE", format!("must be {expected}"));
+        }
+    }
+
+    /// Ends reading: every field not taken is unknown. `Ok` only when nothing was wrong.
+    pub fn finish(mut self) -> Result<(), ApiError> {
+        let unknown: Vec<String> = self.map.keys().map(|k| quotable(k)).collect();
+        for name in unknown {
+            self.error(&name, "UNKNOWN_FIELD", "is not a field of this body");
+        }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::fields(self.errors))
+        }
+    }
+}
+
+/// A client-supplied field name made safe to quote: bounded, control characters replaced.
+fn quotable(name: &str) -> String {
+    name.chars()
+        .take(MAX_QUOTED_NAME)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn codes(result: Result<(), ApiError>) -> Vec<(String, &'static str)> {
+        match result {
+            Err(ApiError::Validation { field_errors, .. }) => field_errors
+                .into_iter()
+                .map(|e| (e.field, e.code))
+                .collect(),
+            other => panic!("expected field errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_problem_names_its_field() {
+        let mut fields = Fields::new(json!({
+            "name": "",
+            "slug": 7,
+            "config": {"nested": ["ok", "bad\u{0}"]},
+            "nmae": "typo",
+            "locked": true,
+        }))
+        .unwrap();
+        assert!(fields.text("name", Text::chars(1, 10)).is_none());
+        assert!(fields.text("slug", Text::chars(1, 10)).is_none());
+        assert!(fields.object("config", 100).is_none());
+        fields.forbid("locked", "cannot be changed");
+        assert!(
+            fields
+                .required("missing", |f| f.text("missing", Text::chars(0, 1)))
+                .is_none()
+        );
+        let got = codes(fields.finish());
+        assert_eq!(
+            got,
+            [
+                ("name".into(), "INVALID_LENGTH"),
+                ("slug".into(), "INVALID_TYPE"),
+                ("config".into(), "INVALID_CHARACTER"),
+                ("locked".into(), "READ_ONLY"),
+                ("missing".into(), "REQUIRED"),
+                ("nmae".into(), "UNKNOWN_FIELD"),
+            ]
+        );
+    }
+
+    #[test]
+    fn lengths_count_characters_and_null_is_not_absent() {
+        let mut fields = Fields::new(json!({"name": "ééé", "config": null})).unwrap();
+        assert_eq!(
+            fields.text("name", Text::chars(3, 3)).as_deref(),
+            Some("ééé")
+        );
+        assert!(fields.object("config", 10).is_none());
+        assert_eq!(codes(fields.finish()), [("config".into(), "NOT_NULLABLE")]);
+        assert!(Fields::new(json!([1])).is_err());
+    }
+}
