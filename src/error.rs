@@ -64,6 +64,13 @@ pub enum Conflict {
 }
 
 impl Conflict {
+    pub const ALL: [Self; 4] = [
+        Self::Generic,
+        Self::AgentSlug,
+        Self::AgentHasSessions,
+        Self::AgentStatus,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Self::Generic => "CONFLICT",

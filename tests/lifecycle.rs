@@ -168,7 +168,7 @@ fn dev_mode_serves_end_to_end_and_the_healthcheck_command_works() {
     assert!(!health.status.success(), "nothing listens yet");
 
     let mut child = binary()
-        .arg("--dev-auth")
+        .arg("--dev")
         .env("IBEX_API_PORT", &port)
         .env("IBEX_API_SHUTDOWN_GRACE_MS", "200")
         .stdout(Stdio::piped())
@@ -196,9 +196,10 @@ fn dev_mode_serves_end_to_end_and_the_healthcheck_command_works() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let value = format!("Bearer {token}");
-        request(addr, "GET", "/v1/agents", &[("Authorization", &value)], b"")
-            .await
-            .assert_error(501, "NOT_IMPLEMENTED");
+        let agents = request(addr, "GET", "/v1/agents", &[("Authorization", &value)], b"").await;
+        assert_eq!(agents.status, 200, "{}", agents.text());
+        let seeded = agents.json();
+        assert!(seeded["items"].as_array().unwrap().len() >= 3, "{seeded}");
         let wrong = format!("Bearer {}", ibex_api::auth::dev::generate_token());
         request(addr, "GET", "/v1/agents", &[("Authorization", &wrong)], b"")
             .await

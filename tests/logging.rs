@@ -44,7 +44,7 @@ async fn secrets_never_reach_the_logs() {
     let headers = [(name, value.as_str()), ("Content-Type", "application/json")];
 
     let reply = app
-        .get_authed("/v1/agents?cursor=SECRET-QUERY&limit=5")
+        .get_authed("/v1/sessions?cursor=SECRET-QUERY&limit=5")
         .await;
     assert_eq!(reply.status, 501);
     let ok_id = reply.request_id().to_owned();
@@ -109,7 +109,7 @@ async fn secrets_never_reach_the_logs() {
         .iter()
         .find(|l| l["target"] == "access" && l["request_id"] == ok_id.as_str())
         .expect("an access line for the request");
-    assert_eq!(access["route"], "/v1/agents");
+    assert_eq!(access["route"], "/v1/sessions");
     assert_eq!(access["status"], 501);
     assert_eq!(access["method"], "GET");
     assert_eq!(access["org_id"], ORG_ID);

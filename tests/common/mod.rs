@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::routing::{get, post};
@@ -17,18 +17,21 @@ use ibex_api::auth::proto::auth_service_server::{AuthService, AuthServiceServer}
 use ibex_api::auth::proto::{ValidateTokenRequest, ValidateTokenResponse};
 use ibex_api::auth::{Caller, Permissions};
 use ibex_api::config::Config;
+use ibex_api::devenv::postgres::TempPostgres;
 use ibex_api::error::ApiError;
 use ibex_api::extract::ApiJson;
 use ibex_api::middleware::request_id::RequestId;
 use ibex_api::readiness::Readiness;
 use ibex_api::server::{self, ServeOptions};
 use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
+use uuid::Uuid;
 
 pub const TOKEN: &str =
     "ibex_pat_0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70_q7Yx3kP0vN2mR8sT4wZ6bC1dF5gH9jK0lM2nQ4rS6tU";
@@ -86,6 +89,8 @@ impl Behavior {
 #[derive(Debug)]
 struct FakeState {
     behavior: Mutex<Behavior>,
+    /// Tokens with their own answer (another organization, other bits); the rest get `behavior`.
+    tokens: Mutex<HashMap<String, ValidateTokenResponse>>,
     calls: AtomicUsize,
     probes: AtomicUsize,
     request_ids: Mutex<Vec<String>>,
@@ -117,6 +122,16 @@ impl AuthService for FakeService {
                 .push(id.unwrap_or_default());
         }
         tokio::time::sleep(behavior.delay).await;
+        let known = self
+            .0
+            .tokens
+            .lock()
+            .unwrap()
+            .get(&request.get_ref().access_token)
+            .cloned();
+        if let (Some(answer), Ok(_)) = (known, &behavior.outcome) {
+            return Ok(Response::new(answer));
+        }
         match behavior.outcome {
             Ok(_) if probe => Err(Status::unauthenticated("invalid token")),
             Ok(answer) => Ok(Response::new(answer)),
@@ -142,6 +157,7 @@ impl FakeAuth {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(FakeState {
             behavior: Mutex::new(behavior),
+            tokens: Mutex::new(HashMap::new()),
             calls: AtomicUsize::new(0),
             probes: AtomicUsize::new(0),
             request_ids: Mutex::new(Vec::new()),
@@ -163,6 +179,25 @@ impl FakeAuth {
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// A fresh token that the service accepts for `org_id` with `permissions`.
+    pub fn token_for(&self, org_id: Uuid, permissions: u64) -> String {
+        let token = ibex_api::auth::dev::generate_token();
+        let answer = ValidateTokenResponse {
+            org_id: org_id.to_string(),
+            permissions: permissions as i64,
+            agent_id: None,
+            user_id: Some(Uuid::now_v7().to_string()),
+            token_id: Some(Uuid::now_v7().to_string()),
+            expires_at: Some((SystemTime::now() + Duration::from_secs(3600)).into()),
+        };
+        self.state
+            .tokens
+            .lock()
+            .unwrap()
+            .insert(token.clone(), answer);
+        token
     }
 
     pub fn set(&self, behavior: Behavior) {
@@ -214,6 +249,10 @@ pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
         ),
         ("IBEX_API_REQUEST_TIMEOUT_MS".into(), "2000".into()),
         ("IBEX_API_AUTH_TIMEOUT_MS".into(), "300".into()),
+        (
+            "IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS".into(),
+            "1500".into(),
+        ),
         ("IBEX_API_MAX_BODY_BYTES".into(), "1024".into()),
         ("IBEX_API_SHUTDOWN_GRACE_MS".into(), "0".into()),
         // Every /ready call runs its checks, unless a test turns reuse on.
@@ -271,16 +310,28 @@ pub fn test_routes() -> Router<AppState> {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub readiness: Arc<Readiness>,
+    pub db: TestDb,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl TestApp {
+    /// The app on a fresh, migrated database holding the test organization ([`ORG_ID`]).
     pub async fn start(auth: SocketAddr, overrides: &[(&str, &str)]) -> Self {
-        Self::start_with(config(auth, overrides)).await
+        let db = TestDb::create().await;
+        db.add_org(ORG_ID.parse().unwrap()).await;
+        let mut with_db = vec![("IBEX_API_DATABASE_URL", db.url.as_str())];
+        with_db.extend_from_slice(overrides);
+        Self::start_on(config(auth, &with_db), db).await
     }
 
+    /// The app with this configuration, its own database settings included.
     pub async fn start_with(config: Config) -> Self {
+        let db = TestDb::create().await;
+        Self::start_on(config, db).await
+    }
+
+    async fn start_on(config: Config, db: TestDb) -> Self {
         let (app, readiness) = app::from_config(&config, test_routes()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -298,6 +349,7 @@ impl TestApp {
         Self {
             addr,
             readiness,
+            db,
             stop: Some(stop),
             task: Some(task),
         }
@@ -316,6 +368,118 @@ impl TestApp {
     pub async fn get_authed(&self, path: &str) -> Reply {
         let (name, value) = bearer();
         self.get(path, &[(name, &value)]).await
+    }
+
+    /// A request with `token` and, when there is a body, `Content-Type: application/json`.
+    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("Authorization", auth.as_str())];
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        if !bytes.is_empty() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        request(self.addr, method, path, &headers, &bytes).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL: one throwaway cluster per test binary, a migrated template, a database per test.
+
+const TEMPLATE: &str = "ibex_template";
+
+struct Cluster {
+    postgres: TempPostgres,
+    /// CREATE DATABASE … TEMPLATE fails while another copy of the template is being made.
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        // Its own thread and runtime: this may run inside a test's runtime.
+        std::thread::spawn(|| {
+            let postgres = TempPostgres::start().expect("start PostgreSQL for the tests");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&postgres.url("postgres"))
+                    .await
+                    .unwrap();
+                sqlx::query(&format!("CREATE DATABASE {TEMPLATE}"))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                ibex_api::db::migrate::run(&postgres.url(TEMPLATE))
+                    .await
+                    .expect("migrate the template");
+            });
+            Cluster {
+                postgres,
+                create_lock: tokio::sync::Mutex::new(()),
+            }
+        })
+        .join()
+        .expect("cluster start-up")
+    })
+}
+
+/// A fresh database of the tests' cluster, migrated (a copy of the template) unless asked not to.
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        Self::create_from(Some(TEMPLATE)).await
+    }
+
+    /// An empty database: no schema at all.
+    pub async fn create_unmigrated() -> Self {
+        Self::create_from(None).await
+    }
+
+    async fn create_from(template: Option<&str>) -> Self {
+        let cluster = cluster();
+        let name = format!("test_{}", Uuid::new_v4().simple());
+        let _one_at_a_time = cluster.create_lock.lock().await;
+        let mut admin = PgConnection::connect(&cluster.postgres.url("postgres"))
+            .await
+            .unwrap();
+        let template = template
+            .map(|t| format!(" TEMPLATE {t}"))
+            .unwrap_or_default();
+        sqlx::query(&format!("CREATE DATABASE {name}{template}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let _ = admin.close().await;
+        Self {
+            url: cluster.postgres.url(&name),
+            name,
+        }
+    }
+
+    /// A superuser connection: bypasses row-level security, to set up and inspect.
+    pub async fn admin(&self) -> PgConnection {
+        PgConnection::connect(&self.url).await.unwrap()
+    }
+
+    pub async fn add_org(&self, id: Uuid) {
+        let mut admin = self.admin().await;
+        sqlx::query(
+            "INSERT INTO ibex_core.organizations (id, name, slug) VALUES ($1, 'Org', $2)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(format!("org-{}", id.simple()))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     }
 }
 
