@@ -437,7 +437,9 @@ async fn concurrent_transitions_never_revive_an_archived_agent() {
             .map(|action| format!("/v1/agents/{id}/{action}"))
             .collect();
         let replies = futures_util::future::join_all(
-            paths.iter().map(|path| s.app.call("POST", path, &s.writer, None)),
+            paths
+                .iter()
+                .map(|path| s.app.call("POST", path, &s.writer, None)),
         )
         .await;
         assert!(replies.iter().all(|r| r.status == 200 || r.status == 409));

@@ -236,6 +236,17 @@ fn dev_mode_serves_end_to_end_and_the_healthcheck_command_works() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    // The throwaway PostgreSQL cluster went with it.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("ibex-pg-{}-", child.id()))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "cluster directory left behind");
 }
 
 #[tokio::test]

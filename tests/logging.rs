@@ -80,18 +80,55 @@ async fn secrets_never_reach_the_logs() {
     app.get("/v1/agents", &[("Authorization", &wrong_scheme)])
         .await;
 
+    // The data layer: an agent's config and name, a database password, on success and failure.
+    let writer = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
+    let with_password = app
+        .db
+        .url
+        .replacen("postgres@", "postgres:SECRET-DB-PASSWORD@", 1);
+    let db_app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &with_password)]).await;
+    let agent = serde_json::json!({
+        "name": "SECRET-NAME", "slug": "logged", "config": {"api_key": "SECRET-CONFIG"}
+    });
+    let created = db_app.call("POST", "/v1/agents", &writer, Some(agent.clone())).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    db_app
+        .call("POST", "/v1/agents", &writer, Some(agent))
+        .await
+        .assert_error(409, "AGENT_SLUG_CONFLICT");
+    let dead = dead_addr().await;
+    let dead_url = format!("postgres://ibex:SECRET-DB-PASSWORD@{dead}/ibex");
+    let down = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &dead_url)]).await;
+    down.call("GET", "/v1/agents", &writer, None)
+        .await
+        .assert_error(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(down.get("/ready", &[]).await.status, 503);
+
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     let secret = TOKEN.rsplit('_').next().unwrap();
     assert!(
         logs.len() > 1000,
         "the capture saw the libraries' trace output too"
     );
-    for forbidden in [TOKEN, secret, "Bearer ", "SECRET-QUERY", "SECRET-BODY"] {
+    for forbidden in [
+        TOKEN,
+        secret,
+        "Bearer ",
+        "SECRET-QUERY",
+        "SECRET-BODY",
+        "SECRET-NAME",
+        "SECRET-CONFIG",
+        "SECRET-DB-PASSWORD",
+    ] {
         assert!(
             !logs.contains(forbidden),
             "`{forbidden}` leaked into the logs"
         );
     }
+    assert!(
+        logs.contains("database unavailable") && logs.contains("INSERT INTO ibex_core.agents"),
+        "the database's failure and statement lines were captured, so their absence of secrets means something"
+    );
     assert!(
         !logs.to_ascii_lowercase().contains("\"authorization\""),
         "no header dump"

@@ -63,9 +63,10 @@ impl TempPostgres {
                 .arg("-k")
                 .arg(&sockets)
                 .args(["-c", "listen_addresses=127.0.0.1"])
-                // Throwaway data: durability is worth nothing here, speed is.
-                .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+                // Throwaway data: no flush to disk (a killed server still keeps what it
+                // committed, which the outage tests rely on; only a machine crash loses it).
+                .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+                .args(["-c", "max_connections=200"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(

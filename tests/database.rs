@@ -1,0 +1,204 @@
+//! The database as a dependency: outages, slow statements, an old schema, migrations.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ibex_api::devenv::postgres::TempPostgres;
+use serde_json::json;
+use uuid::Uuid;
+
+fn ibex_api() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ibex-api"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+/// PostgreSQL stopped: fast 503s with Retry-After, /health still 200, /ready 503 naming the
+/// database; once it is back the API serves again without a restart of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_a_fast_503_and_the_api_recovers() {
+    let mut postgres = tokio::task::spawn_blocking(TempPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = postgres.url("postgres");
+    ibex_api::db::migrate::run(&url).await.unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO ibex_core.organizations (id, name, slug) VALUES ($1, 'A', 'a')")
+        .bind(Uuid::parse_str(ORG_ID).unwrap())
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    drop(admin);
+
+    let auth = FakeAuth::start().await;
+    let token = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
+    let app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &url)]).await;
+    let created = app
+        .call(
+            "POST",
+            "/v1/agents",
+            &token,
+            Some(json!({"name": "n", "slug": "before"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(app.get("/ready", &[]).await.status, 200);
+
+    tokio::task::block_in_place(|| postgres.kill());
+    for (method, path) in [("GET", "/v1/agents"), ("POST", "/v1/agents")] {
+        let started = Instant::now();
+        let body = (method == "POST").then(|| json!({"name": "n", "slug": "during"}));
+        let reply = app.call(method, path, &token, body).await;
+        let took = started.elapsed();
+        reply.assert_error(503, "SERVICE_UNAVAILABLE");
+        assert_eq!(reply.header("retry-after"), Some("2"));
+        assert!(took < Duration::from_secs(1), "{method} took {took:?}");
+    }
+    assert_eq!(app.get("/health", &[]).await.status, 200);
+    let ready = app.get("/ready", &[]).await;
+    assert_eq!(ready.status, 503);
+    let report = ready.json();
+    assert_eq!(report["checks"]["database"]["status"], "failed", "{report}");
+    assert_eq!(report["checks"]["auth"]["status"], "ok", "{report}");
+
+    tokio::task::block_in_place(|| postgres.restart()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = app.call("GET", "/v1/agents", &token, None).await;
+        if reply.status == 200 {
+            assert_eq!(reply.json()["items"][0]["slug"], "before");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", reply.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.get("/ready", &[]).await.status, 200);
+}
+
+/// A statement past the statement timeout is a 503, and the connection it ran on goes back to
+/// the pool healthy (a pool of one proves it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_its_timeout_is_a_503_and_the_connection_survives() {
+    let auth = FakeAuth::start().await;
+    let token = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
+    let app = TestApp::start(
+        auth.addr,
+        &[
+            ("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", "300"),
+            ("IBEX_API_DATABASE_MAX_CONNECTIONS", "1"),
+        ],
+    )
+    .await;
+    let created = app
+        .call(
+            "POST",
+            "/v1/agents",
+            &token,
+            Some(json!({"name": "n", "slug": "locked"})),
+        )
+        .await
+        .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // Another session holds the row: the PATCH waits on the lock until the timeout cancels it.
+    let mut holder = app.db.admin().await;
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM ibex_core.agents WHERE id = $1::uuid FOR UPDATE")
+        .bind(&id)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    app.call(
+        "PATCH",
+        &format!("/v1/agents/{id}"),
+        &token,
+        Some(json!({"name": "x"})),
+    )
+    .await
+    .assert_error(503, "SERVICE_UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    let patched = app
+        .call(
+            "PATCH",
+            &format!("/v1/agents/{id}"),
+            &token,
+            Some(json!({"name": "after"})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    assert_eq!(patched.json()["name"], "after");
+}
+
+#[tokio::test]
+async fn ready_says_when_the_schema_is_older_than_the_binary() {
+    let auth = FakeAuth::start().await;
+    let empty = TestDb::create_unmigrated().await;
+    let app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &empty.url)]).await;
+    let ready = app.get("/ready", &[]).await;
+    assert_eq!(ready.status, 503);
+    let message = ready.json()["checks"]["database"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("ibex-api migrate"), "{message}");
+
+    // Missing the binary's newest migration: still refused, still saying what to run.
+    let behind = TestDb::create().await;
+    let mut admin = behind.admin().await;
+    let expected = ibex_api::db::migrate::expected_version();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(expected)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &behind.url)]).await;
+    let report = app.get("/ready", &[]).await.json();
+    let message = report["checks"]["database"]["message"].as_str().unwrap();
+    assert_eq!(report["status"], "unhealthy");
+    assert!(message.contains("ibex-api migrate"), "{message}");
+}
+
+/// `ibex-api migrate` brings an empty database to the binary's version and is a no-op after.
+#[tokio::test]
+async fn migrate_twice_succeeds_twice() {
+    let empty = TestDb::create_unmigrated().await;
+    for (run, expect) in [(1, "applied"), (2, "(0 migration(s) applied)")] {
+        let output = ibex_api()
+            .arg("migrate")
+            .env("IBEX_API_DATABASE_URL", &empty.url)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "run {run}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(expect), "run {run}: {stdout}");
+    }
+    // A database that cannot be reached: non-zero, one line, no password.
+    let dead = dead_addr().await;
+    let output = ibex_api()
+        .arg("migrate")
+        .env(
+            "IBEX_API_DATABASE_URL",
+            format!("postgres://ibex:hunter2@{dead}/ibex"),
+        )
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
