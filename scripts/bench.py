@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
-"""Load benchmark on loopback: ibex-api against a bare axum baseline measured in the same run.
+"""Load benchmark on loopback: ibex-api against baselines measured in the same run.
 
-Server processes run on core 0; wrk and the standalone auth service share core 1. Each round
-runs every scenario once (interleaved, so drift hits all alike); the report gives medians over
-rounds and each scenario's throughput as a ratio to bare axum *in the same round*.
+Server processes run on core 0; wrk, the standalone auth service and PostgreSQL share core 1.
+Each round runs every scenario once (interleaved, so drift hits all alike); the report gives
+medians over rounds and each scenario's throughput as a ratio to bare axum *in the same round*,
+and the agents scenarios also as a ratio to the data-layer reference (bare axum + one tonic call
++ the same SQL through sqlx) in the same round.
+
+Data: a throwaway PostgreSQL (`ibex-api dev-database`) whose development org holds 10 000 agents;
+two more databases of the same cluster hold the same org with 1 000 and 1 000 000 agents, for the
+deep-page scale check (a page at depth 900 in both, and at depth 900 000 in the large one).
 
 usage: scripts/bench.py [--rounds 5] [--seconds 5] [--connections 32] [--out bench-results]
 Needs: cargo, taskset, wrk (installed from Debian's packages when missing).
 """
 
 import argparse
+import base64
+import hashlib
 import os
 import re
 import shutil
@@ -22,6 +30,9 @@ import urllib.request
 from pathlib import Path
 
 TOKEN = "ibex_pat_0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f72_benchmarkTokenNotASecret00000000000000000"
+DEV_ORG = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70"
+# A seeded agent of the development org (src/devenv/mod.rs).
+DEV_AGENT = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7001"
 SERVER_CORE, LOAD_CORE = "0", "1"
 
 
@@ -70,6 +81,34 @@ def wrk(url, seconds, connections, headers=()):
     return rps, p50, p99, int(errors.group(1)) if errors else 0
 
 
+def psql(url, sql):
+    return subprocess.run(["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def seed_agents(url, count):
+    """`count` agents in the development org, one millisecond apart, newest first by index."""
+    psql(url, f"""
+        INSERT INTO ibex_core.agents (id, org_id, name, slug, config, created_at)
+        SELECT gen_random_uuid(), '{DEV_ORG}', 'bench agent ' || n, 'bench-' || n,
+               '{{"model": "m", "temperature": 0.2}}',
+               now() - n * interval '1 millisecond'
+        FROM generate_series(1, {count}) AS n""")
+    psql(url, "ANALYZE ibex_core.agents")
+
+
+def cursor_at(url, depth):
+    """The cursor the API returns after the `depth`-th newest agent of the unfiltered list (the
+    format of src/pagination.rs: version, list fingerprint, microseconds, id)."""
+    micros, agent_id = psql(url, f"""
+        SELECT (extract(epoch FROM created_at) * 1000000)::bigint, id FROM ibex_core.agents
+        WHERE org_id = '{DEV_ORG}' AND deleted_at IS NULL
+        ORDER BY created_at DESC, id DESC OFFSET {depth - 1} LIMIT 1""").split("|")
+    scope = hashlib.sha256(b"agents\x00status\x02").digest()[:8]
+    raw = bytes([1]) + scope + int(micros).to_bytes(8, "big", signed=True) + bytes.fromhex(agent_id.replace("-", ""))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
 def peak_rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -90,36 +129,70 @@ def main():
     if not shutil.which("wrk"):
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "ibex-api",
-                    "--example", "bare_axum", "--example", "axum_grpc_baseline"], check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "ibex-api", "--example", "bare_axum",
+                    "--example", "axum_grpc_baseline", "--example", "axum_grpc_sql_baseline"], check=True)
 
     release = Path("target/release")
-    auth_port, bare_port, grpc_port, api_port, cached_port, quiet_port = (free_port() for _ in range(6))
+    database = subprocess.Popen(["taskset", "-c", LOAD_CORE, str(release / "ibex-api"), "dev-database"],
+                                env={"PATH": os.environ["PATH"]}, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    db_url = next(line for line in database.stdout if line.startswith("IBEX_API_DATABASE_URL=")).strip().split("=", 1)[1]
+    scale_urls = {}
+    for name in ("scale_1k", "scale_1m"):
+        psql(db_url, f"CREATE DATABASE {name}")
+        scale_urls[name] = db_url.rsplit("/", 1)[0] + "/" + name
+        subprocess.run([str(release / "ibex-api"), "migrate"], check=True, stdout=subprocess.DEVNULL,
+                       env={"PATH": os.environ["PATH"], "IBEX_API_DATABASE_URL": scale_urls[name]})
+        psql(scale_urls[name], f"INSERT INTO ibex_core.organizations (id, name, slug) VALUES ('{DEV_ORG}', 'o', 'o')")
+    print("seeding 10 000 + 1 000 + 1 000 000 agents", flush=True)
+    seed_agents(db_url, 10_000)
+    seed_agents(scale_urls["scale_1k"], 1_000)
+    seed_agents(scale_urls["scale_1m"], 1_000_000)
+    deep_1k, shallow_1m, deep_1m = (cursor_at(scale_urls["scale_1k"], 900), cursor_at(scale_urls["scale_1m"], 900),
+                                    cursor_at(scale_urls["scale_1m"], 900_000))
+
+    auth_port, bare_port, grpc_port, sql_port, api_port, cached_port, quiet_port, k_port, m_port = (
+        free_port() for _ in range(9))
     auth_addr = f"http://127.0.0.1:{auth_port}"
     api_env = lambda port, extra=None: {
         "IBEX_API_HOST": "127.0.0.1", "IBEX_API_PORT": str(port), "IBEX_API_AUTH_GRPC_ADDR": auth_addr,
-        "IBEX_API_LOG_FORMAT": "json", "IBEX_API_LOG_LEVEL": "info", **(extra or {})}
+        "IBEX_API_DATABASE_URL": db_url, "IBEX_API_LOG_FORMAT": "json", "IBEX_API_LOG_LEVEL": "info",
+        **(extra or {})}
     procs = {
         "auth": spawn([str(release / "ibex-api"), "dev-auth-server", "--listen", f"127.0.0.1:{auth_port}",
                        "--token", TOKEN], LOAD_CORE),
         "bare": spawn([str(release / "examples/bare_axum"), str(bare_port)], SERVER_CORE),
         "grpc": spawn([str(release / "examples/axum_grpc_baseline"), str(grpc_port), auth_addr, TOKEN], SERVER_CORE),
+        "sql": spawn([str(release / "examples/axum_grpc_sql_baseline"), str(sql_port), auth_addr, TOKEN, db_url],
+                     SERVER_CORE),
         "api": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(api_port)),
         "cached": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(cached_port, {"IBEX_API_AUTH_CACHE_TTL_MS": "60000"})),
         "quiet": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(quiet_port, {"IBEX_API_LOG_LEVEL": "warn"})),
+        "api_1k": spawn([str(release / "ibex-api")], SERVER_CORE,
+                        api_env(k_port, {"IBEX_API_DATABASE_URL": scale_urls["scale_1k"]})),
+        "api_1m": spawn([str(release / "ibex-api")], SERVER_CORE,
+                        api_env(m_port, {"IBEX_API_DATABASE_URL": scale_urls["scale_1m"]})),
     }
     bearer = f"Authorization: Bearer {TOKEN}"
+    local = "http://127.0.0.1"
     scenarios = [
-        ("bare axum hello-world (baseline)", f"http://127.0.0.1:{bare_port}/", (), "bare"),
-        ("ibex-api GET /health", f"http://127.0.0.1:{api_port}/health", (), "api"),
-        ("ibex-api GET /health, access log off (LOG_LEVEL=warn)", f"http://127.0.0.1:{quiet_port}/health", (), "quiet"),
-        ("ibex-api GET /v1/agents, ValidateToken per request", f"http://127.0.0.1:{api_port}/v1/agents", (bearer,), "api"),
-        ("ibex-api GET /v1/agents, validation cache on", f"http://127.0.0.1:{cached_port}/v1/agents", (bearer,), "cached"),
-        ("reference: bare axum + one tonic call per request", f"http://127.0.0.1:{grpc_port}/", (), "grpc"),
+        ("bare axum hello-world (baseline)", f"{local}:{bare_port}/", (), "bare"),
+        ("ibex-api GET /health", f"{local}:{api_port}/health", (), "api"),
+        ("ibex-api GET /health, access log off (LOG_LEVEL=warn)", f"{local}:{quiet_port}/health", (), "quiet"),
+        ("reference: bare axum + one tonic call per request", f"{local}:{grpc_port}/", (), "grpc"),
+        ("reference: bare axum + tonic + same SQL, list of 20", f"{local}:{sql_port}/v1/agents", (), "sql"),
+        ("ibex-api GET /v1/agents (20 of 10 000), ValidateToken per request", f"{local}:{api_port}/v1/agents", (bearer,), "api"),
+        ("ibex-api GET /v1/agents (20 of 10 000), validation cache on", f"{local}:{cached_port}/v1/agents", (bearer,), "cached"),
+        ("reference: bare axum + tonic + same SQL, one agent", f"{local}:{sql_port}/v1/agents/{DEV_AGENT}", (), "sql"),
+        ("ibex-api GET /v1/agents/{id}, ValidateToken per request", f"{local}:{api_port}/v1/agents/{DEV_AGENT}", (bearer,), "api"),
+        ("ibex-api GET /v1/agents/{id}, validation cache on", f"{local}:{cached_port}/v1/agents/{DEV_AGENT}", (bearer,), "cached"),
+        ("scale: page at depth 900 of an org of 1 000", f"{local}:{k_port}/v1/agents?cursor={deep_1k}", (bearer,), "api_1k"),
+        ("scale: page at depth 900 of an org of 1 000 000", f"{local}:{m_port}/v1/agents?cursor={shallow_1m}", (bearer,), "api_1m"),
+        ("scale: page at depth 900 000 of an org of 1 000 000", f"{local}:{m_port}/v1/agents?cursor={deep_1m}", (bearer,), "api_1m"),
     ]
     try:
         for _, url, _, _ in scenarios:
-            wait_http(url.rsplit("/", 1)[0] + "/health" if "ibex" in url else url)
+            wait_http(url.split("/v1/")[0] + "/health" if "/v1/" in url else url)
         for name, url, headers, _ in scenarios:  # warm-up: connections, caches, CPU frequency
             wrk(url, 2, args.connections, headers)
         results = {name: [] for name, *_ in scenarios}
@@ -129,25 +202,35 @@ def main():
             print(f"round {round_no}: " + ", ".join(f"{r[-1][0]:.0f}" for r in results.values()), flush=True)
         memory = {key: peak_rss_mib(proc.pid) for key, proc in procs.items()}
     finally:
-        for proc in procs.values():
+        for proc in [*procs.values(), database]:
             proc.terminate()
-        for proc in procs.values():
+        for proc in [*procs.values(), database]:
             proc.wait()
 
     baseline = results[scenarios[0][0]]
     lines = [
         f"Rounds: {args.rounds} x {args.seconds} s per scenario, {args.connections} connections, wrk -t1 on core {LOAD_CORE}, servers on core {SERVER_CORE}.",
         "",
-        "| Scenario | req/s (median) | ratio to bare axum (median of per-round ratios) | p50 ms | p99 ms | non-2xx | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| Scenario | req/s (median) | ratio to bare axum (median of per-round ratios) | ratio to its SQL reference | p50 ms | p99 ms | non-2xx | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    list_ref = results["reference: bare axum + tonic + same SQL, list of 20"]
+    one_ref = results["reference: bare axum + tonic + same SQL, one agent"]
     for name, _, _, proc_key in scenarios:
         runs = results[name]
         ratios = [run[0] / base[0] for run, base in zip(runs, baseline)]
+        reference = list_ref if "GET /v1/agents (" in name else one_ref if "GET /v1/agents/{id}" in name else None
+        to_reference = (f"{statistics.median(r[0] / b[0] for r, b in zip(runs, reference)):.1%}"
+                        if reference else "")
         lines.append(
             f"| {name} | {statistics.median(r[0] for r in runs):,.0f} | {statistics.median(ratios):.1%} "
-            f"| {statistics.median(r[1] for r in runs):.3f} | {statistics.median(r[2] for r in runs):.3f} "
+            f"| {to_reference} | {statistics.median(r[1] for r in runs):.3f} | {statistics.median(r[2] for r in runs):.3f} "
             f"| {sum(r[3] for r in runs)} | {memory[proc_key]:.1f} |")
+    p50 = lambda name: statistics.median(r[1] for r in results[name])
+    small = p50("scale: page at depth 900 of an org of 1 000")
+    lines += ["", "Scale (p50 of a deep page, ratio to the same depth in the org of 1 000): "
+              f"depth 900 of 1 000 000: {p50('scale: page at depth 900 of an org of 1 000 000') / small:.2f}x, "
+              f"depth 900 000 of 1 000 000: {p50('scale: page at depth 900 000 of an org of 1 000 000') / small:.2f}x"]
     lines += ["", "Per-round req/s:", ""]
     for name, runs in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{r[0]:.0f}" for r in runs))

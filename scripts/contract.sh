@@ -34,7 +34,7 @@ cargo build --release --locked --bin ibex-api
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$PORT"
 IBEX_API_PORT=$PORT IBEX_API_LOG_FORMAT=json IBEX_API_LOG_LEVEL=warn IBEX_API_SHUTDOWN_GRACE_MS=0 \
-  target/release/ibex-api --dev-auth --dev-token "$TOKEN" >"$OUT/server.log" 2>&1 &
+  target/release/ibex-api --dev --dev-token "$TOKEN" >"$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT
 python3 - "$BASE" <<'PY'

@@ -30,7 +30,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "IBEX_API_LOG_FORMAT",
         "json",
-        "`json` (one JSON object per line, for production) or `text` (readable, for development). `--dev-auth` defaults to `text`.",
+        "`json` (one JSON object per line, for production) or `text` (readable, for development). `--dev` defaults to `text`.",
     ),
     (
         "IBEX_API_LOG_LEVEL",

@@ -18,6 +18,8 @@ usage:
                                     PostgreSQL (unless IBEX_API_DATABASE_URL is set), migrated
                                     and seeded; removed again on exit
   ibex-api migrate                  apply pending schema migrations to IBEX_API_DATABASE_URL
+  ibex-api dev-database             run only a throwaway PostgreSQL (migrated, seeded) and print
+                                    its URL; removed on exit
   ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN]
                                     run only the development auth service (loopback only)
   ibex-api healthcheck              exit 0 when the local server's /health answers 200";
@@ -33,6 +35,7 @@ enum Command {
     },
     Healthcheck,
     Migrate,
+    DevDatabase,
     Help,
 }
 
@@ -47,6 +50,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("healthcheck") if args.len() == 1 => Ok(Command::Healthcheck),
         Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
+        Some("dev-database") if args.len() == 1 => Ok(Command::DevDatabase),
         Some("--dev") => match &args[1..] {
             [] => Ok(Command::Serve {
                 dev_token: Some(None),
@@ -98,6 +102,7 @@ async fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
         Command::Migrate => run_migrate().await,
+        Command::DevDatabase => run_dev_database().await,
         Command::DevAuthServer { listen, token } => run_dev_auth_server(listen, token).await,
         Command::Serve { dev_token } => run_server(dev_token).await,
     };
@@ -127,6 +132,16 @@ async fn run_migrate() -> Result<(), String> {
         "schema at version {} ({applied} migration(s) applied)",
         db::migrate::expected_version()
     );
+    Ok(())
+}
+
+async fn run_dev_database() -> Result<(), String> {
+    telemetry::init(LogFormat::Text, "info");
+    let mut config = Config::load().map_err(|e| e.to_string())?;
+    let cluster = dev_database(&mut config).await?;
+    println!("IBEX_API_DATABASE_URL={}", config.database_url.expose());
+    server::shutdown_signal().await;
+    drop(cluster);
     Ok(())
 }
 

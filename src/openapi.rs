@@ -94,6 +94,16 @@ pub struct CommonResponses;
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // utoipa fills the license from Cargo.toml, which names none: an empty license object
+        // would claim a license that does not exist.
+        if openapi
+            .info
+            .license
+            .as_ref()
+            .is_some_and(|l| l.name.is_empty())
+        {
+            openapi.info.license = None;
+        }
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             BEARER_SCHEME,

@@ -160,6 +160,11 @@ async fn openapi_json_is_valid_3_1_and_describes_every_route() {
     );
     let doc = reply.json();
 
+    assert!(
+        doc["info"].get("license").is_none(),
+        "no license is claimed: {}",
+        doc["info"]
+    );
     let problems = structural_problems(&doc);
     assert!(problems.is_empty(), "{problems:#?}");
 

@@ -90,7 +90,9 @@ async fn secrets_never_reach_the_logs() {
     let agent = serde_json::json!({
         "name": "SECRET-NAME", "slug": "logged", "config": {"api_key": "SECRET-CONFIG"}
     });
-    let created = db_app.call("POST", "/v1/agents", &writer, Some(agent.clone())).await;
+    let created = db_app
+        .call("POST", "/v1/agents", &writer, Some(agent.clone()))
+        .await;
     assert_eq!(created.status, 201, "{}", created.text());
     db_app
         .call("POST", "/v1/agents", &writer, Some(agent))

@@ -106,7 +106,7 @@ pub struct CreateAgentBody {
     #[schema(min_length = 1, max_length = 100, pattern = "^[a-z0-9-]+$")]
     slug: String,
     /// A JSON object of at most 64 KiB serialized (default `{}`).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Object, nullable = false, required = false)]
     config: Option<Value>,
 }
 
@@ -116,9 +116,14 @@ pub struct CreateAgentBody {
 #[schema(as = UpdateAgent)]
 #[allow(dead_code)] // Documents the body; `AgentChanges::parse` reads it field by field.
 pub struct UpdateAgentBody {
-    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]+$",
+        nullable = false
+    )]
     name: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Object, nullable = false, required = false)]
     config: Option<Value>,
 }
 
