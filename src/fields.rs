@@ -243,3 +243,68 @@ mod tests {
         assert!(Fields::new(json!([1])).is_err());
     }
 }
+
+/// How the OpenAPI document describes a free-form object field such as an agent's `config`:
+/// any JSON object with no NUL character in any key or string, at any depth, which is exactly
+/// what [`Fields::object`] accepts (PostgreSQL refuses NUL in jsonb), so generated clients and
+/// contract fuzzers see the same rule as the service. The size limit is stated in the field's
+/// description.
+#[derive(Debug)]
+pub struct NulFreeObject;
+
+/// The recursive part of [`NulFreeObject`]: any JSON value without NUL characters.
+#[derive(Debug)]
+pub struct NulFreeValue;
+
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+fn schema_from(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    serde_json::from_value(value).expect("a valid schema literal")
+}
+
+fn nul_free_object_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "propertyNames": {"type": "string", "pattern": NO_NUL},
+        "additionalProperties": {"$ref": "#/components/schemas/NulFreeValue"},
+    })
+}
+
+impl utoipa::PartialSchema for NulFreeObject {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema_from(nul_free_object_schema())
+    }
+}
+
+impl utoipa::ToSchema for NulFreeObject {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            "NulFreeValue".to_owned(),
+            <NulFreeValue as utoipa::PartialSchema>::schema(),
+        ));
+    }
+}
+
+impl utoipa::PartialSchema for NulFreeValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let this = serde_json::json!({"$ref": "#/components/schemas/NulFreeValue"});
+        schema_from(serde_json::json!({
+            "description": "Any JSON value without NUL characters in keys or strings.",
+            "anyOf": [
+                {"type": "string", "pattern": NO_NUL},
+                {"type": "number"},
+                {"type": "boolean"},
+                {"type": "null"},
+                {"type": "array", "items": this},
+                nul_free_object_schema(),
+            ],
+        }))
+    }
+}
+
+impl utoipa::ToSchema for NulFreeValue {}

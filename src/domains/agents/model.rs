@@ -106,7 +106,7 @@ pub struct CreateAgentBody {
     #[schema(min_length = 1, max_length = 100, pattern = "^[a-z0-9-]+$")]
     slug: String,
     /// A JSON object of at most 64 KiB serialized (default `{}`).
-    #[schema(value_type = Object, nullable = false, required = false)]
+    #[schema(value_type = crate::fields::NulFreeObject, nullable = false, required = false)]
     config: Option<Value>,
 }
 
@@ -123,7 +123,7 @@ pub struct UpdateAgentBody {
         nullable = false
     )]
     name: Option<String>,
-    #[schema(value_type = Object, nullable = false, required = false)]
+    #[schema(value_type = crate::fields::NulFreeObject, nullable = false, required = false)]
     config: Option<Value>,
 }
 
