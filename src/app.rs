@@ -28,12 +28,13 @@ use crate::auth::cache::ValidationCache;
 use crate::auth::{AuthClient, AuthLayer, Validator};
 use crate::config::Config;
 use crate::db::{Database, DatabaseReady};
+use crate::events::publisher::{self, RedisReady};
 use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
 use crate::middleware::cors::CorsLayer;
 use crate::middleware::envelope::EnvelopeLayer;
 use crate::middleware::request_id::RequestIdLayer;
 use crate::openapi::ApiDoc;
-use crate::readiness::{AuthReachable, Readiness};
+use crate::readiness::{AuthReachable, Readiness, ReadinessCheck};
 
 /// What the server needs of the assembled application.
 pub trait HttpService:
@@ -110,11 +111,22 @@ pub fn from_config(
     let cache = (!config.auth_cache_ttl.is_zero())
         .then(|| ValidationCache::new(config.auth_cache_ttl, config.auth_cache_max_entries));
     let db = Database::connect_lazy(config)?;
+    let mut checks: Vec<Box<dyn ReadinessCheck>> = vec![
+        Box::new(AuthReachable(client.clone())),
+        Box::new(DatabaseReady(db.clone())),
+    ];
+    if let Some(url) = &config.redis_url {
+        let client = redis::Client::open(url.expose())
+            .map_err(|_| "IBEX_API_REDIS_URL is not a valid Redis URL".to_owned())?;
+        checks.push(Box::new(RedisReady {
+            db: db.clone(),
+            client: Some(client),
+        }));
+    }
+    // Background work lives as long as the runtime: the event publisher.
+    publisher::spawn(db.clone(), config.redis_url.clone(), config.outbox_poll);
     let readiness = Arc::new(Readiness::new(
-        vec![
-            Box::new(AuthReachable(client.clone())),
-            Box::new(DatabaseReady(db.clone())),
-        ],
+        checks,
         config.ready_check_timeout,
         config.ready_cache,
     ));

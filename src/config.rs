@@ -113,6 +113,26 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "PostgreSQL `statement_timeout` of the service's connections; a statement running longer is cancelled and answered 503 SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
     ),
     (
+        "IBEX_API_REDIS_URL",
+        "redis://127.0.0.1:6379",
+        "Redis the platform events are published to (redis://[:password@]host:port[/db], rediss:// for TLS). The password is never logged. Empty turns publishing off: events wait in the outbox until it is set.",
+    ),
+    (
+        "IBEX_API_OUTBOX_POLL_MS",
+        "250",
+        "How often the event publisher looks for events committed by other replicas (this replica's own are published at once).",
+    ),
+    (
+        "IBEX_API_GDPR_BATCH_SIZE",
+        "1000",
+        "Rows the organization-deletion job removes per transaction.",
+    ),
+    (
+        "IBEX_API_GDPR_BATCH_PAUSE_MS",
+        "0",
+        "Pause between two batches of the organization-deletion job, to spare the database on large organizations.",
+    ),
+    (
         "IBEX_API_READY_CHECK_TIMEOUT_MS",
         "500",
         "Deadline of each /ready check.",
@@ -151,18 +171,23 @@ pub struct Config {
     pub auth_cache_max_entries: usize,
     pub ready_check_timeout: Duration,
     pub ready_cache: Duration,
-    pub database_url: DatabaseUrl,
+    pub database_url: SecretUrl,
     pub database_max_connections: u32,
     pub database_acquire_timeout: Duration,
     pub database_statement_timeout: Duration,
+    /// `None` turns publishing off: events wait in the outbox.
+    pub redis_url: Option<SecretUrl>,
+    pub outbox_poll: Duration,
+    pub gdpr_batch_size: u32,
+    pub gdpr_batch_pause: Duration,
 }
 
-/// The database URL. Its `Debug` and `Display` hide the password, so a config printed anywhere
-/// cannot leak it; only the pool reads the full value.
+/// A connection URL that may hold a password (database, Redis). Its `Debug` and `Display` hide
+/// the password, so a config printed anywhere cannot leak it; only the clients read the full value.
 #[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
+pub struct SecretUrl(String);
 
-impl DatabaseUrl {
+impl SecretUrl {
     pub fn new(url: impl Into<String>) -> Self {
         Self(url.into())
     }
@@ -193,13 +218,13 @@ fn url_password_span(url: &str) -> Option<(usize, usize)> {
     Some((authority_start + colon + 1, authority_start + at))
 }
 
-impl std::fmt::Debug for DatabaseUrl {
+impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatabaseUrl({})", self.redacted())
+        write!(f, "SecretUrl({})", self.redacted())
     }
 }
 
-impl std::fmt::Display for DatabaseUrl {
+impl std::fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.redacted())
     }
@@ -298,6 +323,10 @@ impl Config {
                 as u32,
             database_acquire_timeout: v.millis("IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS", 1)?,
             database_statement_timeout: v.millis("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", 1)?,
+            redis_url: v.redis_url("IBEX_API_REDIS_URL")?,
+            outbox_poll: v.millis("IBEX_API_OUTBOX_POLL_MS", 10)?,
+            gdpr_batch_size: v.number("IBEX_API_GDPR_BATCH_SIZE", 1, 100_000)? as u32,
+            gdpr_batch_pause: v.millis("IBEX_API_GDPR_BATCH_PAUSE_MS", 0)?,
         };
         // A slow dependency must surface as its own 503, not as the request timeout.
         for (var, value) in [
@@ -401,14 +430,27 @@ impl Values {
 
     /// Checked by the driver's own parser; the error message never repeats the URL, which may
     /// hold a password.
-    fn database_url(&self, var: &str) -> Result<DatabaseUrl, ConfigError> {
+    fn database_url(&self, var: &str) -> Result<SecretUrl, ConfigError> {
         let url = self.get(var);
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(err(var, "expected a postgres:// URL"));
         }
         sqlx::postgres::PgConnectOptions::from_str(url)
             .map_err(|_| err(var, "not a valid PostgreSQL connection URL"))?;
-        Ok(DatabaseUrl::new(url))
+        Ok(SecretUrl::new(url))
+    }
+
+    fn redis_url(&self, var: &str) -> Result<Option<SecretUrl>, ConfigError> {
+        let url = self.get(var);
+        if url.is_empty() {
+            return Ok(None);
+        }
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(err(var, "expected a redis:// or rediss:// URL"));
+        }
+        redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|_| err(var, "not a valid Redis URL"))?;
+        Ok(Some(SecretUrl::new(url)))
     }
 
     fn grpc_addr(&self, var: &str) -> Result<String, ConfigError> {
@@ -485,6 +527,9 @@ mod tests {
             ("IBEX_API_DATABASE_MAX_CONNECTIONS", "0"),
             ("IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS", "10000"),
             ("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", "60000"),
+            ("IBEX_API_REDIS_URL", "http://cache:6379"),
+            ("IBEX_API_REDIS_URL", "redis://:pw@cache:notaport"),
+            ("IBEX_API_GDPR_BATCH_SIZE", "0"),
         ];
         for (var, value) in cases {
             let error = load(&[(var, value)]).expect_err(var);
@@ -503,7 +548,7 @@ mod tests {
         assert!(!printed.contains("s3cr"), "{printed}");
         assert!(printed.contains("postgres://ibex:***@db.internal:5432/ibex?sslmode=require"));
         assert_eq!(
-            DatabaseUrl::new("postgres://ibex@h/db").redacted(),
+            SecretUrl::new("postgres://ibex@h/db").redacted(),
             "postgres://ibex@h/db"
         );
         let error = load(&[(

@@ -25,6 +25,8 @@ pub enum ApiError {
     InvalidToken,
     #[error("The access token lacks a permission this operation requires.")]
     InsufficientPermissions,
+    #[error("A token cannot be given a permission its creator does not hold.")]
+    PermissionElevationDenied,
     #[error("{0}")]
     NotFound(Cow<'static, str>),
     #[error("This method is not allowed on this path.")]
@@ -61,14 +63,20 @@ pub enum Conflict {
     AgentSlug,
     AgentHasSessions,
     AgentStatus,
+    OrgStatus,
+    UserEmail,
+    LastOwner,
 }
 
 impl Conflict {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 7] = [
         Self::Generic,
         Self::AgentSlug,
         Self::AgentHasSessions,
         Self::AgentStatus,
+        Self::OrgStatus,
+        Self::UserEmail,
+        Self::LastOwner,
     ];
 
     pub fn code(self) -> &'static str {
@@ -77,6 +85,9 @@ impl Conflict {
             Self::AgentSlug => "AGENT_SLUG_CONFLICT",
             Self::AgentHasSessions => "AGENT_HAS_SESSIONS",
             Self::AgentStatus => "AGENT_STATUS_CONFLICT",
+            Self::OrgStatus => "ORG_STATUS_CONFLICT",
+            Self::UserEmail => "USER_EMAIL_CONFLICT",
+            Self::LastOwner => "LAST_OWNER_PROTECTED",
         }
     }
 
@@ -88,6 +99,11 @@ impl Conflict {
                 "The agent has sessions and cannot be deleted; archive it instead."
             }
             Self::AgentStatus => "The agent's current status does not allow this change.",
+            Self::OrgStatus => {
+                "The organization's status does not allow this change (its deletion is under way)."
+            }
+            Self::UserEmail => "A live user of this organization already has this email address.",
+            Self::LastOwner => "The organization's last owner can be neither demoted nor deleted.",
         }
     }
 }
@@ -128,7 +144,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
-            Self::InsufficientPermissions => StatusCode::FORBIDDEN,
+            Self::InsufficientPermissions | Self::PermissionElevationDenied => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -148,6 +166,7 @@ impl ApiError {
             Self::MissingToken => "MISSING_TOKEN",
             Self::InvalidToken => "INVALID_TOKEN",
             Self::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
+            Self::PermissionElevationDenied => "PERMISSION_ELEVATION_DENIED",
             Self::NotFound(_) => "NOT_FOUND",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",

@@ -108,6 +108,38 @@ impl Fields {
         Some(text)
     }
 
+    /// A text field that may be `null` (to clear it): `Some(None)` for null.
+    pub fn nullable_text(&mut self, name: &str, rule: Text) -> Option<Option<String>> {
+        match self.map.get(name) {
+            None => None,
+            Some(Value::Null) => {
+                self.map.remove(name);
+                Some(None)
+            }
+            Some(_) => self.text(name, rule).map(Some),
+        }
+    }
+
+    /// A text field whose value must be one of `allowed`.
+    pub fn choice(&mut self, name: &str, allowed: &[&'static str]) -> Option<&'static str> {
+        let value = self.map.remove(name)?;
+        let chosen = value
+            .as_str()
+            .and_then(|text| allowed.iter().find(|a| **a == text).copied());
+        if chosen.is_none() {
+            if value.is_null() {
+                self.error(name, "NOT_NULLABLE", "must not be null");
+            } else {
+                self.error(
+                    name,
+                    "INVALID_VALUE",
+                    format!("must be one of {}", allowed.join(", ")),
+                );
+            }
+        }
+        chosen
+    }
+
     /// A JSON object field of at most `max_bytes` serialized, with no NUL anywhere in it.
     pub fn object(&mut self, name: &str, max_bytes: usize) -> Option<Map<String, Value>> {
         let value = self.map.remove(name)?;
@@ -308,3 +340,21 @@ impl utoipa::PartialSchema for NulFreeValue {
 }
 
 impl utoipa::ToSchema for NulFreeValue {}
+
+/// An email address as operators type them: one `@`, a non-empty local part of at most 64
+/// characters, a dotted domain, no spaces or control characters. Deliverability is the invite
+/// mail's problem, not the API's.
+pub fn is_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.chars().count() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub const EMAIL: Text = Text::chars(3, 320).shaped(is_email, "an email address");

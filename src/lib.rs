@@ -7,6 +7,7 @@ pub mod db;
 pub mod devenv;
 pub mod domains;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod fields;
 pub mod healthcheck;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use axum::Router;
 use ibex_api::auth::{dev, token};
-use ibex_api::config::{Config, DatabaseUrl, LogFormat};
+use ibex_api::config::{Config, LogFormat, SecretUrl};
 use ibex_api::devenv::postgres::TempPostgres;
+use ibex_api::devenv::redis::TempRedis;
 use ibex_api::{app, db, devenv, healthcheck, server, telemetry};
 
 const USAGE: &str = "\
@@ -145,6 +146,30 @@ async fn run_dev_database() -> Result<(), String> {
     Ok(())
 }
 
+/// The Redis `--dev` publishes to: IBEX_API_REDIS_URL when set, else a throwaway
+/// `redis-server` when the binary exists, else none (events wait in the outbox; said once).
+async fn dev_redis(config: &mut Config) -> Option<TempRedis> {
+    if std::env::var_os("IBEX_API_REDIS_URL").is_some() {
+        return None;
+    }
+    let started = tokio::task::spawn_blocking(TempRedis::start)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|started| started);
+    match started {
+        Ok(server) => {
+            config.redis_url = Some(SecretUrl::new(server.url()));
+            Some(server)
+        }
+        Err(problem) => {
+            // The publisher says once that events stay in the outbox.
+            tracing::debug!(%problem, "no throwaway Redis");
+            config.redis_url = None;
+            None
+        }
+    }
+}
+
 /// The database `--dev` runs against: IBEX_API_DATABASE_URL when it is set, else a throwaway
 /// cluster that lives as long as the returned handle. Either way migrated and seeded.
 async fn dev_database(config: &mut Config) -> Result<Option<TempPostgres>, String> {
@@ -154,7 +179,7 @@ async fn dev_database(config: &mut Config) -> Result<Option<TempPostgres>, Strin
         let cluster = tokio::task::spawn_blocking(TempPostgres::start)
             .await
             .map_err(|e| e.to_string())??;
-        config.database_url = DatabaseUrl::new(cluster.url("postgres"));
+        config.database_url = SecretUrl::new(cluster.url("postgres"));
         Some(cluster)
     };
     let url = config.database_url.expose().to_owned();
@@ -177,11 +202,13 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         &config.log_level,
     );
 
-    // Dropped (the cluster stopped and removed) when serving ends.
+    // Dropped (the servers stopped, the cluster removed) when serving ends.
     let mut _dev_cluster = None;
+    let mut _dev_redis = None;
     if let Some(given) = dev_auth {
         let token = dev_token(given)?;
         _dev_cluster = dev_database(&mut config).await?;
+        _dev_redis = dev_redis(&mut config).await;
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let auth_addr = dev::spawn(loopback, token.clone())
             .await
@@ -194,8 +221,14 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
             "DEVELOPMENT AUTH SERVICE ENABLED: one fixed token is accepted; never use this outside a laptop"
         );
         println!(
-            "\n  IBEX dev mode is ON (loopback only; database {}). Try:\n  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/agents\n\n  IBEX_DEV_TOKEN={token}\n",
-            config.database_url, config.port
+            "\n  IBEX dev mode is ON (loopback only; database {}; redis {}). Try:\n  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/agents\n\n  IBEX_DEV_TOKEN={token}\n",
+            config.database_url,
+            config
+                .redis_url
+                .as_ref()
+                .map_or("off: events stay in the outbox".to_owned(), |u| u
+                    .to_string()),
+            config.port
         );
     }
 

@@ -11,11 +11,13 @@ pub mod error;
 pub mod migrate;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -27,6 +29,8 @@ use crate::readiness::ReadinessCheck;
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: PgPool,
+    /// Rung after a commit that wrote outbox events, so this replica publishes them at once.
+    outbox_wake: Arc<Notify>,
 }
 
 impl Database {
@@ -45,7 +49,15 @@ impl Database {
             // and replaced, instead of failing the request that drew it.
             .test_before_acquire(true)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            outbox_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// What the event publisher waits on besides its poll interval.
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.outbox_wake)
     }
 
     /// A transaction in which row-level security shows only `caller`'s organization.
@@ -62,6 +74,8 @@ impl Database {
         Ok(OrgTx {
             tx,
             org_id: caller.org_id,
+            outbox_wake: None,
+            database: self.clone(),
         })
     }
 
@@ -87,6 +101,9 @@ impl Database {
 pub struct OrgTx {
     tx: Transaction<'static, Postgres>,
     org_id: Uuid,
+    /// Set once the transaction wrote an outbox event.
+    outbox_wake: Option<Arc<Notify>>,
+    database: Database,
 }
 
 impl OrgTx {
@@ -100,7 +117,15 @@ impl OrgTx {
     }
 
     pub async fn commit(self) -> Result<(), ApiError> {
-        Ok(self.tx.commit().await?)
+        self.tx.commit().await?;
+        if let Some(wake) = self.outbox_wake {
+            wake.notify_one();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wake_publisher_on_commit(&mut self) {
+        self.outbox_wake = Some(self.database.outbox_wake());
     }
 }
 

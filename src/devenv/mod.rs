@@ -2,6 +2,7 @@
 //! machine's binaries, and the development data seeded into it.
 
 pub mod postgres;
+pub mod redis;
 
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;

@@ -279,7 +279,7 @@ fn run_quietly(command: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -289,7 +289,7 @@ fn free_port() -> Result<u16, String> {
 /// Spawns `command` so that it receives SIGKILL when this process dies. The parent-death signal
 /// fires when the *thread* that spawned the child ends, so the child is spawned from a thread
 /// that lives exactly as long as the child (it waits for it, which also reaps it).
-fn spawn_tied_to_this_process(mut command: Command) -> Result<u32, String> {
+pub(crate) fn spawn_tied_to_this_process(mut command: Command) -> Result<u32, String> {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("ibex-child-keeper".into())

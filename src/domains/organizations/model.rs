@@ -1,0 +1,100 @@
+//! What an organization is, and what clients may change about it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::fields::{EMAIL, Fields, Text};
+
+pub const NAME: Text = Text::chars(1, 255);
+pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+
+/// The caller's organization.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    #[schema(pattern = "^[a-z0-9-]+$")]
+    pub slug: String,
+    #[schema(value_type = String, example = "pro")]
+    /// `free`, `pro` or `enterprise`.
+    pub tier: String,
+    /// `active`, `suspended`, `cancelled` (deletion requested) or `trial`.
+    #[schema(value_type = String, example = "active")]
+    pub status: String,
+    #[schema(format = Email)]
+    pub billing_email: Option<String>,
+    #[schema(value_type = Object)]
+    pub settings: Value,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    /// Present once a deletion is requested, until the organization's row itself is removed.
+    pub deletion: Option<Deletion>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deletion {
+    /// `pending` or `running`.
+    #[schema(value_type = String, example = "pending")]
+    pub state: String,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub requested_at: DateTime<Utc>,
+}
+
+/// Body of `PATCH /v1/organizations/{org_id}`: only the fields present change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = UpdateOrganization)]
+#[allow(dead_code)] // Documents the body; `OrgChanges::parse` reads it field by field.
+pub struct UpdateOrganizationBody {
+    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$", nullable = false)]
+    name: Option<String>,
+    /// Null clears it.
+    #[schema(min_length = 3, max_length = 320, format = Email, pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]{1,64}@[^@\\s.\\u0000-\\u001f\\u007f-\\u009f][^@\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]+$")]
+    billing_email: Option<String>,
+    /// A JSON object of at most 64 KiB serialized; replaces the current settings.
+    #[schema(value_type = crate::fields::NulFreeObject, nullable = false, required = false)]
+    settings: Option<Value>,
+}
+
+#[derive(Debug)]
+pub struct OrgChanges {
+    pub name: Option<String>,
+    /// `Some(None)` clears the billing email.
+    pub billing_email: Option<Option<String>>,
+    pub settings: Option<Map<String, Value>>,
+}
+
+impl OrgChanges {
+    pub fn parse(body: Value) -> Result<Self, ApiError> {
+        let mut fields = Fields::new(body)?;
+        let name = fields.text("name", NAME);
+        let billing_email = fields.nullable_text("billing_email", EMAIL);
+        let settings = fields.object("settings", MAX_SETTINGS_BYTES);
+        for read_only in ["id", "slug", "tier", "status"] {
+            fields.forbid(read_only, "cannot be changed through this API");
+        }
+        fields.finish()?;
+        Ok(Self {
+            name,
+            billing_email,
+            settings,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.billing_email.is_none() && self.settings.is_none()
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OrgPath {
+    /// Organization id: the caller's own.
+    pub org_id: Uuid,
+}

@@ -1,0 +1,130 @@
+//! The five user operations. Reads need any valid token of the organization; writes need
+//! `user:manage`, and the owner role moves only by an owner's hand.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::StatusCode;
+use http::header::LOCATION;
+use serde_json::Value;
+
+use super::model::{NewUser, User, UserChanges, UserPath};
+use super::repo;
+use crate::app::AppState;
+use crate::auth::{Caller, Permissions};
+use crate::db::OrgTx;
+use crate::error::{ApiError, ErrorResponse};
+use crate::extract::{ApiJson, ApiPath};
+use crate::pagination::{CursorPage, ListScope, Page, PageParams};
+
+async fn caller_is_owner(tx: &mut OrgTx, caller: &Caller) -> Result<bool, ApiError> {
+    Ok(repo::caller_role(tx, caller.user_id).await?.as_deref() == Some("owner"))
+}
+
+#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List users",
+    description = "The organization's live users, newest first.",
+    params(PageParams),
+    responses((status = 200, description = "One page of users.", body = CursorPage<User>)))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    page: Page,
+) -> Result<Json<CursorPage<User>>, ApiError> {
+    let page = page.resolve(&ListScope::new("users"))?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let users = repo::list(&mut tx, &page).await?;
+    tx.commit().await?;
+    Ok(Json(users))
+}
+
+#[utoipa::path(post, path = "/v1/users", tag = "users", summary = "Invite a user",
+    description = "Needs `user:manage`; an `owner` role needs the caller to be an owner. The user starts `invited`.",
+    request_body = crate::domains::users::model::CreateUserBody,
+    responses(
+        (status = 201, description = "Invited; `Location` names the new user.", body = User,
+            headers(("Location" = String, description = "/v1/users/{id}")),
+            links(
+                ("GetUser" = (operation_id = "get_user", parameters(("user_id" = "$response.body#/id")))),
+                ("UpdateUser" = (operation_id = "update_user", parameters(("user_id" = "$response.body#/id")))),
+                ("DeleteUser" = (operation_id = "delete_user", parameters(("user_id" = "$response.body#/id")))),
+            )),
+        (status = 409, description = "USER_EMAIL_CONFLICT: a live user of the organization has this email.", body = ErrorResponse),
+    ))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permissions::USER_MANAGE)?;
+    let new = NewUser::parse(body)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    if new.role == "owner" && !caller_is_owner(&mut tx, &caller).await? {
+        return Err(ApiError::InsufficientPermissions);
+    }
+    let user = repo::insert(&mut tx, new).await?;
+    tx.commit().await?;
+    let location = format!("/v1/users/{}", user.id);
+    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(user)))
+}
+
+#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users", summary = "Get a user",
+    params(UserPath),
+    responses(
+        (status = 200, description = "The user.", body = User),
+        (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
+    ))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<UserPath>,
+) -> Result<Json<User>, ApiError> {
+    let mut tx = state.db.begin_for(&caller).await?;
+    let user = repo::get(&mut tx, path.user_id).await?;
+    tx.commit().await?;
+    Ok(Json(user))
+}
+
+#[utoipa::path(patch, path = "/v1/users/{user_id}", tag = "users", summary = "Update a user",
+    description = "Needs `user:manage`. Changes `name` and `role` only. Granting or removing `owner` needs the caller to be an owner; the last owner cannot be demoted.",
+    params(UserPath),
+    request_body = crate::domains::users::model::UpdateUserBody,
+    responses(
+        (status = 200, description = "The updated user.", body = User),
+        (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
+        (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner keeps the role.", body = ErrorResponse),
+    ))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<UserPath>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<User>, ApiError> {
+    caller.require(Permissions::USER_MANAGE)?;
+    let changes = UserChanges::parse(body)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let owner = caller_is_owner(&mut tx, &caller).await?;
+    let user = repo::update(&mut tx, path.user_id, changes, owner).await?;
+    tx.commit().await?;
+    Ok(Json(user))
+}
+
+#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users", summary = "Delete a user",
+    description = "Needs `user:manage` (and, for an owner, the caller to be an owner). Soft delete: the user is deactivated and frees its email. The last owner cannot be deleted.",
+    params(UserPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
+        (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner cannot be deleted.", body = ErrorResponse),
+    ))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<UserPath>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permissions::USER_MANAGE)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let owner = caller_is_owner(&mut tx, &caller).await?;
+    repo::soft_delete(&mut tx, path.user_id, owner).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

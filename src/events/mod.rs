@@ -1,0 +1,55 @@
+//! Platform events that are never lost: an event is written to the outbox table in the same
+//! transaction as the change it announces ([`enqueue`]), so it exists exactly when the change
+//! does; the [`publisher`] delivers it to Redis afterwards, in commit order, at least once.
+
+pub mod publisher;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
+
+use crate::db::OrgTx;
+use crate::error::ApiError;
+
+/// The channel the proxy's auth cache listens to for revocations and suspensions.
+pub const REVOCATIONS_CHANNEL: &str = "ibex:token:revocations";
+
+/// What to tell Redis: a message to publish, a key to delete, or both (in that order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub publish: Option<(String, String)>,
+    pub delete_key: Option<String>,
+}
+
+impl Event {
+    /// The organization's traffic must stop platform-wide (suspension, GDPR deletion).
+    pub fn org_suspended(org_id: Uuid, revoked_at: DateTime<Utc>) -> Self {
+        let payload = serde_json::json!({
+            "v": 1,
+            "event_type": "org_suspend",
+            "org_id": org_id,
+            "revoked_at": revoked_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        });
+        Self {
+            publish: Some((REVOCATIONS_CHANNEL.to_owned(), payload.to_string())),
+            delete_key: None,
+        }
+    }
+}
+
+/// Adds `event` to the transaction; it is published after the transaction commits, and never if
+/// it rolls back.
+pub async fn enqueue(tx: &mut OrgTx, event: Event) -> Result<(), ApiError> {
+    let org_id = tx.org_id();
+    let (channel, payload) = event.publish.unzip();
+    sqlx::query(
+        "INSERT INTO ibex_core.outbox (org_id, channel, payload, delete_key) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(org_id)
+    .bind(channel)
+    .bind(payload)
+    .bind(event.delete_key)
+    .execute(tx.conn())
+    .await?;
+    tx.wake_publisher_on_commit();
+    Ok(())
+}
