@@ -13,6 +13,8 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+
 use axum::Router;
 use axum::response::Response;
 use http::{Request, StatusCode};
@@ -28,6 +30,7 @@ use crate::auth::cache::ValidationCache;
 use crate::auth::{AuthClient, AuthLayer, Validator};
 use crate::config::Config;
 use crate::db::{Database, DatabaseReady};
+use crate::domains::organizations::deletion::DeletionJob;
 use crate::events::publisher::{self, RedisReady};
 use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
 use crate::middleware::cors::CorsLayer;
@@ -60,6 +63,8 @@ impl<S> HttpService for S where
 pub struct AppState {
     pub readiness: Arc<Readiness>,
     pub db: Database,
+    /// Wakes the organization-deletion job after a deletion is requested.
+    pub deletions: Arc<Notify>,
 }
 
 /// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
@@ -69,6 +74,7 @@ pub fn build(
     validator: Arc<Validator>,
     readiness: Arc<Readiness>,
     db: Database,
+    deletions: Arc<Notify>,
     extra_routes: Router<AppState>,
 ) -> impl HttpService {
     let docs = SwaggerUi::new("/docs")
@@ -79,7 +85,11 @@ pub fn build(
         .merge(extra_routes)
         .merge(docs)
         .route_layer(ExposeMatchedPathLayer)
-        .with_state(AppState { readiness, db });
+        .with_state(AppState {
+            readiness,
+            db,
+            deletions,
+        });
 
     ServiceBuilder::new()
         .layer(RequestIdLayer)
@@ -123,14 +133,29 @@ pub fn from_config(
             client: Some(client),
         }));
     }
-    // Background work lives as long as the runtime: the event publisher.
+    // Background work lives as long as the runtime: the event publisher, the deletion job.
     publisher::spawn(db.clone(), config.redis_url.clone(), config.outbox_poll);
+    let deletions = Arc::new(Notify::new());
+    DeletionJob {
+        db: db.clone(),
+        wake: Arc::clone(&deletions),
+        batch_size: config.gdpr_batch_size,
+        batch_pause: config.gdpr_batch_pause,
+    }
+    .spawn();
     let readiness = Arc::new(Readiness::new(
         checks,
         config.ready_check_timeout,
         config.ready_cache,
     ));
     let validator = Arc::new(Validator::new(client, cache));
-    let app = build(config, validator, Arc::clone(&readiness), db, extra_routes);
+    let app = build(
+        config,
+        validator,
+        Arc::clone(&readiness),
+        db,
+        deletions,
+        extra_routes,
+    );
     Ok((app, readiness))
 }

@@ -23,8 +23,8 @@ use crate::probes as health;
     ),
     paths(
         health::health, health::ready,
-        organizations::get_organization, organizations::update_organization,
-        organizations::delete_organization, organizations::suspend_organization,
+        organizations::routes::get_organization, organizations::routes::update_organization,
+        organizations::routes::delete_organization, organizations::routes::suspend_organization,
         users::routes::list_users, users::routes::create_user, users::routes::get_user,
         users::routes::update_user, users::routes::delete_user,
         agents::routes::list_agents, agents::routes::create_agent, agents::routes::get_agent,

@@ -346,6 +346,7 @@ fn readme_and_env_example_document_every_setting_and_code() {
         ApiError::MissingToken,
         ApiError::InvalidToken,
         ApiError::InsufficientPermissions,
+        ApiError::PermissionElevationDenied,
         ApiError::NotFound("x".into()),
         ApiError::MethodNotAllowed,
         ApiError::PayloadTooLarge,

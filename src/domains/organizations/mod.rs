@@ -1,14 +1,20 @@
-//! Organizations: the tenant an operator's token belongs to.
+//! Organizations (DOMAINS.md §4): the caller's tenant, its suspension and its GDPR deletion.
+//!
+//! `model` holds the types, `repo` the SQL, `routes` the operations, `deletion` the background
+//! job that removes a deleted organization's rows.
+
+pub mod deletion;
+pub mod model;
+pub mod repo;
+pub mod routes;
 
 use axum::Router;
 use axum::routing::{get, post};
-use serde::Deserialize;
-use utoipa::IntoParams;
-use uuid::Uuid;
 
-use super::stub;
+pub use model::{OrgPath, Organization};
+use routes::*;
+
 use crate::app::AppState;
-use crate::extract::ApiPath;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,19 +29,3 @@ pub fn router() -> Router<AppState> {
             post(suspend_organization),
         )
 }
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct OrgPath {
-    /// Organization id.
-    pub org_id: Uuid,
-}
-
-stub!(get_organization: get "/v1/organizations/{org_id}", "organizations", "Get an organization",
-    params(OrgPath), extract(ApiPath<OrgPath>));
-stub!(update_organization: patch "/v1/organizations/{org_id}", "organizations", "Update an organization",
-    params(OrgPath), extract(ApiPath<OrgPath>));
-stub!(delete_organization: delete "/v1/organizations/{org_id}", "organizations", "Delete an organization",
-    params(OrgPath), extract(ApiPath<OrgPath>));
-stub!(suspend_organization: post "/v1/organizations/{org_id}/suspend", "organizations", "Suspend an organization",
-    params(OrgPath), extract(ApiPath<OrgPath>));

@@ -52,7 +52,12 @@ pub struct Deletion {
 #[schema(as = UpdateOrganization)]
 #[allow(dead_code)] // Documents the body; `OrgChanges::parse` reads it field by field.
 pub struct UpdateOrganizationBody {
-    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$", nullable = false)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]+$",
+        nullable = false
+    )]
     name: Option<String>,
     /// Null clears it.
     #[schema(min_length = 3, max_length = 320, format = Email, pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]{1,64}@[^@\\s.\\u0000-\\u001f\\u007f-\\u009f][^@\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]+$")]

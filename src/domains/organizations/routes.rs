@@ -1,0 +1,124 @@
+//! The four organization operations. The path names the caller's own organization (any other is
+//! 403: the caller named it, so nothing leaks); suspending and deleting also need the caller to be
+//! one of its owners. Permission bits are checked first, then the path, then the role.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::StatusCode;
+use serde_json::Value;
+
+use super::model::{OrgChanges, OrgPath, Organization};
+use super::repo;
+use crate::app::AppState;
+use crate::auth::{Caller, Permissions};
+use crate::db::OrgTx;
+use crate::domains::users::repo::caller_role;
+use crate::error::{ApiError, ErrorResponse};
+use crate::extract::{ApiJson, ApiPath};
+
+fn own_org(caller: &Caller, path: &OrgPath) -> Result<(), ApiError> {
+    if path.org_id == caller.org_id {
+        Ok(())
+    } else {
+        Err(ApiError::InsufficientPermissions)
+    }
+}
+
+/// Owners only; a token without a user (an agent's) is never an owner.
+async fn require_owner(tx: &mut OrgTx, caller: &Caller) -> Result<(), ApiError> {
+    match caller_role(tx, caller.user_id).await?.as_deref() {
+        Some("owner") => Ok(()),
+        _ => Err(ApiError::InsufficientPermissions),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{org_id}", tag = "organizations",
+    summary = "Get the caller's organization",
+    params(OrgPath),
+    responses(
+        (status = 200, description = "The organization; `deletion` is set while a requested deletion is under way.", body = Organization),
+        (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
+    ))]
+pub async fn get_organization(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<OrgPath>,
+) -> Result<Json<Organization>, ApiError> {
+    own_org(&caller, &path)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let org = repo::get(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(org))
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{org_id}", tag = "organizations",
+    summary = "Update the caller's organization",
+    description = "Needs `org_settings:write`. Changes `name`, `billing_email` (null clears it) and `settings` (replaced whole) only.",
+    params(OrgPath),
+    request_body = crate::domains::organizations::model::UpdateOrganizationBody,
+    responses(
+        (status = 200, description = "The updated organization.", body = Organization),
+        (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
+        (status = 409, description = "ORG_STATUS_CONFLICT: the organization's deletion is under way.", body = ErrorResponse),
+    ))]
+pub async fn update_organization(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<OrgPath>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Organization>, ApiError> {
+    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
+    own_org(&caller, &path)?;
+    let changes = OrgChanges::parse(body)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let org = repo::update(&mut tx, changes).await?;
+    tx.commit().await?;
+    Ok(Json(org))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{org_id}/suspend", tag = "organizations",
+    summary = "Suspend the caller's organization",
+    description = "Needs `org_settings:write` and an owner. Blocks the organization's traffic platform-wide: `{\"v\":1,\"event_type\":\"org_suspend\",…}` is published on `ibex:token:revocations`. Already suspended: a no-op 200.",
+    params(OrgPath),
+    responses(
+        (status = 200, description = "The suspended organization.", body = Organization),
+        (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
+        (status = 409, description = "ORG_STATUS_CONFLICT: the organization's deletion is under way.", body = ErrorResponse),
+    ))]
+pub async fn suspend_organization(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<OrgPath>,
+) -> Result<Json<Organization>, ApiError> {
+    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
+    own_org(&caller, &path)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    require_owner(&mut tx, &caller).await?;
+    let org = repo::suspend(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(org))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{org_id}", tag = "organizations",
+    summary = "Delete the caller's organization (GDPR)",
+    description = "Needs `org_settings:write` and an owner. The organization turns `cancelled`, its traffic is blocked as for a suspension, and a background job removes every row it owns for good; `GET` shows `deletion` until the organization's own row goes. Asking again while it runs: 202 again.",
+    params(OrgPath),
+    responses(
+        (status = 202, description = "The deletion is scheduled.", body = Organization),
+        (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
+    ))]
+pub async fn delete_organization(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<OrgPath>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
+    own_org(&caller, &path)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    require_owner(&mut tx, &caller).await?;
+    let org = repo::request_deletion(&mut tx).await?;
+    tx.commit().await?;
+    state.deletions.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(org)))
+}
