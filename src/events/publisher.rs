@@ -22,7 +22,7 @@ use crate::readiness::ReadinessCheck;
 
 const BATCH: i64 = 100;
 /// Any constant works; it only has to be the same for every replica.
-const PUBLISHER_LOCK: i64 = 0x1b3c_0b0c_5e17_0001;
+pub const PUBLISHER_LOCK: i64 = 0x1b3c_0b0c_5e17_0001;
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 

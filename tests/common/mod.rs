@@ -18,6 +18,7 @@ use ibex_api::auth::proto::{ValidateTokenRequest, ValidateTokenResponse};
 use ibex_api::auth::{Caller, Permissions};
 use ibex_api::config::Config;
 use ibex_api::devenv::postgres::TempPostgres;
+use ibex_api::devenv::redis::TempRedis;
 use ibex_api::error::ApiError;
 use ibex_api::extract::ApiJson;
 use ibex_api::middleware::request_id::RequestId;
@@ -181,14 +182,20 @@ impl FakeAuth {
         }
     }
 
-    /// A fresh token that the service accepts for `org_id` with `permissions`.
+    /// A fresh token that the service accepts for `org_id` with `permissions` (a user the
+    /// database does not know).
     pub fn token_for(&self, org_id: Uuid, permissions: u64) -> String {
+        self.token_for_user(org_id, Some(Uuid::now_v7()), permissions)
+    }
+
+    /// A fresh token of `user_id` (`None`: an agent's token, no user).
+    pub fn token_for_user(&self, org_id: Uuid, user_id: Option<Uuid>, permissions: u64) -> String {
         let token = ibex_api::auth::dev::generate_token();
         let answer = ValidateTokenResponse {
             org_id: org_id.to_string(),
             permissions: permissions as i64,
-            agent_id: None,
-            user_id: Some(Uuid::now_v7().to_string()),
+            agent_id: user_id.is_none().then(|| Uuid::now_v7().to_string()),
+            user_id: user_id.map(|id| id.to_string()),
             token_id: Some(Uuid::now_v7().to_string()),
             expires_at: Some((SystemTime::now() + Duration::from_secs(3600)).into()),
         };
@@ -385,6 +392,36 @@ impl TestApp {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Redis: one throwaway server per test binary that needs one.
+
+pub fn redis() -> &'static Mutex<TempRedis> {
+    static REDIS: OnceLock<Mutex<TempRedis>> = OnceLock::new();
+    REDIS.get_or_init(|| Mutex::new(TempRedis::start().expect("start redis-server for the tests")))
+}
+
+pub fn redis_url() -> String {
+    redis().lock().unwrap().url()
+}
+
+/// A subscription to `channel`, ready when this returns.
+pub async fn subscribe(channel: &str) -> redis::aio::PubSub {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(channel).await.unwrap();
+    pubsub
+}
+
+/// The next message on `pubsub`, within `limit`.
+pub async fn next_message(pubsub: &mut redis::aio::PubSub, limit: Duration) -> Option<Value> {
+    use futures_util::StreamExt;
+    let message = tokio::time::timeout(limit, pubsub.on_message().next())
+        .await
+        .ok()??;
+    let payload: String = message.get_payload().unwrap();
+    Some(serde_json::from_str(&payload).unwrap())
+}
+
+// ---------------------------------------------------------------------------------------------
 // PostgreSQL: one throwaway cluster per test binary, a migrated template, a database per test.
 
 const TEMPLATE: &str = "ibex_template";
@@ -467,6 +504,24 @@ impl TestDb {
     /// A superuser connection: bypasses row-level security, to set up and inspect.
     pub async fn admin(&self) -> PgConnection {
         PgConnection::connect(&self.url).await.unwrap()
+    }
+
+    /// An active user of `org_id` with `role`; returns its id.
+    pub async fn add_user(&self, org_id: Uuid, role: &str) -> Uuid {
+        let id = Uuid::now_v7();
+        let mut admin = self.admin().await;
+        sqlx::query(
+            "INSERT INTO ibex_core.users (id, org_id, email, name, role, status)
+             VALUES ($1, $2, $3, 'Seeded', $4, 'active')",
+        )
+        .bind(id)
+        .bind(org_id)
+        .bind(format!("{}@seed.example", id.simple()))
+        .bind(role)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        id
     }
 
     pub async fn add_org(&self, id: Uuid) {
