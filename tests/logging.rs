@@ -98,6 +98,25 @@ async fn secrets_never_reach_the_logs() {
         .call("POST", "/v1/agents", &writer, Some(agent))
         .await
         .assert_error(409, "AGENT_SLUG_CONFLICT");
+    let manager = auth.token_for(ORG_ID.parse().unwrap(), 1 << 32);
+    let invited = db_app
+        .call(
+            "POST",
+            "/v1/users",
+            &manager,
+            Some(serde_json::json!({"email": "secret-email@example.com"})),
+        )
+        .await;
+    assert_eq!(invited.status, 201, "{}", invited.text());
+    db_app
+        .call(
+            "POST",
+            "/v1/users",
+            &manager,
+            Some(serde_json::json!({"email": "SECRET-EMAIL@example.com"})),
+        )
+        .await
+        .assert_error(409, "USER_EMAIL_CONFLICT");
     let dead = dead_addr().await;
     let dead_url = format!("postgres://ibex:SECRET-DB-PASSWORD@{dead}/ibex");
     let down = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &dead_url)]).await;
@@ -121,6 +140,8 @@ async fn secrets_never_reach_the_logs() {
         "SECRET-NAME",
         "SECRET-CONFIG",
         "SECRET-DB-PASSWORD",
+        "secret-email",
+        "SECRET-EMAIL",
     ] {
         assert!(
             !logs.contains(forbidden),

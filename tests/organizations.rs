@@ -367,3 +367,146 @@ async fn a_cancelled_org_is_read_only() {
         .await
         .assert_error(409, "ORG_STATUS_CONFLICT");
 }
+
+async fn rows_deleted(admin: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE((SELECT rows_deleted FROM ibex_core.org_deletions WHERE org_id = $1), 0)",
+    )
+    .bind(org_a())
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary, killed (SIGKILL) in the middle of deleting 20 000 rows, then started again:
+/// the deletion finishes and the other organization keeps every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_deletion_resumes_after_restart() {
+    let auth = FakeAuth::start().await;
+    let db = TestDb::create().await;
+    let org_b = Uuid::now_v7();
+    db.add_org(org_a()).await;
+    db.add_org(org_b).await;
+    let owner = db.add_user(org_a(), "owner").await;
+    let mut admin = db.admin().await;
+    for org in [org_a(), org_b] {
+        sqlx::query(
+            "INSERT INTO ibex_core.agents (org_id, name, slug)
+             SELECT $1, 'a' || n, 'a-' || n FROM generate_series(1, 10000) n",
+        )
+        .bind(org)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO ibex_core.users (org_id, email, role)
+             SELECT $1, 'u' || n || '@x.example', 'member' FROM generate_series(1, 10000) n",
+        )
+        .bind(org)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE);
+    let start = |pause_ms: &str| {
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ibex-api"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IBEX_API_HOST", "127.0.0.1")
+            .env("IBEX_API_PORT", port.to_string())
+            .env("IBEX_API_AUTH_GRPC_ADDR", format!("http://{}", auth.addr))
+            .env("IBEX_API_DATABASE_URL", &db.url)
+            .env("IBEX_API_REDIS_URL", "")
+            .env("IBEX_API_GDPR_BATCH_SIZE", "500")
+            .env("IBEX_API_GDPR_BATCH_PAUSE_MS", pause_ms)
+            .env("IBEX_API_LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+
+    let (mut first, addr) = start("100");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            drop(stream);
+            let auth_header = format!("Bearer {token}");
+            break request(
+                addr,
+                "DELETE",
+                &format!("/v1/organizations/{ORG_ID}"),
+                &[("Authorization", &auth_header)],
+                b"",
+            )
+            .await;
+        }
+        assert!(Instant::now() < deadline, "the binary did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    // Kill it once some, but not all, rows are gone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rows_deleted(&mut admin).await < 1000 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let at_kill = rows_deleted(&mut admin).await;
+    assert!(at_kill < 20_000, "killed in the middle: {at_kill}");
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
+            .bind(org_a())
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert_eq!(state, "running");
+
+    let (mut second, _) = start("0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: String =
+            sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
+                .bind(org_a())
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if state == "done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deletion did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(
+        rows_deleted(&mut admin).await,
+        20_001,
+        "every row once: 10 000 agents, 10 001 users"
+    );
+    for (table, expected_b) in [("agents", 10_000i64), ("users", 10_000)] {
+        let sql = format!("SELECT count(*) FROM ibex_core.{table} WHERE org_id = $1");
+        let left_a: i64 = sqlx::query_scalar(&sql)
+            .bind(org_a())
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        let left_b: i64 = sqlx::query_scalar(&sql)
+            .bind(org_b)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(left_a, 0, "{table}");
+        assert_eq!(left_b, expected_b, "{table} of the other organization");
+    }
+}
