@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // The request carries the bearer token: its derived Debug would print it into any log line
         // that formats the message, so the crate implements a redacting Debug by hand.
-        .skip_debug(["ibex.auth.v1.ValidateTokenRequest"])
+        .skip_debug([
+            "ibex.auth.v1.ValidateTokenRequest",
+            "ibex.auth.v1.CreateTokenResponse",
+        ])
         .compile_fds(fds)?;
     Ok(())
 }

@@ -65,6 +65,8 @@ pub struct AppState {
     pub db: Database,
     /// Wakes the organization-deletion job after a deletion is requested.
     pub deletions: Arc<Notify>,
+    /// The auth service's client and this replica's validation cache.
+    pub auth: Arc<Validator>,
 }
 
 /// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
@@ -81,6 +83,7 @@ pub fn build(
         .url("/openapi.json", ApiDoc::openapi())
         // Swagger UI would otherwise send the document to validator.swagger.io.
         .config(utoipa_swagger_ui::Config::default().validator_url("none"));
+    let auth = Arc::clone(&validator);
     let router = crate::domains::router()
         .merge(extra_routes)
         .merge(docs)
@@ -89,6 +92,7 @@ pub fn build(
             readiness,
             db,
             deletions,
+            auth,
         });
 
     ServiceBuilder::new()

@@ -55,6 +55,15 @@ impl Fields {
         }
     }
 
+    /// Takes a field as it was sent, for a domain's own checks (reported with [`Fields::reject`]).
+    pub fn take(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name)
+    }
+
+    pub fn reject(&mut self, field: &str, code: &'static str, message: impl Into<String>) {
+        self.error(field, code, message);
+    }
+
     fn error(&mut self, field: &str, code: &'static str, message: impl Into<String>) {
         self.errors.push(FieldError {
             field: field.to_owned(),

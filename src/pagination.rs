@@ -20,6 +20,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
 const CURSOR_VERSION: u8 = 1;
+/// A cursor wrapping another service's own cursor (the auth service's token list).
+const FOREIGN_CURSOR_VERSION: u8 = 2;
 const CURSOR_LEN: usize = 1 + 8 + 8 + 16;
 
 /// One page of a list. `total` is always null: counting would cost a full scan on every page.
@@ -39,7 +41,7 @@ pub struct CursorPage<T: ToSchema> {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Cursor returned as `next_cursor` by the previous page of the same list and filters.
-    #[param(pattern = "^[A-Za-z0-9_-]{44}$")]
+    #[param(pattern = "^[A-Za-z0-9_-]{1,512}$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
@@ -154,7 +156,55 @@ pub struct Page {
     cursor: Option<String>,
 }
 
+/// A validated page request over another service's list: its own cursor, unwrapped and checked.
+#[derive(Debug, Clone)]
+pub struct ForeignPageRequest {
+    pub limit: u32,
+    pub after: Option<String>,
+    scope: [u8; 8],
+}
+
+impl ForeignPageRequest {
+    /// Our opaque cursor around the other service's `cursor`.
+    pub fn wrap(&self, cursor: &str) -> String {
+        let mut bytes = Vec::with_capacity(9 + cursor.len());
+        bytes.push(FOREIGN_CURSOR_VERSION);
+        bytes.extend_from_slice(&self.scope);
+        bytes.extend_from_slice(cursor.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+}
+
 impl Page {
+    /// Like [`Page::resolve`], for a list another service pages: the inner cursor must pass
+    /// `valid` before it is ever sent on.
+    pub fn resolve_foreign(
+        self,
+        scope: &ListScope,
+        valid: fn(&str) -> bool,
+    ) -> Result<ForeignPageRequest, ApiError> {
+        let scope = scope.fingerprint();
+        let after = match self.cursor.as_deref() {
+            None => None,
+            Some(cursor) => {
+                let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad_cursor())?;
+                if bytes.len() < 10 || bytes[0] != FOREIGN_CURSOR_VERSION || bytes[1..9] != scope {
+                    return Err(bad_cursor());
+                }
+                let inner = String::from_utf8(bytes[9..].to_vec()).map_err(|_| bad_cursor())?;
+                if !valid(&inner) {
+                    return Err(bad_cursor());
+                }
+                Some(inner)
+            }
+        };
+        Ok(ForeignPageRequest {
+            limit: self.limit,
+            after,
+            scope,
+        })
+    }
+
     pub fn resolve(self, scope: &ListScope) -> Result<PageRequest, ApiError> {
         let scope = scope.fingerprint();
         let after = match self.cursor.as_deref() {

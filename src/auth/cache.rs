@@ -125,6 +125,14 @@ impl ValidationCache {
             .insert(key, (caller.clone(), Instant::now() + lifetime));
     }
 
+    /// Drops every entry whose caller is the token `token_id`.
+    pub fn forget_token(&self, token_id: uuid::Uuid) {
+        let mut state = self.state.lock().expect("cache lock");
+        state
+            .entries
+            .retain(|_, (caller, _)| caller.token_id != Some(token_id));
+    }
+
     pub fn len(&self) -> usize {
         self.state.lock().expect("cache lock").entries.len()
     }

@@ -10,6 +10,45 @@ use super::permissions::Permissions;
 use super::proto::ValidateTokenResponse;
 use crate::error::ApiError;
 
+/// The caller's own PAT, kept for the life of the request so that calls to the auth service on
+/// the caller's behalf (tokens) can present it. Its `Debug` prints nothing of it, and only the
+/// auth layer can make one.
+#[derive(Clone)]
+pub struct CallerToken(String);
+
+impl CallerToken {
+    pub(crate) fn new(token: &str) -> Self {
+        Self(token.to_owned())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CallerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallerToken(<redacted>)")
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallerToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<CallerToken>()
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!(
+                    "handler requires the caller's token but the route is not authenticated"
+                );
+                ApiError::Internal
+            })
+    }
+}
+
 /// The authenticated caller. Handlers take it as an extractor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

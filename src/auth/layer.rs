@@ -15,7 +15,7 @@ use http::Request;
 use tower::{Layer, Service};
 
 use super::cache::ValidationCache;
-use super::caller::Caller;
+use super::caller::{Caller, CallerToken};
 use super::client::{AuthClient, AuthFailure};
 use super::token::bearer_token;
 use crate::error::ApiError;
@@ -43,6 +43,18 @@ impl Validator {
         Self {
             client,
             cache: cache.map(Arc::new),
+        }
+    }
+
+    pub fn client(&self) -> &AuthClient {
+        &self.client
+    }
+
+    /// Forgets every cached validation of the token `token_id`, so this replica stops serving a
+    /// token it has just revoked.
+    pub fn forget_token(&self, token_id: uuid::Uuid) {
+        if let Some(cache) = &self.cache {
+            cache.forget_token(token_id);
         }
     }
 
@@ -122,8 +134,11 @@ where
                 .get::<RequestId>()
                 .copied()
                 .unwrap_or_else(RequestId::generate);
-            let caller = match bearer_token(req.headers()) {
-                Ok(token) => validator.validate(token, request_id).await,
+            let (caller, token) = match bearer_token(req.headers()) {
+                Ok(token) => (
+                    validator.validate(token, request_id).await,
+                    CallerToken::new(token),
+                ),
                 Err(refusal) => return Ok(refusal.into_response()),
             };
             let caller = match caller {
@@ -139,6 +154,7 @@ where
                 }
             };
             req.extensions_mut().insert(caller.clone());
+            req.extensions_mut().insert(token);
             let mut response: Response<Body> = inner.call(req).await?;
             response.extensions_mut().insert(caller);
             Ok(response)

@@ -9,7 +9,7 @@ pub mod permissions;
 pub mod proto;
 pub mod token;
 
-pub use caller::Caller;
+pub use caller::{Caller, CallerToken};
 pub use client::{AuthClient, AuthFailure};
 pub use layer::{AuthLayer, Validator};
 pub use permissions::Permissions;

@@ -12,3 +12,15 @@ impl std::fmt::Debug for ValidateTokenRequest {
             .finish()
     }
 }
+
+/// Hand-written so that a minted token's secret never reaches a log line.
+impl std::fmt::Debug for CreateTokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateTokenResponse")
+            .field("token_id", &self.token_id)
+            .field("plaintext", &"<redacted>")
+            .field("prefix", &self.prefix)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}

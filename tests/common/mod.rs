@@ -13,8 +13,12 @@ use std::time::{Duration, SystemTime};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ibex_api::app::{self, AppState};
+use ibex_api::auth::dev::DevAuthService;
 use ibex_api::auth::proto::auth_service_server::{AuthService, AuthServiceServer};
-use ibex_api::auth::proto::{ValidateTokenRequest, ValidateTokenResponse};
+use ibex_api::auth::proto::{
+    CreateTokenRequest, CreateTokenResponse, ListTokensRequest, ListTokensResponse,
+    RevokeTokenRequest, RevokeTokenResponse, ValidateTokenRequest, ValidateTokenResponse,
+};
 use ibex_api::auth::{Caller, Permissions};
 use ibex_api::config::Config;
 use ibex_api::devenv::postgres::TempPostgres;
@@ -92,6 +96,12 @@ struct FakeState {
     behavior: Mutex<Behavior>,
     /// Tokens with their own answer (another organization, other bits); the rest get `behavior`.
     tokens: Mutex<HashMap<String, ValidateTokenResponse>>,
+    /// The token RPCs (Create/Revoke/List) run against a real in-memory store...
+    store: DevAuthService,
+    /// ...unless a test scripts a failure (`Err(code)`) or silence (a delay) for them.
+    token_rpcs: Mutex<Behavior>,
+    /// Metadata the token RPCs arrived with: (authorization, x-request-id).
+    token_rpc_metadata: Mutex<Vec<(Option<String>, Option<String>)>>,
     calls: AtomicUsize,
     probes: AtomicUsize,
     request_ids: Mutex<Vec<String>>,
@@ -102,6 +112,30 @@ struct FakeService(Arc<FakeState>);
 
 #[tonic::async_trait]
 impl AuthService for FakeService {
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        self.token_rpc(request, async |r| self.0.store.create_token(r).await)
+            .await
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        self.token_rpc(request, async |r| self.0.store.revoke_token(r).await)
+            .await
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        self.token_rpc(request, async |r| self.0.store.list_tokens(r).await)
+            .await
+    }
+
     async fn validate_token(
         &self,
         request: Request<ValidateTokenRequest>,
@@ -133,10 +167,48 @@ impl AuthService for FakeService {
         if let (Some(answer), Ok(_)) = (known, &behavior.outcome) {
             return Ok(Response::new(answer));
         }
+        if behavior.outcome.is_ok() && !probe {
+            let token = request.get_ref().access_token.clone();
+            let known_to_store = self
+                .0
+                .store
+                .validate_token(Request::new(ValidateTokenRequest {
+                    access_token: token,
+                }))
+                .await;
+            if let Ok(answer) = known_to_store {
+                return Ok(answer);
+            }
+        }
         match behavior.outcome {
             Ok(_) if probe => Err(Status::unauthenticated("invalid token")),
             Ok(answer) => Ok(Response::new(answer)),
             Err(code) => Err(Status::new(code, "scripted failure")),
+        }
+    }
+}
+
+impl FakeService {
+    /// Records the metadata, then answers as scripted or as the in-memory store does.
+    async fn token_rpc<T, R>(
+        &self,
+        request: Request<T>,
+        store: impl AsyncFnOnce(Request<T>) -> Result<Response<R>, Status>,
+    ) -> Result<Response<R>, Status> {
+        let read = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let seen = (read("authorization"), read("x-request-id"));
+        self.0.token_rpc_metadata.lock().unwrap().push(seen);
+        let behavior = self.0.token_rpcs.lock().unwrap().clone();
+        tokio::time::sleep(behavior.delay).await;
+        match behavior.outcome {
+            Err(code) => Err(Status::new(code, "scripted failure quoting SECRET-INPUT")),
+            Ok(_) => store(request).await,
         }
     }
 }
@@ -159,6 +231,9 @@ impl FakeAuth {
         let state = Arc::new(FakeState {
             behavior: Mutex::new(behavior),
             tokens: Mutex::new(HashMap::new()),
+            store: DevAuthService::new(ibex_api::auth::dev::generate_token()),
+            token_rpcs: Mutex::new(Behavior::accept()),
+            token_rpc_metadata: Mutex::new(Vec::new()),
             calls: AtomicUsize::new(0),
             probes: AtomicUsize::new(0),
             request_ids: Mutex::new(Vec::new()),
@@ -205,6 +280,21 @@ impl FakeAuth {
             .unwrap()
             .insert(token.clone(), answer);
         token
+    }
+
+    /// A token known to the in-memory store (so the token RPCs accept it as a caller).
+    pub fn stored_token(&self, org_id: Uuid, user_id: Option<Uuid>, permissions: u64) -> String {
+        self.state.store.add_token(org_id, user_id, permissions)
+    }
+
+    /// Scripts the token RPCs: `Behavior::fail(code)`, or a delay.
+    pub fn set_token_rpcs(&self, behavior: Behavior) {
+        *self.state.token_rpcs.lock().unwrap() = behavior;
+    }
+
+    /// (authorization, x-request-id) of every token RPC so far.
+    pub fn token_rpc_metadata(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.state.token_rpc_metadata.lock().unwrap().clone()
     }
 
     pub fn set(&self, behavior: Behavior) {

@@ -1,33 +1,22 @@
-//! Personal access tokens of the caller's organization.
+//! Tokens (DOMAINS.md §5): personal access tokens, owned by the auth service and managed through
+//! it on the caller's behalf.
+//!
+//! `model` holds the types and the create body's rules, `routes` the operations (there is no
+//! `repo`: the auth service is the store).
+
+pub mod model;
+pub mod routes;
 
 use axum::Router;
 use axum::routing::get;
-use serde::Deserialize;
-use utoipa::IntoParams;
-use uuid::Uuid;
 
-use super::stub;
+pub use model::{Token, TokenPath};
+use routes::*;
+
 use crate::app::AppState;
-use crate::extract::ApiPath;
-use crate::pagination::{CursorPage, Page, PageParams, ResourceRef};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{token_id}", get(get_token).delete(delete_token))
 }
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct TokenPath {
-    /// Token id (never the token itself).
-    pub token_id: Uuid,
-}
-
-stub!(list_tokens: get "/v1/tokens", "tokens", "List tokens",
-    params(PageParams), extract(Page) => CursorPage<ResourceRef>);
-stub!(create_token: post "/v1/tokens", "tokens", "Create a token", params(), extract());
-stub!(get_token: get "/v1/tokens/{token_id}", "tokens", "Get a token",
-    params(TokenPath), extract(ApiPath<TokenPath>));
-stub!(delete_token: delete "/v1/tokens/{token_id}", "tokens", "Revoke a token",
-    params(TokenPath), extract(ApiPath<TokenPath>));

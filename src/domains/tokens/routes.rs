@@ -1,0 +1,211 @@
+//! The four token operations, all through the auth service, which owns tokens: the API checks
+//! what it can first (bits, elevation, cursors), then asks on the caller's behalf with the
+//! caller's own PAT.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use chrono::DateTime;
+use http::StatusCode;
+use http::header::LOCATION;
+use serde_json::Value;
+
+use super::model::{CreatedToken, NewToken, Token, TokenPath, is_auth_cursor};
+use crate::app::AppState;
+use crate::auth::proto::{CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, TokenType};
+use crate::auth::{Caller, CallerToken, Permissions};
+use crate::error::{ApiError, ErrorResponse};
+use crate::extract::ApiJson;
+use crate::extract::ApiPath;
+use crate::middleware::request_id::RequestId;
+use crate::pagination::{CursorPage, ListScope, Page, PageParams};
+
+/// Pages `GET /v1/tokens/{id}` reads at most looking for one token (100 each).
+const MAX_LOOKUP_PAGES: usize = 50;
+
+fn unusable() -> ApiError {
+    tracing::warn!("the auth service answered a token operation unusably");
+    ApiError::AuthUnavailable
+}
+
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", summary = "List tokens",
+    description = "Needs `token:create`. The organization's tokens, newest first, revoked ones included (`is_revoked`); metadata only, never a secret.",
+    params(PageParams),
+    responses((status = 200, description = "One page of tokens.", body = CursorPage<Token>)))]
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    token: CallerToken,
+    request_id: RequestId,
+    page: Page,
+) -> Result<Json<CursorPage<Token>>, ApiError> {
+    caller.require(Permissions::TOKEN_CREATE)?;
+    let page = page.resolve_foreign(&ListScope::new("tokens"), is_auth_cursor)?;
+    let answer = state
+        .auth
+        .client()
+        .list_tokens(
+            &token,
+            request_id,
+            ListTokensRequest {
+                org_id: caller.org_id.to_string(),
+                cursor: page.after.clone().unwrap_or_default(),
+                limit: page.limit as i32,
+            },
+        )
+        .await?;
+    let items = answer
+        .tokens
+        .into_iter()
+        .map(Token::from_metadata)
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(unusable)?;
+    let next_cursor = (!answer.next_cursor.is_empty()).then(|| page.wrap(&answer.next_cursor));
+    Ok(Json(CursorPage {
+        items,
+        next_cursor,
+        total: None,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Create a token",
+    description = "Needs `token:create`, and every permission asked for must be one the caller's own token holds. The answer carries the token's `plaintext` this once.",
+    request_body = crate::domains::tokens::model::CreateTokenBody,
+    responses(
+        (status = 201, description = "Created; `plaintext` is shown this once.", body = CreatedToken,
+            headers(("Location" = String, description = "/v1/tokens/{id}")),
+            links(
+                ("GetToken" = (operation_id = "get_token", parameters(("token_id" = "$response.body#/id")))),
+                ("DeleteToken" = (operation_id = "delete_token", parameters(("token_id" = "$response.body#/id")))),
+            )),
+    ))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    token: CallerToken,
+    request_id: RequestId,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permissions::TOKEN_CREATE)?;
+    let new = NewToken::parse(body)?;
+    if !caller.permissions.contains(new.permissions) {
+        return Err(ApiError::PermissionElevationDenied);
+    }
+    let created = state
+        .auth
+        .client()
+        .create_token(
+            &token,
+            request_id,
+            CreateTokenRequest {
+                org_id: caller.org_id.to_string(),
+                name: new.name.clone(),
+                description: new.description.clone().unwrap_or_default(),
+                r#type: TokenType::Pat as i32,
+                permissions: new.permissions.0 as i64,
+                expires_at: new.expires_at.map(|at| prost_types::Timestamp {
+                    seconds: at.timestamp(),
+                    nanos: at.timestamp_subsec_nanos() as i32,
+                }),
+                user_id: caller.user_id.map(|id| id.to_string()),
+                agent_id: new.agent_id.map(|id| id.to_string()),
+            },
+        )
+        .await?;
+    let id = uuid::Uuid::try_parse(&created.token_id).map_err(|_| unusable())?;
+    let created_at = created
+        .created_at
+        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+        .ok_or_else(unusable)?;
+    let body = CreatedToken {
+        id,
+        name: new.name,
+        description: new.description,
+        prefix: created.prefix,
+        permissions: new.permissions.names(),
+        expires_at: new.expires_at,
+        created_at,
+        revoked_at: None,
+        is_revoked: false,
+        plaintext: created.plaintext,
+    };
+    let location = format!("/v1/tokens/{id}");
+    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)))
+}
+
+#[utoipa::path(get, path = "/v1/tokens/{token_id}", tag = "tokens", summary = "Get a token",
+    description = "Needs `token:create` (there is no single-token lookup in the auth service: this pages its list).",
+    params(TokenPath),
+    responses(
+        (status = 200, description = "The token's metadata.", body = Token),
+        (status = 404, description = "NOT_FOUND: no token with this id in the organization.", body = ErrorResponse),
+    ))]
+pub async fn get_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    token: CallerToken,
+    request_id: RequestId,
+    ApiPath(path): ApiPath<TokenPath>,
+) -> Result<Json<Token>, ApiError> {
+    caller.require(Permissions::TOKEN_CREATE)?;
+    let wanted = path.token_id.to_string();
+    let mut cursor = String::new();
+    for _ in 0..MAX_LOOKUP_PAGES {
+        let page = state
+            .auth
+            .client()
+            .list_tokens(
+                &token,
+                request_id,
+                ListTokensRequest {
+                    org_id: caller.org_id.to_string(),
+                    cursor: cursor.clone(),
+                    limit: 100,
+                },
+            )
+            .await?;
+        if let Some(found) = page.tokens.into_iter().find(|t| t.token_id == wanted) {
+            return Token::from_metadata(found).map(Json).ok_or_else(unusable);
+        }
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    Err(ApiError::not_found("No token with this id."))
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{token_id}", tag = "tokens", summary = "Revoke a token",
+    description = "Needs `token:revoke`, or the token is the caller's own. Revoking an already revoked token is 204 again. This replica's validation cache forgets the token at once.",
+    params(TokenPath),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 404, description = "NOT_FOUND: no token with this id in the organization.", body = ErrorResponse),
+    ))]
+pub async fn delete_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    token: CallerToken,
+    request_id: RequestId,
+    ApiPath(path): ApiPath<TokenPath>,
+) -> Result<StatusCode, ApiError> {
+    // The one rule that depends on the target (DOMAINS.md §1): one's own token needs no bit.
+    if caller.token_id != Some(path.token_id) {
+        caller.require(Permissions::TOKEN_REVOKE)?;
+    }
+    state
+        .auth
+        .client()
+        .revoke_token(
+            &token,
+            request_id,
+            RevokeTokenRequest {
+                org_id: caller.org_id.to_string(),
+                token_id: path.token_id.to_string(),
+                revoke_reason: Some("revoked through the management API".into()),
+            },
+        )
+        .await?;
+    state.auth.forget_token(path.token_id);
+    Ok(StatusCode::NO_CONTENT)
+}
