@@ -117,6 +117,19 @@ async fn secrets_never_reach_the_logs() {
         )
         .await
         .assert_error(409, "USER_EMAIL_CONFLICT");
+    let minter = auth.stored_token(ORG_ID.parse().unwrap(), None, 1 << 36 | 1);
+    let minted = db_app
+        .call(
+            "POST",
+            "/v1/tokens",
+            &minter,
+            Some(serde_json::json!({"name": "logged", "permissions": ["memory:read"]})),
+        )
+        .await;
+    assert_eq!(minted.status, 201, "{}", minted.text());
+    let plaintext = minted.json()["plaintext"].as_str().unwrap().to_owned();
+    let minted_secret = plaintext.rsplit('_').next().unwrap().to_owned();
+    db_app.call("GET", "/v1/agents", &plaintext, None).await;
     let dead = dead_addr().await;
     let dead_url = format!("postgres://ibex:SECRET-DB-PASSWORD@{dead}/ibex");
     let down = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &dead_url)]).await;
@@ -142,6 +155,9 @@ async fn secrets_never_reach_the_logs() {
         "SECRET-DB-PASSWORD",
         "secret-email",
         "SECRET-EMAIL",
+        minter.as_str(),
+        plaintext.as_str(),
+        minted_secret.as_str(),
     ] {
         assert!(
             !logs.contains(forbidden),

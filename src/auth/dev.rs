@@ -152,6 +152,15 @@ impl DevAuthService {
         plaintext
     }
 
+    /// Whether `plaintext` was ever issued here (revoked and expired ones included).
+    pub fn knows(&self, plaintext: &str) -> bool {
+        self.tokens
+            .lock()
+            .expect("token store")
+            .iter()
+            .any(|t| t.plaintext == plaintext)
+    }
+
     fn live(&self, plaintext: &str) -> Option<StoredToken> {
         let now = SystemTime::now();
         self.tokens
