@@ -50,6 +50,7 @@ pub async fn list_agents(
                 ("PauseAgent" = (operation_id = "pause_agent", parameters(("agent_id" = "$response.body#/id")))),
                 ("ArchiveAgent" = (operation_id = "archive_agent", parameters(("agent_id" = "$response.body#/id")))),
             )),
+        (status = 404, description = "NOT_FOUND: the caller's organization no longer exists (deleted).", body = ErrorResponse),
         (status = 409, description = "AGENT_SLUG_CONFLICT: a live agent of the organization has this slug.", body = ErrorResponse),
     ))]
 pub async fn create_agent(

@@ -25,7 +25,7 @@ pub struct Organization {
     /// `active`, `suspended`, `cancelled` (deletion requested) or `trial`.
     #[schema(value_type = String, example = "active")]
     pub status: String,
-    #[schema(format = Email)]
+
     pub billing_email: Option<String>,
     #[schema(value_type = Object)]
     pub settings: Value,
@@ -60,7 +60,11 @@ pub struct UpdateOrganizationBody {
     )]
     name: Option<String>,
     /// Null clears it.
-    #[schema(min_length = 3, max_length = 320, format = Email, pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]{1,64}@[^@\\s.\\u0000-\\u001f\\u007f-\\u009f][^@\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]+$")]
+    #[schema(
+        min_length = 3,
+        max_length = 320,
+        pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]{1,64}@[^@\\s.\\u0000-\\u001f\\u007f-\\u009f][^@\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]+$"
+    )]
     billing_email: Option<String>,
     /// A JSON object of at most 64 KiB serialized; replaces the current settings.
     #[schema(value_type = crate::fields::NulFreeObject, nullable = false, required = false)]

@@ -68,7 +68,7 @@ pub struct CreateTokenBody {
     #[schema(value_type = Vec<PermissionNameDoc>)]
     permissions: Vec<String>,
     /// RFC 3339, in the future.
-    #[schema(value_type = String, format = DateTime, nullable = false)]
+    #[schema(value_type = String, format = DateTime, nullable = false, required = false)]
     expires_at: Option<String>,
     /// The agent the token acts for.
     #[schema(nullable = false)]

@@ -17,7 +17,7 @@ pub const ROLES: &[&str] = &["owner", "admin", "member", "viewer"];
 pub struct User {
     pub id: Uuid,
     pub org_id: Uuid,
-    #[schema(format = Email)]
+
     pub email: String,
     pub name: String,
     /// `owner`, `admin`, `member` or `viewer`.
@@ -48,7 +48,11 @@ pub enum Role {
 #[allow(dead_code)] // Documents the body; `NewUser::parse` reads it field by field.
 pub struct CreateUserBody {
     /// Unique among the organization's live users, compared case-insensitively.
-    #[schema(min_length = 3, max_length = 320, format = Email, pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]{1,64}@[^@\\s.\\u0000-\\u001f\\u007f-\\u009f][^@\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]+$")]
+    #[schema(
+        min_length = 3,
+        max_length = 320,
+        pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]{1,64}@[^@\\s.\\u0000-\\u001f\\u007f-\\u009f][^@\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]+$"
+    )]
     email: String,
     #[schema(max_length = 255, pattern = "^[^\\u0000]*$", nullable = false)]
     name: Option<String>,

@@ -48,6 +48,7 @@ pub async fn list_users(
                 ("UpdateUser" = (operation_id = "update_user", parameters(("user_id" = "$response.body#/id")))),
                 ("DeleteUser" = (operation_id = "delete_user", parameters(("user_id" = "$response.body#/id")))),
             )),
+        (status = 404, description = "NOT_FOUND: the caller's organization no longer exists (deleted).", body = ErrorResponse),
         (status = 409, description = "USER_EMAIL_CONFLICT: a live user of the organization has this email.", body = ErrorResponse),
     ))]
 pub async fn create_user(
