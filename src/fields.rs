@@ -18,6 +18,8 @@ pub type Shape = (fn(&str) -> bool, &'static str);
 pub struct Text {
     pub min_chars: usize,
     pub max_chars: usize,
+    /// A bound on the UTF-8 size as well, where storage counts bytes.
+    pub max_bytes: Option<usize>,
     pub shape: Option<Shape>,
 }
 
@@ -26,8 +28,14 @@ impl Text {
         Self {
             min_chars,
             max_chars,
+            max_bytes: None,
             shape: None,
         }
+    }
+
+    pub const fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = Some(max_bytes);
+        self
     }
 
     pub const fn shaped(mut self, check: fn(&str) -> bool, description: &'static str) -> Self {
@@ -105,6 +113,14 @@ impl Fields {
                     "must be {} to {} characters long",
                     rule.min_chars, rule.max_chars
                 ),
+            );
+            return None;
+        }
+        if let Some(max_bytes) = rule.max_bytes.filter(|max| text.len() > *max) {
+            self.error(
+                name,
+                "TOO_LARGE",
+                format!("must be at most {max_bytes} bytes of UTF-8"),
             );
             return None;
         }

@@ -55,6 +55,21 @@ pub struct Position {
     pub id: Uuid,
 }
 
+impl Position {
+    /// The position in a list ordered by a number instead (directive versions by `version_num`,
+    /// newest first): the number takes the time slot, the id is unused.
+    pub fn sequence(n: i64) -> Self {
+        Self {
+            created_at: DateTime::from_timestamp_micros(n).unwrap_or_default(),
+            id: Uuid::nil(),
+        }
+    }
+
+    pub fn as_sequence(&self) -> i64 {
+        self.created_at.timestamp_micros()
+    }
+}
+
 /// Which list (and with which filters) a cursor belongs to.
 #[derive(Debug, Clone)]
 pub struct ListScope(Sha256);

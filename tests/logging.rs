@@ -117,6 +117,25 @@ async fn secrets_never_reach_the_logs() {
         )
         .await
         .assert_error(409, "USER_EMAIL_CONFLICT");
+    let agent = created.json()["id"].as_str().unwrap().to_owned();
+    let director = auth.token_for(ORG_ID.parse().unwrap(), 1 << 8 | 1 << 9);
+    let directive = db_app
+        .call(
+            "POST",
+            &format!("/v1/agents/{agent}/directive"),
+            &director,
+            Some(serde_json::json!({"content": "SECRET-DIRECTIVE text"})),
+        )
+        .await;
+    assert_eq!(directive.status, 201, "{}", directive.text());
+    db_app
+        .call(
+            "GET",
+            &format!("/v1/agents/{agent}/directive/versions/1"),
+            &director,
+            None,
+        )
+        .await;
     let minter = auth.stored_token(ORG_ID.parse().unwrap(), None, 1 << 36 | 1);
     let minted = db_app
         .call(
@@ -155,6 +174,7 @@ async fn secrets_never_reach_the_logs() {
         "SECRET-DB-PASSWORD",
         "secret-email",
         "SECRET-EMAIL",
+        "SECRET-DIRECTIVE",
         minter.as_str(),
         plaintext.as_str(),
         minted_secret.as_str(),

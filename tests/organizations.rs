@@ -281,7 +281,26 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
         .await
         .unwrap();
     }
-    let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE);
+    let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE | 1 << 9);
+    // Directives and their append-only versions go too.
+    for org_token in [&token, &auth.token_for(org_b, 1 << 9)] {
+        let agents = app
+            .call("GET", "/v1/agents?limit=1", org_token, None)
+            .await
+            .json();
+        let agent = agents["items"][0]["id"].as_str().unwrap().to_owned();
+        for content in ["one", "two"] {
+            let set = app
+                .call(
+                    "POST",
+                    &format!("/v1/agents/{agent}/directive"),
+                    org_token,
+                    Some(json!({"content": content})),
+                )
+                .await;
+            assert!(set.status < 300, "{}", set.text());
+        }
+    }
     let mine = format!("/v1/organizations/{ORG_ID}");
     let reply = app.call("DELETE", &mine, &token, None).await;
     assert_eq!(reply.status, 202, "{}", reply.text());
@@ -308,7 +327,13 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
         assert!(Instant::now() < deadline, "the deletion did not finish");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for table in ["agents", "users", "outbox"] {
+    for table in [
+        "directive_versions",
+        "directives",
+        "agents",
+        "users",
+        "outbox",
+    ] {
         let sql = format!("SELECT count(*) FROM ibex_core.{table} WHERE org_id = $1");
         let delivered_events_stay = table == "outbox";
         let left = count(&app, &sql, org_a()).await;

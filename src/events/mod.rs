@@ -36,6 +36,22 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The proxy must stop injecting the directive it cached for `agent_id`: publish the change
+    /// on the agent's channel and delete the cache key (which otherwise lives 60 s).
+    /// `version_num` is the now active version, `None` once the directive is deactivated.
+    pub fn directive_changed(agent_id: Uuid, version_num: Option<i32>) -> Self {
+        let payload = serde_json::json!({"agent_id": agent_id, "version_num": version_num});
+        Self {
+            publish: Some((
+                format!("ibex:directive:updates:{agent_id}"),
+                payload.to_string(),
+            )),
+            delete_key: Some(format!("directive:{agent_id}")),
+        }
+    }
+}
+
 /// Adds `event` to the transaction; it is published after the transaction commits, and never if
 /// it rolls back.
 pub async fn enqueue(tx: &mut OrgTx, event: Event) -> Result<(), ApiError> {

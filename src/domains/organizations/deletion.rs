@@ -16,7 +16,12 @@ use crate::db::Database;
 
 /// Every org-scoped table, children before parents. Adding a table to the deletion is one line
 /// here. The organization's row goes last, after the delivered events that mention it.
-pub const CASCADE: &[&str] = &["ibex_core.agents", "ibex_core.users"];
+pub const CASCADE: &[&str] = &[
+    "ibex_core.directive_versions",
+    "ibex_core.directives",
+    "ibex_core.agents",
+    "ibex_core.users",
+];
 
 /// How often the job looks for requested deletions besides being woken by a request.
 const POLL: Duration = Duration::from_secs(5);

@@ -1,0 +1,186 @@
+//! The six directive operations. Each first checks its permission bit, then that the agent is a
+//! live agent of the caller's organization (404 otherwise, like every tenant boundary); writes
+//! also need the agent not archived. Every committed change is announced to the proxy through the
+//! outbox, in the same transaction.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::StatusCode;
+use http::header::LOCATION;
+use serde_json::Value;
+
+use super::model::{
+    Directive, DirectiveChange, DirectiveVersion, DirectiveVersionPath, DirectiveVersionSummary,
+    RollbackTo,
+};
+use super::repo::{self, Outcome};
+use crate::app::AppState;
+use crate::auth::{Caller, Permissions};
+use crate::db::OrgTx;
+use crate::domains::agents::AgentPath;
+use crate::error::{ApiError, ErrorResponse};
+use crate::events::{self, Event};
+use crate::extract::{ApiJson, ApiPath};
+use crate::pagination::{CursorPage, ListScope, Page, PageParams};
+
+/// Announces a committed change, then answers with the directive as it now is.
+async fn finish(
+    mut tx: OrgTx,
+    agent_id: uuid::Uuid,
+    outcome: Outcome,
+) -> Result<Directive, ApiError> {
+    let directive = repo::get(&mut tx, agent_id).await?;
+    if outcome.changed {
+        let version = directive.version_num.filter(|_| directive.is_active);
+        events::enqueue(&mut tx, Event::directive_changed(agent_id, version)).await?;
+    }
+    tx.commit().await?;
+    Ok(directive)
+}
+
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/directive", tag = "directives",
+    summary = "Get an agent's directive",
+    description = "Needs `directive:read`. The directive with its active version (`version_num` and `content` null while deactivated).",
+    params(AgentPath),
+    responses(
+        (status = 200, description = "The directive.", body = Directive),
+        (status = 404, description = "NOT_FOUND: no such agent in the organization, or it never had a directive.", body = ErrorResponse),
+    ))]
+pub async fn get_directive(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+) -> Result<Json<Directive>, ApiError> {
+    caller.require(Permissions::DIRECTIVE_READ)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    repo::agent_status(&mut tx, path.agent_id, false).await?;
+    let directive = repo::get(&mut tx, path.agent_id).await?;
+    tx.commit().await?;
+    Ok(Json(directive))
+}
+
+#[utoipa::path(post, path = "/v1/agents/{agent_id}/directive", tag = "directives",
+    summary = "Create or update an agent's directive",
+    description = "Needs `directive:write`. A new version N+1 becomes active (`201` when the directive is created, `200` after). Content equal to the active version's creates no version: a no-op `200`, unless `injection_mode` changes. After a DELETE, a POST reactivates the directive with a new version. The proxy learns of every change within a second.",
+    params(AgentPath),
+    request_body = crate::domains::directives::model::SetDirectiveBody,
+    responses(
+        (status = 200, description = "Updated (or unchanged).", body = Directive),
+        (status = 201, description = "Created with version 1; `Location` names it.", body = Directive,
+            headers(("Location" = String, description = "/v1/agents/{agent_id}/directive"))),
+        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
+        (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
+    ))]
+pub async fn set_directive(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permissions::DIRECTIVE_WRITE)?;
+    let change = DirectiveChange::parse(body)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    repo::writable_agent(&mut tx, path.agent_id).await?;
+    let outcome = repo::set(&mut tx, path.agent_id, change, caller.user_id).await?;
+    let directive = finish(tx, path.agent_id, outcome).await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/v1/agents/{}/directive", path.agent_id);
+    Ok((status, [(LOCATION, location)], Json(directive)))
+}
+
+#[utoipa::path(delete, path = "/v1/agents/{agent_id}/directive", tag = "directives",
+    summary = "Deactivate an agent's directive",
+    description = "Needs `directive:revoke`. Deactivates the directive and clears its active version; the history stays. Already inactive: `204` again.",
+    params(AgentPath),
+    responses(
+        (status = 204, description = "Deactivated."),
+        (status = 404, description = "NOT_FOUND: no such agent in the organization, or it has no directive.", body = ErrorResponse),
+        (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
+    ))]
+pub async fn delete_directive(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permissions::DIRECTIVE_REVOKE)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    repo::writable_agent(&mut tx, path.agent_id).await?;
+    let outcome = repo::deactivate(&mut tx, path.agent_id).await?;
+    finish(tx, path.agent_id, outcome).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/directive/versions", tag = "directives",
+    summary = "List directive versions",
+    description = "Needs `directive:read`. Every version, newest first, without content.",
+    params(AgentPath, PageParams),
+    responses(
+        (status = 200, description = "One page of versions.", body = CursorPage<DirectiveVersionSummary>),
+        (status = 404, description = "NOT_FOUND: no such agent in the organization, or it never had a directive.", body = ErrorResponse),
+    ))]
+pub async fn list_directive_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+    page: Page,
+) -> Result<Json<CursorPage<DirectiveVersionSummary>>, ApiError> {
+    caller.require(Permissions::DIRECTIVE_READ)?;
+    let scope =
+        ListScope::new("directive_versions").filter("agent_id", Some(&path.agent_id.to_string()));
+    let page = page.resolve(&scope)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    repo::agent_status(&mut tx, path.agent_id, false).await?;
+    let versions = repo::list_versions(&mut tx, path.agent_id, &page).await?;
+    tx.commit().await?;
+    Ok(Json(versions))
+}
+
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/directive/versions/{version_num}", tag = "directives",
+    summary = "Get one directive version",
+    description = "Needs `directive:read`. The version with its content.",
+    params(DirectiveVersionPath),
+    responses(
+        (status = 200, description = "The version.", body = DirectiveVersion),
+        (status = 404, description = "NOT_FOUND: no such agent, directive or version.", body = ErrorResponse),
+    ))]
+pub async fn get_directive_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<DirectiveVersionPath>,
+) -> Result<Json<DirectiveVersion>, ApiError> {
+    caller.require(Permissions::DIRECTIVE_READ)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    repo::agent_status(&mut tx, path.agent_id, false).await?;
+    let version = repo::get_version(&mut tx, path.agent_id, path.version_num).await?;
+    tx.commit().await?;
+    Ok(Json(version))
+}
+
+#[utoipa::path(post, path = "/v1/agents/{agent_id}/directive/rollback", tag = "directives",
+    summary = "Roll back to an earlier version",
+    description = "Needs `directive:promote`. Makes version `version_num` active again; creates no version. The active one already: a no-op `200`.",
+    params(AgentPath),
+    request_body = crate::domains::directives::model::RollbackBody,
+    responses(
+        (status = 200, description = "The directive with its new active version.", body = Directive),
+        (status = 404, description = "NOT_FOUND: no such agent or version, or the directive is deactivated.", body = ErrorResponse),
+        (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
+    ))]
+pub async fn rollback_directive(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<Directive>, ApiError> {
+    caller.require(Permissions::DIRECTIVE_PROMOTE)?;
+    let RollbackTo(version_num) = RollbackTo::parse(body)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    repo::writable_agent(&mut tx, path.agent_id).await?;
+    let outcome = repo::rollback(&mut tx, path.agent_id, version_num).await?;
+    Ok(Json(finish(tx, path.agent_id, outcome).await?))
+}
