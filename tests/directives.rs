@@ -365,6 +365,17 @@ async fn content_is_bounded_in_bytes_and_refuses_nul() {
         assert_eq!(error["error"]["field_errors"][0]["field"], "version_num");
     }
     assert_eq!(s.version_count().await, 1);
+    // A whole number written as 1.0 is still 1.
+    let rolled = s
+        .app
+        .call(
+            "POST",
+            &s.path("/rollback"),
+            &s.token,
+            Some(json!({"version_num": 1.0})),
+        )
+        .await;
+    assert_eq!(rolled.status, 200, "{}", rolled.text());
 }
 
 #[tokio::test]

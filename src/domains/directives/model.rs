@@ -121,8 +121,15 @@ impl RollbackTo {
                 None
             }
             Some(value) => {
+                // JSON Schema's integers include 3.0: accept a whole number however written.
                 let n = value
                     .as_i64()
+                    .or_else(|| {
+                        value
+                            .as_f64()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                            .map(|f| f as i64)
+                    })
                     .filter(|n| (1..=i64::from(i32::MAX)).contains(n));
                 if n.is_none() {
                     fields.reject("version_num", "OUT_OF_RANGE", "must be an integer from 1");
