@@ -37,18 +37,8 @@ pub struct Token {
 /// A token just created: its metadata and, this once, its secret.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedToken {
-    pub id: Uuid,
-    pub name: String,
-    pub description: Option<String>,
-    pub prefix: String,
-    pub permissions: Vec<&'static str>,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
-    pub expires_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
-    pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub is_revoked: bool,
+    #[serde(flatten)]
+    pub token: Token,
     /// The token itself. Shown in this response only; store it now.
     pub plaintext: String,
 }

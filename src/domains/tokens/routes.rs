@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use super::model::{CreatedToken, NewToken, Token, TokenPath, is_auth_cursor};
 use crate::app::AppState;
-use crate::auth::proto::{CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, TokenType};
+use crate::auth::proto::{
+    CreateTokenRequest, ListTokensRequest, ListTokensResponse, RevokeTokenRequest, TokenType,
+};
 use crate::auth::{Caller, CallerToken, Permissions};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiJson;
@@ -22,6 +24,27 @@ use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 
 /// Pages `GET /v1/tokens/{id}` reads at most looking for one token (100 each).
 const MAX_LOOKUP_PAGES: usize = 50;
+
+/// One page of the auth service's list of the caller's organization's tokens.
+async fn auth_page(
+    state: &AppState,
+    caller: &Caller,
+    token: &CallerToken,
+    request_id: RequestId,
+    cursor: String,
+    limit: u32,
+) -> Result<ListTokensResponse, ApiError> {
+    let request = ListTokensRequest {
+        org_id: caller.org_id.to_string(),
+        cursor,
+        limit: limit as i32,
+    };
+    state
+        .auth
+        .client()
+        .list_tokens(token, request_id, request)
+        .await
+}
 
 fn unusable() -> ApiError {
     tracing::warn!("the auth service answered a token operation unusably");
@@ -41,19 +64,8 @@ pub async fn list_tokens(
 ) -> Result<Json<CursorPage<Token>>, ApiError> {
     caller.require(Permissions::TOKEN_CREATE)?;
     let page = page.resolve_foreign(&ListScope::new("tokens"), is_auth_cursor)?;
-    let answer = state
-        .auth
-        .client()
-        .list_tokens(
-            &token,
-            request_id,
-            ListTokensRequest {
-                org_id: caller.org_id.to_string(),
-                cursor: page.after.clone().unwrap_or_default(),
-                limit: page.limit as i32,
-            },
-        )
-        .await?;
+    let cursor = page.after.clone().unwrap_or_default();
+    let answer = auth_page(&state, &caller, &token, request_id, cursor, page.limit).await?;
     let items = answer
         .tokens
         .into_iter()
@@ -118,15 +130,17 @@ pub async fn create_token(
         .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
         .ok_or_else(unusable)?;
     let body = CreatedToken {
-        id,
-        name: new.name,
-        description: new.description,
-        prefix: created.prefix,
-        permissions: new.permissions.names(),
-        expires_at: new.expires_at,
-        created_at,
-        revoked_at: None,
-        is_revoked: false,
+        token: Token {
+            id,
+            name: new.name,
+            description: new.description,
+            prefix: created.prefix,
+            permissions: new.permissions.names(),
+            expires_at: new.expires_at,
+            created_at,
+            revoked_at: None,
+            is_revoked: false,
+        },
         plaintext: created.plaintext,
     };
     let location = format!("/v1/tokens/{id}");
@@ -151,19 +165,7 @@ pub async fn get_token(
     let wanted = path.token_id.to_string();
     let mut cursor = String::new();
     for _ in 0..MAX_LOOKUP_PAGES {
-        let page = state
-            .auth
-            .client()
-            .list_tokens(
-                &token,
-                request_id,
-                ListTokensRequest {
-                    org_id: caller.org_id.to_string(),
-                    cursor: cursor.clone(),
-                    limit: 100,
-                },
-            )
-            .await?;
+        let page = auth_page(&state, &caller, &token, request_id, cursor.clone(), 100).await?;
         if let Some(found) = page.tokens.into_iter().find(|t| t.token_id == wanted) {
             return Token::from_metadata(found).map(Json).ok_or_else(unusable);
         }
