@@ -137,6 +137,7 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
         .expect("the suspension event");
     let latency = started.elapsed();
     assert!(latency < Duration::from_secs(1), "{latency:?}");
+    eprintln!("suspension → event latency: {latency:?}");
     assert_eq!(event["v"], 1);
     assert_eq!(event["event_type"], "org_suspend");
     assert_eq!(event["org_id"], ORG_ID);
