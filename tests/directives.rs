@@ -492,6 +492,8 @@ async fn every_change_is_announced_in_order() {
         latencies.iter().all(|l| *l < Duration::from_secs(1)),
         "{latencies:?}"
     );
+    // Shown with --nocapture: request sent → event received, for the closing notes.
+    eprintln!("directive change → event latencies: {latencies:?}");
     // No-ops announce nothing.
     s.app.call("DELETE", &s.path(""), &s.token, None).await;
     assert!(
