@@ -15,7 +15,8 @@ usage:
   ibex-api                          serve, configured by IBEX_API_* variables (see README)
   ibex-api --dev [--dev-token TOKEN]
                                     serve on loopback with an embedded development auth service
-                                    that accepts one token (printed at start-up) and a throwaway
+                                    (its token printed at start-up; tokens minted through
+                                    /v1/tokens work too) and a throwaway
                                     PostgreSQL (unless IBEX_API_DATABASE_URL is set), migrated
                                     and seeded; removed again on exit
   ibex-api migrate                  apply pending schema migrations to IBEX_API_DATABASE_URL
@@ -218,7 +219,7 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         config.host = IpAddr::V4(Ipv4Addr::LOCALHOST);
         tracing::warn!(
             auth = %auth_addr,
-            "DEVELOPMENT AUTH SERVICE ENABLED: one fixed token is accepted; never use this outside a laptop"
+            "DEVELOPMENT AUTH SERVICE ENABLED: the printed token and the tokens minted with it are accepted; never use this outside a laptop"
         );
         println!(
             "\n  IBEX dev mode is ON (loopback only; database {}; redis {}). Try:\n  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/agents\n\n  IBEX_DEV_TOKEN={token}\n",
@@ -255,7 +256,7 @@ async fn run_dev_auth_server(listen: SocketAddr, token: Option<String>) -> Resul
     let addr = dev::spawn(listen, token.clone())
         .await
         .map_err(|e| e.to_string())?;
-    tracing::warn!(%addr, "development auth service: accepts exactly one token");
+    tracing::warn!(%addr, "development auth service: accepts its token and the tokens minted with it");
     println!("IBEX_DEV_AUTH_ADDR=http://{addr}\nIBEX_DEV_TOKEN={token}");
     server::shutdown_signal().await;
     Ok(())

@@ -86,13 +86,6 @@ impl Database {
         Ok(self.pool.acquire().await?)
     }
 
-    pub fn pool_size(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 /// A request transaction confined to one organization. Dropping it without [`OrgTx::commit`]
