@@ -321,7 +321,7 @@ impl AuthService for DevAuthService {
             .filter(|t| t.org_id == caller.org_id)
             .cloned()
             .collect();
-        tokens.sort_by(|a, b| (nanos(b.created_at), b.id).cmp(&(nanos(a.created_at), a.id)));
+        tokens.sort_by_key(|t| std::cmp::Reverse((nanos(t.created_at), t.id)));
         let page: Vec<StoredToken> = tokens
             .into_iter()
             .filter(|t| after.is_none_or(|position| (nanos(t.created_at), t.id) < position))

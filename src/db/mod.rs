@@ -85,7 +85,6 @@ impl Database {
     pub async fn platform(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, ApiError> {
         Ok(self.pool.acquire().await?)
     }
-
 }
 
 /// A request transaction confined to one organization. Dropping it without [`OrgTx::commit`]

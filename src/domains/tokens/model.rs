@@ -136,10 +136,7 @@ impl NewToken {
                 None
             }
             Some(value) => permission_bits(&value)
-                .or_else(|problem| {
-                    fields.reject("permissions", "INVALID_VALUE", problem);
-                    Err(())
-                })
+                .map_err(|problem| fields.reject("permissions", "INVALID_VALUE", problem))
                 .ok(),
         };
         let expires_at = fields.take("expires_at").and_then(|value| {
