@@ -149,5 +149,5 @@ pub struct DirectiveVersionPath {
     pub agent_id: Uuid,
     /// Version number, starting at 1.
     #[param(minimum = 1, maximum = 2147483647)]
-    pub version_num: i32,
+    pub version_num: u32,
 }

@@ -156,7 +156,10 @@ pub async fn get_directive_version(
     caller.require(Permissions::DIRECTIVE_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
     repo::agent_status(&mut tx, path.agent_id, false).await?;
-    let version = repo::get_version(&mut tx, path.agent_id, path.version_num).await?;
+    // Past i32 no version can exist; 0 is below the first.
+    let number = i32::try_from(path.version_num)
+        .map_err(|_| ApiError::not_found("This directive has no such version."))?;
+    let version = repo::get_version(&mut tx, path.agent_id, number).await?;
     tx.commit().await?;
     Ok(Json(version))
 }

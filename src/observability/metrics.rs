@@ -1,0 +1,183 @@
+//! Prometheus metrics through the `metrics` facade and `metrics-exporter-prometheus`, served on
+//! their own listener (`IBEX_API_METRICS_ADDR`), never on the API port.
+//!
+//! Labels are bounded by construction: `route` is the matched template (one shared value, `-`,
+//! for every unmatched request), `method` is folded to the methods the API serves, `status` is the
+//! numeric status. No label ever carries caller input.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use http::Method;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::db::Database;
+
+/// Request and dependency latencies on this service run from ~100 µs (a cached token, a probe)
+/// through a few ms (a gRPC call, a query) to seconds (deadlines): these buckets resolve each band.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub const HTTP_REQUESTS: &str = "ibex_http_requests_total";
+pub const HTTP_DURATION: &str = "ibex_http_request_duration_seconds";
+pub const HTTP_IN_FLIGHT: &str = "ibex_http_requests_in_flight";
+pub const AUTH_CALLS: &str = "ibex_auth_calls_total";
+pub const AUTH_DURATION: &str = "ibex_auth_call_duration_seconds";
+pub const AUTH_CACHE: &str = "ibex_auth_cache_lookups_total";
+pub const DB_POOL_CONNECTIONS: &str = "ibex_db_pool_connections";
+pub const DB_ACQUIRE_TIMEOUTS: &str = "ibex_db_pool_acquire_timeouts_total";
+pub const OUTBOX_BACKLOG: &str = "ibex_outbox_undelivered_events";
+pub const OUTBOX_OLDEST_AGE: &str = "ibex_outbox_oldest_undelivered_age_seconds";
+pub const SPANS_DROPPED: &str = "ibex_trace_spans_dropped_total";
+pub const BUILD_INFO: &str = "ibex_build_info";
+
+/// Installs the process-wide recorder once (tests start many apps in one process) and returns
+/// its handle.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .expect("non-empty buckets")
+                .install_recorder()
+                .expect("the only metrics recorder of the process");
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+/// The method label: the methods the API serves, everything else one value.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// One finished request.
+pub fn record_request(method: &Method, route: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("method", method_label(method).to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
+}
+
+/// Counts a request in flight for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight;
+
+impl InFlight {
+    pub fn start() -> Self {
+        metrics::gauge!(HTTP_IN_FLIGHT).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(HTTP_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// One ValidateToken call: `ok`, `rejected` (a bad token) or `unavailable`.
+pub fn record_auth_call(outcome: &'static str, elapsed: Duration) {
+    metrics::counter!(AUTH_CALLS, "outcome" => outcome).increment(1);
+    metrics::histogram!(AUTH_DURATION, "outcome" => outcome).record(elapsed.as_secs_f64());
+}
+
+pub fn record_cache_lookup(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(AUTH_CACHE, "result" => result).increment(1);
+}
+
+pub fn record_acquire_timeout() {
+    metrics::counter!(DB_ACQUIRE_TIMEOUTS).increment(1);
+}
+
+/// What `/metrics` samples at scrape time, besides what the code records as it goes.
+#[derive(Debug, Clone)]
+pub struct Sampled {
+    pub handle: PrometheusHandle,
+    pub db: Option<Database>,
+}
+
+impl Sampled {
+    async fn render(&self) -> String {
+        if let Some(db) = &self.db {
+            let (size, idle) = db.pool_state();
+            metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "open").set(f64::from(size));
+            metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
+            metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "in_use")
+                .set(f64::from(size).max(idle as f64) - idle as f64);
+            // The backlog needs the database: bounded, and left as it was when it cannot answer.
+            let backlog = tokio::time::timeout(
+                Duration::from_millis(500),
+                crate::events::publisher::backlog(db),
+            )
+            .await;
+            if let Ok(Ok((count, oldest))) = backlog {
+                metrics::gauge!(OUTBOX_BACKLOG).set(count as f64);
+                metrics::gauge!(OUTBOX_OLDEST_AGE).set(oldest.unwrap_or(0.0));
+            }
+        }
+        self.handle.render()
+    }
+}
+
+async fn metrics_text(State(sampled): State<Arc<Sampled>>) -> ([(http::HeaderName, &'static str); 1], String) {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        sampled.render().await,
+    )
+}
+
+/// Starts the metrics listener when `IBEX_API_METRICS_ADDR` is set; returns where it listens.
+pub async fn start(
+    config: &crate::config::Config,
+    db: Option<Database>,
+) -> Result<Option<SocketAddr>, String> {
+    let Some(addr) = config.metrics_addr else {
+        return Ok(None);
+    };
+    let sampled = Sampled { handle: handle(), db };
+    serve(addr, sampled)
+        .await
+        .map(Some)
+        .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends; returns the bound address. An internal
+/// port for the scraper, not the public one: a plain `axum::serve` without the API's layers.
+pub async fn serve(addr: SocketAddr, sampled: Sampled) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(Arc::new(sampled));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "metrics listener stopped");
+        }
+    });
+    Ok(local)
+}

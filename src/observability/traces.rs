@@ -1,0 +1,213 @@
+//! OpenTelemetry traces: W3C trace context in and out, one server span per request named by
+//! method and route template, child spans for the auth call and the database transaction, export
+//! over OTLP/gRPC when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and no exporter nor span at all otherwise.
+//!
+//! Export never blocks a request: spans go to the SDK's batch processor (a bounded queue drained
+//! by its own thread); a collector that refuses them costs the batch, counted in
+//! `ibex_trace_spans_dropped_total`, never latency.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::MatchedPath;
+use http::{HeaderMap, Request, Response};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TraceId};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static PROVIDER: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
+
+tokio::task_local! {
+    static TRACE_ID: TraceId;
+}
+
+/// Whether traces are exported (spans are only created then).
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The trace id of the request being served, for log lines.
+pub fn current_trace_id() -> Option<TraceId> {
+    TRACE_ID.try_with(|id| *id).ok()
+}
+
+/// Whether the standard variables ask for an exporter.
+pub fn configured() -> bool {
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .any(|var| std::env::var(var).is_ok_and(|v| !v.is_empty()))
+}
+
+/// The tracer provider when an endpoint is configured. Must run inside the tokio runtime (the
+/// exporter's channel lives on it).
+pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
+    if !configured() {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| format!("OTLP exporter: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("ibex-api")
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(Counting(exporter))
+        .with_resource(resource)
+        .build();
+    ENABLED.store(true, Ordering::Relaxed);
+    Ok(Some(provider))
+}
+
+/// Keeps the installed provider, so that [`flush`] can reach it at shutdown.
+pub fn keep(provider: SdkTracerProvider) {
+    let _ = PROVIDER.set(provider);
+}
+
+/// Exports what is queued (bounded by the SDK's own timeouts); at shutdown.
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.force_flush();
+    }
+}
+
+/// Counts the spans of every batch the collector did not take.
+#[derive(Debug)]
+struct Counting<E>(E);
+
+impl<E: SpanExporter> SpanExporter for Counting<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        if result.is_err() {
+            metrics::counter!(super::metrics::SPANS_DROPPED).increment(spans);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            value.parse(),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Sends the current span's context onward (`traceparent`, `tracestate`) as gRPC metadata.
+pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
+    if enabled() {
+        let context = tracing::Span::current().context();
+        TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
+    }
+}
+
+/// A client span for a call to a dependency, or nothing while tracing is off.
+pub fn client_span(name: &'static str) -> tracing::Span {
+    if enabled() {
+        tracing::info_span!("dependency", otel.name = name, otel.kind = "client")
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// The server span of every request, around everything inside it (the access log included, so
+/// its line carries the trace id).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceLayer;
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Trace { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Trace<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> Service<Request<B>> for Trace<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if !enabled() {
+            return Box::pin(self.inner.call(req));
+        }
+        let method = super::metrics::method_label(req.method());
+        // A malformed or absent traceparent yields an empty context: a new trace starts.
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
+        let span = tracing::info_span!(
+            "request",
+            otel.name = method,
+            otel.kind = "server",
+            http.request.method = method,
+            http.route = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let _ = span.set_parent(parent);
+        let trace_id = span.context().span().span_context().trace_id();
+        let future = self.inner.call(req);
+        let instrumented_span = span.clone();
+        Box::pin(TRACE_ID.scope(trace_id, async move {
+            let result = future.instrument(instrumented_span).await;
+            if let Ok(response) = &result {
+                let route = response
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("-", |p| p.as_str());
+                span.record("otel.name", format!("{method} {route}"));
+                span.record("http.route", route);
+                span.record("http.response.status_code", response.status().as_u16());
+            }
+            result
+        }))
+    }
+}
