@@ -157,6 +157,7 @@ def main():
     api_env = lambda port, extra=None: {
         "IBEX_API_HOST": "127.0.0.1", "IBEX_API_PORT": str(port), "IBEX_API_AUTH_GRPC_ADDR": auth_addr,
         "IBEX_API_DATABASE_URL": db_url, "IBEX_API_LOG_FORMAT": "json", "IBEX_API_LOG_LEVEL": "info",
+        "IBEX_API_METRICS_ADDR": "",
         **(extra or {})}
     procs = {
         "auth": spawn([str(release / "ibex-api"), "dev-auth-server", "--listen", f"127.0.0.1:{auth_port}",

@@ -2,13 +2,15 @@
 //!
 //! Outermost first, and why:
 //! 1. request id: every response, even a CORS preflight, carries `X-Request-ID`;
-//! 2. access log: sees the final status of everything, including refusals;
-//! 3. CORS: answers preflights before auth, and decorates every error the inner layers produce;
-//! 4. envelope: turns any error response from below into the platform's JSON envelope;
-//! 5. panic catching: a panicking handler (or auth client) becomes a 500 the envelope renders;
-//! 6. body limit: oversized bodies are refused before anyone buffers them;
-//! 7. timeout: bounds auth plus handler; the auth deadline is validated to be shorter;
-//! 8. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token.
+//! 2. trace: the request's server span (when traces are exported), around everything below, so
+//!    every line of the request carries its trace id;
+//! 3. access log: sees the final status of everything, including refusals;
+//! 4. CORS: answers preflights before auth, and decorates every error the inner layers produce;
+//! 5. envelope: turns any error response from below into the platform's JSON envelope;
+//! 6. panic catching: a panicking handler (or auth client) becomes a 500 the envelope renders;
+//! 7. body limit: oversized bodies are refused before anyone buffers them;
+//! 8. timeout: bounds auth plus handler; the auth deadline is validated to be shorter;
+//! 9. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,10 +34,11 @@ use crate::config::Config;
 use crate::db::{Database, DatabaseReady};
 use crate::domains::organizations::deletion::DeletionJob;
 use crate::events::publisher::{self, RedisReady};
-use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
+use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer, RouteTemplates};
 use crate::middleware::cors::CorsLayer;
 use crate::middleware::envelope::EnvelopeLayer;
 use crate::middleware::request_id::RequestIdLayer;
+use crate::observability::traces::TraceLayer;
 use crate::openapi::ApiDoc;
 use crate::readiness::{AuthReachable, Readiness, ReadinessCheck};
 
@@ -79,8 +82,12 @@ pub fn build(
     deletions: Arc<Notify>,
     extra_routes: Router<AppState>,
 ) -> impl HttpService {
+    let openapi = ApiDoc::openapi();
+    let templates = Arc::new(RouteTemplates::new(
+        openapi.paths.paths.keys().map(String::as_str),
+    ));
     let docs = SwaggerUi::new("/docs")
-        .url("/openapi.json", ApiDoc::openapi())
+        .url("/openapi.json", openapi.clone())
         // Swagger UI would otherwise send the document to validator.swagger.io.
         .config(utoipa_swagger_ui::Config::default().validator_url("none"));
     let auth = Arc::clone(&validator);
@@ -97,7 +104,8 @@ pub fn build(
 
     ServiceBuilder::new()
         .layer(RequestIdLayer)
-        .layer(AccessLogLayer)
+        .layer(TraceLayer::new(Arc::clone(&templates)))
+        .layer(AccessLogLayer::new(templates))
         .layer(CorsLayer::new(config.cors_allowed_origins.clone()))
         .layer(EnvelopeLayer)
         .layer(CatchPanicLayer::new())
@@ -116,7 +124,7 @@ pub fn build(
 pub fn from_config(
     config: &Config,
     extra_routes: Router<AppState>,
-) -> Result<(impl HttpService, Arc<Readiness>), String> {
+) -> Result<(impl HttpService, Arc<Readiness>, Database), String> {
     let client = AuthClient::new(
         &config.auth_grpc_addr,
         config.auth_connect_timeout,
@@ -157,9 +165,9 @@ pub fn from_config(
         config,
         validator,
         Arc::clone(&readiness),
-        db,
+        db.clone(),
         deletions,
         extra_routes,
     );
-    Ok((app, readiness))
+    Ok((app, readiness, db))
 }

@@ -133,6 +133,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Pause between two batches of the organization-deletion job, to spare the database on large organizations.",
     ),
     (
+        "IBEX_API_METRICS_ADDR",
+        "0.0.0.0:9464",
+        "Address of the Prometheus listener (`GET /metrics`), separate from the API port. Empty turns metrics off.",
+    ),
+    (
         "IBEX_API_READY_CHECK_TIMEOUT_MS",
         "500",
         "Deadline of each /ready check.",
@@ -180,6 +185,8 @@ pub struct Config {
     pub outbox_poll: Duration,
     pub gdpr_batch_size: u32,
     pub gdpr_batch_pause: Duration,
+    /// `None`: no metrics listener and no recorder.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A connection URL that may hold a password (database, Redis). Its `Debug` and `Display` hide
@@ -327,6 +334,10 @@ impl Config {
             outbox_poll: v.millis("IBEX_API_OUTBOX_POLL_MS", 10)?,
             gdpr_batch_size: v.number("IBEX_API_GDPR_BATCH_SIZE", 1, 100_000)? as u32,
             gdpr_batch_pause: v.millis("IBEX_API_GDPR_BATCH_PAUSE_MS", 0)?,
+            metrics_addr: match v.get("IBEX_API_METRICS_ADDR") {
+                "" => None,
+                _ => Some(v.parse("IBEX_API_METRICS_ADDR", "IP:PORT such as 0.0.0.0:9464")?),
+            },
         };
         // A slow dependency must surface as its own 503, not as the request timeout.
         for (var, value) in [

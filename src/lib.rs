@@ -13,6 +13,7 @@ pub mod fields;
 pub mod healthcheck;
 pub mod log_format;
 pub mod middleware;
+pub mod observability;
 pub mod openapi;
 pub mod pagination;
 pub mod probes;

@@ -70,6 +70,9 @@ where
             writer.write_str(id.uuid().hyphenated().encode_lower(&mut buf))?;
             writer.write_char('"')?;
         }
+        if let Some(trace_id) = crate::observability::traces::current_trace_id() {
+            write!(writer, ",\"trace_id\":\"{trace_id}\"")?;
+        }
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let extensions = span.extensions();
@@ -274,6 +277,9 @@ where
     ) -> fmt::Result {
         if let Some(id) = crate::middleware::request_id::current() {
             write!(writer, "[{id}] ")?;
+        }
+        if let Some(trace_id) = crate::observability::traces::current_trace_id() {
+            write!(writer, "[trace {trace_id}] ")?;
         }
         self.0.format_event(ctx, writer, event)
     }

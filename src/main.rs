@@ -193,6 +193,7 @@ async fn dev_database(config: &mut Config) -> Result<Option<TempPostgres>, Strin
 
 async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
     let mut config = Config::load().map_err(|e| e.to_string())?;
+    let dev_mode = dev_auth.is_some();
     let default_format = if dev_auth.is_some() {
         LogFormat::Text
     } else {
@@ -217,6 +218,10 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         config.auth_grpc_addr = format!("http://{auth_addr}");
         // A known token must not be usable from the network.
         config.host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        // Metrics on loopback too, on a free port unless one was asked for.
+        if std::env::var_os("IBEX_API_METRICS_ADDR").is_none() {
+            config.metrics_addr = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+        }
         tracing::warn!(
             auth = %auth_addr,
             "DEVELOPMENT AUTH SERVICE ENABLED: the printed token and the tokens minted with it are accepted; never use this outside a laptop"
@@ -233,7 +238,18 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         );
     }
 
-    let (app, readiness) = app::from_config(&config, Router::new())?;
+    let (app, readiness, db) = app::from_config(&config, Router::new())?;
+    if let Some(metrics) = ibex_api::observability::metrics::start(&config, Some(db)).await? {
+        tracing::info!(addr = %metrics, "metrics listening");
+        if dev_mode {
+            // Not println!: nobody may be reading stdout any more, and that must not kill us.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stdout(),
+                "  Metrics: curl http://{metrics}/metrics\n"
+            );
+        }
+    }
     let addr = SocketAddr::new(config.host, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -247,6 +263,7 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         server::shutdown_signal(),
     )
     .await;
+    ibex_api::observability::traces::flush();
     Ok(())
 }
 

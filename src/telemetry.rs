@@ -19,21 +19,49 @@ pub fn init_with_writer<W>(format: LogFormat, level: &str, writer: W)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    use opentelemetry::trace::TracerProvider;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, Registry};
+
     let filter = EnvFilter::builder().parse_lossy(level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_writer(writer);
-    let installed = match format {
-        LogFormat::Json => builder
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_writer(writer)
             .fmt_fields(JsonFields)
             .event_format(JsonLines)
-            .try_init(),
-        LogFormat::Text => builder
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(false)
+            .with_writer(writer)
             .event_format(TextLines::default())
-            .try_init(),
+            .boxed(),
     };
+    // Traces only when the standard OTEL_* variables name a collector.
+    let provider = match crate::observability::traces::provider() {
+        Ok(provider) => provider,
+        Err(problem) => {
+            eprintln!("ibex-api: traces are off: {problem}");
+            None
+        }
+    };
+    // Each output has its own filter: the log level must not decide which spans are traced.
+    let otel = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("ibex-api"))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("ibex_api", tracing::Level::INFO),
+            )
+    });
+    let installed = tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(otel)
+        .try_init();
+    if let Some(provider) = provider {
+        crate::observability::traces::keep(provider);
+    }
     if installed.is_err() {
         return; // Already installed (tests start several apps in one process).
     }

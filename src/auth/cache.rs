@@ -64,12 +64,16 @@ impl ValidationCache {
         let pending = {
             let mut state = self.state.lock().expect("cache lock");
             match state.entries.get(&key) {
-                Some((caller, until)) if *until > Instant::now() => return Ok(caller.clone()),
+                Some((caller, until)) if *until > Instant::now() => {
+                    crate::observability::metrics::record_cache_lookup(true);
+                    return Ok(caller.clone());
+                }
                 Some(_) => {
                     state.entries.remove(&key);
                 }
                 None => {}
             }
+            crate::observability::metrics::record_cache_lookup(false);
             if let Some(pending) = state.pending.get(&key) {
                 pending.clone()
             } else {

@@ -72,13 +72,18 @@ impl AuthClient {
         token: &str,
         request_id: RequestId,
     ) -> Result<Caller, AuthFailure> {
-        let answer = self
-            .call(token, Some(request_id), self.timeout)
-            .await
-            .map_err(|status| match status.code() {
-                Code::Unauthenticated => AuthFailure::Rejected,
-                _ => AuthFailure::Unavailable(describe(&status)),
-            })?;
+        let started = std::time::Instant::now();
+        let answer = self.call(token, Some(request_id), self.timeout).await;
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(status) if status.code() == Code::Unauthenticated => "rejected",
+            Err(_) => "unavailable",
+        };
+        crate::observability::metrics::record_auth_call(outcome, started.elapsed());
+        let answer = answer.map_err(|status| match status.code() {
+            Code::Unauthenticated => AuthFailure::Rejected,
+            _ => AuthFailure::Unavailable(describe(&status)),
+        })?;
         let caller = Caller::from_answer(answer)
             .map_err(|unusable| AuthFailure::Unavailable(format!("unusable answer: {unusable}")))?;
         if caller.is_expired_at(SystemTime::now()) {
@@ -115,8 +120,11 @@ impl AuthClient {
             value.set_sensitive(true);
             request.metadata_mut().insert("x-request-id", value);
         }
+        let span = crate::observability::traces::client_span("auth.ValidateToken");
+        span.in_scope(|| crate::observability::traces::inject(request.metadata_mut()));
         let mut client = self.client.clone();
-        match tokio::time::timeout(deadline, client.validate_token(request)).await {
+        let call = tokio::time::timeout(deadline, client.validate_token(request));
+        match tracing::Instrument::instrument(call, span).await {
             Ok(result) => result.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded(
                 "no answer within the auth deadline",
@@ -184,6 +192,7 @@ impl AuthClient {
             .expect("a UUID is valid metadata");
         id.set_sensitive(true);
         metadata.insert("x-request-id", id);
+        crate::observability::traces::inject(metadata);
         request
     }
 

@@ -12,6 +12,9 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::Database(db) => from_database(db.as_ref()),
             sqlx::Error::RowNotFound => ApiError::not_found("No resource matches this path."),
             e if is_unavailable(e) => {
+                if matches!(e, sqlx::Error::PoolTimedOut) {
+                    crate::observability::metrics::record_acquire_timeout();
+                }
                 tracing::warn!(reason = %describe_unavailable(e), "database unavailable: request refused");
                 ApiError::ServiceUnavailable
             }

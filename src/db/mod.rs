@@ -55,6 +55,11 @@ impl Database {
         })
     }
 
+    /// Open and idle connections, for the metrics.
+    pub fn pool_state(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
     /// What the event publisher waits on besides its poll interval.
     pub fn outbox_wake(&self) -> Arc<Notify> {
         Arc::clone(&self.outbox_wake)
@@ -62,6 +67,11 @@ impl Database {
 
     /// A transaction in which row-level security shows only `caller`'s organization.
     pub async fn begin_for(&self, caller: &Caller) -> Result<OrgTx, ApiError> {
+        let span = crate::observability::traces::client_span("db.begin");
+        tracing::Instrument::instrument(self.begin_tenant(caller), span).await
+    }
+
+    async fn begin_tenant(&self, caller: &Caller) -> Result<OrgTx, ApiError> {
         let mut tx = self.pool.begin().await?;
         // One round trip for both settings; `set_config('role', …, true)` is SET LOCAL ROLE.
         sqlx::query(
@@ -109,7 +119,8 @@ impl OrgTx {
     }
 
     pub async fn commit(self) -> Result<(), ApiError> {
-        self.tx.commit().await?;
+        let span = crate::observability::traces::client_span("db.commit");
+        tracing::Instrument::instrument(self.tx.commit(), span).await?;
         if let Some(wake) = self.outbox_wake {
             wake.notify_one();
         }

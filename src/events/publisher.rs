@@ -185,25 +185,23 @@ pub struct RedisReady {
     pub client: Option<redis::Client>,
 }
 
+/// Undelivered events and the oldest one's age in seconds (for `/ready` and the metrics).
+pub async fn backlog(db: &Database) -> Result<(i64, Option<f64>), crate::error::ApiError> {
+    let mut conn = db.platform().await?;
+    let row = sqlx::query(
+        "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age
+         FROM ibex_core.outbox WHERE delivered_at IS NULL",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.get("n"), row.get("age")))
+}
+
 impl RedisReady {
     async fn backlog(&self) -> String {
-        let Ok(mut conn) = self.db.platform().await else {
-            return "outbox backlog unknown (database unavailable)".into();
-        };
-        let stats = sqlx::query(
-            "SELECT count(*) AS n, extract(epoch FROM now() - min(created_at))::float8 AS age
-             FROM ibex_core.outbox WHERE delivered_at IS NULL",
-        )
-        .fetch_one(&mut *conn)
-        .await;
-        match stats {
-            Ok(row) => {
-                let count: i64 = row.get("n");
-                match row.get::<Option<f64>, _>("age") {
-                    Some(age) => format!("{count} undelivered events, oldest {age:.1} s old"),
-                    None => "0 undelivered events".into(),
-                }
-            }
+        match backlog(&self.db).await {
+            Ok((count, Some(age))) => format!("{count} undelivered events, oldest {age:.1} s old"),
+            Ok((_, None)) => "0 undelivered events".into(),
             Err(_) => "outbox backlog unknown".into(),
         }
     }

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -16,20 +17,51 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AccessLogLayer;
+/// The API's route templates, to name a request that was refused before routing (by auth, a
+/// body limit) when its path matches one; unmatched paths stay `-`.
+#[derive(Debug, Default)]
+pub struct RouteTemplates(matchit::Router<String>);
+
+impl RouteTemplates {
+    pub fn new<'a>(templates: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut router = matchit::Router::new();
+        for template in templates {
+            let _ = router.insert(template, template.to_owned());
+        }
+        Self(router)
+    }
+
+    pub fn find(&self, path: &str) -> Option<&str> {
+        self.0.at(path).ok().map(|m| m.value.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AccessLogLayer {
+    templates: Arc<RouteTemplates>,
+}
+
+impl AccessLogLayer {
+    pub fn new(templates: Arc<RouteTemplates>) -> Self {
+        Self { templates }
+    }
+}
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog {
+            inner,
+            templates: Arc::clone(&self.templates),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
+    templates: Arc<RouteTemplates>,
 }
 
 impl<S, B, ResB> Service<Request<B>> for AccessLog<S>
@@ -48,14 +80,30 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let method = req.method().clone();
+        let templates = Arc::clone(&self.templates);
+        // Only kept for requests that might be refused before routing (a cheap clone).
+        let uri = req.uri().clone();
         let future = self.inner.call(req);
         Box::pin(async move {
+            let in_flight = crate::observability::metrics::InFlight::start();
             let result = future.await;
-            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            drop(in_flight);
+            let elapsed = started.elapsed();
+            // Whole microseconds: no `0.8908780000000001` in the line.
+            let latency_ms = elapsed.as_micros() as f64 / 1000.0;
             match &result {
                 Ok(response) => {
                     let extensions = response.extensions();
-                    let route = extensions.get::<MatchedPath>().map_or("-", |p| p.as_str());
+                    let route = match extensions.get::<MatchedPath>() {
+                        Some(matched) => matched.as_str(),
+                        None => templates.find(uri.path()).unwrap_or("-"),
+                    };
+                    crate::observability::metrics::record_request(
+                        &method,
+                        route,
+                        response.status().as_u16(),
+                        elapsed,
+                    );
                     let caller = extensions.get::<Caller>();
                     // Ids rendered into stack buffers: recorded as plain strings, they skip
                     // the formatting machinery on this once-per-request line.

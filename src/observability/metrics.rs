@@ -144,7 +144,9 @@ impl Sampled {
     }
 }
 
-async fn metrics_text(State(sampled): State<Arc<Sampled>>) -> ([(http::HeaderName, &'static str); 1], String) {
+async fn metrics_text(
+    State(sampled): State<Arc<Sampled>>,
+) -> ([(http::HeaderName, &'static str); 1], String) {
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         sampled.render().await,
@@ -159,7 +161,10 @@ pub async fn start(
     let Some(addr) = config.metrics_addr else {
         return Ok(None);
     };
-    let sampled = Sampled { handle: handle(), db };
+    let sampled = Sampled {
+        handle: handle(),
+        db,
+    };
     serve(addr, sampled)
         .await
         .map(Some)

@@ -9,11 +9,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::MatchedPath;
 use http::{HeaderMap, Request, Response};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TraceId};
@@ -23,6 +23,8 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::middleware::access_log::RouteTemplates;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static PROVIDER: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
@@ -36,6 +38,13 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// Switches span creation off and on while an exporter is installed, so a test or a benchmark can
+/// compare the two in one process.
+#[doc(hidden)]
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on && PROVIDER.get().is_some(), Ordering::Relaxed);
+}
+
 /// The trace id of the request being served, for log lines.
 pub fn current_trace_id() -> Option<TraceId> {
     TRACE_ID.try_with(|id| *id).ok()
@@ -43,9 +52,12 @@ pub fn current_trace_id() -> Option<TraceId> {
 
 /// Whether the standard variables ask for an exporter.
 pub fn configured() -> bool {
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|v| !v.is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .any(|var| std::env::var(var).is_ok_and(|v| !v.is_empty()))
 }
 
 /// The tracer provider when an endpoint is configured. Must run inside the tokio runtime (the
@@ -147,21 +159,34 @@ pub fn client_span(name: &'static str) -> tracing::Span {
 }
 
 /// The server span of every request, around everything inside it (the access log included, so
-/// its line carries the trace id).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
+/// its line carries the trace id). Named `METHOD route-template` from the start: the template is
+/// looked up from the path, as routing will.
+#[derive(Debug, Clone)]
+pub struct TraceLayer {
+    templates: Arc<RouteTemplates>,
+}
+
+impl TraceLayer {
+    pub fn new(templates: Arc<RouteTemplates>) -> Self {
+        Self { templates }
+    }
+}
 
 impl<S> Layer<S> for TraceLayer {
     type Service = Trace<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Trace { inner }
+        Trace {
+            inner,
+            templates: Arc::clone(&self.templates),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Trace<S> {
     inner: S,
+    templates: Arc<RouteTemplates>,
 }
 
 impl<S, B, ResB> Service<Request<B>> for Trace<S>
@@ -184,12 +209,13 @@ where
         let method = super::metrics::method_label(req.method());
         // A malformed or absent traceparent yields an empty context: a new trace starts.
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
+        let route = self.templates.find(req.uri().path()).unwrap_or("-");
         let span = tracing::info_span!(
             "request",
-            otel.name = method,
+            otel.name = format!("{method} {route}"),
             otel.kind = "server",
             http.request.method = method,
-            http.route = tracing::field::Empty,
+            http.route = route,
             http.response.status_code = tracing::field::Empty,
         );
         let _ = span.set_parent(parent);
@@ -199,12 +225,6 @@ where
         Box::pin(TRACE_ID.scope(trace_id, async move {
             let result = future.instrument(instrumented_span).await;
             if let Ok(response) = &result {
-                let route = response
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map_or("-", |p| p.as_str());
-                span.record("otel.name", format!("{method} {route}"));
-                span.record("http.route", route);
                 span.record("http.response.status_code", response.status().as_u16());
             }
             result

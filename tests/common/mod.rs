@@ -105,6 +105,8 @@ struct FakeState {
     calls: AtomicUsize,
     probes: AtomicUsize,
     request_ids: Mutex<Vec<String>>,
+    /// `traceparent` metadata of ValidateToken calls (empty string when absent).
+    traceparents: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +157,13 @@ impl AuthService for FakeService {
                 .lock()
                 .unwrap()
                 .push(id.unwrap_or_default());
+            let traceparent = request
+                .metadata()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            self.0.traceparents.lock().unwrap().push(traceparent);
         }
         tokio::time::sleep(behavior.delay).await;
         let known = self
@@ -235,6 +244,7 @@ impl FakeAuth {
             calls: AtomicUsize::new(0),
             probes: AtomicUsize::new(0),
             request_ids: Mutex::new(Vec::new()),
+            traceparents: Mutex::new(Vec::new()),
         });
         let (stop, stopped) = oneshot::channel();
         let service = AuthServiceServer::new(FakeService(Arc::clone(&state)));
@@ -308,6 +318,10 @@ impl FakeAuth {
         self.state.probes.load(Ordering::SeqCst)
     }
 
+    pub fn traceparents(&self) -> Vec<String> {
+        self.state.traceparents.lock().unwrap().clone()
+    }
+
     pub fn request_ids(&self) -> Vec<String> {
         self.state.request_ids.lock().unwrap().clone()
     }
@@ -352,6 +366,11 @@ pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
         ("IBEX_API_SHUTDOWN_GRACE_MS".into(), "0".into()),
         // Every /ready call runs its checks, unless a test turns reuse on.
         ("IBEX_API_READY_CACHE_MS".into(), "0".into()),
+        // Publishing is off unless a test starts Redis and names it.
+        ("IBEX_API_REDIS_URL".into(), String::new()),
+        ("IBEX_API_OUTBOX_POLL_MS".into(), "50".into()),
+        // Metrics are off unless a test asks (a fixed port would collide across tests).
+        ("IBEX_API_METRICS_ADDR".into(), String::new()),
     ]);
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());
@@ -404,6 +423,8 @@ pub fn test_routes() -> Router<AppState> {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where `/metrics` listens, when the test turned it on.
+    pub metrics_addr: Option<SocketAddr>,
     pub readiness: Arc<Readiness>,
     pub db: TestDb,
     stop: Option<oneshot::Sender<()>>,
@@ -427,7 +448,10 @@ impl TestApp {
     }
 
     async fn start_on(config: Config, db: TestDb) -> Self {
-        let (app, readiness) = app::from_config(&config, test_routes()).unwrap();
+        let (app, readiness, database) = app::from_config(&config, test_routes()).unwrap();
+        let metrics_addr = ibex_api::observability::metrics::start(&config, Some(database))
+            .await
+            .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -443,6 +467,7 @@ impl TestApp {
         ));
         Self {
             addr,
+            metrics_addr,
             readiness,
             db,
             stop: Some(stop),
