@@ -12,6 +12,7 @@ two more databases of the same cluster hold the same org with 1 000 and 1 000 00
 deep-page scale check (a page at depth 900 in both, and at depth 900 000 in the large one).
 
 usage: scripts/bench.py [--rounds 5] [--seconds 5] [--connections 32] [--out bench-results]
+                       [--only SUBSTRING ...]   (run only the scenarios whose names contain one)
 Needs: cargo, taskset, wrk (installed from Debian's packages when missing).
 """
 
@@ -122,6 +123,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", default="bench-results")
+    parser.add_argument("--only", nargs="*", default=None)
     args = parser.parse_args()
     os.chdir(Path(__file__).resolve().parent.parent)
     if os.cpu_count() < 2:
@@ -130,7 +132,8 @@ def main():
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "ibex-api", "--example", "bare_axum",
-                    "--example", "axum_grpc_baseline", "--example", "axum_grpc_sql_baseline"], check=True)
+                    "--example", "axum_grpc_baseline", "--example", "axum_grpc_sql_baseline",
+                    "--example", "otlp_sink"], check=True)
 
     release = Path("target/release")
     database = subprocess.Popen(["taskset", "-c", LOAD_CORE, str(release / "ibex-api"), "dev-database"],
@@ -147,12 +150,15 @@ def main():
     print("seeding 10 000 + 1 000 + 1 000 000 agents", flush=True)
     seed_agents(db_url, 10_000)
     seed_agents(scale_urls["scale_1k"], 1_000)
-    seed_agents(scale_urls["scale_1m"], 1_000_000)
+    # The million rows take a while: only when a scale scenario runs.
+    need_scale = not args.only or any("scale" in o for o in args.only)
+    big = 1_000_000 if need_scale else 1_000
+    seed_agents(scale_urls["scale_1m"], big)
     deep_1k, shallow_1m, deep_1m = (cursor_at(scale_urls["scale_1k"], 900), cursor_at(scale_urls["scale_1m"], 900),
-                                    cursor_at(scale_urls["scale_1m"], 900_000))
+                                    cursor_at(scale_urls["scale_1m"], big - 100))
 
-    auth_port, bare_port, grpc_port, sql_port, api_port, cached_port, quiet_port, k_port, m_port = (
-        free_port() for _ in range(9))
+    (auth_port, bare_port, grpc_port, sql_port, api_port, cached_port, quiet_port, k_port, m_port,
+     sink_port, obs_port, obs_metrics_port, met_port, met_metrics_port) = (free_port() for _ in range(14))
     auth_addr = f"http://127.0.0.1:{auth_port}"
     api_env = lambda port, extra=None: {
         "IBEX_API_HOST": "127.0.0.1", "IBEX_API_PORT": str(port), "IBEX_API_AUTH_GRPC_ADDR": auth_addr,
@@ -173,6 +179,15 @@ def main():
                         api_env(k_port, {"IBEX_API_DATABASE_URL": scale_urls["scale_1k"]})),
         "api_1m": spawn([str(release / "ibex-api")], SERVER_CORE,
                         api_env(m_port, {"IBEX_API_DATABASE_URL": scale_urls["scale_1m"]})),
+        "sink": spawn([str(release / "examples/otlp_sink"), str(sink_port)], LOAD_CORE),
+        # Metrics on and every request traced, exported to the sink; the same build as "api".
+        "observed": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(obs_port, {
+            "IBEX_API_METRICS_ADDR": f"127.0.0.1:{obs_metrics_port}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}",
+            "OTEL_TRACES_SAMPLER": os.environ.get("BENCH_SAMPLER", "parentbased_always_on"),
+            "OTEL_TRACES_SAMPLER_ARG": os.environ.get("BENCH_SAMPLER_ARG", "1.0")})),
+        "metrics_only": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(met_port, {
+            "IBEX_API_METRICS_ADDR": f"127.0.0.1:{met_metrics_port}"})),
     }
     bearer = f"Authorization: Bearer {TOKEN}"
     local = "http://127.0.0.1"
@@ -187,10 +202,18 @@ def main():
         ("reference: bare axum + tonic + same SQL, one agent", f"{local}:{sql_port}/v1/agents/{DEV_AGENT}", (), "sql"),
         ("ibex-api GET /v1/agents/{id}, ValidateToken per request", f"{local}:{api_port}/v1/agents/{DEV_AGENT}", (bearer,), "api"),
         ("ibex-api GET /v1/agents/{id}, validation cache on", f"{local}:{cached_port}/v1/agents/{DEV_AGENT}", (bearer,), "cached"),
+        ("observability: GET /v1/agents/{id}, metrics and traces off", f"{local}:{api_port}/v1/agents/{DEV_AGENT}", (bearer,), "api"),
+        ("observability: GET /v1/agents/{id}, metrics on, traces exported", f"{local}:{obs_port}/v1/agents/{DEV_AGENT}", (bearer,), "observed"),
+        ("observability: GET /health, metrics and traces off", f"{local}:{api_port}/health", (), "api"),
+        ("observability: GET /health, metrics on, traces exported", f"{local}:{obs_port}/health", (), "observed"),
+        ("observability: GET /health, metrics on, traces off", f"{local}:{met_port}/health", (), "metrics_only"),
         ("scale: page at depth 900 of an org of 1 000", f"{local}:{k_port}/v1/agents?cursor={deep_1k}", (bearer,), "api_1k"),
         ("scale: page at depth 900 of an org of 1 000 000", f"{local}:{m_port}/v1/agents?cursor={shallow_1m}", (bearer,), "api_1m"),
         ("scale: page at depth 900 000 of an org of 1 000 000", f"{local}:{m_port}/v1/agents?cursor={deep_1m}", (bearer,), "api_1m"),
     ]
+    if args.only:
+        keep = [s for s in scenarios if any(o in s[0] for o in args.only)]
+        scenarios = [scenarios[0], *[s for s in keep if s is not scenarios[0]]]
     try:
         for _, url, _, _ in scenarios:
             wait_http(url.split("/v1/")[0] + "/health" if "/v1/" in url else url)
@@ -215,12 +238,13 @@ def main():
         "| Scenario | req/s (median) | ratio to bare axum (median of per-round ratios) | ratio to its SQL reference | p50 ms | p99 ms | non-2xx | peak RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    list_ref = results["reference: bare axum + tonic + same SQL, list of 20"]
-    one_ref = results["reference: bare axum + tonic + same SQL, one agent"]
+    list_ref = results.get("reference: bare axum + tonic + same SQL, list of 20")
+    one_ref = results.get("reference: bare axum + tonic + same SQL, one agent")
     for name, _, _, proc_key in scenarios:
         runs = results[name]
         ratios = [run[0] / base[0] for run, base in zip(runs, baseline)]
-        reference = list_ref if "GET /v1/agents (" in name else one_ref if "GET /v1/agents/{id}" in name else None
+        reference = (list_ref if name.startswith("ibex-api GET /v1/agents (")
+                     else one_ref if name.startswith("ibex-api GET /v1/agents/{id}") else None)
         to_reference = (f"{statistics.median(r[0] / b[0] for r, b in zip(runs, reference)):.1%}"
                         if reference else "")
         lines.append(
@@ -228,10 +252,16 @@ def main():
             f"| {to_reference} | {statistics.median(r[1] for r in runs):.3f} | {statistics.median(r[2] for r in runs):.3f} "
             f"| {sum(r[3] for r in runs)} | {memory[proc_key]:.1f} |")
     p50 = lambda name: statistics.median(r[1] for r in results[name])
-    small = p50("scale: page at depth 900 of an org of 1 000")
-    lines += ["", "Scale (p50 of a deep page, ratio to the same depth in the org of 1 000): "
-              f"depth 900 of 1 000 000: {p50('scale: page at depth 900 of an org of 1 000 000') / small:.2f}x, "
-              f"depth 900 000 of 1 000 000: {p50('scale: page at depth 900 000 of an org of 1 000 000') / small:.2f}x"]
+    if "scale: page at depth 900 of an org of 1 000" in results:
+        small = p50("scale: page at depth 900 of an org of 1 000")
+        lines += ["", "Scale (p50 of a deep page, ratio to the same depth in the org of 1 000): "
+                  f"depth 900 of 1 000 000: {p50('scale: page at depth 900 of an org of 1 000 000') / small:.2f}x, "
+                  f"depth 900 000 of 1 000 000: {p50('scale: page at depth 900 000 of an org of 1 000 000') / small:.2f}x"]
+    for what in ("GET /v1/agents/{id}", "GET /health"):
+        off, on = (f"observability: {what}, metrics and traces off", f"observability: {what}, metrics on, traces exported")
+        if off in results and on in results:
+            cost = statistics.median(1 - r[0] / b[0] for r, b in zip(results[on], results[off]))
+            lines += ["", f"Observability cost, {what} (median of per-round throughput ratios): {cost:.1%}"]
     lines += ["", "Per-round req/s:", ""]
     for name, runs in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{r[0]:.0f}" for r in runs))

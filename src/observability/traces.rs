@@ -27,6 +27,52 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::middleware::access_log::RouteTemplates;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// Head sampling, decided before any span exists (`OTEL_TRACES_SAMPLER`, `_ARG`): an unsampled
+/// request creates no span at all, which is what keeps tracing's cost proportional to the ratio.
+static SAMPLER: std::sync::OnceLock<Sampler> = std::sync::OnceLock::new();
+
+#[derive(Debug, Clone, Copy)]
+struct Sampler {
+    ratio: f64,
+    /// Follow an inbound `traceparent`'s sampled flag (the `parentbased_*` samplers, the default).
+    parent_based: bool,
+}
+
+impl Sampler {
+    fn from_env() -> Self {
+        let ratio_arg = std::env::var("OTEL_TRACES_SAMPLER_ARG")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(1.0, |r| r.clamp(0.0, 1.0));
+        let sampler = std::env::var("OTEL_TRACES_SAMPLER").unwrap_or_default();
+        let (ratio, parent_based) = match sampler.as_str() {
+            "always_on" => (1.0, false),
+            "always_off" => (0.0, false),
+            "traceidratio" => (ratio_arg, false),
+            "parentbased_always_off" => (0.0, true),
+            "parentbased_traceidratio" => (ratio_arg, true),
+            _ => (1.0, true), // parentbased_always_on, the specification's default
+        };
+        Self {
+            ratio,
+            parent_based,
+        }
+    }
+
+    fn sample(&self, parent: &opentelemetry::Context) -> bool {
+        let inbound = parent.span().span_context().clone();
+        if self.parent_based && inbound.is_valid() {
+            return inbound.is_sampled();
+        }
+        self.ratio >= 1.0 || (self.ratio > 0.0 && fastrand_unit() < self.ratio)
+    }
+}
+
+/// A uniform number in [0, 1) from the thread's UUID generator (no extra dependency).
+fn fastrand_unit() -> f64 {
+    let bits = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().expect("8"));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
 static PROVIDER: std::sync::OnceLock<SdkTracerProvider> = std::sync::OnceLock::new();
 
 tokio::task_local! {
@@ -77,6 +123,7 @@ pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
         .with_batch_exporter(Counting(exporter))
         .with_resource(resource)
         .build();
+    let _ = SAMPLER.set(Sampler::from_env());
     ENABLED.store(true, Ordering::Relaxed);
     Ok(Some(provider))
 }
@@ -143,15 +190,16 @@ impl Injector for MetadataInjector<'_> {
 
 /// Sends the current span's context onward (`traceparent`, `tracestate`) as gRPC metadata.
 pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
-    if enabled() {
+    if enabled() && current_trace_id().is_some() {
         let context = tracing::Span::current().context();
         TraceContextPropagator::new().inject_context(&context, &mut MetadataInjector(metadata));
     }
 }
 
-/// A client span for a call to a dependency, or nothing while tracing is off.
+/// A client span for a call to a dependency, or nothing while tracing is off or the request is
+/// not sampled (no server span around it).
 pub fn client_span(name: &'static str) -> tracing::Span {
-    if enabled() {
+    if enabled() && current_trace_id().is_some() {
         tracing::info_span!("dependency", otel.name = name, otel.kind = "client")
     } else {
         tracing::Span::none()
@@ -209,6 +257,9 @@ where
         let method = super::metrics::method_label(req.method());
         // A malformed or absent traceparent yields an empty context: a new trace starts.
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
+        if !SAMPLER.get().is_some_and(|sampler| sampler.sample(&parent)) {
+            return Box::pin(self.inner.call(req));
+        }
         let route = self.templates.find(req.uri().path()).unwrap_or("-");
         let span = tracing::info_span!(
             "request",
