@@ -11,7 +11,8 @@ COPY --from=build /src/target/release/ibex-api /usr/local/bin/ibex-api
 USER nonroot:nonroot
 ENV IBEX_API_HOST=0.0.0.0 \
     IBEX_API_PORT=8010
-EXPOSE 8010
+# 8010: the API; 9464: Prometheus metrics (IBEX_API_METRICS_ADDR).
+EXPOSE 8010 9464
 # The binary probes its own /health: no curl or shell in the image.
 HEALTHCHECK --interval=10s --timeout=4s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/ibex-api", "healthcheck"]
