@@ -84,8 +84,8 @@ impl Database {
         Ok(OrgTx {
             tx,
             org_id: caller.org_id,
-            outbox_wake: None,
-            database: self.clone(),
+            outbox_wake: Arc::clone(&self.outbox_wake),
+            wake_on_commit: false,
         })
     }
 
@@ -103,9 +103,9 @@ impl Database {
 pub struct OrgTx {
     tx: Transaction<'static, Postgres>,
     org_id: Uuid,
+    outbox_wake: Arc<Notify>,
     /// Set once the transaction wrote an outbox event.
-    outbox_wake: Option<Arc<Notify>>,
-    database: Database,
+    wake_on_commit: bool,
 }
 
 impl OrgTx {
@@ -121,14 +121,14 @@ impl OrgTx {
     pub async fn commit(self) -> Result<(), ApiError> {
         let span = crate::observability::traces::client_span("db.commit");
         tracing::Instrument::instrument(self.tx.commit(), span).await?;
-        if let Some(wake) = self.outbox_wake {
-            wake.notify_one();
+        if self.wake_on_commit {
+            self.outbox_wake.notify_one();
         }
         Ok(())
     }
 
     pub(crate) fn wake_publisher_on_commit(&mut self) {
-        self.outbox_wake = Some(self.database.outbox_wake());
+        self.wake_on_commit = true;
     }
 }
 
