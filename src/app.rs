@@ -32,6 +32,8 @@ use crate::auth::cache::ValidationCache;
 use crate::auth::{AuthClient, AuthLayer, Validator};
 use crate::config::Config;
 use crate::db::{Database, DatabaseReady};
+use crate::domains::memories::export::ExportWorker;
+use crate::domains::memories::search::MemoryService;
 use crate::domains::organizations::deletion::DeletionJob;
 use crate::events::publisher::{self, RedisReady};
 use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer, RouteTemplates};
@@ -41,6 +43,7 @@ use crate::middleware::request_id::RequestIdLayer;
 use crate::observability::traces::TraceLayer;
 use crate::openapi::ApiDoc;
 use crate::readiness::{AuthReachable, Readiness, ReadinessCheck};
+use crate::storage::{Storage, StorageReady};
 
 /// What the server needs of the assembled application.
 pub trait HttpService:
@@ -68,20 +71,20 @@ pub struct AppState {
     pub db: Database,
     /// Wakes the organization-deletion job after a deletion is requested.
     pub deletions: Arc<Notify>,
+    /// Wakes the export worker after an export is requested.
+    pub exports: Arc<Notify>,
     /// The auth service's client and this replica's validation cache.
     pub auth: Arc<Validator>,
+    /// The platform's memory service (semantic search).
+    pub memory_service: MemoryService,
+    /// The object store; `None` when not configured.
+    pub storage: Option<Storage>,
 }
 
 /// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
 /// exactly the production stack.
-pub fn build(
-    config: &Config,
-    validator: Arc<Validator>,
-    readiness: Arc<Readiness>,
-    db: Database,
-    deletions: Arc<Notify>,
-    extra_routes: Router<AppState>,
-) -> impl HttpService {
+pub fn build(config: &Config, state: AppState, extra_routes: Router<AppState>) -> impl HttpService {
+    let validator = Arc::clone(&state.auth);
     let openapi = ApiDoc::openapi();
     let templates = Arc::new(RouteTemplates::new(
         openapi.paths.paths.keys().map(String::as_str),
@@ -90,17 +93,11 @@ pub fn build(
         .url("/openapi.json", openapi.clone())
         // Swagger UI would otherwise send the document to validator.swagger.io.
         .config(utoipa_swagger_ui::Config::default().validator_url("none"));
-    let auth = Arc::clone(&validator);
     let router = crate::domains::router()
         .merge(extra_routes)
         .merge(docs)
         .route_layer(ExposeMatchedPathLayer)
-        .with_state(AppState {
-            readiness,
-            db,
-            deletions,
-            auth,
-        });
+        .with_state(state);
 
     ServiceBuilder::new()
         .layer(RequestIdLayer)
@@ -133,9 +130,11 @@ pub fn from_config(
     let cache = (!config.auth_cache_ttl.is_zero())
         .then(|| ValidationCache::new(config.auth_cache_ttl, config.auth_cache_max_entries));
     let db = Database::connect_lazy(config)?;
+    let storage = Storage::from_config(config)?;
     let mut checks: Vec<Box<dyn ReadinessCheck>> = vec![
         Box::new(AuthReachable(client.clone())),
         Box::new(DatabaseReady(db.clone())),
+        Box::new(StorageReady(storage.clone())),
     ];
     if let Some(url) = &config.redis_url {
         let client = redis::Client::open(url.expose())
@@ -145,14 +144,24 @@ pub fn from_config(
             client: Some(client),
         }));
     }
-    // Background work lives as long as the runtime: the event publisher, the deletion job.
+    // Background work lives as long as the runtime: the event publisher, the deletion job, the
+    // export worker.
     publisher::spawn(db.clone(), config.redis_url.clone(), config.outbox_poll);
     let deletions = Arc::new(Notify::new());
     DeletionJob {
         db: db.clone(),
+        storage: storage.clone(),
         wake: Arc::clone(&deletions),
         batch_size: config.gdpr_batch_size,
         batch_pause: config.gdpr_batch_pause,
+    }
+    .spawn();
+    let exports = Arc::new(Notify::new());
+    ExportWorker {
+        db: db.clone(),
+        storage: storage.clone(),
+        wake: Arc::clone(&exports),
+        lease: config.export_lease,
     }
     .spawn();
     let readiness = Arc::new(Readiness::new(
@@ -160,14 +169,15 @@ pub fn from_config(
         config.ready_check_timeout,
         config.ready_cache,
     ));
-    let validator = Arc::new(Validator::new(client, cache));
-    let app = build(
-        config,
-        validator,
-        Arc::clone(&readiness),
-        db.clone(),
+    let state = AppState {
+        readiness: Arc::clone(&readiness),
+        db: db.clone(),
         deletions,
-        extra_routes,
-    );
+        exports,
+        auth: Arc::new(Validator::new(client, cache)),
+        memory_service: MemoryService::from_config(config)?,
+        storage,
+    };
+    let app = build(config, state, extra_routes);
     Ok((app, readiness, db))
 }

@@ -133,6 +133,61 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Pause between two batches of the organization-deletion job, to spare the database on large organizations.",
     ),
     (
+        "IBEX_API_MEMORY_SERVICE_URL",
+        "http://127.0.0.1:8020",
+        "Base URL of the platform's memory service (semantic search calls `POST {url}/internal/memories/search`). Empty turns search off: it answers 503 MEMORY_SERVICE_UNAVAILABLE.",
+    ),
+    (
+        "IBEX_API_MEMORY_SERVICE_TIMEOUT_MS",
+        "2000",
+        "Deadline of one memory-service search call; past it the answer is 503 MEMORY_SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
+    ),
+    (
+        "IBEX_API_S3_ENDPOINT",
+        "http://127.0.0.1:9000",
+        "S3-compatible object store the service uploads exports to and reads archives from (MinIO: http://minio.svc:9000).",
+    ),
+    (
+        "IBEX_API_S3_PUBLIC_ENDPOINT",
+        "",
+        "Endpoint that pre-signed download URLs are signed for, as browsers reach the store (https://files.example.com). Empty: IBEX_API_S3_ENDPOINT.",
+    ),
+    (
+        "IBEX_API_S3_REGION",
+        "us-east-1",
+        "Region used in SigV4 signatures.",
+    ),
+    (
+        "IBEX_API_S3_ACCESS_KEY_ID",
+        "",
+        "Access key of the object store. Empty turns the object store off: exports and replays answer 503.",
+    ),
+    (
+        "IBEX_API_S3_SECRET_ACCESS_KEY",
+        "",
+        "Secret key of the object store. Never logged.",
+    ),
+    (
+        "IBEX_API_EXPORT_BUCKET",
+        "ibex-exports",
+        "Bucket memory exports are written to, under `{org_id}/`.",
+    ),
+    (
+        "IBEX_API_ARCHIVE_BUCKET",
+        "ibex-archives",
+        "Bucket the platform's archiver writes session archives to, under `{org_id}/`.",
+    ),
+    (
+        "IBEX_API_S3_PRESIGN_TTL_MS",
+        "900000",
+        "Lifetime of a pre-signed download URL (export downloads, session replays): 15 minutes.",
+    ),
+    (
+        "IBEX_API_EXPORT_LEASE_MS",
+        "30000",
+        "Lease of a running export job, renewed by its worker every third of it; a job whose worker died is taken up again once its lease ran out.",
+    ),
+    (
         "IBEX_API_METRICS_ADDR",
         "0.0.0.0:9464",
         "Address of the Prometheus listener (`GET /metrics`), separate from the API port. Empty turns metrics off.",
@@ -187,6 +242,52 @@ pub struct Config {
     pub gdpr_batch_pause: Duration,
     /// `None`: no metrics listener and no recorder.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `None` turns search off (503).
+    pub memory_service_url: Option<String>,
+    pub memory_service_timeout: Duration,
+    /// `None` when no access key is set: the object store is off.
+    pub s3: Option<S3Config>,
+    pub export_lease: Duration,
+}
+
+/// The object store's settings.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: String,
+    /// What download URLs are signed for; the endpoint unless set.
+    pub public_endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub export_bucket: String,
+    pub archive_bucket: String,
+    pub presign_ttl: Duration,
+}
+
+/// A credential whose `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// A connection URL that may hold a password (database, Redis). Its `Debug` and `Display` hide
@@ -338,6 +439,13 @@ impl Config {
                 "" => None,
                 _ => Some(v.parse("IBEX_API_METRICS_ADDR", "IP:PORT such as 0.0.0.0:9464")?),
             },
+            memory_service_url: match v.get("IBEX_API_MEMORY_SERVICE_URL") {
+                "" => None,
+                _ => Some(v.http_url("IBEX_API_MEMORY_SERVICE_URL")?),
+            },
+            memory_service_timeout: v.millis("IBEX_API_MEMORY_SERVICE_TIMEOUT_MS", 1)?,
+            s3: v.s3()?,
+            export_lease: v.millis("IBEX_API_EXPORT_LEASE_MS", 300)?,
         };
         // A slow dependency must surface as its own 503, not as the request timeout.
         for (var, value) in [
@@ -349,6 +457,10 @@ impl Config {
             (
                 "IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS",
                 config.database_statement_timeout,
+            ),
+            (
+                "IBEX_API_MEMORY_SERVICE_TIMEOUT_MS",
+                config.memory_service_timeout,
             ),
         ] {
             if value >= config.request_timeout {
@@ -462,6 +574,72 @@ impl Values {
         redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|_| err(var, "not a valid Redis URL"))?;
         Ok(Some(SecretUrl::new(url)))
+    }
+
+    /// An http:// or https:// URL with a host; a trailing slash is dropped.
+    fn http_url(&self, var: &str) -> Result<String, ConfigError> {
+        let url = self.get(var).trim_end_matches('/');
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| err(var, "expected a URL such as http://memory:8020"))?;
+        match (uri.scheme_str(), uri.host()) {
+            (Some("http" | "https"), Some(_)) if uri.query().is_none() => Ok(url.to_owned()),
+            _ => Err(err(var, "expected an http:// or https:// URL with a host")),
+        }
+    }
+
+    fn bucket(&self, var: &str) -> Result<String, ConfigError> {
+        let name = self.get(var);
+        let valid = (3..=63).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !name.starts_with(['-', '.'])
+            && !name.ends_with(['-', '.']);
+        if valid {
+            Ok(name.to_owned())
+        } else {
+            Err(err(
+                var,
+                "expected an S3 bucket name (3-63 of a-z, 0-9, '-', '.')",
+            ))
+        }
+    }
+
+    fn s3(&self) -> Result<Option<S3Config>, ConfigError> {
+        let access_key_id = self.get("IBEX_API_S3_ACCESS_KEY_ID");
+        let secret = self.get("IBEX_API_S3_SECRET_ACCESS_KEY");
+        let endpoint = self.http_url("IBEX_API_S3_ENDPOINT")?;
+        let public_endpoint = match self.get("IBEX_API_S3_PUBLIC_ENDPOINT") {
+            "" => endpoint.clone(),
+            _ => self.http_url("IBEX_API_S3_PUBLIC_ENDPOINT")?,
+        };
+        let export_bucket = self.bucket("IBEX_API_EXPORT_BUCKET")?;
+        let archive_bucket = self.bucket("IBEX_API_ARCHIVE_BUCKET")?;
+        let presign_ttl = self.millis("IBEX_API_S3_PRESIGN_TTL_MS", 1000)?;
+        // SigV4 pre-signed URLs live at most 7 days.
+        if presign_ttl > Duration::from_secs(7 * 86_400) {
+            return Err(err("IBEX_API_S3_PRESIGN_TTL_MS", "must be at most 7 days"));
+        }
+        if access_key_id.is_empty() {
+            return Ok(None);
+        }
+        if secret.is_empty() {
+            return Err(err(
+                "IBEX_API_S3_SECRET_ACCESS_KEY",
+                "is required when IBEX_API_S3_ACCESS_KEY_ID is set",
+            ));
+        }
+        Ok(Some(S3Config {
+            endpoint,
+            public_endpoint,
+            region: self.get("IBEX_API_S3_REGION").to_owned(),
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: Secret::new(secret),
+            export_bucket,
+            archive_bucket,
+            presign_ttl,
+        }))
     }
 
     fn grpc_addr(&self, var: &str) -> Result<String, ConfigError> {

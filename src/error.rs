@@ -50,6 +50,8 @@ pub enum ApiError {
     AuthUnavailable,
     #[error("The service is unavailable; retry shortly.")]
     ServiceUnavailable,
+    #[error("The memory service is unavailable; retry shortly.")]
+    MemoryServiceUnavailable,
     #[error("An internal error occurred.")]
     Internal,
 }
@@ -155,7 +157,9 @@ impl ApiError {
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-            Self::AuthUnavailable | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AuthUnavailable | Self::ServiceUnavailable | Self::MemoryServiceUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -177,6 +181,7 @@ impl ApiError {
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::AuthUnavailable => "AUTH_UNAVAILABLE",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            Self::MemoryServiceUnavailable => "MEMORY_SERVICE_UNAVAILABLE",
             Self::Internal => "INTERNAL_ERROR",
         }
     }
@@ -211,7 +216,7 @@ impl ApiError {
             Self::MissingToken | Self::InvalidToken => {
                 Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
             }
-            Self::AuthUnavailable | Self::ServiceUnavailable => {
+            Self::AuthUnavailable | Self::ServiceUnavailable | Self::MemoryServiceUnavailable => {
                 Some((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)))
             }
             _ => None,

@@ -194,6 +194,74 @@ impl Fields {
         }
     }
 
+    /// A number field within `min..=max`.
+    pub fn number(&mut self, name: &str, min: f64, max: f64) -> Option<f64> {
+        let value = self.map.remove(name)?;
+        let Some(number) = value.as_f64() else {
+            self.wrong_type(name, &value, "a number");
+            return None;
+        };
+        if !(min..=max).contains(&number) {
+            self.error(name, "OUT_OF_RANGE", format!("must be from {min} to {max}"));
+            return None;
+        }
+        Some(number)
+    }
+
+    /// A whole number within `min..=max` (written `3` or `3.0`, as JSON Schema's integers).
+    pub fn integer(&mut self, name: &str, min: i64, max: i64) -> Option<i64> {
+        let value = self.map.remove(name)?;
+        let whole = value.as_i64().or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+                .map(|f| f as i64)
+        });
+        match whole {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(_) => {
+                self.error(name, "OUT_OF_RANGE", format!("must be from {min} to {max}"));
+                None
+            }
+            None => {
+                self.wrong_type(name, &value, "an integer");
+                None
+            }
+        }
+    }
+
+    /// An array of at most `max_items` texts, each following `rule`.
+    pub fn text_list(&mut self, name: &str, rule: Text, max_items: usize) -> Option<Vec<String>> {
+        let value = self.map.remove(name)?;
+        let Value::Array(items) = value else {
+            self.wrong_type(name, &value, "an array of strings");
+            return None;
+        };
+        if items.len() > max_items {
+            self.error(
+                name,
+                "TOO_MANY",
+                format!("must have at most {max_items} items"),
+            );
+            return None;
+        }
+        let mut texts = Vec::with_capacity(items.len());
+        for item in items {
+            // Each item is checked like a field of its own, under the array's name.
+            let mut one = Fields {
+                map: Map::from_iter([(name.to_owned(), item)]),
+                errors: Vec::new(),
+            };
+            let text = one.text(name, rule);
+            if let Some(error) = one.errors.pop() {
+                self.errors.push(error);
+                return None;
+            }
+            texts.extend(text);
+        }
+        Some(texts)
+    }
+
     /// A field that exists in the resource but may not be sent here.
     pub fn forbid(&mut self, name: &str, message: &'static str) {
         if self.map.remove(name).is_some() {

@@ -19,5 +19,6 @@ pub mod pagination;
 pub mod probes;
 pub mod readiness;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 pub mod time;

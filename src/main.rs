@@ -8,6 +8,7 @@ use ibex_api::auth::{dev, token};
 use ibex_api::config::{Config, LogFormat, SecretUrl};
 use ibex_api::devenv::postgres::TempPostgres;
 use ibex_api::devenv::redis::TempRedis;
+use ibex_api::devenv::s3::TempS3;
 use ibex_api::{app, db, devenv, healthcheck, server, telemetry};
 
 const USAGE: &str = "\
@@ -191,6 +192,42 @@ async fn dev_database(config: &mut Config) -> Result<Option<TempPostgres>, Strin
     Ok(cluster)
 }
 
+/// The object store `--dev` exports to: the configured one when IBEX_API_S3_ACCESS_KEY_ID is
+/// set, else an embedded S3 server (checking signatures like MinIO) with both buckets.
+fn dev_object_store(config: &mut Config) -> Result<Option<TempS3>, String> {
+    if config.s3.is_some() {
+        return Ok(None);
+    }
+    let server = TempS3::start()?;
+    // The process's own settings (the URL lifetime, say) with the server's on top.
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("IBEX_API_"))
+        .collect();
+    vars.extend(
+        server
+            .settings()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+    );
+    config.s3 = Config::load_from(vars).map_err(|e| e.to_string())?.s3;
+    Ok(Some(server))
+}
+
+/// The memory service `--dev` searches with: IBEX_API_MEMORY_SERVICE_URL when set, else the
+/// development stand-in (PostgreSQL full-text search) on a free loopback port.
+async fn dev_memory_service(config: &mut Config) -> Result<(), String> {
+    if std::env::var_os("IBEX_API_MEMORY_SERVICE_URL").is_some() {
+        return Ok(());
+    }
+    let db = db::Database::connect_lazy(config)?;
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    let addr = ibex_api::domains::memories::dev_service::spawn(loopback, db)
+        .await
+        .map_err(|e| format!("dev memory service: {e}"))?;
+    config.memory_service_url = Some(format!("http://{addr}"));
+    Ok(())
+}
+
 async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
     let mut config = Config::load().map_err(|e| e.to_string())?;
     let dev_mode = dev_auth.is_some();
@@ -207,10 +244,13 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
     // Dropped (the servers stopped, the cluster removed) when serving ends.
     let mut _dev_cluster = None;
     let mut _dev_redis = None;
+    let mut _dev_s3 = None;
     if let Some(given) = dev_auth {
         let token = dev_token(given)?;
         _dev_cluster = dev_database(&mut config).await?;
         _dev_redis = dev_redis(&mut config).await;
+        _dev_s3 = dev_object_store(&mut config)?;
+        dev_memory_service(&mut config).await?;
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let auth_addr = dev::spawn(loopback, token.clone())
             .await
@@ -226,15 +266,28 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
             auth = %auth_addr,
             "DEVELOPMENT AUTH SERVICE ENABLED: the printed token and the tokens minted with it are accepted; never use this outside a laptop"
         );
+        let base = format!("http://127.0.0.1:{}", config.port);
+        let auth = format!("-H 'Authorization: Bearer {token}'");
+        let agent = ibex_api::devenv::DEV_AGENT_ID;
         println!(
-            "\n  IBEX dev mode is ON (loopback only; database {}; redis {}). Try:\n  curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/agents\n\n  IBEX_DEV_TOKEN={token}\n",
+            "\n  IBEX dev mode is ON (loopback only; database {}; redis {}; object store {}; memory service {}). Try:\n\
+             \n  curl {auth} {base}/v1/agents\
+             \n  curl {auth} {base}/v1/agents/{agent}/memories\
+             \n  curl {auth} -H 'Content-Type: application/json' -d '{{\"query\": \"refund\"}}' {base}/v1/agents/{agent}/memories/search\
+             \n  curl {auth} -H 'Content-Type: application/json' -d '{{\"format\": \"csv\"}}' {base}/v1/agents/{agent}/memories/export\
+             \n      then GET the job at the printed Location; its download_url downloads with a plain curl\n\
+             \n  IBEX_DEV_TOKEN={token}\n",
             config.database_url,
             config
                 .redis_url
                 .as_ref()
                 .map_or("off: events stay in the outbox".to_owned(), |u| u
                     .to_string()),
-            config.port
+            config
+                .s3
+                .as_ref()
+                .map_or("off".to_owned(), |s| s.endpoint.clone()),
+            config.memory_service_url.as_deref().unwrap_or("off"),
         );
     }
 

@@ -24,7 +24,12 @@ where
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{Layer, Registry};
 
-    let filter = EnvFilter::builder().parse_lossy(level);
+    // The embedded development S3 server (`--dev`, tests) logs every refused signature and
+    // dumps requests at debug: its lines are not the API's.
+    let filter = EnvFilter::builder()
+        .parse_lossy(level)
+        .add_directive("s3s=off".parse().expect("a valid directive"))
+        .add_directive("s3s_fs=off".parse().expect("a valid directive"));
     let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_target(true)

@@ -356,6 +356,7 @@ fn readme_and_env_example_document_every_setting_and_code() {
         ApiError::NotImplemented,
         ApiError::AuthUnavailable,
         ApiError::ServiceUnavailable,
+        ApiError::MemoryServiceUnavailable,
         ApiError::Internal,
     ]
     .into_iter()

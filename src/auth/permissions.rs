@@ -31,6 +31,9 @@ pub const NAMED_BITS: &[(&str, u32)] = &[
 ];
 
 impl Permissions {
+    pub const MEMORY_READ: Self = Self(1 << 0);
+    pub const MEMORY_DELETE: Self = Self(1 << 2);
+    pub const MEMORY_BULK_EXPORT: Self = Self(1 << 3);
     pub const DIRECTIVE_READ: Self = Self(1 << 8);
     pub const DIRECTIVE_WRITE: Self = Self(1 << 9);
     pub const DIRECTIVE_PROMOTE: Self = Self(1 << 10);

@@ -68,22 +68,28 @@ impl Database {
     /// A transaction in which row-level security shows only `caller`'s organization.
     pub async fn begin_for(&self, caller: &Caller) -> Result<OrgTx, ApiError> {
         let span = crate::observability::traces::client_span("db.begin");
-        tracing::Instrument::instrument(self.begin_tenant(caller), span).await
+        tracing::Instrument::instrument(self.begin_tenant(caller.org_id), span).await
     }
 
-    async fn begin_tenant(&self, caller: &Caller) -> Result<OrgTx, ApiError> {
+    /// Like [`Database::begin_for`], for a background job acting for one organization (an
+    /// export): the organization comes from the job's own row, never from a request.
+    pub async fn begin_for_job(&self, org_id: Uuid) -> Result<OrgTx, ApiError> {
+        self.begin_tenant(org_id).await
+    }
+
+    async fn begin_tenant(&self, org_id: Uuid) -> Result<OrgTx, ApiError> {
         let mut tx = self.pool.begin().await?;
         // One round trip for both settings; `set_config('role', …, true)` is SET LOCAL ROLE.
         sqlx::query(
             "SELECT set_config('role', 'ibex_app', true), \
                     set_config('app.current_org_id', $1, true)",
         )
-        .bind(caller.org_id.to_string())
+        .bind(org_id.to_string())
         .execute(&mut *tx)
         .await?;
         Ok(OrgTx {
             tx,
-            org_id: caller.org_id,
+            org_id,
             outbox_wake: Arc::clone(&self.outbox_wake),
             wake_on_commit: false,
         })

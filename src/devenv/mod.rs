@@ -3,11 +3,15 @@
 
 pub mod postgres;
 pub mod redis;
+pub mod s3;
 
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::auth::dev::{DEV_ORG_ID, DEV_USER_ID};
+
+/// The first dev agent, the one the printed examples use.
+pub const DEV_AGENT_ID: Uuid = Uuid::from_u128(DEV_AGENTS[0].0);
 
 /// Agents a newcomer finds in `--dev`: (id, name, slug, status).
 const DEV_AGENTS: &[(u128, &str, &str, &str)] = &[
@@ -75,6 +79,146 @@ pub async fn seed(url: &str) -> Result<(), String> {
         .await
         .map_err(seed_error)?;
     }
+    seed_memories(&mut conn).await.map_err(seed_error)?;
     let _ = conn.close().await;
+    Ok(())
+}
+
+/// What the dev agents remember: (category, source, confidence, tags, content).
+const DEV_MEMORIES: &[(&str, &str, f32, &[&str], &str)] = &[
+    (
+        "preference",
+        "extracted",
+        0.94,
+        &["customer", "communication"],
+        "The customer prefers answers in short bullet points and dislikes long paragraphs.",
+    ),
+    (
+        "factual",
+        "user_provided",
+        0.99,
+        &["customer", "billing"],
+        "Acme Corp is on the Pro plan and renews every January 15th.",
+    ),
+    (
+        "behavioral",
+        "inferred",
+        0.71,
+        &["customer"],
+        "Users from Acme usually ask follow-up questions about invoices right after a refund.",
+    ),
+    (
+        "procedural",
+        "imported",
+        0.88,
+        &["support", "refunds"],
+        "To issue a refund: verify the order id, check the 30-day window, then open a billing ticket.",
+    ),
+    (
+        "episodic",
+        "extracted",
+        0.65,
+        &["support", "outage"],
+        "On November 3rd the customer reported a login outage that lasted about 40 minutes.",
+    ),
+    (
+        "factual",
+        "extracted",
+        0.83,
+        &["product"],
+        "The mobile app supports offline mode since version 4.2.",
+    ),
+    (
+        "preference",
+        "user_provided",
+        0.97,
+        &["communication", "language"],
+        "Reply in German when the customer writes in German.",
+    ),
+    (
+        "procedural",
+        "extracted",
+        0.79,
+        &["support", "escalation"],
+        "Escalate to a human agent when the customer mentions a legal complaint.",
+    ),
+];
+
+/// Seeds the dev agents' memories, with tags and one relationship each, idempotently.
+async fn seed_memories(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    for (agent_index, (agent, ..)) in DEV_AGENTS.iter().enumerate() {
+        let mut previous: Option<Uuid> = None;
+        for (i, (category, source, confidence, tags, content)) in DEV_MEMORIES.iter().enumerate() {
+            let id = Uuid::from_u128(
+                0x0192_f0c4_5d7e_7c3a_9f1e_0000_0000_0000
+                    + (agent_index as u128) * 0x100
+                    + i as u128,
+            );
+            let inserted = sqlx::query(
+                "INSERT INTO ibex_core.memories
+                     (id, org_id, agent_id, content, content_hash, category, source, confidence,
+                      retrieval_count, metadata, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, encode(sha256(convert_to($4, 'UTF8')), 'hex'), $5, $6, $7,
+                         $8, jsonb_build_object('seeded', true),
+                         now() - make_interval(hours => $9), now() - make_interval(hours => $9))
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(DEV_ORG_ID)
+            .bind(Uuid::from_u128(*agent))
+            .bind(content)
+            .bind(category)
+            .bind(source)
+            .bind(confidence)
+            .bind((i * 3) as i32)
+            .bind((i * 7 + agent_index) as i32)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            for tag in *tags {
+                sqlx::query(
+                    "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag) VALUES ($1, $2, $3)",
+                )
+                .bind(id)
+                .bind(DEV_ORG_ID)
+                .bind(tag)
+                .execute(&mut *conn)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO ibex_core.memory_versions (id, memory_id, org_id, operation)
+                 VALUES (ibex_core.uuid_v7(), $1, $2, 'create')",
+            )
+            .bind(id)
+            .bind(DEV_ORG_ID)
+            .execute(&mut *conn)
+            .await?;
+            if let Some(previous) = previous {
+                sqlx::query(
+                    "INSERT INTO ibex_core.memory_relationships
+                         (id, org_id, source_memory_id, target_memory_id, relation)
+                     VALUES (ibex_core.uuid_v7(), $1, $2, $3, 'related_to')",
+                )
+                .bind(DEV_ORG_ID)
+                .bind(id)
+                .bind(previous)
+                .execute(&mut *conn)
+                .await?;
+            }
+            previous = Some(id);
+        }
+        sqlx::query(
+            "UPDATE ibex_core.agents SET total_memories =
+                 (SELECT count(*) FROM ibex_core.memories
+                  WHERE agent_id = $1 AND deleted_at IS NULL)
+             WHERE id = $1",
+        )
+        .bind(Uuid::from_u128(*agent))
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }

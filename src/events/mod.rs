@@ -1,6 +1,8 @@
 //! Platform events that are never lost: an event is written to the outbox table in the same
 //! transaction as the change it announces ([`enqueue`]), so it exists exactly when the change
 //! does; the [`publisher`] delivers it to Redis afterwards, in commit order, at least once.
+//! An outbox row may also carry a ZREM (memory deletions write those rows in bulk, in SQL: see
+//! `domains::memories::repo::delete`).
 
 pub mod publisher;
 

@@ -121,7 +121,7 @@ async fn publish_batch(
         return Ok(0); // another replica is publishing
     }
     let rows = sqlx::query(
-        "SELECT id, channel, payload, delete_key FROM ibex_core.outbox
+        "SELECT id, channel, payload, delete_key, zrem_key, zrem_members FROM ibex_core.outbox
          WHERE delivered_at IS NULL ORDER BY id LIMIT $1",
     )
     .bind(BATCH)
@@ -134,6 +134,13 @@ async fn publish_batch(
     let mut ids = Vec::with_capacity(rows.len());
     for row in &rows {
         ids.push(row.get::<i64, _>("id"));
+        // A cache eviction goes before its announcement: whoever reacts to the event finds the
+        // cache already without the ids.
+        let zrem_key: Option<String> = row.get("zrem_key");
+        let zrem_members: Option<Vec<String>> = row.get("zrem_members");
+        if let (Some(key), Some(members)) = (zrem_key, zrem_members) {
+            pipe.zrem(key, members).ignore();
+        }
         let channel: Option<String> = row.get("channel");
         let payload: Option<String> = row.get("payload");
         if let (Some(channel), Some(payload)) = (channel, payload) {

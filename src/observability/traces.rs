@@ -196,6 +196,27 @@ pub fn inject(metadata: &mut tonic::metadata::MetadataMap) {
     }
 }
 
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Sends the current span's context onward as HTTP headers (calls to the memory service).
+pub fn inject_headers(headers: &mut http::HeaderMap) {
+    if enabled() && current_trace_id().is_some() {
+        let context = tracing::Span::current().context();
+        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    }
+}
+
 /// A client span for a call to a dependency, or nothing while tracing is off or the request is
 /// not sampled (no server span around it).
 pub fn client_span(name: &'static str) -> tracing::Span {

@@ -98,6 +98,25 @@ pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Agent, ApiError> {
     .ok_or_else(not_found)
 }
 
+/// The live agent's status (its row shared-locked when `lock`, so it cannot be archived or
+/// deleted under a change to something of its own); 404 for a missing, deleted or other
+/// organization's agent. Every domain below an agent starts here.
+pub async fn live_status(tx: &mut OrgTx, id: Uuid, lock: bool) -> Result<AgentStatus, ApiError> {
+    let org_id = tx.org_id();
+    let sql = if lock {
+        "SELECT status FROM ibex_core.agents
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL FOR SHARE"
+    } else {
+        "SELECT status FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+    };
+    let status: Option<String> = sqlx::query_scalar(sql)
+        .bind(org_id)
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await?;
+    AgentStatus::try_from(status.ok_or_else(not_found)?).map_err(|_| ApiError::Internal)
+}
+
 /// The live agent's status, locked until the transaction ends.
 async fn lock_status(tx: &mut OrgTx, id: Uuid) -> Result<AgentStatus, ApiError> {
     let org_id = tx.org_id();

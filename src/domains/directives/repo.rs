@@ -9,42 +9,17 @@ use uuid::Uuid;
 use super::model::{Directive, DirectiveChange, DirectiveVersion, DirectiveVersionSummary};
 use crate::db::OrgTx;
 use crate::domains::agents::AgentStatus;
+use crate::domains::agents::repo::live_status;
 use crate::error::{ApiError, Conflict};
 use crate::pagination::{CursorPage, PageRequest, Position};
-
-fn no_agent() -> ApiError {
-    ApiError::not_found("No agent with this id.")
-}
 
 fn no_directive() -> ApiError {
     ApiError::not_found("This agent has no directive.")
 }
 
-/// The live agent's status (its row shared-locked for writes, so it cannot be archived under a
-/// change); 404 for a missing, deleted or other organization's agent.
-pub async fn agent_status(
-    tx: &mut OrgTx,
-    agent_id: Uuid,
-    lock: bool,
-) -> Result<AgentStatus, ApiError> {
-    let org_id = tx.org_id();
-    let sql = if lock {
-        "SELECT status FROM ibex_core.agents
-         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL FOR SHARE"
-    } else {
-        "SELECT status FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
-    };
-    let status: Option<String> = sqlx::query_scalar(sql)
-        .bind(org_id)
-        .bind(agent_id)
-        .fetch_optional(tx.conn())
-        .await?;
-    AgentStatus::try_from(status.ok_or_else(no_agent)?).map_err(|_| ApiError::Internal)
-}
-
 /// A directive can only change while its agent is not archived (archived is read-only).
 pub async fn writable_agent(tx: &mut OrgTx, agent_id: Uuid) -> Result<(), ApiError> {
-    match agent_status(tx, agent_id, true).await? {
+    match live_status(tx, agent_id, true).await? {
         AgentStatus::Archived => Err(ApiError::Conflict(Conflict::AgentStatus)),
         _ => Ok(()),
     }

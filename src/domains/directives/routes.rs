@@ -19,6 +19,7 @@ use crate::app::AppState;
 use crate::auth::{Caller, Permissions};
 use crate::db::OrgTx;
 use crate::domains::agents::AgentPath;
+use crate::domains::agents::repo::live_status;
 use crate::error::{ApiError, ErrorResponse};
 use crate::events::{self, Event};
 use crate::extract::{ApiJson, ApiPath};
@@ -54,7 +55,7 @@ pub async fn get_directive(
 ) -> Result<Json<Directive>, ApiError> {
     caller.require(Permissions::DIRECTIVE_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    repo::agent_status(&mut tx, path.agent_id, false).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
     let directive = repo::get(&mut tx, path.agent_id).await?;
     tx.commit().await?;
     Ok(Json(directive))
@@ -134,7 +135,7 @@ pub async fn list_directive_versions(
         ListScope::new("directive_versions").filter("agent_id", Some(&path.agent_id.to_string()));
     let page = page.resolve(&scope)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    repo::agent_status(&mut tx, path.agent_id, false).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
     let versions = repo::list_versions(&mut tx, path.agent_id, &page).await?;
     tx.commit().await?;
     Ok(Json(versions))
@@ -155,7 +156,7 @@ pub async fn get_directive_version(
 ) -> Result<Json<DirectiveVersion>, ApiError> {
     caller.require(Permissions::DIRECTIVE_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    repo::agent_status(&mut tx, path.agent_id, false).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
     // Past i32 no version can exist; 0 is below the first.
     let number = i32::try_from(path.version_num)
         .map_err(|_| ApiError::not_found("This directive has no such version."))?;

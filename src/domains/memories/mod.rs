@@ -1,16 +1,24 @@
-//! Memories: what the memory engine keeps for an agent; search, export and GDPR deletion.
+//! Memories (DOMAINS.md §7): what the memory engine keeps for an agent. Operators list, read,
+//! search (through the platform's memory service), delete (one or in bulk, with the proxy told at
+//! once) and export them (background jobs writing to the object store).
+//!
+//! `model` holds the types and body rules, `repo` the SQL, `routes` the operations, `search`
+//! the memory service's client, `export` the export worker, `dev_service` the development
+//! stand-in for the memory service.
+
+pub mod dev_service;
+pub mod export;
+pub mod model;
+pub mod repo;
+pub mod routes;
+pub mod search;
 
 use axum::Router;
 use axum::routing::{get, post};
-use serde::Deserialize;
-use utoipa::IntoParams;
-use uuid::Uuid;
 
-use super::agents::AgentPath;
-use super::stub;
+use routes::*;
+
 use crate::app::AppState;
-use crate::extract::ApiPath;
-use crate::pagination::{CursorPage, Page, PageParams, ResourceRef};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,36 +43,3 @@ pub fn router() -> Router<AppState> {
             get(get_memory_export),
         )
 }
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct MemoryPath {
-    /// Agent id.
-    pub agent_id: Uuid,
-    /// Memory id.
-    pub memory_id: Uuid,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct ExportJobPath {
-    /// Agent id.
-    pub agent_id: Uuid,
-    /// Export job id.
-    pub job_id: Uuid,
-}
-
-stub!(list_memories: get "/v1/agents/{agent_id}/memories", "memories", "List an agent's memories",
-    params(AgentPath, PageParams), extract(ApiPath<AgentPath>, Page) => CursorPage<ResourceRef>);
-stub!(delete_memories: delete "/v1/agents/{agent_id}/memories", "memories", "Delete all of an agent's memories",
-    params(AgentPath), extract(ApiPath<AgentPath>));
-stub!(get_memory: get "/v1/agents/{agent_id}/memories/{memory_id}", "memories", "Get a memory",
-    params(MemoryPath), extract(ApiPath<MemoryPath>));
-stub!(delete_memory: delete "/v1/agents/{agent_id}/memories/{memory_id}", "memories", "Delete a memory",
-    params(MemoryPath), extract(ApiPath<MemoryPath>));
-stub!(search_memories: post "/v1/agents/{agent_id}/memories/search", "memories", "Search an agent's memories",
-    params(AgentPath), extract(ApiPath<AgentPath>));
-stub!(export_memories: post "/v1/agents/{agent_id}/memories/export", "memories", "Start an export of an agent's memories",
-    params(AgentPath), extract(ApiPath<AgentPath>));
-stub!(get_memory_export: get "/v1/agents/{agent_id}/memories/export/{job_id}", "memories", "Get an export job",
-    params(ExportJobPath), extract(ApiPath<ExportJobPath>));

@@ -13,10 +13,16 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::db::Database;
+use crate::storage::Storage;
 
 /// Every org-scoped table, children before parents. Adding a table to the deletion is one line
 /// here. The organization's row goes last, after the delivered events that mention it.
 pub const CASCADE: &[&str] = &[
+    "ibex_core.memory_relationships",
+    "ibex_core.memory_tags",
+    "ibex_core.memory_versions",
+    "ibex_core.memory_exports",
+    "ibex_core.memories",
     "ibex_core.directive_versions",
     "ibex_core.directives",
     "ibex_core.agents",
@@ -29,6 +35,9 @@ const POLL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct DeletionJob {
     pub db: Database,
+    /// The organization's objects (exports, session archives) go too; while the store is
+    /// unreachable the deletion waits and retries.
+    pub storage: Option<Storage>,
     pub wake: Arc<Notify>,
     pub batch_size: u32,
     pub batch_pause: Duration,
@@ -139,6 +148,22 @@ impl DeletionJob {
                 }
             }
             tracing::info!(%org_id, table, rows = total, "organization deletion: table done");
+        }
+        // Objects under `{org_id}/` in both buckets, after the rows (no new export can start
+        // once its job rows are gone). An error leaves the deletion `running`, to be retried.
+        match &self.storage {
+            Some(storage) => {
+                for bucket in storage.buckets() {
+                    let objects = bucket
+                        .delete_prefix(&org_id.to_string())
+                        .await
+                        .map_err(|e| format!("bucket {}: {e}", bucket.name))?;
+                    tracing::info!(%org_id, bucket = %bucket.name, objects, "organization deletion: objects done");
+                }
+            }
+            None => {
+                tracing::warn!(%org_id, "no object store configured: the organization's objects, if any, are not deleted")
+            }
         }
         // Events not yet delivered stay (they name only the organization) until the publisher has
         // sent them and its clean-up removes them; delivered ones go now, then the row itself.

@@ -1,0 +1,472 @@
+//! Memory exports as background jobs: the worker claims a pending job (or one whose worker died,
+//! its lease run out) with `FOR UPDATE SKIP LOCKED`, so two replicas never run the same job;
+//! keeps renewing its lease while it works; streams the matching memories from PostgreSQL (under
+//! the job's organization, row-level security on) through an encoder into a multipart upload, so
+//! memory use stays flat whatever the export's size; and records the row count, the size or a
+//! failure code. A job that failed for a passing reason goes back to `pending` with a backoff,
+//! up to [`MAX_ATTEMPTS`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::model::{Filters, Memory};
+use super::repo;
+use crate::db::Database;
+use crate::storage::Storage;
+
+/// Attempts before a job is failed for good.
+pub const MAX_ATTEMPTS: i32 = 3;
+/// S3's smallest multipart part; two in flight at most keeps an export's memory bounded.
+const PART_BYTES: usize = 5 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
+/// Encoded rows are handed to the upload in chunks of about this size.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// How often the worker looks for jobs besides being woken by a request.
+const POLL: Duration = Duration::from_secs(2);
+/// The export statement may run as long as the upload takes.
+const STATEMENT_TIMEOUT_MS: &str = "600000";
+
+/// Why a job did not succeed, as the code the job shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    ObjectStore,
+    Database,
+    /// Nothing a retry can mend (the stored filters no longer parse).
+    Invalid,
+    /// Another worker holds the job now (this one's lease ran out): leave it alone.
+    LeaseLost,
+}
+
+impl Failure {
+    fn code(self) -> &'static str {
+        match self {
+            Self::ObjectStore => "OBJECT_STORE_UNAVAILABLE",
+            Self::Database => "DATABASE_UNAVAILABLE",
+            Self::Invalid | Self::LeaseLost => "EXPORT_FAILED",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Claimed {
+    id: Uuid,
+    org_id: Uuid,
+    agent_id: Uuid,
+    format: String,
+    filters: Value,
+    attempt: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportWorker {
+    pub db: Database,
+    pub storage: Option<Storage>,
+    pub wake: Arc<Notify>,
+    pub lease: Duration,
+}
+
+impl ExportWorker {
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                while let Some(job) = self.claim().await {
+                    self.run(job).await;
+                }
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        })
+    }
+
+    /// The oldest runnable job, now running under this worker's lease (as the login role: jobs
+    /// of every organization).
+    async fn claim(&self) -> Option<Claimed> {
+        let mut conn = self.db.platform().await.ok()?;
+        let row = sqlx::query(
+            "UPDATE ibex_core.memory_exports SET status = 'running', attempts = attempts + 1,
+                 lease_until = now() + make_interval(secs => $1),
+                 started_at = COALESCE(started_at, now())
+             WHERE id = (
+                 SELECT id FROM ibex_core.memory_exports
+                 WHERE status IN ('pending', 'running')
+                   AND (lease_until IS NULL OR lease_until <= now())
+                 ORDER BY created_at
+                 FOR UPDATE SKIP LOCKED
+                 LIMIT 1)
+             RETURNING id, org_id, agent_id, format, filters, attempts",
+        )
+        .bind(self.lease.as_secs_f64())
+        .fetch_optional(&mut *conn)
+        .await
+        .ok()??;
+        Some(Claimed {
+            id: row.get("id"),
+            org_id: row.get("org_id"),
+            agent_id: row.get("agent_id"),
+            format: row.get("format"),
+            filters: row.get("filters"),
+            attempt: row.get("attempts"),
+        })
+    }
+
+    async fn run(&self, job: Claimed) {
+        tracing::info!(job_id = %job.id, org_id = %job.org_id, attempt = job.attempt, "export running");
+        let outcome = tokio::select! {
+            outcome = self.export(&job) => outcome,
+            lost = self.keep_lease(&job) => Err(lost),
+        };
+        let recorded = match outcome {
+            Ok((rows, bytes, key)) => {
+                let recorded = self
+                    .finish(
+                        &job,
+                        "UPDATE ibex_core.memory_exports SET status = 'succeeded', row_count = $3,
+                             size_bytes = $4, object_key = $5, error = NULL, lease_until = NULL,
+                             finished_at = now()
+                         WHERE id = $1 AND attempts = $2",
+                        Some((rows, bytes, key.clone())),
+                        None,
+                    )
+                    .await;
+                if matches!(recorded, Ok(0)) {
+                    // The job went meanwhile (its organization is being deleted, or another
+                    // worker took over): the file must not outlive it.
+                    if let Some(storage) = &self.storage {
+                        let _ = storage
+                            .exports
+                            .store()
+                            .delete(&Path::from(key.as_str()))
+                            .await;
+                    }
+                    tracing::warn!(job_id = %job.id, "export finished after its job was gone; file removed");
+                } else {
+                    tracing::info!(job_id = %job.id, rows, bytes, "export succeeded");
+                }
+                recorded.map(|_| ())
+            }
+            Err(Failure::LeaseLost) => {
+                tracing::warn!(job_id = %job.id, "export lease lost; another worker has the job");
+                Ok(())
+            }
+            Err(failure) if failure != Failure::Invalid && job.attempt < MAX_ATTEMPTS => {
+                tracing::warn!(job_id = %job.id, code = failure.code(), attempt = job.attempt, "export failed; it is retried");
+                self.finish(
+                    &job,
+                    "UPDATE ibex_core.memory_exports SET status = 'pending', error = $3,
+                         lease_until = now() + make_interval(secs => $4)
+                     WHERE id = $1 AND attempts = $2",
+                    None,
+                    Some((failure.code(), f64::from(job.attempt * 2))),
+                )
+                .await
+                .map(|_| ())
+            }
+            Err(failure) => {
+                tracing::warn!(job_id = %job.id, code = failure.code(), "export failed");
+                self.finish(
+                    &job,
+                    "UPDATE ibex_core.memory_exports SET status = 'failed', error = $3,
+                         lease_until = NULL, finished_at = now()
+                     WHERE id = $1 AND attempts = $2",
+                    None,
+                    Some((failure.code(), 0.0)),
+                )
+                .await
+                .map(|_| ())
+            }
+        };
+        if let Err(problem) = recorded {
+            // The lease runs out and the job is claimed again.
+            tracing::warn!(job_id = %job.id, %problem, "export outcome not recorded");
+        }
+    }
+
+    /// Records the outcome, only while this attempt still owns the job; returns whether it did
+    /// (1) or not (0).
+    async fn finish(
+        &self,
+        job: &Claimed,
+        sql: &str,
+        success: Option<(i64, i64, String)>,
+        failure: Option<(&str, f64)>,
+    ) -> Result<u64, String> {
+        let mut conn = self.db.platform().await.map_err(|e| e.to_string())?;
+        let mut query = sqlx::query(sql).bind(job.id).bind(job.attempt);
+        if let Some((rows, bytes, key)) = success {
+            query = query.bind(rows).bind(bytes).bind(key);
+        }
+        if let Some((code, backoff_secs)) = failure {
+            query = query.bind(code);
+            if sql.contains("$4") {
+                query = query.bind(backoff_secs);
+            }
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| crate::db::error::describe_unavailable(&e))
+    }
+
+    /// Renews the lease every third of it; returns once the lease is lost (the job was claimed
+    /// by another worker, or deleted with its organization).
+    async fn keep_lease(&self, job: &Claimed) -> Failure {
+        let mut misses = 0;
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            let renewed = async {
+                let mut conn = self.db.platform().await.ok()?;
+                sqlx::query(
+                    "UPDATE ibex_core.memory_exports
+                     SET lease_until = now() + make_interval(secs => $3)
+                     WHERE id = $1 AND attempts = $2 AND status = 'running'",
+                )
+                .bind(job.id)
+                .bind(job.attempt)
+                .bind(self.lease.as_secs_f64())
+                .execute(&mut *conn)
+                .await
+                .ok()
+                .map(|r| r.rows_affected() == 1)
+            };
+            match renewed.await {
+                Some(true) => misses = 0,
+                Some(false) => return Failure::LeaseLost,
+                // The database is away: the lease may still hold; give up before it runs out.
+                None => {
+                    misses += 1;
+                    if misses >= 2 {
+                        return Failure::Database;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the file; returns (rows, bytes, object key).
+    async fn export(&self, job: &Claimed) -> Result<(i64, i64, String), Failure> {
+        let storage = self.storage.as_ref().ok_or(Failure::ObjectStore)?;
+        let filters = Filters::from_json(&job.filters).map_err(|_| Failure::Invalid)?;
+        let extension = if job.format == "csv" { "csv" } else { "ndjson" };
+        let key = format!(
+            "{}/memories/{}/{}.{extension}",
+            job.org_id, job.agent_id, job.id
+        );
+        let mut tx = self
+            .db
+            .begin_for_job(job.org_id)
+            .await
+            .map_err(|_| Failure::Database)?;
+        // One statement reads every row: one snapshot, a consistent file.
+        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+            .bind(STATEMENT_TIMEOUT_MS)
+            .execute(tx.conn())
+            .await
+            .map_err(|_| Failure::Database)?;
+
+        let mut upload = BufWriter::with_capacity(
+            storage.exports.store(),
+            Path::from(key.as_str()),
+            PART_BYTES,
+        )
+        .with_max_concurrency(PARTS_IN_FLIGHT);
+        let mut encoder = Encoder::new(&job.format);
+        let mut rows = 0i64;
+        let mut bytes = 0i64;
+        let written: Result<(), Failure> = async {
+            let mut query = repo::export_query(job.org_id, job.agent_id, &filters);
+            let mut stream = query.build_query_as::<Memory>().fetch(tx.conn());
+            while let Some(memory) = stream.next().await {
+                let memory = memory.map_err(|e| {
+                    tracing::warn!(job_id = %job.id, problem = %crate::db::error::describe_unavailable(&e), "export read failed");
+                    Failure::Database
+                })?;
+                encoder.encode(&memory);
+                rows += 1;
+                if encoder.pending() >= CHUNK_BYTES {
+                    let chunk = encoder.take();
+                    bytes += chunk.len() as i64;
+                    upload.write_all(&chunk).await.map_err(|_| Failure::ObjectStore)?;
+                }
+            }
+            let chunk = encoder.take();
+            bytes += chunk.len() as i64;
+            upload.write_all(&chunk).await.map_err(|_| Failure::ObjectStore)?;
+            // Completes the multipart upload (or the single PUT of a small file).
+            upload.shutdown().await.map_err(|_| Failure::ObjectStore)
+        }
+        .await;
+        drop(tx);
+        match written {
+            Ok(()) => Ok((rows, bytes, key)),
+            Err(failure) => {
+                let _ = upload.abort().await;
+                Err(failure)
+            }
+        }
+    }
+}
+
+/// A line of an NDJSON export: the `Memory` shape without `metadata`.
+#[derive(Serialize)]
+struct Exported<'a> {
+    id: Uuid,
+    agent_id: Uuid,
+    session_id: Option<Uuid>,
+    content: &'a str,
+    category: &'a str,
+    source: &'a str,
+    status: &'a str,
+    confidence: f32,
+    retrieval_count: i32,
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    last_retrieved_at: Option<DateTime<Utc>>,
+    tags: &'a [String],
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a Memory> for Exported<'a> {
+    fn from(m: &'a Memory) -> Self {
+        Self {
+            id: m.id,
+            agent_id: m.agent_id,
+            session_id: m.session_id,
+            content: &m.content,
+            category: &m.category,
+            source: &m.source,
+            status: &m.status,
+            confidence: m.confidence,
+            retrieval_count: m.retrieval_count,
+            last_retrieved_at: m.last_retrieved_at,
+            tags: &m.tags,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// Turns memories into the export's bytes: CSV (RFC 4180, a header row, CRLF) or NDJSON.
+enum Encoder {
+    Csv(Box<csv::Writer<Vec<u8>>>),
+    Json(Vec<u8>),
+}
+
+/// Columns of the CSV, in order (DOMAINS.md §7).
+pub const CSV_COLUMNS: [&str; 7] = [
+    "id",
+    "category",
+    "content",
+    "confidence",
+    "source",
+    "created_at",
+    "retrieval_count",
+];
+
+/// A spreadsheet runs a cell that starts like a formula; prefixing `'` makes it text (OWASP's
+/// CSV injection guidance).
+pub fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::with_capacity(2 * CHUNK_BYTES))
+}
+
+impl Encoder {
+    fn new(format: &str) -> Self {
+        if format == "csv" {
+            let mut writer = csv_writer();
+            writer
+                .write_record(CSV_COLUMNS)
+                .expect("writing to memory does not fail");
+            Self::Csv(Box::new(writer))
+        } else {
+            Self::Json(Vec::with_capacity(2 * CHUNK_BYTES))
+        }
+    }
+
+    fn encode(&mut self, memory: &Memory) {
+        match self {
+            Self::Csv(writer) => {
+                let id = memory.id.to_string();
+                let confidence = memory.confidence.to_string();
+                let created_at = memory
+                    .created_at
+                    .to_rfc3339_opts(SecondsFormat::Millis, true);
+                let retrievals = memory.retrieval_count.to_string();
+                let cells = [
+                    defuse(&id),
+                    defuse(&memory.category),
+                    defuse(&memory.content),
+                    defuse(&confidence),
+                    defuse(&memory.source),
+                    defuse(&created_at),
+                    defuse(&retrievals),
+                ];
+                writer
+                    .write_record(cells.iter().map(|cell| cell.as_bytes()))
+                    .expect("writing to memory does not fail");
+            }
+            Self::Json(buffer) => {
+                serde_json::to_writer(&mut *buffer, &Exported::from(memory))
+                    .expect("writing to memory does not fail");
+                buffer.push(b'\n');
+            }
+        }
+    }
+
+    fn pending(&self) -> usize {
+        match self {
+            Self::Csv(writer) => writer.get_ref().len(),
+            Self::Json(buffer) => buffer.len(),
+        }
+    }
+
+    /// The bytes encoded so far, leaving the encoder empty.
+    fn take(&mut self) -> Vec<u8> {
+        match self {
+            Self::Csv(writer) => std::mem::replace(writer.as_mut(), csv_writer())
+                .into_inner()
+                .expect("flushing to memory does not fail"),
+            Self::Json(buffer) => std::mem::take(buffer),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_defused() {
+        for cell in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(defuse(cell), format!("'{cell}"));
+        }
+        assert_eq!(defuse("plain = text"), "plain = text");
+        assert_eq!(defuse(""), "");
+    }
+}

@@ -1,0 +1,505 @@
+//! What a memory and an export job are, and what clients may send: the list filters (shared by
+//! the list, the bulk delete and exports), the search body and the export body.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::fields::{Fields, Text};
+use crate::pagination::ListScope;
+
+pub const CATEGORIES: &[&str] = &[
+    "factual",
+    "preference",
+    "behavioral",
+    "episodic",
+    "procedural",
+];
+pub const SOURCES: &[&str] = &["extracted", "user_provided", "imported", "inferred"];
+pub const STATUSES: &[&str] = &[
+    "active",
+    "superseded",
+    "merged",
+    "archived",
+    "pending_review",
+];
+pub const FORMATS: &[&str] = &["csv", "json"];
+pub const TAG: Text = Text::chars(1, 100);
+pub const QUERY: Text = Text::chars(1, 2000);
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryCategory {
+    Factual,
+    Preference,
+    Behavioral,
+    Episodic,
+    Procedural,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemorySource {
+    Extracted,
+    UserProvided,
+    Imported,
+    Inferred,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryStatus {
+    Active,
+    Superseded,
+    Merged,
+    Archived,
+    PendingReview,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+/// Something an agent remembers, as the memory engine extracted it.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Memory {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub session_id: Option<Uuid>,
+    #[schema(min_length = 1, max_length = 8192)]
+    pub content: String,
+    #[schema(value_type = MemoryCategory)]
+    pub category: String,
+    #[schema(value_type = MemorySource)]
+    pub source: String,
+    #[schema(value_type = MemoryStatus)]
+    pub status: String,
+    #[schema(minimum = 0, maximum = 1)]
+    pub confidence: f32,
+    #[schema(minimum = 0)]
+    pub retrieval_count: i32,
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub last_retrieved_at: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The list filters as the query string carries them (the list and the bulk delete).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilterParams {
+    /// Only memories of this category.
+    #[param(value_type = Option<MemoryCategory>)]
+    pub category: Option<String>,
+    /// Only memories with this status (default `active`).
+    #[param(value_type = Option<MemoryStatus>)]
+    pub status: Option<String>,
+    /// Only memories from this source.
+    #[param(value_type = Option<MemorySource>)]
+    pub source: Option<String>,
+    /// Only memories carrying this tag.
+    #[param(min_length = 1, max_length = 100)]
+    pub tag: Option<String>,
+    /// Only memories created at or after this instant (RFC 3339); before `created_before`.
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub created_after: Option<String>,
+    /// Only memories created before this instant (RFC 3339).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub created_before: Option<String>,
+}
+
+/// `confirm=true`, which a bulk delete needs.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConfirmParam {
+    /// Must be `true`: a bulk delete is irreversible for the API's callers.
+    #[param(value_type = bool)]
+    pub confirm: Option<String>,
+}
+
+/// Validated filters. Each is an exact match; all given apply together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filters {
+    pub category: Option<&'static str>,
+    pub status: &'static str,
+    pub source: Option<&'static str>,
+    pub tag: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+fn one_of(
+    field: &str,
+    value: Option<&str>,
+    allowed: &[&'static str],
+) -> Result<Option<&'static str>, ApiError> {
+    value
+        .map(|text| {
+            allowed
+                .iter()
+                .find(|a| **a == text)
+                .copied()
+                .ok_or_else(|| {
+                    ApiError::field(
+                        field,
+                        "INVALID_VALUE",
+                        format!("must be one of {}", allowed.join(", ")),
+                    )
+                })
+        })
+        .transpose()
+}
+
+fn instant(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|text| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::field(field, "INVALID_TIMESTAMP", "must be an RFC 3339 timestamp")
+                })
+        })
+        .transpose()
+}
+
+impl Filters {
+    pub fn parse(params: &FilterParams) -> Result<Self, ApiError> {
+        let tag = match params.tag.as_deref() {
+            None => None,
+            Some(tag) => {
+                let chars = tag.chars().count();
+                if !(1..=100).contains(&chars) || tag.contains('\0') {
+                    return Err(ApiError::field(
+                        "tag",
+                        "INVALID_LENGTH",
+                        "must be 1 to 100 characters, without NUL",
+                    ));
+                }
+                Some(tag.to_owned())
+            }
+        };
+        let filters = Self {
+            category: one_of("category", params.category.as_deref(), CATEGORIES)?,
+            status: one_of("status", params.status.as_deref(), STATUSES)?.unwrap_or("active"),
+            source: one_of("source", params.source.as_deref(), SOURCES)?,
+            tag,
+            created_after: instant("created_after", params.created_after.as_deref())?,
+            created_before: instant("created_before", params.created_before.as_deref())?,
+        };
+        if let (Some(after), Some(before)) = (filters.created_after, filters.created_before)
+            && after >= before
+        {
+            return Err(ApiError::field(
+                "created_after",
+                "INVALID_RANGE",
+                "must be before created_before",
+            ));
+        }
+        Ok(filters)
+    }
+
+    /// A cursor is valid only with the filters that produced it.
+    pub fn scope(&self, agent_id: Uuid) -> ListScope {
+        let time = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_micros().to_string());
+        ListScope::new("memories")
+            .filter("agent_id", Some(&agent_id.to_string()))
+            .filter("category", self.category)
+            .filter("status", Some(self.status))
+            .filter("source", self.source)
+            .filter("tag", self.tag.as_deref())
+            .filter("created_after", time(self.created_after).as_deref())
+            .filter("created_before", time(self.created_before).as_deref())
+    }
+
+    /// As an export job stores them (the same names as the query string).
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        let mut put = |name: &str, value: Option<String>| {
+            if let Some(value) = value {
+                map.insert(name.to_owned(), Value::String(value));
+            }
+        };
+        let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+        put("category", self.category.map(str::to_owned));
+        put("status", Some(self.status.to_owned()));
+        put("source", self.source.map(str::to_owned));
+        put("tag", self.tag.clone());
+        put("created_after", time(self.created_after));
+        put("created_before", time(self.created_before));
+        Value::Object(map)
+    }
+
+    /// Reads what [`Filters::to_json`] stored.
+    pub fn from_json(value: &Value) -> Result<Self, ApiError> {
+        let text = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+        Self::parse(&FilterParams {
+            category: text("category"),
+            status: text("status"),
+            source: text("source"),
+            tag: text("tag"),
+            created_after: text("created_after"),
+            created_before: text("created_before"),
+        })
+    }
+
+    /// Reads the filters from a JSON body, each under its query-string name.
+    fn take_from(fields: &mut Fields) -> Option<Self> {
+        let mut params = BTreeMap::new();
+        for name in [
+            "category",
+            "status",
+            "source",
+            "tag",
+            "created_after",
+            "created_before",
+        ] {
+            if let Some(text) = fields.text(name, Text::chars(1, 100)) {
+                params.insert(name, text);
+            }
+        }
+        let mut take = |name: &str| params.remove(name);
+        let parsed = Self::parse(&FilterParams {
+            category: take("category"),
+            status: take("status"),
+            source: take("source"),
+            tag: take("tag"),
+            created_after: take("created_after"),
+            created_before: take("created_before"),
+        });
+        match parsed {
+            Ok(filters) => Some(filters),
+            Err(ApiError::Validation { field_errors, .. }) => {
+                for e in field_errors {
+                    fields.reject(&e.field, e.code, e.message);
+                }
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Body of `POST /v1/agents/{agent_id}/memories/search`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SearchMemories)]
+#[allow(dead_code)] // Documents the body; `SearchRequest::parse` reads it field by field.
+pub struct SearchBody {
+    /// What to look for, 1 to 2000 characters.
+    #[schema(min_length = 1, max_length = 2000, pattern = "^[^\\u0000]+$")]
+    query: String,
+    /// Most results, 1 to 50 (default 10).
+    #[schema(minimum = 1, maximum = 50, nullable = false)]
+    limit: Option<u32>,
+    #[schema(nullable = false)]
+    category: Option<MemoryCategory>,
+    /// Only memories carrying every one of these tags.
+    #[schema(nullable = false, max_items = 20)]
+    tags: Option<Vec<TagText>>,
+    #[schema(minimum = 0, maximum = 1, nullable = false)]
+    min_confidence: Option<f64>,
+}
+
+/// A tag: 1 to 100 characters.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(min_length = 1, max_length = 100, pattern = "^[^\\u0000]+$")]
+#[allow(dead_code)]
+pub struct TagText(String);
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: String,
+    pub limit: u32,
+    pub category: Option<&'static str>,
+    pub tags: Vec<String>,
+    pub min_confidence: Option<f64>,
+}
+
+impl SearchRequest {
+    pub fn parse(body: Value) -> Result<Self, ApiError> {
+        let mut fields = Fields::new(body)?;
+        let query = fields.required("query", |f| f.text("query", QUERY));
+        let limit = fields.integer("limit", 1, 50);
+        let category = fields.choice("category", CATEGORIES);
+        let tags = fields.text_list("tags", TAG, 20);
+        let min_confidence = fields.number("min_confidence", 0.0, 1.0);
+        fields.finish()?;
+        Ok(Self {
+            query: query.expect("checked by finish"),
+            limit: limit.unwrap_or(10) as u32,
+            category,
+            tags: tags.unwrap_or_default(),
+            min_confidence,
+        })
+    }
+}
+
+/// One search result: the memory and the memory service's score.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoredMemory {
+    pub memory: Memory,
+    /// Relevance as the memory service ranks it; higher is better.
+    pub score: f64,
+}
+
+/// Search results, best first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResults {
+    pub items: Vec<ScoredMemory>,
+}
+
+/// Body of `POST /v1/agents/{agent_id}/memories/export`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ExportMemories)]
+#[allow(dead_code)] // Documents the body; `ExportRequest::parse` reads it field by field.
+pub struct ExportBody {
+    format: ExportFormat,
+    #[schema(nullable = false)]
+    category: Option<MemoryCategory>,
+    /// Default `active`.
+    #[schema(nullable = false)]
+    status: Option<MemoryStatus>,
+    #[schema(nullable = false)]
+    source: Option<MemorySource>,
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000]+$"
+    )]
+    tag: Option<String>,
+    #[schema(nullable = false)]
+    created_after: Option<DateTime<Utc>>,
+    #[schema(nullable = false)]
+    created_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub format: &'static str,
+    pub filters: Filters,
+}
+
+impl ExportRequest {
+    pub fn parse(body: Value) -> Result<Self, ApiError> {
+        let mut fields = Fields::new(body)?;
+        let format = fields.required("format", |f| f.choice("format", FORMATS));
+        let filters = Filters::take_from(&mut fields);
+        fields.finish()?;
+        Ok(Self {
+            format: format.expect("checked by finish"),
+            filters: filters.expect("checked by finish"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// An export job; once it succeeded, a fresh download link at every read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportJob {
+    pub job_id: Uuid,
+    pub agent_id: Uuid,
+    #[schema(value_type = ExportFormat)]
+    pub format: String,
+    #[schema(value_type = ExportStatus)]
+    pub status: String,
+    /// Memories written, once succeeded.
+    pub row_count: Option<i64>,
+    /// Size of the file in bytes, once succeeded.
+    pub size_bytes: Option<i64>,
+    #[serde(serialize_with = "crate::time::rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed, as a code (`OBJECT_STORE_UNAVAILABLE`, `EXPORT_FAILED`); never a stack.
+    pub error: Option<String>,
+    /// A pre-signed GET URL of the file (no credentials needed), made at this read, valid 15
+    /// minutes; null until succeeded.
+    pub download_url: Option<String>,
+    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    pub download_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MemoryPath {
+    /// Agent id.
+    pub agent_id: Uuid,
+    /// Memory id.
+    pub memory_id: Uuid,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ExportJobPath {
+    /// Agent id.
+    pub agent_id: Uuid,
+    /// Export job id.
+    pub job_id: Uuid,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_survive_the_job_row() {
+        let filters = Filters::parse(&FilterParams {
+            category: Some("factual".into()),
+            tag: Some("vip".into()),
+            created_after: Some("2026-01-01T00:00:00Z".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(filters.status, "active");
+        assert_eq!(Filters::from_json(&filters.to_json()).unwrap(), filters);
+    }
+
+    #[test]
+    fn bad_filters_name_their_parameter() {
+        let field = |params: FilterParams| match Filters::parse(&params) {
+            Err(ApiError::Validation { field_errors, .. }) => field_errors[0].field.clone(),
+            other => panic!("{other:?}"),
+        };
+        let p = |f: fn(&mut FilterParams)| {
+            let mut params = FilterParams::default();
+            f(&mut params);
+            params
+        };
+        assert_eq!(field(p(|p| p.category = Some("x".into()))), "category");
+        assert_eq!(field(p(|p| p.status = Some("deleted".into()))), "status");
+        assert_eq!(
+            field(p(|p| p.created_before = Some("yesterday".into()))),
+            "created_before"
+        );
+        assert_eq!(
+            field(p(|p| {
+                p.created_after = Some("2026-02-01T00:00:00Z".into());
+                p.created_before = Some("2026-01-01T00:00:00Z".into());
+            })),
+            "created_after"
+        );
+    }
+}

@@ -1,0 +1,298 @@
+//! The memories' SQL, in an [`OrgTx`]. The filters become one statement text per combination
+//! (each walks `memories_agent_list_idx` from the cursor); a delete, one or a hundred thousand,
+//! is a single statement that also writes the history, drops the relationships and queues the
+//! proxy's cache eviction and the deletion event in the outbox, so all of it commits or none.
+
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::model::{ExportJob, Filters, Memory};
+use crate::db::OrgTx;
+use crate::error::ApiError;
+use crate::pagination::{CursorPage, PageRequest, Position};
+
+/// Channel the platform's archiver listens to for deleted memories.
+pub const DELETIONS_CHANNEL: &str = "ibex:memory:deletions";
+/// Memory ids per deletion event (and per ZREM): a bulk delete of 100 000 becomes 100 bounded
+/// messages instead of one of 4 MB.
+const IDS_PER_EVENT: i64 = 1000;
+
+/// The proxy's hot cache of an agent's memory ids (a sorted set).
+pub fn hot_cache_key(org_id: Uuid, agent_id: Uuid) -> String {
+    format!("{org_id}:hot_memories:{agent_id}")
+}
+
+const COLUMNS: &str = "m.id, m.agent_id, m.session_id, m.content, m.category, m.source, m.status, \
+     m.confidence, m.retrieval_count, m.last_retrieved_at, m.metadata, m.created_at, m.updated_at, \
+     ARRAY(SELECT t.tag FROM ibex_core.memory_tags t WHERE t.memory_id = m.id ORDER BY t.tag) AS tags";
+
+fn not_found() -> ApiError {
+    ApiError::not_found("No memory with this id.")
+}
+
+/// `WHERE` for the live memories of one agent matching `filters`.
+fn push_filters(
+    qb: &mut QueryBuilder<'static, Postgres>,
+    org_id: Uuid,
+    agent_id: Uuid,
+    filters: &Filters,
+) {
+    qb.push(" WHERE m.org_id = ")
+        .push_bind(org_id)
+        .push(" AND m.agent_id = ")
+        .push_bind(agent_id)
+        .push(" AND m.deleted_at IS NULL AND m.status = ")
+        .push_bind(filters.status);
+    if let Some(category) = filters.category {
+        qb.push(" AND m.category = ").push_bind(category);
+    }
+    if let Some(source) = filters.source {
+        qb.push(" AND m.source = ").push_bind(source);
+    }
+    if let Some(tag) = &filters.tag {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM ibex_core.memory_tags t \
+             WHERE t.memory_id = m.id AND t.org_id = m.org_id AND t.tag = ",
+        )
+        .push_bind(tag.clone())
+        .push(")");
+    }
+    if let Some(after) = filters.created_after {
+        qb.push(" AND m.created_at >= ").push_bind(after);
+    }
+    if let Some(before) = filters.created_before {
+        qb.push(" AND m.created_at < ").push_bind(before);
+    }
+}
+
+pub async fn list(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    filters: &Filters,
+    page: &PageRequest,
+) -> Result<CursorPage<Memory>, ApiError> {
+    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM ibex_core.memories m"));
+    push_filters(&mut qb, tx.org_id(), agent_id, filters);
+    if let Some(after) = page.after {
+        qb.push(" AND (m.created_at, m.id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ")
+        .push_bind(page.fetch_limit());
+    let rows = qb.build_query_as::<Memory>().fetch_all(tx.conn()).await?;
+    Ok(page.finish(rows, |m| Position {
+        created_at: m.created_at,
+        id: m.id,
+    }))
+}
+
+/// The statement an export streams: every matching memory, newest first. The caller keeps the
+/// builder alive while it reads `build_query_as::<Memory>().fetch(…)` row by row (an export of
+/// 100 000 memories never holds them all).
+pub fn export_query(
+    org_id: Uuid,
+    agent_id: Uuid,
+    filters: &Filters,
+) -> QueryBuilder<'static, Postgres> {
+    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM ibex_core.memories m"));
+    push_filters(&mut qb, org_id, agent_id, filters);
+    qb.push(" ORDER BY m.created_at DESC, m.id DESC");
+    qb
+}
+
+pub async fn get(tx: &mut OrgTx, agent_id: Uuid, id: Uuid) -> Result<Memory, ApiError> {
+    sqlx::query_as::<_, Memory>(&format!(
+        "SELECT {COLUMNS} FROM ibex_core.memories m
+         WHERE m.org_id = $1 AND m.agent_id = $2 AND m.id = $3 AND m.deleted_at IS NULL"
+    ))
+    .bind(tx.org_id())
+    .bind(agent_id)
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(not_found)
+}
+
+/// The live memories of `agent_id` among `ids`, in the order of `ids` (search results keep the
+/// memory service's ranking; an id that is not such a memory is dropped).
+pub async fn get_many(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Memory>, ApiError> {
+    let mut rows = sqlx::query_as::<_, Memory>(&format!(
+        "SELECT {COLUMNS} FROM ibex_core.memories m
+         WHERE m.org_id = $1 AND m.agent_id = $2 AND m.id = ANY($3) AND m.deleted_at IS NULL"
+    ))
+    .bind(tx.org_id())
+    .bind(agent_id)
+    .bind(ids)
+    .fetch_all(tx.conn())
+    .await?;
+    rows.sort_by_key(|m| ids.iter().position(|id| *id == m.id));
+    Ok(rows)
+}
+
+/// Which memories a delete takes.
+#[derive(Debug)]
+pub enum Selection<'a> {
+    One(Uuid),
+    Matching(&'a Filters),
+}
+
+/// Soft-deletes the selected live memories of `agent_id` with their cascade, in one statement:
+/// `deleted_at`, a `delete` history row each, their relationships removed, the agent's counter,
+/// and in the outbox, per 1 000 ids, a ZREM from the proxy's hot cache and a publish on
+/// `ibex:memory:deletions`. Returns how many were deleted.
+pub async fn delete(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    selection: Selection<'_>,
+    actor: Option<Uuid>,
+) -> Result<u64, ApiError> {
+    let org_id = tx.org_id();
+    let mut qb = QueryBuilder::new("WITH target AS (SELECT m.id FROM ibex_core.memories m");
+    match selection {
+        Selection::One(id) => {
+            qb.push(" WHERE m.org_id = ")
+                .push_bind(org_id)
+                .push(" AND m.agent_id = ")
+                .push_bind(agent_id)
+                .push(" AND m.id = ")
+                .push_bind(id)
+                .push(" AND m.deleted_at IS NULL");
+        }
+        Selection::Matching(filters) => push_filters(&mut qb, org_id, agent_id, filters),
+    }
+    qb.push(
+        " FOR UPDATE),
+         deleted AS (
+             UPDATE ibex_core.memories m SET deleted_at = now(), updated_at = now()
+             FROM target WHERE m.id = target.id AND m.org_id = ",
+    )
+    .push_bind(org_id)
+    .push(
+        " RETURNING m.id),
+         history AS (
+             INSERT INTO ibex_core.memory_versions (id, memory_id, org_id, operation, actor)
+             SELECT ibex_core.uuid_v7(), id, ",
+    )
+    .push_bind(org_id)
+    .push(", 'delete', ")
+    .push_bind(actor)
+    .push(
+        " FROM deleted),
+         unlinked AS (
+             DELETE FROM ibex_core.memory_relationships r
+             WHERE r.org_id = ",
+    )
+    .push_bind(org_id)
+    .push(
+        " AND (r.source_memory_id IN (SELECT id FROM deleted)
+                    OR r.target_memory_id IN (SELECT id FROM deleted))),
+         events AS (
+             INSERT INTO ibex_core.outbox (org_id, channel, payload, zrem_key, zrem_members)
+             SELECT ",
+    )
+    .push_bind(org_id)
+    .push(", ")
+    .push_bind(DELETIONS_CHANNEL)
+    .push(", json_build_object('v', 1, 'org_id', ")
+    .push_bind(org_id)
+    .push(", 'agent_id', ")
+    .push_bind(agent_id)
+    .push(", 'memory_ids', array_agg(id ORDER BY id))::text, ")
+    .push_bind(hot_cache_key(org_id, agent_id))
+    .push(", array_agg(id::text ORDER BY id) FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / ")
+    .push_bind(IDS_PER_EVENT)
+    .push(
+        " AS chunk FROM deleted) c GROUP BY chunk),
+         counted AS (
+             UPDATE ibex_core.agents
+             SET total_memories = greatest(total_memories - (SELECT count(*) FROM deleted), 0)
+             WHERE org_id = ",
+    )
+    .push_bind(org_id)
+    .push(" AND id = ")
+    .push_bind(agent_id)
+    .push(" AND EXISTS (SELECT 1 FROM deleted))
+         SELECT count(*) FROM deleted");
+    let deleted: i64 = qb.build_query_scalar().fetch_one(tx.conn()).await?;
+    if deleted > 0 {
+        tx.wake_publisher_on_commit();
+    }
+    Ok(deleted as u64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export jobs.
+
+const JOB_COLUMNS: &str = "id AS job_id, agent_id, format, status, row_count, size_bytes, \
+                           created_at, finished_at, error, NULL::text AS download_url, \
+                           NULL::timestamptz AS download_expires_at";
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ExportJob {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(Self {
+            job_id: row.try_get("job_id")?,
+            agent_id: row.try_get("agent_id")?,
+            format: row.try_get("format")?,
+            status: row.try_get("status")?,
+            row_count: row.try_get("row_count")?,
+            size_bytes: row.try_get("size_bytes")?,
+            created_at: row.try_get("created_at")?,
+            finished_at: row.try_get("finished_at")?,
+            error: row.try_get("error")?,
+            download_url: None,
+            download_expires_at: None,
+        })
+    }
+}
+
+pub async fn insert_export(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    format: &str,
+    filters: &Filters,
+    created_by: Option<Uuid>,
+) -> Result<ExportJob, ApiError> {
+    sqlx::query_as::<_, ExportJob>(&format!(
+        "INSERT INTO ibex_core.memory_exports (id, org_id, agent_id, format, filters, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING {JOB_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(tx.org_id())
+    .bind(agent_id)
+    .bind(format)
+    .bind(filters.to_json())
+    .bind(created_by)
+    .fetch_one(tx.conn())
+    .await
+    .map_err(Into::into)
+}
+
+/// The job and, once it succeeded, the key of its file.
+pub async fn get_export(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    job_id: Uuid,
+) -> Result<(ExportJob, Option<String>), ApiError> {
+    let row = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS}, object_key FROM ibex_core.memory_exports
+         WHERE org_id = $1 AND agent_id = $2 AND id = $3"
+    ))
+    .bind(tx.org_id())
+    .bind(agent_id)
+    .bind(job_id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(|| ApiError::not_found("No export job with this id."))?;
+    use sqlx::{FromRow, Row};
+    let job = ExportJob::from_row(&row)?;
+    Ok((job, row.try_get("object_key")?))
+}

@@ -1,0 +1,264 @@
+//! The seven memory operations. Each checks its permission bit first, then that the agent is a
+//! live agent of the caller's organization (404 otherwise, before anything else is read).
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use http::StatusCode;
+use http::header::LOCATION;
+use serde_json::Value;
+
+use super::model::{
+    ConfirmParam, ExportJob, ExportJobPath, ExportRequest, FilterParams, Filters, Memory,
+    MemoryPath, ScoredMemory, SearchRequest, SearchResults,
+};
+use super::repo::{self, Selection};
+use crate::app::AppState;
+use crate::auth::{Caller, Permissions};
+use crate::domains::agents::AgentPath;
+use crate::domains::agents::repo::live_status;
+use crate::error::{ApiError, ErrorResponse};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::pagination::{CursorPage, Page, PageParams};
+
+/// The header a bulk delete reports its count in.
+pub const DELETED_COUNT: &str = "ibex-deleted-count";
+
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/memories", tag = "memories",
+    summary = "List an agent's memories",
+    description = "Needs `memory:read`. Newest first. Every filter is an exact match and all given apply together; `status` defaults to `active`. A cursor is valid only with the filters that produced it.",
+    params(AgentPath, PageParams, FilterParams),
+    responses(
+        (status = 200, description = "One page of memories.", body = CursorPage<Memory>),
+        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
+    ))]
+pub async fn list_memories(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+    page: Page,
+    ApiQuery(params): ApiQuery<FilterParams>,
+) -> Result<Json<CursorPage<Memory>>, ApiError> {
+    caller.require(Permissions::MEMORY_READ)?;
+    let filters = Filters::parse(&params)?;
+    let page = page.resolve(&filters.scope(path.agent_id))?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
+    let memories = repo::list(&mut tx, path.agent_id, &filters, &page).await?;
+    tx.commit().await?;
+    Ok(Json(memories))
+}
+
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/memories/{memory_id}", tag = "memories",
+    summary = "Get a memory",
+    description = "Needs `memory:read`.",
+    params(MemoryPath),
+    responses(
+        (status = 200, description = "The memory.", body = Memory),
+        (status = 404, description = "NOT_FOUND: no such agent or memory in the organization (or the memory is deleted).", body = ErrorResponse),
+    ))]
+pub async fn get_memory(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<MemoryPath>,
+) -> Result<Json<Memory>, ApiError> {
+    caller.require(Permissions::MEMORY_READ)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
+    let memory = repo::get(&mut tx, path.agent_id, path.memory_id).await?;
+    tx.commit().await?;
+    Ok(Json(memory))
+}
+
+#[utoipa::path(delete, path = "/v1/agents/{agent_id}/memories/{memory_id}", tag = "memories",
+    summary = "Delete a memory",
+    description = "Needs `memory:delete`. A soft delete with its cascade in one transaction: a `delete` history row, its relationships removed, and the proxy told at once (its hot cache loses the id; `ibex:memory:deletions` is published).",
+    params(MemoryPath),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "NOT_FOUND: no such agent or memory in the organization, or already deleted.", body = ErrorResponse),
+    ))]
+pub async fn delete_memory(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<MemoryPath>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permissions::MEMORY_DELETE)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
+    let deleted = repo::delete(
+        &mut tx,
+        path.agent_id,
+        Selection::One(path.memory_id),
+        caller.user_id,
+    )
+    .await?;
+    if deleted == 0 {
+        return Err(ApiError::not_found("No memory with this id."));
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/v1/agents/{agent_id}/memories", tag = "memories",
+    summary = "Delete every memory the filters match",
+    description = "Needs `memory:delete` and `confirm=true`. Atomic: all the matching memories or none, each with the cascade of a single delete. The count is in `Ibex-Deleted-Count` (0 when nothing matched).",
+    params(AgentPath, ConfirmParam, FilterParams),
+    responses(
+        (status = 204, description = "Deleted.",
+            headers(("Ibex-Deleted-Count" = u64, description = "How many memories were deleted."))),
+        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
+    ))]
+pub async fn delete_memories(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+    ApiQuery(confirm): ApiQuery<ConfirmParam>,
+    ApiQuery(params): ApiQuery<FilterParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permissions::MEMORY_DELETE)?;
+    if confirm.confirm.as_deref() != Some("true") {
+        return Err(ApiError::field(
+            "confirm",
+            "CONFIRMATION_REQUIRED",
+            "must be true to delete every matching memory",
+        ));
+    }
+    let filters = Filters::parse(&params)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
+    let deleted = repo::delete(
+        &mut tx,
+        path.agent_id,
+        Selection::Matching(&filters),
+        caller.user_id,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(DELETED_COUNT, deleted.to_string())],
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/agents/{agent_id}/memories/search", tag = "memories",
+    summary = "Search an agent's memories",
+    description = "Needs `memory:read`. Ranked by the platform's memory service, best first. Results are read back under the caller's organization: an id that is not a live memory of this agent is dropped.",
+    params(AgentPath),
+    request_body = crate::domains::memories::model::SearchBody,
+    responses(
+        (status = 200, description = "The results, best first.", body = SearchResults),
+        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
+        (status = 503, description = "MEMORY_SERVICE_UNAVAILABLE: the memory service is down, slow or answered nonsense; retry after `Retry-After` seconds.", body = ErrorResponse,
+            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+    ))]
+pub async fn search_memories(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Json<SearchResults>, ApiError> {
+    caller.require(Permissions::MEMORY_READ)?;
+    let request = SearchRequest::parse(body)?;
+    // The agent first: an unknown agent is a 404 without a call to the memory service.
+    let mut tx = state.db.begin_for(&caller).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
+    tx.commit().await?;
+    let ranked = state
+        .memory_service
+        .search(caller.org_id, path.agent_id, &request)
+        .await?;
+    let ids: Vec<_> = ranked.iter().map(|(id, _)| *id).collect();
+    let mut tx = state.db.begin_for(&caller).await?;
+    let mut memories = repo::get_many(&mut tx, path.agent_id, &ids).await?;
+    tx.commit().await?;
+    let mut items = Vec::with_capacity(memories.len());
+    for (id, score) in ranked {
+        // In the service's order; a repeated id counts once.
+        if let Some(at) = memories.iter().position(|m| m.id == id) {
+            items.push(ScoredMemory {
+                memory: memories.swap_remove(at),
+                score,
+            });
+        }
+    }
+    Ok(Json(SearchResults { items }))
+}
+
+#[utoipa::path(post, path = "/v1/agents/{agent_id}/memories/export", tag = "memories",
+    summary = "Export an agent's memories",
+    description = "Needs `memory:bulk_export`. Starts a background export of the memories the filters match (the list's filters; `status` defaults to `active`) as CSV (columns id, category, content, confidence, source, created_at, retrieval_count; RFC 4180; a cell starting with `=`, `+`, `-`, `@`, tab or CR is prefixed with `'`) or NDJSON (one memory per line, without `metadata`). Poll the job at `Location`; once it succeeded it carries a download URL.",
+    params(AgentPath),
+    request_body = crate::domains::memories::model::ExportBody,
+    responses(
+        (status = 202, description = "The job, pending; `Location` names it.", body = ExportJob,
+            headers(("Location" = String, description = "/v1/agents/{agent_id}/memories/export/{job_id}")),
+            links(
+                ("GetExport" = (operation_id = "get_memory_export", parameters(
+                    ("agent_id" = "$response.body#/agent_id"),
+                    ("job_id" = "$response.body#/job_id"),
+                ))),
+            )),
+        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the object store is not configured.", body = ErrorResponse),
+    ))]
+pub async fn export_memories(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<AgentPath>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permissions::MEMORY_BULK_EXPORT)?;
+    let request = ExportRequest::parse(body)?;
+    if state.storage.is_none() {
+        return Err(ApiError::ServiceUnavailable);
+    }
+    let mut tx = state.db.begin_for(&caller).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
+    let job = repo::insert_export(
+        &mut tx,
+        path.agent_id,
+        request.format,
+        &request.filters,
+        caller.user_id,
+    )
+    .await?;
+    tx.commit().await?;
+    state.exports.notify_one();
+    let location = format!(
+        "/v1/agents/{}/memories/export/{}",
+        path.agent_id, job.job_id
+    );
+    Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(job)))
+}
+
+#[utoipa::path(get, path = "/v1/agents/{agent_id}/memories/export/{job_id}", tag = "memories",
+    summary = "Get an export job",
+    description = "Needs `memory:bulk_export`. Once `succeeded`, `download_url` is a pre-signed GET URL made at this read (valid 15 minutes; no credentials needed; useless once changed or expired).",
+    params(ExportJobPath),
+    responses(
+        (status = 200, description = "The job.", body = ExportJob),
+        (status = 404, description = "NOT_FOUND: no such agent or export job in the organization.", body = ErrorResponse),
+    ))]
+pub async fn get_memory_export(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(path): ApiPath<ExportJobPath>,
+) -> Result<Json<ExportJob>, ApiError> {
+    caller.require(Permissions::MEMORY_BULK_EXPORT)?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    live_status(&mut tx, path.agent_id, false).await?;
+    let (mut job, key) = repo::get_export(&mut tx, path.agent_id, path.job_id).await?;
+    tx.commit().await?;
+    if let (Some(key), Some(storage)) = (key.filter(|_| job.status == "succeeded"), &state.storage)
+    {
+        let (url, expires_at) = storage
+            .exports
+            .presign_get(&key, storage.url_ttl)
+            .await
+            .map_err(|_| ApiError::ServiceUnavailable)?;
+        job.download_url = Some(url);
+        job.download_expires_at = Some(expires_at);
+    }
+    Ok(Json(job))
+}
