@@ -371,6 +371,9 @@ pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
         ("IBEX_API_OUTBOX_POLL_MS".into(), "50".into()),
         // Metrics are off unless a test asks (a fixed port would collide across tests).
         ("IBEX_API_METRICS_ADDR".into(), String::new()),
+        // Search is off (503) and there is no object store unless a test starts them.
+        ("IBEX_API_MEMORY_SERVICE_URL".into(), String::new()),
+        ("IBEX_API_MEMORY_SERVICE_TIMEOUT_MS".into(), "1000".into()),
     ]);
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());
@@ -807,5 +810,110 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         }
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The object store: an embedded S3 server that checks signatures, one per test (it is cheap).
+
+pub use ibex_api::devenv::s3::TempS3;
+
+/// Settings pointing the app at `s3` (owned strings, for [`TestApp::start`]'s overrides).
+pub fn s3_settings(s3: &TempS3) -> Vec<(&'static str, String)> {
+    s3.settings()
+}
+
+/// `overrides` as the `&[(&str, &str)]` [`TestApp::start`] takes.
+pub fn as_refs<'a>(owned: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    owned.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A plain HTTP GET of an absolute `http://host:port/path?query` URL, no credentials, as a
+/// browser or curl would send it: (status, body).
+pub async fn plain_get(url: &str) -> (u16, Vec<u8>) {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = host.parse().expect("an IP:port host");
+    let reply = request(addr, "GET", path, &[], b"").await;
+    (reply.status, reply.body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scriptable memory service (the platform's own service, so a stand-in is allowed): a real
+// HTTP server on loopback whose answer each test sets.
+
+#[derive(Clone, Debug)]
+pub enum MemoryAnswer {
+    /// 200 with this JSON.
+    Json(Value),
+    /// This status and body text.
+    Raw(u16, &'static str),
+    /// Sleep this long, then answer `{"results": []}`.
+    Slow(Duration),
+}
+
+#[derive(Debug)]
+struct MemoryServiceState {
+    answer: Mutex<MemoryAnswer>,
+    /// (x-request-id header, body) of every call.
+    calls: Mutex<Vec<(Option<String>, Value)>>,
+}
+
+pub struct FakeMemoryService {
+    pub addr: SocketAddr,
+    state: Arc<MemoryServiceState>,
+}
+
+impl FakeMemoryService {
+    pub async fn start(answer: MemoryAnswer) -> Self {
+        use axum::extract::State;
+        use axum::response::IntoResponse;
+        async fn search(
+            State(state): State<Arc<MemoryServiceState>>,
+            headers: http::HeaderMap,
+            Json(body): Json<Value>,
+        ) -> axum::response::Response {
+            let id = headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            state.calls.lock().unwrap().push((id, body));
+            let answer = state.answer.lock().unwrap().clone();
+            match answer {
+                MemoryAnswer::Json(value) => Json(value).into_response(),
+                MemoryAnswer::Raw(status, text) => {
+                    (http::StatusCode::from_u16(status).unwrap(), text.to_owned()).into_response()
+                }
+                MemoryAnswer::Slow(delay) => {
+                    tokio::time::sleep(delay).await;
+                    Json(json!({"results": []})).into_response()
+                }
+            }
+        }
+        let state = Arc::new(MemoryServiceState {
+            answer: Mutex::new(answer),
+            calls: Mutex::new(Vec::new()),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/internal/memories/search", post(search))
+            .with_state(Arc::clone(&state));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, answer: MemoryAnswer) {
+        *self.state.answer.lock().unwrap() = answer;
+    }
+
+    pub fn calls(&self) -> Vec<(Option<String>, Value)> {
+        self.state.calls.lock().unwrap().clone()
     }
 }

@@ -83,7 +83,16 @@ impl ExportWorker {
         tokio::spawn(async move {
             loop {
                 while let Some(job) = self.claim().await {
-                    self.run(job).await;
+                    // Its own task: a panic fails this attempt (the lease runs out and the job
+                    // is taken up again), never the worker.
+                    let worker = self.clone();
+                    let id = job.id;
+                    if tokio::spawn(async move { worker.run(job).await })
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(job_id = %id, "export attempt panicked; it is retried once its lease runs out");
+                    }
                 }
                 tokio::select! {
                     _ = self.wake.notified() => {}
@@ -288,6 +297,8 @@ impl ExportWorker {
         let mut encoder = Encoder::new(&job.format);
         let mut rows = 0i64;
         let mut bytes = 0i64;
+        // After `shutdown` (even a failed one) the writer must not be aborted: it panics.
+        let mut shut_down = false;
         let written: Result<(), Failure> = async {
             let mut query = repo::export_query(job.org_id, job.agent_id, &filters);
             let mut stream = query.build_query_as::<Memory>().fetch(tx.conn());
@@ -308,6 +319,7 @@ impl ExportWorker {
             bytes += chunk.len() as i64;
             upload.write_all(&chunk).await.map_err(|_| Failure::ObjectStore)?;
             // Completes the multipart upload (or the single PUT of a small file).
+            shut_down = true;
             upload.shutdown().await.map_err(|_| Failure::ObjectStore)
         }
         .await;
@@ -315,7 +327,9 @@ impl ExportWorker {
         match written {
             Ok(()) => Ok((rows, bytes, key)),
             Err(failure) => {
-                let _ = upload.abort().await;
+                if !shut_down {
+                    let _ = upload.abort().await;
+                }
                 Err(failure)
             }
         }
