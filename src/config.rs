@@ -460,7 +460,12 @@ impl Config {
             ),
             (
                 "IBEX_API_MEMORY_SERVICE_TIMEOUT_MS",
-                config.memory_service_timeout,
+                // Only a service that is called needs its deadline inside the request's.
+                if config.memory_service_url.is_some() {
+                    config.memory_service_timeout
+                } else {
+                    Duration::ZERO
+                },
             ),
         ] {
             if value >= config.request_timeout {
@@ -764,5 +769,33 @@ mod tests {
         assert_eq!(config.port, 9200);
         assert_eq!(config.request_timeout, Duration::from_secs(20));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn the_object_store_needs_both_keys_and_never_prints_its_secret() {
+        assert!(load(&[]).unwrap().s3.is_none(), "off by default");
+        let e = load(&[("IBEX_API_S3_ACCESS_KEY_ID", "AK")]).unwrap_err();
+        assert_eq!(e.var, "IBEX_API_S3_SECRET_ACCESS_KEY");
+        let config = load(&[
+            ("IBEX_API_S3_ACCESS_KEY_ID", "AK"),
+            ("IBEX_API_S3_SECRET_ACCESS_KEY", "TOP-SECRET-KEY"),
+            ("IBEX_API_S3_ENDPOINT", "http://minio.svc:9000/"),
+        ])
+        .unwrap();
+        let s3 = config.s3.as_ref().unwrap();
+        assert_eq!(s3.endpoint, "http://minio.svc:9000");
+        assert_eq!(s3.public_endpoint, s3.endpoint, "defaults to the endpoint");
+        assert_eq!(s3.presign_ttl, Duration::from_secs(900));
+        assert!(!format!("{config:?}").contains("TOP-SECRET-KEY"));
+        for (var, value) in [
+            ("IBEX_API_EXPORT_BUCKET", "Bad_Bucket"),
+            ("IBEX_API_S3_PUBLIC_ENDPOINT", "files.example.com"),
+            ("IBEX_API_S3_PRESIGN_TTL_MS", "604800001"),
+            ("IBEX_API_MEMORY_SERVICE_URL", "memory:8020"),
+        ] {
+            assert_eq!(load(&[(var, value)]).unwrap_err().var, var);
+        }
+        let e = load(&[("IBEX_API_MEMORY_SERVICE_TIMEOUT_MS", "20000")]).unwrap_err();
+        assert_eq!(e.var, "IBEX_API_MEMORY_SERVICE_TIMEOUT_MS");
     }
 }

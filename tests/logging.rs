@@ -149,6 +149,10 @@ async fn secrets_never_reach_the_logs() {
     let plaintext = minted.json()["plaintext"].as_str().unwrap().to_owned();
     let minted_secret = plaintext.rsplit('_').next().unwrap().to_owned();
     db_app.call("GET", "/v1/agents", &plaintext, None).await;
+    // Memories: content, tags and metadata, through list, search, delete and export.
+    let memories_app = memories_round(&auth, &db_app).await;
+    drop(memories_app);
+
     let dead = dead_addr().await;
     let dead_url = format!("postgres://ibex:SECRET-DB-PASSWORD@{dead}/ibex");
     let down = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &dead_url)]).await;
@@ -175,6 +179,11 @@ async fn secrets_never_reach_the_logs() {
         "secret-email",
         "SECRET-EMAIL",
         "SECRET-DIRECTIVE",
+        "SECRET-MEMORY",
+        "SECRET-TAG",
+        "SECRET-METADATA",
+        "SECRET-SEARCH",
+        ibex_api::devenv::s3::SECRET_KEY,
         minter.as_str(),
         plaintext.as_str(),
         minted_secret.as_str(),
@@ -220,4 +229,103 @@ async fn secrets_never_reach_the_logs() {
                 && l["request_id"] == refused_id.as_str()),
         "the auth layer's line for the refused request carries its id"
     );
+}
+
+/// Every memory operation on memories whose content, tag and metadata are marked; returns the
+/// app (with its S3 server) so it lives until the capture is read.
+async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, FakeMemoryService) {
+    let org: uuid::Uuid = ORG_ID.parse().unwrap();
+    let agent = uuid::Uuid::now_v7();
+    let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
+    let mut admin = db_app.db.admin().await;
+    sqlx::query(
+        "INSERT INTO ibex_core.agents (id, org_id, name, slug) VALUES ($1, $2, 'm', 'memories')",
+    )
+    .bind(agent)
+    .bind(org)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    for id in ids {
+        sqlx::query(
+            "INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash, category, metadata)
+             VALUES ($1, $2, $3, $4, repeat('a', 64), 'factual', $5)",
+        )
+        .bind(id)
+        .bind(org)
+        .bind(agent)
+        .bind("SECRET-MEMORY content")
+        .bind(serde_json::json!({"k": "SECRET-METADATA"}))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(org)
+        .bind("SECRET-TAG")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    let s3 = TempS3::start().unwrap();
+    let service = FakeMemoryService::start(MemoryAnswer::Json(serde_json::json!({
+        "results": [{"memory_id": ids[0], "score": 1.0}]
+    })))
+    .await;
+    let mut settings = s3_settings(&s3);
+    settings.push(("IBEX_API_DATABASE_URL", db_app.db.url.clone()));
+    settings.push(("IBEX_API_MEMORY_SERVICE_URL", service.url()));
+    let app = TestApp::start_with(config(auth.addr, &as_refs(&settings))).await;
+    let token = auth.token_for(org, 0b1111);
+    let base = format!("/v1/agents/{agent}/memories");
+    let list = app
+        .call("GET", &format!("{base}?tag=SECRET-TAG"), &token, None)
+        .await;
+    assert_eq!(list.json()["items"].as_array().unwrap().len(), 2);
+    let found = app
+        .call(
+            "POST",
+            &format!("{base}/search"),
+            &token,
+            Some(serde_json::json!({"query": "SECRET-SEARCH", "tags": ["SECRET-TAG"]})),
+        )
+        .await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let export = app
+        .call(
+            "POST",
+            &format!("{base}/export"),
+            &token,
+            Some(serde_json::json!({"format": "json", "tag": "SECRET-TAG"})),
+        )
+        .await;
+    let location = export.header("location").unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let job = app.call("GET", &location, &token, None).await.json();
+        if job["status"] == "succeeded" {
+            let (status, body) = plain_get(job["download_url"].as_str().unwrap()).await;
+            assert_eq!(status, 200);
+            assert!(String::from_utf8_lossy(&body).contains("SECRET-MEMORY"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let one = app
+        .call("DELETE", &format!("{base}/{}", ids[0]), &token, None)
+        .await;
+    assert_eq!(one.status, 204);
+    let bulk = app
+        .call(
+            "DELETE",
+            &format!("{base}?confirm=true&tag=SECRET-TAG"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(bulk.header("ibex-deleted-count"), Some("1"));
+    (app, s3, service)
 }
