@@ -11,6 +11,12 @@ Data: a throwaway PostgreSQL (`ibex-api dev-database`) whose development org hol
 two more databases of the same cluster hold the same org with 1 000 and 1 000 000 agents, for the
 deep-page scale check (a page at depth 900 in both, and at depth 900 000 in the large one).
 
+Memories (scenarios named "memories"): two seeded agents get 100 000 memories each (every tenth
+tagged `vip`); the list is measured with wrk like the agents list, beside the same SQL reference;
+then, once, an export of 100 000 memories to the development S3 server (`ibex-api dev-s3`, which
+checks signatures) with its wall time and the exporting process's peak RSS growth, and a bulk
+delete of the other agent's 100 000 memories with its wall time.
+
 usage: scripts/bench.py [--rounds 5] [--seconds 5] [--connections 32] [--out bench-results]
                        [--only SUBSTRING ...]   (run only the scenarios whose names contain one)
 Needs: cargo, taskset, wrk (installed from Debian's packages when missing).
@@ -110,6 +116,69 @@ def cursor_at(url, depth):
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def seed_memories(url, agent, count):
+    """`count` memories of `agent`, one second apart; every tenth carries the tag `vip`."""
+    ids = f"md5('{agent}' || n)::uuid"
+    psql(url, f"""
+        INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash, category,
+                                        confidence, metadata, created_at, updated_at)
+        SELECT {ids}, '{DEV_ORG}', '{agent}',
+               'bench memory ' || n || ': the customer prefers "short" answers, in English',
+               md5(n::text) || md5(n::text),
+               (ARRAY['factual','preference','behavioral','episodic','procedural'])[1 + n % 5],
+               (n % 100) / 100.0, '{{"k": 1}}',
+               now() - n * interval '1 second', now() - n * interval '1 second'
+        FROM generate_series(1, {count}) AS n""")
+    psql(url, f"""
+        INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag)
+        SELECT {ids}, '{DEV_ORG}', 'vip' FROM generate_series(1, {count}) AS n WHERE n % 10 = 0""")
+    psql(url, "ANALYZE ibex_core.memories; ANALYZE ibex_core.memory_tags")
+
+
+def current_rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def api_call(method, url, body=None):
+    import json
+    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as response:
+        text = response.read()
+        return response.status, dict(response.headers), (json.loads(text) if text else None)
+
+
+def export_and_delete(port, pid, delete_agent):
+    """One export of DEV_AGENT's 100 000 memories and one bulk delete of `delete_agent`'s."""
+    base = f"http://127.0.0.1:{port}/v1/agents"
+    rss_before = current_rss_mib(pid)
+    started = time.time()
+    status, headers, job = api_call("POST", f"{base}/{DEV_AGENT}/memories/export", {"format": "csv"})
+    location = f"http://127.0.0.1:{port}{headers['Location']}"
+    while job["status"] not in ("succeeded", "failed"):
+        time.sleep(0.05)
+        _, _, job = api_call("GET", location)
+    export_s = time.time() - started
+    if job["status"] != "succeeded":
+        sys.exit(f"the export failed: {job}")
+    growth = peak_rss_mib(pid) - rss_before
+    with urllib.request.urlopen(job["download_url"], timeout=60) as response:
+        downloaded = len(response.read())
+    started = time.time()
+    status, headers, _ = api_call("DELETE", f"{base}/{delete_agent}/memories?confirm=true")
+    delete_s = time.time() - started
+    return [
+        f"Export of {job['row_count']:,} memories (CSV, {job['size_bytes'] / 2**20:.1f} MiB, downloaded "
+        f"{downloaded / 2**20:.1f} MiB through its pre-signed URL): {export_s:.2f} s wall; the process's peak RSS "
+        f"grew {growth:.1f} MiB (from {rss_before:.1f} MiB). Target: under 10 s, under 32 MiB.",
+        f"Bulk delete of {headers.get('ibex-deleted-count', headers.get('Ibex-Deleted-Count'))} memories "
+        f"(one transaction, history + outbox rows): {delete_s:.2f} s wall, status {status}.",
+    ]
+
+
 def peak_rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -154,11 +223,25 @@ def main():
     need_scale = not args.only or any("scale" in o for o in args.only)
     big = 1_000_000 if need_scale else 1_000
     seed_agents(scale_urls["scale_1m"], big)
+    need_memories = not args.only or any("memories" in o for o in args.only)
+    delete_agent = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7002"
+    s3_settings = {}
+    if need_memories:
+        print("seeding 2 x 100 000 memories", flush=True)
+        seed_memories(db_url, DEV_AGENT, 100_000)
+        seed_memories(db_url, delete_agent, 100_000)
+        s3 = subprocess.Popen([str(release / "ibex-api"), "dev-s3"], env={"PATH": os.environ["PATH"]},
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for line in s3.stdout:
+            name, value = line.strip().split("=", 1)
+            s3_settings[name] = value
+            if name == "IBEX_API_ARCHIVE_BUCKET":
+                break
     deep_1k, shallow_1m, deep_1m = (cursor_at(scale_urls["scale_1k"], 900), cursor_at(scale_urls["scale_1m"], 900),
                                     cursor_at(scale_urls["scale_1m"], big - 100))
 
     (auth_port, bare_port, grpc_port, sql_port, api_port, cached_port, quiet_port, k_port, m_port,
-     sink_port, obs_port, obs_metrics_port, met_port, met_metrics_port) = (free_port() for _ in range(14))
+     sink_port, obs_port, obs_metrics_port, met_port, met_metrics_port, exp_port) = (free_port() for _ in range(15))
     auth_addr = f"http://127.0.0.1:{auth_port}"
     api_env = lambda port, extra=None: {
         "IBEX_API_HOST": "127.0.0.1", "IBEX_API_PORT": str(port), "IBEX_API_AUTH_GRPC_ADDR": auth_addr,
@@ -189,6 +272,11 @@ def main():
         "metrics_only": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(met_port, {
             "IBEX_API_METRICS_ADDR": f"127.0.0.1:{met_metrics_port}"})),
     }
+    if need_memories:
+        # Its own process, so its peak RSS is the export's; the bulk delete may take long.
+        procs["exporter"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(exp_port, {
+            **s3_settings, "IBEX_API_REQUEST_TIMEOUT_MS": "120000",
+            "IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS": "60000"}))
     bearer = f"Authorization: Bearer {TOKEN}"
     local = "http://127.0.0.1"
     scenarios = [
@@ -207,6 +295,10 @@ def main():
         ("observability: GET /health, metrics and traces off", f"{local}:{api_port}/health", (), "api"),
         ("observability: GET /health, metrics on, traces exported", f"{local}:{obs_port}/health", (), "observed"),
         ("observability: GET /health, metrics on, traces off", f"{local}:{met_port}/health", (), "metrics_only"),
+        ("ibex-api GET memories (20 of an agent's 100 000), ValidateToken per request",
+         f"{local}:{api_port}/v1/agents/{DEV_AGENT}/memories", (bearer,), "api"),
+        ("ibex-api GET memories?tag=vip (20 of 10 000 tagged), ValidateToken per request",
+         f"{local}:{api_port}/v1/agents/{DEV_AGENT}/memories?tag=vip", (bearer,), "api"),
         ("scale: page at depth 900 of an org of 1 000", f"{local}:{k_port}/v1/agents?cursor={deep_1k}", (bearer,), "api_1k"),
         ("scale: page at depth 900 of an org of 1 000 000", f"{local}:{m_port}/v1/agents?cursor={shallow_1m}", (bearer,), "api_1m"),
         ("scale: page at depth 900 000 of an org of 1 000 000", f"{local}:{m_port}/v1/agents?cursor={deep_1m}", (bearer,), "api_1m"),
@@ -225,10 +317,15 @@ def main():
                 results[name].append(wrk(url, args.seconds, args.connections, headers))
             print(f"round {round_no}: " + ", ".join(f"{r[-1][0]:.0f}" for r in results.values()), flush=True)
         memory = {key: peak_rss_mib(proc.pid) for key, proc in procs.items()}
+        memories_lines = []
+        if need_memories:
+            wait_http(f"{local}:{exp_port}/health")
+            memories_lines = export_and_delete(exp_port, procs["exporter"].pid, delete_agent)
     finally:
-        for proc in [*procs.values(), database]:
+        extra = [s3] if need_memories else []
+        for proc in [*procs.values(), database, *extra]:
             proc.terminate()
-        for proc in [*procs.values(), database]:
+        for proc in [*procs.values(), database, *extra]:
             proc.wait()
 
     baseline = results[scenarios[0][0]]
@@ -243,7 +340,7 @@ def main():
     for name, _, _, proc_key in scenarios:
         runs = results[name]
         ratios = [run[0] / base[0] for run, base in zip(runs, baseline)]
-        reference = (list_ref if name.startswith("ibex-api GET /v1/agents (")
+        reference = (list_ref if name.startswith(("ibex-api GET /v1/agents (", "ibex-api GET memories"))
                      else one_ref if name.startswith("ibex-api GET /v1/agents/{id}") else None)
         to_reference = (f"{statistics.median(r[0] / b[0] for r, b in zip(runs, reference)):.1%}"
                         if reference else "")
@@ -262,6 +359,8 @@ def main():
         if off in results and on in results:
             cost = statistics.median(1 - r[0] / b[0] for r, b in zip(results[on], results[off]))
             lines += ["", f"Observability cost, {what} (median of per-round throughput ratios): {cost:.1%}"]
+    if memories_lines:
+        lines += ["", *memories_lines]
     lines += ["", "Per-round req/s:", ""]
     for name, runs in results.items():
         lines.append(f"- {name}: " + ", ".join(f"{r[0]:.0f}" for r in runs))

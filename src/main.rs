@@ -23,6 +23,8 @@ usage:
   ibex-api migrate                  apply pending schema migrations to IBEX_API_DATABASE_URL
   ibex-api dev-database             run only a throwaway PostgreSQL (migrated, seeded) and print
                                     its URL; removed on exit
+  ibex-api dev-s3                   run only the development S3 server (signature-checking, both
+                                    buckets) and print its IBEX_API_S3_* settings; removed on exit
   ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN]
                                     run only the development auth service (loopback only)
   ibex-api healthcheck              exit 0 when the local server's /health answers 200";
@@ -39,6 +41,7 @@ enum Command {
     Healthcheck,
     Migrate,
     DevDatabase,
+    DevS3,
     Help,
 }
 
@@ -54,6 +57,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some("healthcheck") if args.len() == 1 => Ok(Command::Healthcheck),
         Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
         Some("dev-database") if args.len() == 1 => Ok(Command::DevDatabase),
+        Some("dev-s3") if args.len() == 1 => Ok(Command::DevS3),
         Some("--dev") => match &args[1..] {
             [] => Ok(Command::Serve {
                 dev_token: Some(None),
@@ -106,6 +110,7 @@ async fn main() -> ExitCode {
         },
         Command::Migrate => run_migrate().await,
         Command::DevDatabase => run_dev_database().await,
+        Command::DevS3 => run_dev_s3().await,
         Command::DevAuthServer { listen, token } => run_dev_auth_server(listen, token).await,
         Command::Serve { dev_token } => run_server(dev_token).await,
     };
@@ -145,6 +150,17 @@ async fn run_dev_database() -> Result<(), String> {
     println!("IBEX_API_DATABASE_URL={}", config.database_url.expose());
     server::shutdown_signal().await;
     drop(cluster);
+    Ok(())
+}
+
+async fn run_dev_s3() -> Result<(), String> {
+    telemetry::init(LogFormat::Text, "info");
+    let server = TempS3::start()?;
+    for (name, value) in server.settings() {
+        println!("{name}={value}");
+    }
+    server::shutdown_signal().await;
+    drop(server);
     Ok(())
 }
 

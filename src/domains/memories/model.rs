@@ -111,7 +111,7 @@ pub struct FilterParams {
     #[param(value_type = Option<MemorySource>)]
     pub source: Option<String>,
     /// Only memories carrying this tag.
-    #[param(min_length = 1, max_length = 100)]
+    #[param(min_length = 1, max_length = 100, pattern = "^[^\\u0000]+$")]
     pub tag: Option<String>,
     /// Only memories created at or after this instant (RFC 3339); before `created_before`.
     #[param(value_type = Option<DateTime<Utc>>)]
@@ -126,7 +126,7 @@ pub struct FilterParams {
 #[into_params(parameter_in = Query)]
 pub struct ConfirmParam {
     /// Must be `true`: a bulk delete is irreversible for the API's callers.
-    #[param(value_type = bool)]
+    #[param(required = true, value_type = String, pattern = "^true$")]
     pub confirm: Option<String>,
 }
 

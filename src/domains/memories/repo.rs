@@ -143,14 +143,39 @@ pub enum Selection<'a> {
     Matching(&'a Filters),
 }
 
-/// Soft-deletes the selected live memories of `agent_id` with their cascade, in one statement:
-/// `deleted_at`, a `delete` history row each, their relationships removed, the agent's counter,
-/// and in the outbox, per 1 000 ids, a ZREM from the proxy's hot cache and a publish on
+/// Memories one delete statement takes at most: a bulk delete of 100 000 is ten statements in one
+/// transaction, each well inside the statement timeout, all committed or none.
+const DELETE_CHUNK: i64 = 10_000;
+
+/// Soft-deletes the selected live memories of `agent_id` with their cascade: `deleted_at`, a
+/// `delete` history row each, their relationships removed, the agent's counter, and in the
+/// outbox, per 1 000 ids, a ZREM from the proxy's hot cache and a publish on
 /// `ibex:memory:deletions`. Returns how many were deleted.
 pub async fn delete(
     tx: &mut OrgTx,
     agent_id: Uuid,
     selection: Selection<'_>,
+    actor: Option<Uuid>,
+) -> Result<u64, ApiError> {
+    let mut total = 0;
+    loop {
+        let deleted = delete_chunk(tx, agent_id, &selection, actor).await?;
+        total += deleted;
+        if deleted < DELETE_CHUNK as u64 || matches!(selection, Selection::One(_)) {
+            break;
+        }
+    }
+    if total > 0 {
+        tx.wake_publisher_on_commit();
+    }
+    Ok(total)
+}
+
+/// One statement of [`delete`]: up to [`DELETE_CHUNK`] memories with their whole cascade.
+async fn delete_chunk(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    selection: &Selection<'_>,
     actor: Option<Uuid>,
 ) -> Result<u64, ApiError> {
     let org_id = tx.org_id();
@@ -162,12 +187,12 @@ pub async fn delete(
                 .push(" AND m.agent_id = ")
                 .push_bind(agent_id)
                 .push(" AND m.id = ")
-                .push_bind(id)
+                .push_bind(*id)
                 .push(" AND m.deleted_at IS NULL");
         }
         Selection::Matching(filters) => push_filters(&mut qb, org_id, agent_id, filters),
     }
-    qb.push(
+    qb.push(" LIMIT ").push_bind(DELETE_CHUNK).push(
         " FOR UPDATE),
          deleted AS (
              UPDATE ibex_core.memories m SET deleted_at = now(), updated_at = now()
@@ -221,9 +246,6 @@ pub async fn delete(
     .push(" AND EXISTS (SELECT 1 FROM deleted))
          SELECT count(*) FROM deleted");
     let deleted: i64 = qb.build_query_scalar().fetch_one(tx.conn()).await?;
-    if deleted > 0 {
-        tx.wake_publisher_on_commit();
-    }
     Ok(deleted as u64)
 }
 
