@@ -68,10 +68,11 @@ pub enum Conflict {
     OrgStatus,
     UserEmail,
     LastOwner,
+    SessionNotArchived,
 }
 
 impl Conflict {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Generic,
         Self::AgentSlug,
         Self::AgentHasSessions,
@@ -79,6 +80,7 @@ impl Conflict {
         Self::OrgStatus,
         Self::UserEmail,
         Self::LastOwner,
+        Self::SessionNotArchived,
     ];
 
     pub fn code(self) -> &'static str {
@@ -90,6 +92,7 @@ impl Conflict {
             Self::OrgStatus => "ORG_STATUS_CONFLICT",
             Self::UserEmail => "USER_EMAIL_CONFLICT",
             Self::LastOwner => "LAST_OWNER_PROTECTED",
+            Self::SessionNotArchived => "SESSION_NOT_ARCHIVED",
         }
     }
 
@@ -106,6 +109,7 @@ impl Conflict {
             }
             Self::UserEmail => "A live user of this organization already has this email address.",
             Self::LastOwner => "The organization's last owner can be neither demoted nor deleted.",
+            Self::SessionNotArchived => "The session's archive does not exist (yet); retry later.",
         }
     }
 }

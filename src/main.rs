@@ -266,6 +266,9 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         _dev_cluster = dev_database(&mut config).await?;
         _dev_redis = dev_redis(&mut config).await;
         _dev_s3 = dev_object_store(&mut config)?;
+        if let Some(storage) = ibex_api::storage::Storage::from_config(&config)? {
+            devenv::seed_archives(&storage).await?;
+        }
         dev_memory_service(&mut config).await?;
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let auth_addr = dev::spawn(loopback, token.clone())
@@ -285,13 +288,16 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         let base = format!("http://127.0.0.1:{}", config.port);
         let auth = format!("-H 'Authorization: Bearer {token}'");
         let agent = ibex_api::devenv::DEV_AGENT_ID;
+        let session = ibex_api::devenv::dev_session_id(0, 1);
         println!(
             "\n  IBEX dev mode is ON (loopback only; database {}; redis {}; object store {}; memory service {}). Try:\n\
              \n  curl {auth} {base}/v1/agents\
              \n  curl {auth} {base}/v1/agents/{agent}/memories\
              \n  curl {auth} -H 'Content-Type: application/json' -d '{{\"query\": \"refund\"}}' {base}/v1/agents/{agent}/memories/search\
              \n  curl {auth} -H 'Content-Type: application/json' -d '{{\"format\": \"csv\"}}' {base}/v1/agents/{agent}/memories/export\
-             \n      then GET the job at the printed Location; its download_url downloads with a plain curl\n\
+             \n      then GET the job at the printed Location; its download_url downloads with a plain curl\
+             \n  curl {auth} {base}/v1/sessions\
+             \n  curl {auth} {base}/v1/sessions/{session}/replay   (its url downloads the archive)\n\
              \n  IBEX_DEV_TOKEN={token}\n",
             config.database_url,
             config

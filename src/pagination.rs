@@ -264,12 +264,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
     }
 }
 
-/// What list stubs document as their items until each domain defines its own schema.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ResourceRef {
-    pub id: Uuid,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,8 +198,15 @@ async fn suspended_agents_only_archive_and_agents_with_sessions_cannot_be_delete
         .unwrap()
         .to_owned();
     let mut admin = s.app.db.admin().await;
+    sqlx::query("UPDATE ibex_core.agents SET status = 'suspended' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // The sessions table decides, not the counter.
     sqlx::query(
-        "UPDATE ibex_core.agents SET status = 'suspended', total_sessions = 3 WHERE id = $1::uuid",
+        "INSERT INTO ibex_core.sessions (id, org_id, agent_id)
+         SELECT gen_random_uuid(), org_id, id FROM ibex_core.agents WHERE id = $1::uuid",
     )
     .bind(&id)
     .execute(&mut admin)

@@ -180,12 +180,12 @@ async fn openapi_json_is_valid_3_1_and_describes_every_route() {
         "ErrorResponse",
         "ErrorDetail",
         "FieldError",
-        "CursorPage_ResourceRef",
+        "CursorPage_Agent",
         "HealthReport",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
-    let page = &doc["components"]["schemas"]["CursorPage_ResourceRef"];
+    let page = &doc["components"]["schemas"]["CursorPage_Agent"];
     assert_eq!(
         page["required"],
         serde_json::json!(["items", "next_cursor", "total"])

@@ -338,7 +338,7 @@ async fn cors_for_the_dashboard_only() {
         ("/v1/agents", vec![], 401),
         ("/v1/nope", vec![(name, value.as_str())], 404),
         ("/test/panic", vec![(name, value.as_str())], 500),
-        ("/v1/sessions", vec![(name, value.as_str())], 501),
+        ("/test/unimplemented", vec![(name, value.as_str())], 501),
         ("/health", vec![], 200),
     ];
     for (path, headers, status) in cases {
@@ -465,7 +465,7 @@ async fn every_error_path_has_cors_for_the_dashboard_only() {
         ),
         (
             "GET",
-            "/v1/sessions",
+            "/test/unimplemented",
             vec![token],
             b"",
             501,

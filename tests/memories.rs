@@ -261,7 +261,7 @@ async fn every_filter_and_pair_of_filters_pages_each_match_exactly_once() {
             .filter(|m| has_status || m.status == "active")
             .filter(|m| combination.iter().all(|&i| (filters[i].1)(m)))
             .collect();
-        expected.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        expected.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.id)));
         let expected: Vec<Uuid> = expected.iter().map(|m| m.id).collect();
         let path = if query.is_empty() {
             base.clone()
@@ -918,7 +918,7 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
             "retrieval_count"
         ]
     );
-    memories.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    memories.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.id)));
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 10_000);
     for (row, m) in rows.iter().zip(&memories) {
@@ -1190,7 +1190,17 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
             .await;
         let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
         assert_eq!(job["status"], "succeeded");
-        // A session archive, as the platform's archiver writes it.
+        // A session with a checkpoint, and its archive as the platform's archiver writes it.
+        let mut admin = app.db.admin().await;
+        sqlx::query(
+            "WITH s AS (INSERT INTO ibex_core.sessions (id, org_id, agent_id) VALUES (gen_random_uuid(), $1, $2) RETURNING id)
+             INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index) SELECT gen_random_uuid(), $1, id, 0 FROM s",
+        )
+        .bind(org)
+        .bind(agent)
+        .execute(&mut admin)
+        .await
+        .unwrap();
         let archive = s3
             .root()
             .join(format!("ibex-archives/{org}/{agent}/{}", Uuid::now_v7()));
@@ -1253,6 +1263,8 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
         "memory_versions",
         "memory_relationships",
         "memory_exports",
+        "sessions",
+        "checkpoints",
     ] {
         let sql = format!("SELECT count(*) FROM ibex_core.{table} WHERE org_id = $1");
         assert_eq!(scalar(&app.db, &sql, org_a()).await, 0, "{table}");

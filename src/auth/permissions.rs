@@ -35,6 +35,8 @@ impl Permissions {
     pub const MEMORY_DELETE: Self = Self(1 << 2);
     pub const MEMORY_BULK_EXPORT: Self = Self(1 << 3);
     pub const DIRECTIVE_READ: Self = Self(1 << 8);
+    pub const SESSION_READ: Self = Self(1 << 17);
+    pub const TRACE_READ: Self = Self(1 << 24);
     pub const DIRECTIVE_WRITE: Self = Self(1 << 9);
     pub const DIRECTIVE_PROMOTE: Self = Self(1 << 10);
     pub const DIRECTIVE_REVOKE: Self = Self(1 << 11);

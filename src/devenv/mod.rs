@@ -80,6 +80,7 @@ pub async fn seed(url: &str) -> Result<(), String> {
         .map_err(seed_error)?;
     }
     seed_memories(&mut conn).await.map_err(seed_error)?;
+    seed_sessions(&mut conn).await.map_err(seed_error)?;
     let _ = conn.close().await;
     Ok(())
 }
@@ -219,6 +220,114 @@ async fn seed_memories(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .bind(Uuid::from_u128(*agent))
         .execute(&mut *conn)
         .await?;
+    }
+    Ok(())
+}
+
+/// Sessions per dev agent; the first of each agent is still active, the rest completed.
+const DEV_SESSIONS_PER_AGENT: u128 = 6;
+const DEV_MODELS: &[(&str, &str)] = &[
+    ("gpt-4o-mini", "openai"),
+    ("claude-3-5-sonnet", "anthropic"),
+    ("llama-3.1-70b", "groq"),
+];
+
+/// The id of the dev agent's `n`-th seeded session.
+pub fn dev_session_id(agent_index: usize, n: u128) -> Uuid {
+    Uuid::from_u128(0x0192_f0c4_5d7e_7c3a_9f1e_5e55_0000_0000 + (agent_index as u128) * 0x100 + n)
+}
+
+/// Seeds sessions with one checkpoint per turn for the dev agents, idempotently.
+async fn seed_sessions(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    for (agent_index, (agent, ..)) in DEV_AGENTS.iter().enumerate() {
+        for n in 0..DEV_SESSIONS_PER_AGENT {
+            let id = dev_session_id(agent_index, n);
+            let (model, provider) = DEV_MODELS[(n as usize + agent_index) % DEV_MODELS.len()];
+            let turns = 2 + (n as i32 * 3) % 7;
+            let active = n == 0;
+            let inserted = sqlx::query(
+                "INSERT INTO ibex_core.sessions
+                     (id, org_id, agent_id, external_id, status, model, provider, turn_count,
+                      total_input_tokens, total_output_tokens, total_latency_ms,
+                      created_at, updated_at, completed_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8 * 420, $8 * 180, $8 * 950,
+                         now() - make_interval(hours => $9), now() - make_interval(hours => $9),
+                         CASE WHEN $5 = 'completed' THEN now() - make_interval(hours => $9) + interval '10 minutes' END)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(DEV_ORG_ID)
+            .bind(Uuid::from_u128(*agent))
+            .bind(format!("conv-{}-{n}", agent_index + 1))
+            .bind(if active { "active" } else { "completed" })
+            .bind(model)
+            .bind(provider)
+            .bind(turns)
+            .bind((n * 11 + agent_index as u128) as i32)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO ibex_core.checkpoints
+                     (id, org_id, session_id, turn_index, request_id, model, provider,
+                      input_tokens, output_tokens, latency_ms, is_streaming, created_at)
+                 SELECT ibex_core.uuid_v7(), $1, $2, t, gen_random_uuid(), $3, $4, 420, 180, 950,
+                        t % 2 = 0, s.created_at + t * interval '1 minute'
+                 FROM ibex_core.sessions s, generate_series(0, $5 - 1) AS t
+                 WHERE s.id = $2",
+            )
+            .bind(DEV_ORG_ID)
+            .bind(id)
+            .bind(model)
+            .bind(provider)
+            .bind(turns)
+            .execute(&mut *conn)
+            .await?;
+        }
+        sqlx::query(
+            "UPDATE ibex_core.agents SET total_sessions =
+                 (SELECT count(*) FROM ibex_core.sessions WHERE agent_id = $1 AND deleted_at IS NULL)
+             WHERE id = $1",
+        )
+        .bind(Uuid::from_u128(*agent))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes the archive of every completed dev session, as the platform's archiver would (the
+/// active ones have none yet: their replay is `409 SESSION_NOT_ARCHIVED`).
+pub async fn seed_archives(storage: &crate::storage::Storage) -> Result<(), String> {
+    use object_store::ObjectStoreExt;
+    let store = storage.archives.store();
+    for (agent_index, (agent, ..)) in DEV_AGENTS.iter().enumerate() {
+        for n in 1..DEV_SESSIONS_PER_AGENT {
+            let session = dev_session_id(agent_index, n);
+            let agent = Uuid::from_u128(*agent);
+            let key = crate::domains::sessions::repo::archive_key(DEV_ORG_ID, agent, session);
+            let lines: String = (0..2 + (n as i32 * 3) % 7)
+                .map(|turn| {
+                    serde_json::json!({
+                        "turn_index": turn,
+                        "request": {"role": "user", "content": format!("question {turn}")},
+                        "response": {"role": "assistant", "content": format!("answer {turn}")},
+                    })
+                    .to_string()
+                        + "\n"
+                })
+                .collect();
+            store
+                .put(
+                    &object_store::path::Path::from(key.as_str()),
+                    lines.into_bytes().into(),
+                )
+                .await
+                .map_err(|e| format!("seed archives: {e}"))?;
+        }
     }
     Ok(())
 }

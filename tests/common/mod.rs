@@ -415,7 +415,11 @@ pub fn test_routes() -> Router<AppState> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         "done"
     }
+    async fn unimplemented(_caller: Caller) -> ApiError {
+        ApiError::NotImplemented
+    }
     Router::new()
+        .route("/test/unimplemented", get(unimplemented))
         .route("/test/panic", get(panics))
         .route("/test/slow", get(slow))
         .route("/test/admin", get(admin_only))

@@ -156,12 +156,14 @@ pub async fn update(tx: &mut OrgTx, id: Uuid, changes: AgentChanges) -> Result<A
     .ok_or_else(not_found)
 }
 
-/// Soft delete; an agent with sessions must be archived instead.
+/// Soft delete; an agent with (live) sessions in the sessions table must be archived instead.
 pub async fn soft_delete(tx: &mut OrgTx, id: Uuid) -> Result<(), ApiError> {
     let org_id = tx.org_id();
     let deleted = sqlx::query(
         "UPDATE ibex_core.agents SET deleted_at = now(), updated_at = now()
-         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL AND total_sessions = 0",
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM ibex_core.sessions s
+                           WHERE s.org_id = $1 AND s.agent_id = $2 AND s.deleted_at IS NULL)",
     )
     .bind(org_id)
     .bind(id)
@@ -171,15 +173,14 @@ pub async fn soft_delete(tx: &mut OrgTx, id: Uuid) -> Result<(), ApiError> {
     if deleted == 1 {
         return Ok(());
     }
-    let sessions: Option<i32> = sqlx::query_scalar(
-        "SELECT total_sessions FROM ibex_core.agents
-         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
+    let live: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
     )
     .bind(org_id)
     .bind(id)
     .fetch_optional(tx.conn())
     .await?;
-    match sessions {
+    match live {
         None => Err(not_found()),
         Some(_) => Err(ApiError::Conflict(Conflict::AgentHasSessions)),
     }

@@ -23,6 +23,8 @@ pub const CASCADE: &[&str] = &[
     "ibex_core.memory_versions",
     "ibex_core.memory_exports",
     "ibex_core.memories",
+    "ibex_core.checkpoints",
+    "ibex_core.sessions",
     "ibex_core.directive_versions",
     "ibex_core.directives",
     "ibex_core.agents",

@@ -1,15 +1,18 @@
-//! Sessions: recorded agent conversations through the proxy.
+//! Sessions (DOMAINS.md §8): the proxy's record of each conversation, and replay links to the
+//! archives the platform's archiver writes to the object store.
+//!
+//! `model` holds the types and filters, `repo` the SQL, `routes` the operations.
+
+pub mod model;
+pub mod repo;
+pub mod routes;
 
 use axum::Router;
 use axum::routing::get;
-use serde::Deserialize;
-use utoipa::IntoParams;
-use uuid::Uuid;
 
-use super::stub;
+use routes::*;
+
 use crate::app::AppState;
-use crate::extract::ApiPath;
-use crate::pagination::{CursorPage, Page, PageParams, ResourceRef};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -17,17 +20,3 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sessions/{session_id}", get(get_session))
         .route("/v1/sessions/{session_id}/replay", get(replay_session))
 }
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct SessionPath {
-    /// Session id.
-    pub session_id: Uuid,
-}
-
-stub!(list_sessions: get "/v1/sessions", "sessions", "List sessions",
-    params(PageParams), extract(Page) => CursorPage<ResourceRef>);
-stub!(get_session: get "/v1/sessions/{session_id}", "sessions", "Get a session",
-    params(SessionPath), extract(ApiPath<SessionPath>));
-stub!(replay_session: get "/v1/sessions/{session_id}/replay", "sessions", "Replay a session",
-    params(SessionPath), extract(ApiPath<SessionPath>));

@@ -1,0 +1,72 @@
+//! The sessions' SQL, in an [`OrgTx`]: one statement text per filter combination, each walking
+//! the index of its filter from the cursor.
+
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::model::{Session, SessionFilters};
+use crate::db::OrgTx;
+use crate::error::ApiError;
+use crate::pagination::{CursorPage, PageRequest, Position};
+
+const COLUMNS: &str = "id, agent_id, external_id, status, model, provider, directive_version_id, \
+     turn_count, total_input_tokens, total_output_tokens, total_latency_ms, created_at, \
+     updated_at, completed_at";
+
+pub fn not_found() -> ApiError {
+    ApiError::not_found("No session with this id.")
+}
+
+pub async fn list(
+    tx: &mut OrgTx,
+    filters: &SessionFilters,
+    page: &PageRequest,
+) -> Result<CursorPage<Session>, ApiError> {
+    let mut qb: QueryBuilder<'static, Postgres> = QueryBuilder::new(format!(
+        "SELECT {COLUMNS} FROM ibex_core.sessions WHERE deleted_at IS NULL AND org_id = "
+    ));
+    qb.push_bind(tx.org_id());
+    if let Some(agent_id) = filters.agent_id {
+        qb.push(" AND agent_id = ").push_bind(agent_id);
+    }
+    if let Some(status) = filters.status {
+        qb.push(" AND status = ").push_bind(status);
+    }
+    if let Some(after) = filters.started_after {
+        qb.push(" AND created_at >= ").push_bind(after);
+    }
+    if let Some(before) = filters.started_before {
+        qb.push(" AND created_at < ").push_bind(before);
+    }
+    if let Some(after) = page.after {
+        qb.push(" AND (created_at, id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(page.fetch_limit());
+    let rows = qb.build_query_as::<Session>().fetch_all(tx.conn()).await?;
+    Ok(page.finish(rows, |s| Position {
+        created_at: s.created_at,
+        id: s.id,
+    }))
+}
+
+pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Session, ApiError> {
+    sqlx::query_as::<_, Session>(&format!(
+        "SELECT {COLUMNS} FROM ibex_core.sessions
+         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+    ))
+    .bind(tx.org_id())
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or_else(not_found)
+}
+
+/// Where the platform's archiver writes a session's archive in the archive bucket.
+pub fn archive_key(org_id: Uuid, agent_id: Uuid, session_id: Uuid) -> String {
+    format!("{org_id}/{agent_id}/{session_id}/{session_id}.ndjson")
+}
