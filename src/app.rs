@@ -32,6 +32,9 @@ use crate::auth::cache::ValidationCache;
 use crate::auth::{AuthClient, AuthLayer, Validator};
 use crate::config::Config;
 use crate::db::{Database, DatabaseReady};
+use crate::domains::analytics::Analytics;
+use crate::domains::analytics::cache::AnalyticsCache;
+use crate::domains::analytics::store::{ClickHouseReady, TraceStore};
 use crate::domains::memories::export::ExportWorker;
 use crate::domains::memories::search::MemoryService;
 use crate::domains::organizations::deletion::DeletionJob;
@@ -79,6 +82,8 @@ pub struct AppState {
     pub memory_service: MemoryService,
     /// The object store; `None` when not configured.
     pub storage: Option<Storage>,
+    /// The trace store and the analytics cache.
+    pub analytics: Arc<Analytics>,
 }
 
 /// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
@@ -136,12 +141,19 @@ pub fn from_config(
         Box::new(DatabaseReady(db.clone())),
         Box::new(StorageReady(storage.clone())),
     ];
-    if let Some(url) = &config.redis_url {
-        let client = redis::Client::open(url.expose())
-            .map_err(|_| "IBEX_API_REDIS_URL is not a valid Redis URL".to_owned())?;
+    let traces = config.clickhouse.as_ref().map(TraceStore::new);
+    checks.push(Box::new(ClickHouseReady(traces.clone())));
+    let redis = match &config.redis_url {
+        Some(url) => Some(
+            redis::Client::open(url.expose())
+                .map_err(|_| "IBEX_API_REDIS_URL is not a valid Redis URL".to_owned())?,
+        ),
+        None => None,
+    };
+    if let Some(client) = &redis {
         checks.push(Box::new(RedisReady {
             db: db.clone(),
-            client: Some(client),
+            client: Some(client.clone()),
         }));
     }
     // Background work lives as long as the runtime: the event publisher, the deletion job, the
@@ -151,6 +163,7 @@ pub fn from_config(
     DeletionJob {
         db: db.clone(),
         storage: storage.clone(),
+        traces: traces.clone(),
         wake: Arc::clone(&deletions),
         batch_size: config.gdpr_batch_size,
         batch_pause: config.gdpr_batch_pause,
@@ -177,6 +190,10 @@ pub fn from_config(
         auth: Arc::new(Validator::new(client, cache)),
         memory_service: MemoryService::from_config(config)?,
         storage,
+        analytics: Arc::new(Analytics {
+            store: traces,
+            cache: AnalyticsCache::new(redis),
+        }),
     };
     let app = build(config, state, extra_routes);
     Ok((app, readiness, db))

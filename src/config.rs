@@ -188,6 +188,27 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Lease of a running export job, renewed by its worker every third of it; a job whose worker died is taken up again once its lease ran out.",
     ),
     (
+        "IBEX_API_CLICKHOUSE_URL",
+        "http://127.0.0.1:8123",
+        "HTTP endpoint of the ClickHouse trace store the analytics read (`ibex.llm_traces`). Empty turns analytics off: they answer 503 ANALYTICS_UNAVAILABLE.",
+    ),
+    (
+        "IBEX_API_CLICKHOUSE_DATABASE",
+        "ibex",
+        "Database holding `llm_traces`.",
+    ),
+    ("IBEX_API_CLICKHOUSE_USER", "default", "ClickHouse user."),
+    (
+        "IBEX_API_CLICKHOUSE_PASSWORD",
+        "",
+        "ClickHouse password. Never logged.",
+    ),
+    (
+        "IBEX_API_CLICKHOUSE_QUERY_TIMEOUT_MS",
+        "5000",
+        "Deadline of one analytics query (sent as `max_execution_time` and enforced by the client); past it the answer is 503 ANALYTICS_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
+    ),
+    (
         "IBEX_API_METRICS_ADDR",
         "0.0.0.0:9464",
         "Address of the Prometheus listener (`GET /metrics`), separate from the API port. Empty turns metrics off.",
@@ -248,6 +269,18 @@ pub struct Config {
     /// `None` when no access key is set: the object store is off.
     pub s3: Option<S3Config>,
     pub export_lease: Duration,
+    /// `None` turns analytics off (503).
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+/// The trace store's settings.
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: Secret,
+    pub query_timeout: Duration,
 }
 
 /// The object store's settings.
@@ -446,6 +479,16 @@ impl Config {
             memory_service_timeout: v.millis("IBEX_API_MEMORY_SERVICE_TIMEOUT_MS", 1)?,
             s3: v.s3()?,
             export_lease: v.millis("IBEX_API_EXPORT_LEASE_MS", 300)?,
+            clickhouse: match v.get("IBEX_API_CLICKHOUSE_URL") {
+                "" => None,
+                _ => Some(ClickHouseConfig {
+                    url: v.http_url("IBEX_API_CLICKHOUSE_URL")?,
+                    database: v.get("IBEX_API_CLICKHOUSE_DATABASE").to_owned(),
+                    user: v.get("IBEX_API_CLICKHOUSE_USER").to_owned(),
+                    password: Secret::new(v.get("IBEX_API_CLICKHOUSE_PASSWORD")),
+                    query_timeout: v.millis("IBEX_API_CLICKHOUSE_QUERY_TIMEOUT_MS", 1)?,
+                }),
+            },
         };
         // A slow dependency must surface as its own 503, not as the request timeout.
         for (var, value) in [
@@ -457,6 +500,13 @@ impl Config {
             (
                 "IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS",
                 config.database_statement_timeout,
+            ),
+            (
+                "IBEX_API_CLICKHOUSE_QUERY_TIMEOUT_MS",
+                config
+                    .clickhouse
+                    .as_ref()
+                    .map_or(Duration::ZERO, |c| c.query_timeout),
             ),
             (
                 "IBEX_API_MEMORY_SERVICE_TIMEOUT_MS",

@@ -52,6 +52,8 @@ pub enum ApiError {
     ServiceUnavailable,
     #[error("The memory service is unavailable; retry shortly.")]
     MemoryServiceUnavailable,
+    #[error("The analytics store is unavailable; retry shortly.")]
+    AnalyticsUnavailable,
     #[error("An internal error occurred.")]
     Internal,
 }
@@ -161,9 +163,10 @@ impl ApiError {
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-            Self::AuthUnavailable | Self::ServiceUnavailable | Self::MemoryServiceUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::AuthUnavailable
+            | Self::ServiceUnavailable
+            | Self::MemoryServiceUnavailable
+            | Self::AnalyticsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -186,6 +189,7 @@ impl ApiError {
             Self::AuthUnavailable => "AUTH_UNAVAILABLE",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::MemoryServiceUnavailable => "MEMORY_SERVICE_UNAVAILABLE",
+            Self::AnalyticsUnavailable => "ANALYTICS_UNAVAILABLE",
             Self::Internal => "INTERNAL_ERROR",
         }
     }
@@ -220,7 +224,10 @@ impl ApiError {
             Self::MissingToken | Self::InvalidToken => {
                 Some((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")))
             }
-            Self::AuthUnavailable | Self::ServiceUnavailable | Self::MemoryServiceUnavailable => {
+            Self::AuthUnavailable
+            | Self::ServiceUnavailable
+            | Self::MemoryServiceUnavailable
+            | Self::AnalyticsUnavailable => {
                 Some((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)))
             }
             _ => None,

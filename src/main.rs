@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use axum::Router;
 use ibex_api::auth::{dev, token};
 use ibex_api::config::{Config, LogFormat, SecretUrl};
+use ibex_api::devenv::clickhouse::TempClickHouse;
 use ibex_api::devenv::postgres::TempPostgres;
 use ibex_api::devenv::redis::TempRedis;
 use ibex_api::devenv::s3::TempS3;
@@ -229,6 +230,55 @@ fn dev_object_store(config: &mut Config) -> Result<Option<TempS3>, String> {
     Ok(Some(server))
 }
 
+/// The trace store `--dev` reads analytics from: IBEX_API_CLICKHOUSE_URL when set, else a
+/// throwaway `clickhouse-server` when the binary exists (its table created and 30 days of traffic
+/// seeded for the dev agents), else none (analytics answer 503; said once).
+async fn dev_clickhouse(config: &mut Config) -> Option<TempClickHouse> {
+    if std::env::var_os("IBEX_API_CLICKHOUSE_URL").is_some() {
+        return None;
+    }
+    let started = tokio::task::spawn_blocking(TempClickHouse::start)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|started| started);
+    let server = match started {
+        Ok(server) => server,
+        Err(problem) => {
+            tracing::warn!(%problem, "no throwaway ClickHouse (Debian: apt-get install clickhouse-server): analytics answer 503");
+            config.clickhouse = None;
+            return None;
+        }
+    };
+    let client = clickhouse::Client::default()
+        .with_url(server.url())
+        .with_validation(false);
+    let agents = ibex_api::devenv::dev_agent_ids().map(|id| id.to_string());
+    let now = chrono::Utc::now().timestamp() as u32;
+    let seeded = async {
+        ibex_api::devenv::clickhouse::create_schema(&client).await?;
+        ibex_api::devenv::clickhouse::seed_traffic(
+            &client,
+            &ibex_api::auth::dev::DEV_ORG_ID.to_string(),
+            &agents,
+            now,
+            30,
+            60_000,
+        )
+        .await
+    };
+    if let Err(problem) = seeded.await {
+        tracing::warn!(%problem, "the throwaway ClickHouse could not be seeded: analytics answer 503");
+        config.clickhouse = None;
+        return Some(server);
+    }
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("IBEX_API_"))
+        .collect();
+    vars.insert("IBEX_API_CLICKHOUSE_URL".into(), server.url());
+    config.clickhouse = Config::load_from(vars).ok().and_then(|c| c.clickhouse);
+    Some(server)
+}
+
 /// The memory service `--dev` searches with: IBEX_API_MEMORY_SERVICE_URL when set, else the
 /// development stand-in (PostgreSQL full-text search) on a free loopback port.
 async fn dev_memory_service(config: &mut Config) -> Result<(), String> {
@@ -261,6 +311,7 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
     let mut _dev_cluster = None;
     let mut _dev_redis = None;
     let mut _dev_s3 = None;
+    let mut _dev_clickhouse = None;
     if let Some(given) = dev_auth {
         let token = dev_token(given)?;
         _dev_cluster = dev_database(&mut config).await?;
@@ -270,6 +321,7 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
             devenv::seed_archives(&storage).await?;
         }
         dev_memory_service(&mut config).await?;
+        _dev_clickhouse = dev_clickhouse(&mut config).await;
         let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
         let auth_addr = dev::spawn(loopback, token.clone())
             .await
@@ -289,15 +341,25 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
         let auth = format!("-H 'Authorization: Bearer {token}'");
         let agent = ibex_api::devenv::DEV_AGENT_ID;
         let session = ibex_api::devenv::dev_session_id(0, 1);
+        let hour = chrono::Utc::now().format("%Y-%m-%dT%H:00:00Z");
+        let now = format!("{hour}");
+        let ago = |days: i64| {
+            (chrono::Utc::now() - chrono::Duration::days(days))
+                .format("%Y-%m-%dT%H:00:00Z")
+                .to_string()
+        };
+        let (month_ago, week_ago) = (ago(30), ago(7));
         println!(
-            "\n  IBEX dev mode is ON (loopback only; database {}; redis {}; object store {}; memory service {}). Try:\n\
+            "\n  IBEX dev mode is ON (loopback only; database {}; redis {}; object store {}; memory service {}; clickhouse {}). Try:\n\
              \n  curl {auth} {base}/v1/agents\
              \n  curl {auth} {base}/v1/agents/{agent}/memories\
              \n  curl {auth} -H 'Content-Type: application/json' -d '{{\"query\": \"refund\"}}' {base}/v1/agents/{agent}/memories/search\
              \n  curl {auth} -H 'Content-Type: application/json' -d '{{\"format\": \"csv\"}}' {base}/v1/agents/{agent}/memories/export\
              \n      then GET the job at the printed Location; its download_url downloads with a plain curl\
              \n  curl {auth} {base}/v1/sessions\
-             \n  curl {auth} {base}/v1/sessions/{session}/replay   (its url downloads the archive)\n\
+             \n  curl {auth} {base}/v1/sessions/{session}/replay   (its url downloads the archive)\
+             \n  curl {auth} '{base}/v1/analytics/usage?start={month_ago}&end={now}'\
+             \n  curl {auth} '{base}/v1/analytics/latency?start={week_ago}&end={now}&granularity=hour&percentile=99'\n\
              \n  IBEX_DEV_TOKEN={token}\n",
             config.database_url,
             config
@@ -310,6 +372,10 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
                 .as_ref()
                 .map_or("off".to_owned(), |s| s.endpoint.clone()),
             config.memory_service_url.as_deref().unwrap_or("off"),
+            config
+                .clickhouse
+                .as_ref()
+                .map_or("off: analytics answer 503", |c| c.url.as_str()),
         );
     }
 

@@ -357,6 +357,7 @@ fn readme_and_env_example_document_every_setting_and_code() {
         ApiError::AuthUnavailable,
         ApiError::ServiceUnavailable,
         ApiError::MemoryServiceUnavailable,
+        ApiError::AnalyticsUnavailable,
         ApiError::Internal,
     ]
     .into_iter()

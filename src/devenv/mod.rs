@@ -1,6 +1,7 @@
 //! Throwaway local dependencies for `--dev` and the tests: a PostgreSQL cluster started from this
 //! machine's binaries, and the development data seeded into it.
 
+pub mod clickhouse;
 pub mod postgres;
 pub mod redis;
 pub mod s3;
@@ -9,6 +10,11 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::auth::dev::{DEV_ORG_ID, DEV_USER_ID};
+
+/// The dev agents' ids.
+pub fn dev_agent_ids() -> [Uuid; 3] {
+    [0, 1, 2].map(|i| Uuid::from_u128(DEV_AGENTS[i].0))
+}
 
 /// The first dev agent, the one the printed examples use.
 pub const DEV_AGENT_ID: Uuid = Uuid::from_u128(DEV_AGENTS[0].0);

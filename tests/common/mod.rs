@@ -374,6 +374,8 @@ pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
         // Search is off (503) and there is no object store unless a test starts them.
         ("IBEX_API_MEMORY_SERVICE_URL".into(), String::new()),
         ("IBEX_API_MEMORY_SERVICE_TIMEOUT_MS".into(), "1000".into()),
+        // Analytics are off (503) unless a test starts ClickHouse.
+        ("IBEX_API_CLICKHOUSE_URL".into(), String::new()),
     ]);
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());

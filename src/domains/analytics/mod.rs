@@ -1,10 +1,28 @@
-//! Analytics: usage, latency, model mix and error rates of an organization.
+//! Analytics (DOMAINS.md §9): usage, latency, model mix and errors of the caller's organization,
+//! read from the platform's ClickHouse trace store, with a Redis cache in front.
+//!
+//! `model` holds the parameters, buckets and answers, `store` the ClickHouse queries, `cache`
+//! the cache-aside, `routes` the operations.
+
+pub mod cache;
+pub mod model;
+pub mod routes;
+pub mod store;
 
 use axum::Router;
 use axum::routing::get;
 
-use super::stub;
+use routes::*;
+
 use crate::app::AppState;
+
+/// What the analytics operations share.
+#[derive(Debug)]
+pub struct Analytics {
+    /// `None` when no ClickHouse is configured: 503.
+    pub store: Option<store::TraceStore>,
+    pub cache: cache::AnalyticsCache,
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -13,8 +31,3 @@ pub fn router() -> Router<AppState> {
         .route("/v1/analytics/models", get(models))
         .route("/v1/analytics/errors", get(errors))
 }
-
-stub!(usage: get "/v1/analytics/usage", "analytics", "Token and request usage", params(), extract());
-stub!(latency: get "/v1/analytics/latency", "analytics", "Latency percentiles", params(), extract());
-stub!(models: get "/v1/analytics/models", "analytics", "Usage by model", params(), extract());
-stub!(errors: get "/v1/analytics/errors", "analytics", "Error rates", params(), extract());

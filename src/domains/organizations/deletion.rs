@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::db::Database;
+use crate::domains::analytics::store::TraceStore;
 use crate::storage::Storage;
 
 /// Every org-scoped table, children before parents. Adding a table to the deletion is one line
@@ -40,6 +41,9 @@ pub struct DeletionJob {
     /// The organization's objects (exports, session archives) go too; while the store is
     /// unreachable the deletion waits and retries.
     pub storage: Option<Storage>,
+    /// The organization's rows in the trace store go too (a ClickHouse mutation); while
+    /// ClickHouse is unreachable the deletion waits and retries.
+    pub traces: Option<TraceStore>,
     pub wake: Arc<Notify>,
     pub batch_size: u32,
     pub batch_pause: Duration,
@@ -165,6 +169,18 @@ impl DeletionJob {
             }
             None => {
                 tracing::warn!(%org_id, "no object store configured: the organization's objects, if any, are not deleted")
+            }
+        }
+        match &self.traces {
+            Some(traces) => {
+                traces
+                    .delete_org(org_id)
+                    .await
+                    .map_err(|e| format!("trace store: {e}"))?;
+                tracing::info!(%org_id, "organization deletion: traces done");
+            }
+            None => {
+                tracing::warn!(%org_id, "no trace store configured: the organization's traces, if any, are not deleted")
             }
         }
         // Events not yet delivered stay (they name only the organization) until the publisher has
