@@ -376,6 +376,7 @@ pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
         ("IBEX_API_MEMORY_SERVICE_TIMEOUT_MS".into(), "1000".into()),
         // Analytics are off (503) unless a test starts ClickHouse.
         ("IBEX_API_CLICKHOUSE_URL".into(), String::new()),
+        ("IBEX_API_CLICKHOUSE_QUERY_TIMEOUT_MS".into(), "1500".into()),
     ]);
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());

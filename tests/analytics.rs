@@ -1,0 +1,792 @@
+//! Analytics against a real ClickHouse (Debian's clickhouse-server, started by the harness): sums
+//! against an independent computation over the inserted rows, percentiles within a stated
+//! tolerance, UTC bucket edges, tenancy, bad and hostile parameters, the Redis cache, and
+//! ClickHouse outages.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::*;
+use ibex_api::devenv::clickhouse::TempClickHouse;
+use serde_json::Value;
+use uuid::Uuid;
+
+const TRACE_READ: u64 = 1 << 24;
+
+fn org_a() -> Uuid {
+    ORG_ID.parse().unwrap()
+}
+
+/// One ClickHouse per test binary (tests use their own organizations); outage tests start their
+/// own.
+fn clickhouse() -> &'static TempClickHouse {
+    static SERVER: OnceLock<TempClickHouse> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        std::thread::spawn(|| {
+            let server = TempClickHouse::start().expect("start clickhouse-server for the tests");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(create_table(&server.url()));
+            server
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+async fn create_table(url: &str) {
+    let client = clickhouse::Client::default()
+        .with_url(url)
+        .with_validation(false);
+    ibex_api::devenv::clickhouse::create_schema(&client)
+        .await
+        .unwrap();
+}
+
+#[derive(Debug, Clone)]
+struct Trace {
+    org_id: Uuid,
+    agent_id: Uuid,
+    model: &'static str,
+    provider: &'static str,
+    input_tokens: u32,
+    output_tokens: u32,
+    proxy_overhead_ms: f32,
+    ttfb_ms: f32,
+    error_code: String,
+    requested_at: DateTime<Utc>,
+}
+
+/// Inserts rows as the proxy would (JSONEachRow over HTTP).
+async fn insert(url: &str, traces: &[Trace]) {
+    let mut body = String::new();
+    for t in traces {
+        body.push_str(
+            &serde_json::json!({
+                "request_id": Uuid::new_v4().to_string(),
+                "org_id": t.org_id.to_string(),
+                "agent_id": t.agent_id.to_string(),
+                "session_id": "",
+                "model": t.model,
+                "provider": t.provider,
+                "input_tokens": t.input_tokens,
+                "output_tokens": t.output_tokens,
+                "total_tokens": t.input_tokens + t.output_tokens,
+                "proxy_overhead_ms": t.proxy_overhead_ms,
+                "ttfb_ms": t.ttfb_ms,
+                "total_latency_ms": t.ttfb_ms + 100.0,
+                "status_code": if t.error_code.is_empty() { 200 } else { 502 },
+                "error_code": t.error_code,
+                "requested_at": t.requested_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            })
+            .to_string(),
+        );
+        body.push('\n');
+    }
+    let client = clickhouse::Client::default().with_url(url);
+    let mut insert = client.insert_formatted_with("INSERT INTO ibex.llm_traces FORMAT JSONEachRow");
+    insert.send(body.into_bytes().into()).await.unwrap();
+    insert.end().await.unwrap();
+}
+
+/// A deterministic pseudo-random sequence (no dependency, same rows every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// `count` rows for `org` spread over `[from, from + span)`, with the given agents.
+fn traffic(
+    org: Uuid,
+    agents: &[Uuid],
+    from: DateTime<Utc>,
+    span_secs: i64,
+    count: usize,
+    seed: u64,
+) -> Vec<Trace> {
+    const MODELS: [(&str, &str); 3] = [
+        ("gpt-4o-mini", "openai"),
+        ("claude-3-5-sonnet", "anthropic"),
+        ("llama-3.1-70b", "groq"),
+    ];
+    const ERRORS: [&str; 4] = [
+        "",
+        "RATE_LIMITED",
+        "UPSTREAM_TIMEOUT",
+        "it's a \"quoted\" \\ code",
+    ];
+    let mut rng = Lcg(seed);
+    (0..count)
+        .map(|_| {
+            let (model, provider) = MODELS[rng.next(3) as usize];
+            let error = if rng.next(10) == 0 {
+                ERRORS[1 + rng.next(3) as usize]
+            } else {
+                ERRORS[0]
+            };
+            Trace {
+                org_id: org,
+                agent_id: agents[rng.next(agents.len() as u64) as usize],
+                model,
+                provider,
+                input_tokens: 1 + rng.next(5000) as u32,
+                output_tokens: rng.next(2000) as u32,
+                proxy_overhead_ms: (1 + rng.next(5000)) as f32 / 100.0,
+                ttfb_ms: (50 + rng.next(2000)) as f32,
+                error_code: error.to_owned(),
+                requested_at: from + chrono::Duration::seconds(rng.next(span_secs as u64) as i64),
+            }
+        })
+        .collect()
+}
+
+async fn add_agent(db: &TestDb, org_id: Uuid) -> Uuid {
+    let id = Uuid::now_v7();
+    let mut admin = db.admin().await;
+    sqlx::query("INSERT INTO ibex_core.agents (id, org_id, name, slug) VALUES ($1, $2, 'a', $3)")
+        .bind(id)
+        .bind(org_id)
+        .bind(format!("a-{}", id.simple()))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    id
+}
+
+async fn app_with(url: &str, extra: &[(&str, &str)]) -> (FakeAuth, TestApp) {
+    let auth = FakeAuth::start().await;
+    let mut settings = vec![("IBEX_API_CLICKHOUSE_URL", url)];
+    settings.extend_from_slice(extra);
+    let app = TestApp::start(auth.addr, &settings).await;
+    (auth, app)
+}
+
+fn floor(t: DateTime<Utc>, granularity: &str) -> i64 {
+    let secs = t.timestamp();
+    match granularity {
+        "hour" => secs - secs.rem_euclid(3600),
+        "day" => secs - secs.rem_euclid(86_400),
+        _ => {
+            let day = secs.div_euclid(86_400);
+            // chrono, independently: days since the Monday of that week.
+            let weekday = Utc.timestamp_opt(secs, 0).unwrap().format("%u").to_string();
+            (day - (weekday.parse::<i64>().unwrap() - 1)) * 86_400
+        }
+    }
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Exact percentile by nearest rank, for the tolerance check.
+fn nearest_rank(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = ((p / 100.0) * values.len() as f64).ceil().max(1.0) as usize;
+    values[rank - 1]
+}
+
+#[tokio::test]
+async fn sums_buckets_and_percentiles_match_an_independent_computation() {
+    let ch = clickhouse();
+    let (auth, app) = app_with(&ch.url(), &[]).await;
+    let org_b = Uuid::now_v7();
+    app.db.add_org(org_b).await;
+    let (a1, a2) = (
+        add_agent(&app.db, org_a()).await,
+        add_agent(&app.db, org_a()).await,
+    );
+    let b1 = add_agent(&app.db, org_b).await;
+    // Tests share the server: a fresh organization id for the trace rows of this test.
+    let tenant = org_a();
+    let from = at("2026-03-02T00:00:00Z"); // a Monday
+    let mut rows = traffic(tenant, &[a1, a2], from, 21 * 86_400, 4000, 7);
+    // Edges: the first and last second of days and of a week, and just outside the range.
+    for t in [
+        "2026-03-02T00:00:00Z",
+        "2026-03-08T23:59:59Z",
+        "2026-03-09T00:00:00Z",
+        "2026-03-15T12:00:00Z",
+        "2026-03-01T23:59:59Z",
+        "2026-03-23T00:00:00Z",
+    ] {
+        let mut edge = rows[0].clone();
+        edge.requested_at = at(t);
+        rows.push(edge);
+    }
+    // Another organization's traffic, interleaved in the same table and time.
+    let theirs = traffic(org_b, &[b1], from, 21 * 86_400, 3000, 8);
+    // Rows of the organization under another id must also never count: same agent ids.
+    let mut impostor = traffic(Uuid::now_v7(), &[a1], from, 21 * 86_400, 500, 9);
+    impostor.iter_mut().for_each(|t| t.agent_id = a1);
+    insert(&ch.url(), &rows).await;
+    insert(&ch.url(), &theirs).await;
+    insert(&ch.url(), &impostor).await;
+    let token = auth.token_for(tenant, TRACE_READ);
+    let (start, end) = (at("2026-03-02T00:00:00Z"), at("2026-03-23T00:00:00Z"));
+    let inside: Vec<&Trace> = rows
+        .iter()
+        .filter(|t| t.requested_at >= start && t.requested_at < end)
+        .collect();
+
+    for granularity in ["day", "week"] {
+        let reply = app
+            .call(
+                "GET",
+                &format!(
+                    "/v1/analytics/usage?start={}&end={}&granularity={granularity}",
+                    iso(start),
+                    iso(end)
+                ),
+                &token,
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        let mut expected: BTreeMap<i64, [u64; 4]> = BTreeMap::new();
+        for t in &inside {
+            let e = expected
+                .entry(floor(t.requested_at, granularity))
+                .or_default();
+            e[0] += 1;
+            e[1] += u64::from(t.input_tokens);
+            e[2] += u64::from(t.output_tokens);
+            e[3] += u64::from(t.input_tokens + t.output_tokens);
+        }
+        let buckets = body["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), if granularity == "day" { 21 } else { 3 });
+        for bucket in buckets {
+            let start: DateTime<Utc> = bucket["start"].as_str().unwrap().parse().unwrap();
+            let e = expected
+                .get(&start.timestamp())
+                .copied()
+                .unwrap_or_default();
+            let got = [
+                bucket["requests"].as_u64().unwrap(),
+                bucket["input_tokens"].as_u64().unwrap(),
+                bucket["output_tokens"].as_u64().unwrap(),
+                bucket["total_tokens"].as_u64().unwrap(),
+            ];
+            assert_eq!(got, e, "{granularity} bucket {start}");
+        }
+        if granularity == "week" {
+            assert_eq!(
+                buckets[0]["start"], "2026-03-02T00:00:00.000Z",
+                "weeks start on Monday"
+            );
+        }
+    }
+
+    // One agent, hourly, a range starting and ending mid-bucket: only rows inside count.
+    let (s, e) = (at("2026-03-08T22:30:00Z"), at("2026-03-09T01:15:00Z"));
+    let reply = app
+        .call(
+            "GET",
+            &format!(
+                "/v1/analytics/usage?start={}&end={}&granularity=hour&agent_id={a1}",
+                iso(s),
+                iso(e)
+            ),
+            &token,
+            None,
+        )
+        .await;
+    let body = reply.json();
+    let buckets = body["buckets"].as_array().unwrap();
+    assert_eq!(
+        buckets.len(),
+        4,
+        "22:00 (from 22:30), 23:00, 00:00, 01:00 (to 01:15)"
+    );
+    let total: u64 = buckets
+        .iter()
+        .map(|b| b["requests"].as_u64().unwrap())
+        .sum();
+    let expected = rows
+        .iter()
+        .filter(|t| t.agent_id == a1 && t.requested_at >= s && t.requested_at < e)
+        .count() as u64;
+    assert_eq!(total, expected);
+
+    // Per model, descending by total tokens.
+    let reply = app
+        .call(
+            "GET",
+            &format!("/v1/analytics/models?start={}&end={}", iso(start), iso(end)),
+            &token,
+            None,
+        )
+        .await;
+    let models = reply.json()["models"].as_array().unwrap().clone();
+    let mut expected: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for t in &inside {
+        let e = expected.entry(t.model).or_default();
+        e.0 += 1;
+        e.1 += u64::from(t.input_tokens + t.output_tokens);
+    }
+    assert_eq!(models.len(), expected.len());
+    for pair in models.windows(2) {
+        assert!(pair[0]["total_tokens"].as_u64() >= pair[1]["total_tokens"].as_u64());
+    }
+    for m in &models {
+        let (requests, tokens) = expected[m["model"].as_str().unwrap()];
+        assert_eq!(
+            (
+                m["requests"].as_u64().unwrap(),
+                m["total_tokens"].as_u64().unwrap()
+            ),
+            (requests, tokens)
+        );
+    }
+
+    // Errors per bucket and code; a code with quotes and a backslash is matched exactly.
+    let tricky = "it's a \"quoted\" \\ code";
+    let encoded: String = url_encode(tricky);
+    let reply = app
+        .call(
+            "GET",
+            &format!(
+                "/v1/analytics/errors?start={}&end={}&error_code={encoded}",
+                iso(start),
+                iso(end)
+            ),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let counted: u64 = reply.json()["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["errors"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        counted,
+        inside.iter().filter(|t| t.error_code == tricky).count() as u64
+    );
+    let reply = app
+        .call(
+            "GET",
+            &format!("/v1/analytics/errors?start={}&end={}", iso(start), iso(end)),
+            &token,
+            None,
+        )
+        .await;
+    let body = reply.json();
+    let mut expected: BTreeMap<(i64, String), u64> = BTreeMap::new();
+    for t in inside.iter().filter(|t| !t.error_code.is_empty()) {
+        *expected
+            .entry((floor(t.requested_at, "day"), t.error_code.clone()))
+            .or_default() += 1;
+    }
+    let mut got: BTreeMap<(i64, String), u64> = BTreeMap::new();
+    for bucket in body["buckets"].as_array().unwrap() {
+        let start: DateTime<Utc> = bucket["start"].as_str().unwrap().parse().unwrap();
+        let mut sum = 0;
+        for code in bucket["codes"].as_array().unwrap() {
+            let n = code["count"].as_u64().unwrap();
+            sum += n;
+            got.insert(
+                (
+                    start.timestamp(),
+                    code["error_code"].as_str().unwrap().to_owned(),
+                ),
+                n,
+            );
+        }
+        assert_eq!(bucket["errors"].as_u64().unwrap(), sum);
+    }
+    assert_eq!(got, expected);
+
+    // Percentiles: within 1 % (or 0.5 ms) of the exact nearest-rank value, per day.
+    for p in [50.0, 95.0, 99.0] {
+        let reply = app
+            .call(
+                "GET",
+                &format!(
+                    "/v1/analytics/latency?start={}&end={}&percentile={p}",
+                    iso(start),
+                    iso(end)
+                ),
+                &token,
+                None,
+            )
+            .await;
+        let body = reply.json();
+        assert_eq!(body["percentile"], p as u64);
+        for bucket in body["buckets"].as_array().unwrap() {
+            let day: DateTime<Utc> = bucket["start"].as_str().unwrap().parse().unwrap();
+            let mut overhead: Vec<f64> = inside
+                .iter()
+                .filter(|t| floor(t.requested_at, "day") == day.timestamp())
+                .map(|t| f64::from(t.proxy_overhead_ms))
+                .collect();
+            let mut ttfb: Vec<f64> = inside
+                .iter()
+                .filter(|t| floor(t.requested_at, "day") == day.timestamp())
+                .map(|t| f64::from(t.ttfb_ms))
+                .collect();
+            assert_eq!(
+                bucket["requests"].as_u64().unwrap() as usize,
+                overhead.len()
+            );
+            for (got, values) in [
+                (&bucket["proxy_overhead_ms"], &mut overhead),
+                (&bucket["ttfb_ms"], &mut ttfb),
+            ] {
+                // Tolerance: within two ranks of the exact nearest-rank value (ClickHouse's
+                // `quantile` interpolates between neighbouring order statistics).
+                let exact = nearest_rank(values, p);
+                let n = values.len();
+                let rank = ((p / 100.0) * n as f64).ceil() as usize;
+                let (lo, hi) = (
+                    values[rank.saturating_sub(3)],
+                    values[(rank + 1).min(n - 1)],
+                );
+                let got = got.as_f64().unwrap();
+                assert!(
+                    got >= lo - 1e-3 && got <= hi + 1e-3,
+                    "p{p} on {day}: {got} vs exact {exact} (window {lo}..{hi})"
+                );
+            }
+        }
+    }
+
+    // No traffic: every bucket present, all zero (latency null).
+    let reply = app
+        .call(
+            "GET",
+            "/v1/analytics/usage?start=2025-01-01T00:00:00Z&end=2025-01-08T00:00:00Z",
+            &token,
+            None,
+        )
+        .await;
+    let buckets = reply.json()["buckets"].as_array().unwrap().clone();
+    assert_eq!(buckets.len(), 7);
+    assert!(
+        buckets
+            .iter()
+            .all(|b| b["requests"] == 0 && b["total_tokens"] == 0)
+    );
+    let reply = app
+        .call("GET", "/v1/analytics/latency?start=2025-01-01T00:00:00Z&end=2025-01-02T00:00:00Z&granularity=hour", &token, None)
+        .await;
+    let buckets = reply.json()["buckets"].as_array().unwrap().clone();
+    assert_eq!(buckets.len(), 24);
+    assert!(
+        buckets
+            .iter()
+            .all(|b| b["requests"] == 0 && b["ttfb_ms"].is_null())
+    );
+
+    // Another organization's agent: 404 like an unknown one; its traces never counted (above).
+    for agent in [b1, Uuid::now_v7()] {
+        app.call(
+            "GET",
+            &format!(
+                "/v1/analytics/usage?start={}&end={}&agent_id={agent}",
+                iso(start),
+                iso(end)
+            ),
+            &token,
+            None,
+        )
+        .await
+        .assert_error(404, "NOT_FOUND");
+    }
+    // Without trace:read: 403.
+    app.call(
+        "GET",
+        &format!("/v1/analytics/usage?start={}&end={}", iso(start), iso(end)),
+        &auth.token_for(tenant, 1),
+        None,
+    )
+    .await
+    .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn bad_and_hostile_parameters_are_400s_or_correct_empty_answers() {
+    let ch = clickhouse();
+    let (auth, app) = app_with(&ch.url(), &[]).await;
+    let token = auth.token_for(org_a(), TRACE_READ);
+    let ok = "start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z";
+    for (path, query, field) in [
+        ("usage", "end=2026-01-02T00:00:00Z".to_owned(), "start"),
+        ("usage", "start=2026-01-01T00:00:00Z".to_owned(), "end"),
+        (
+            "usage",
+            "start=2026-01-02T00:00:00Z&end=2026-01-01T00:00:00Z".to_owned(),
+            "start",
+        ),
+        (
+            "usage",
+            "start=2026-01-01T00:00:00Z&end=2026-01-01T00:00:00Z".to_owned(),
+            "start",
+        ),
+        (
+            "usage",
+            "start=2026-01-01&end=2026-01-02T00:00:00Z".to_owned(),
+            "start",
+        ),
+        (
+            "usage",
+            "start=2026-01-01T00:00:00Z&end=2026-04-02T00:00:00Z".to_owned(),
+            "end",
+        ),
+        ("usage", format!("{ok}&granularity=minute"), "granularity"),
+        (
+            "latency",
+            "start=2026-01-01T00:00:00Z&end=2026-01-08T00:00:01Z&granularity=hour".to_owned(),
+            "end",
+        ),
+        ("latency", format!("{ok}&percentile=90"), "percentile"),
+        ("latency", format!("{ok}&percentile=95.0"), "percentile"),
+        (
+            "models",
+            format!("{ok}&agent_id=1%20OR%201%3D1"),
+            "agent_id",
+        ),
+        ("errors", format!("{ok}&error_code="), "error_code"),
+    ] {
+        let reply = app
+            .call(
+                "GET",
+                &format!("/v1/analytics/{path}?{query}"),
+                &token,
+                None,
+            )
+            .await;
+        let body = reply.assert_error(400, "VALIDATION_ERROR");
+        assert_eq!(
+            body["error"]["field_errors"][0]["field"], field,
+            "{path}?{query}"
+        );
+        assert!(!reply.text().to_lowercase().contains("clickhouse"));
+    }
+    // Injection attempts in the one free-text parameter: a correct, empty answer.
+    for attempt in [
+        "'",
+        "\\",
+        "--",
+        ") OR 1=1",
+        "' OR '1'='1",
+        "x'); DROP TABLE llm_traces; --",
+    ] {
+        let reply = app
+            .call(
+                "GET",
+                &format!(
+                    "/v1/analytics/errors?{ok}&error_code={}",
+                    url_encode(attempt)
+                ),
+                &token,
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{attempt}: {}", reply.text());
+        let body = reply.json();
+        assert!(
+            body["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["errors"] == 0),
+            "{attempt}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
+    use redis::AsyncCommands;
+    let ch = clickhouse();
+    let redis_at = redis_url();
+    let (auth, app) = app_with(&ch.url(), &[("IBEX_API_REDIS_URL", redis_at.as_str())]).await;
+    let tenant = Uuid::now_v7();
+    app.db.add_org(tenant).await;
+    let agent = add_agent(&app.db, tenant).await;
+    let from = at("2026-05-04T00:00:00Z");
+    insert(&ch.url(), &traffic(tenant, &[agent], from, 86_400, 100, 11)).await;
+    let token = auth.token_for(tenant, TRACE_READ);
+    let path = "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-05T00:00:00Z";
+    let total = |body: &Value| body["buckets"][0]["requests"].as_u64().unwrap();
+    let first = app.call("GET", path, &token, None).await.json();
+    assert_eq!(total(&first), 100);
+    // More traffic: the cached answer is served until it expires.
+    insert(&ch.url(), &traffic(tenant, &[agent], from, 86_400, 10, 12)).await;
+    let second = app.call("GET", path, &token, None).await.json();
+    assert_eq!(second, first, "served from the cache");
+    let mut conn = redis::Client::open(redis_at.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = conn.keys("analytics:*").await.unwrap();
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert_eq!(key.len(), "analytics:".len() + 64, "SHA-256 hex");
+        let ttl: i64 = conn.ttl(key).await.unwrap();
+        assert!((1..=300).contains(&ttl), "{ttl}");
+    }
+    let weekly =
+        "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-11T00:00:00Z&granularity=week";
+    app.call("GET", weekly, &token, None).await;
+    let keys_after: Vec<String> = conn.keys("analytics:*").await.unwrap();
+    let week_key = keys_after.iter().find(|k| !keys.contains(k)).unwrap();
+    let ttl: i64 = conn.ttl(week_key).await.unwrap();
+    assert!((61..=300).contains(&ttl), "week answers live 300 s: {ttl}");
+
+    // Redis down: fresh, correct answers, no error, no hang.
+    redis().lock().unwrap().stop();
+    let started = Instant::now();
+    let other =
+        "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-04T12:00:00Z&granularity=hour";
+    let reply = app.call("GET", other, &token, None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let fresh = app.call("GET", path, &token, None).await.json();
+    assert_eq!(total(&fresh), 110, "straight from ClickHouse");
+    redis().lock().unwrap().restart().unwrap();
+}
+
+#[tokio::test]
+async fn clickhouse_down_is_a_fast_503_and_recovers_without_a_restart() {
+    let mut ch = TempClickHouse::start().unwrap();
+    create_table(&ch.url()).await;
+    let (auth, app) = app_with(
+        &ch.url(),
+        &[("IBEX_API_CLICKHOUSE_QUERY_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let token = auth.token_for(org_a(), TRACE_READ | (1 << 35));
+    let path = "/v1/analytics/models?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z";
+    assert_eq!(app.call("GET", path, &token, None).await.status, 200);
+    ch.stop();
+    let started = Instant::now();
+    let reply = app.call("GET", path, &token, None).await;
+    reply.assert_error(503, "ANALYTICS_UNAVAILABLE");
+    assert_eq!(reply.header("retry-after"), Some("2"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "within the query timeout"
+    );
+    // The rest of the API is unaffected.
+    assert_eq!(
+        app.call("GET", "/v1/agents", &token, None).await.status,
+        200
+    );
+    let ready = app.get("/ready", &[]).await;
+    assert_eq!(ready.status, 200, "not critical");
+    assert_eq!(ready.json()["checks"]["clickhouse"]["status"], "failed");
+    ch.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = app.call("GET", path, &token, None).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", reply.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn gdpr_deletion_removes_the_orgs_traces_and_waits_for_clickhouse() {
+    let mut ch = TempClickHouse::start().unwrap();
+    create_table(&ch.url()).await;
+    let (auth, app) = app_with(&ch.url(), &[]).await;
+    let org_b = Uuid::now_v7();
+    app.db.add_org(org_b).await;
+    let owner = app.db.add_user(org_a(), "owner").await;
+    let from = at("2026-06-01T00:00:00Z");
+    let agent = Uuid::now_v7();
+    insert(
+        &ch.url(),
+        &traffic(org_a(), &[agent], from, 86_400, 200, 21),
+    )
+    .await;
+    insert(&ch.url(), &traffic(org_b, &[agent], from, 86_400, 150, 22)).await;
+    let client = clickhouse::Client::default()
+        .with_url(ch.url())
+        .with_validation(false);
+    let count = |org: Uuid| {
+        let client = client.clone();
+        async move {
+            client
+                .query("SELECT count() FROM ibex.llm_traces WHERE org_id = ?")
+                .bind(org.to_string())
+                .fetch_one::<u64>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(org_a()).await, 200);
+
+    ch.stop();
+    let token = auth.token_for_user(org_a(), Some(owner), 1 << 35);
+    let mine = format!("/v1/organizations/{ORG_ID}");
+    assert_eq!(app.call("DELETE", &mine, &token, None).await.status, 202);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let org = app.call("GET", &mine, &token, None).await.json();
+    assert_eq!(
+        org["deletion"]["state"], "running",
+        "waits for ClickHouse: {org}"
+    );
+
+    ch.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut admin = app.db.admin().await;
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM ibex_core.organizations WHERE id = $1")
+                .bind(org_a())
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the deletion did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The mutation is applied in the background; it must get there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(org_a()).await > 0 {
+        assert!(Instant::now() < deadline, "traces left behind");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        count(org_b).await,
+        150,
+        "the other organization's traces stay"
+    );
+}
