@@ -54,8 +54,6 @@ echo "== openapi-spec-validator"
 "$VENV/bin/openapi-spec-validator" "$OUT/openapi.json"
 
 # All checks run but use_after_free (why: scripts/schemathesis.toml, item 3). No example database: a run depends on its seed alone, not on earlier runs.
-# scripts/schemathesis.toml only lets `not_a_server_error` accept the stubs'
-# documented 501; status_code_conformance still fails a 501 anywhere it is not documented.
 schemathesis() {
   rm -rf .schemathesis # its crash cache would carry one run's failures into the next
   "$VENV/bin/schemathesis" --config-file scripts/schemathesis.toml run \
