@@ -17,6 +17,14 @@ then, once, an export of 100 000 memories to the development S3 server (`ibex-ap
 checks signatures) with its wall time and the exporting process's peak RSS growth, and a bulk
 delete of the other agent's 100 000 memories with its wall time.
 
+Sessions (scenarios named "sessions"): 10 000 sessions in the org; a page of 20 beside the same
+SQL reference.
+
+Analytics (scenarios named "analytics"): a throwaway ClickHouse (`ibex-api dev-clickhouse`) with
+10 000 000 trace rows over 90 days across 100 organizations (the development org one of them);
+`usage?granularity=day` over 30 days and `latency?granularity=hour&percentile=99` over 7 days,
+with the Redis cache off and on, at 4 connections (latency, not throughput, is the target).
+
 usage: scripts/bench.py [--rounds 5] [--seconds 5] [--connections 32] [--out bench-results]
                        [--only SUBSTRING ...]   (run only the scenarios whose names contain one)
 Needs: cargo, taskset, wrk (installed from Debian's packages when missing).
@@ -135,6 +143,42 @@ def seed_memories(url, agent, count):
     psql(url, "ANALYZE ibex_core.memories; ANALYZE ibex_core.memory_tags")
 
 
+def seed_sessions(url, count):
+    agents = ["0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7001", "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7002",
+              "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7003"]
+    psql(url, f"""
+        INSERT INTO ibex_core.sessions (id, org_id, agent_id, status, model, provider, turn_count,
+                                        created_at, updated_at)
+        SELECT gen_random_uuid(), '{DEV_ORG}', (ARRAY['{agents[0]}','{agents[1]}','{agents[2]}']::uuid[])[1 + n % 3],
+               'completed', 'gpt-4o-mini', 'openai', 1 + n % 9,
+               now() - n * interval '1 minute', now() - n * interval '1 minute'
+        FROM generate_series(1, {count}) AS n""")
+    psql(url, "ANALYZE ibex_core.sessions")
+
+
+def clickhouse_query(url, sql):
+    request = urllib.request.Request(url + "/", data=sql.encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return response.read().decode()
+
+
+def seed_traces(url, rows, orgs):
+    """`rows` traces over the last 90 days across `orgs` organizations (the dev org first)."""
+    org_list = ",".join(f"'{o}'" for o in orgs)
+    clickhouse_query(url, f"""
+        INSERT INTO ibex.llm_traces
+        SELECT hex(sipHash64(number)), arrayElement([{org_list}], 1 + number % {len(orgs)}),
+               '{DEV_AGENT}', '', arrayElement(['gpt-4o-mini', 'claude-3-5-sonnet', 'llama-3.1-70b'], 1 + intDiv(number, 7) % 3),
+               arrayElement(['openai', 'anthropic', 'groq'], 1 + intDiv(number, 7) % 3),
+               toUInt32(200 + sipHash64(number + 1) % 1800), toUInt32(50 + sipHash64(number + 2) % 700),
+               toUInt32(250 + sipHash64(number + 3) % 2500),
+               toFloat32(2 + (sipHash64(number + 4) % 1200) / 100), toFloat32(120 + sipHash64(number + 5) % 900),
+               toFloat32(800 + sipHash64(number + 6) % 3000), toUInt16(200),
+               if(sipHash64(number + 7) % 100 < 3, 'UPSTREAM_TIMEOUT', ''),
+               toDateTime(toUInt32(now()) - intDiv(number * 7776000, {rows}))
+        FROM system.numbers LIMIT {rows}""")
+
+
 def current_rss_mib(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -224,6 +268,24 @@ def main():
     big = 1_000_000 if need_scale else 1_000
     seed_agents(scale_urls["scale_1m"], big)
     need_memories = not args.only or any("memories" in o for o in args.only)
+    need_sessions = not args.only or any("sessions" in o for o in args.only)
+    need_analytics = not args.only or any("analytics" in o for o in args.only)
+    if need_sessions:
+        seed_sessions(db_url, 10_000)
+    ch_url, helpers = None, []
+    if need_analytics:
+        ch = subprocess.Popen([str(release / "ibex-api"), "dev-clickhouse"], env={"PATH": os.environ["PATH"]},
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        helpers.append(ch)
+        ch_url = next(line for line in ch.stdout if line.startswith("IBEX_API_CLICKHOUSE_URL=")).strip().split("=", 1)[1]
+        print("seeding 10 000 000 trace rows", flush=True)
+        started = time.time()
+        seed_traces(ch_url, 10_000_000, [DEV_ORG, *(str(__import__("uuid").uuid4()) for _ in range(99))])
+        print(f"seeded in {time.time() - started:.1f} s", flush=True)
+        redis_port = free_port()
+        helpers.append(subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(redis_port),
+                                         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     delete_agent = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7002"
     s3_settings = {}
     if need_memories:
@@ -241,7 +303,8 @@ def main():
                                     cursor_at(scale_urls["scale_1m"], big - 100))
 
     (auth_port, bare_port, grpc_port, sql_port, api_port, cached_port, quiet_port, k_port, m_port,
-     sink_port, obs_port, obs_metrics_port, met_port, met_metrics_port, exp_port) = (free_port() for _ in range(15))
+     sink_port, obs_port, obs_metrics_port, met_port, met_metrics_port, exp_port, chn_port,
+     chc_port) = (free_port() for _ in range(17))
     auth_addr = f"http://127.0.0.1:{auth_port}"
     api_env = lambda port, extra=None: {
         "IBEX_API_HOST": "127.0.0.1", "IBEX_API_PORT": str(port), "IBEX_API_AUTH_GRPC_ADDR": auth_addr,
@@ -272,6 +335,11 @@ def main():
         "metrics_only": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(met_port, {
             "IBEX_API_METRICS_ADDR": f"127.0.0.1:{met_metrics_port}"})),
     }
+    if need_analytics:
+        procs["analytics_nocache"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(chn_port, {
+            "IBEX_API_CLICKHOUSE_URL": ch_url, "IBEX_API_REDIS_URL": ""}))
+        procs["analytics_cache"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(chc_port, {
+            "IBEX_API_CLICKHOUSE_URL": ch_url, "IBEX_API_REDIS_URL": f"redis://127.0.0.1:{redis_port}"}))
     if need_memories:
         # Its own process, so its peak RSS is the export's; the bulk delete may take long.
         procs["exporter"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(exp_port, {
@@ -299,22 +367,38 @@ def main():
          f"{local}:{api_port}/v1/agents/{DEV_AGENT}/memories", (bearer,), "api"),
         ("ibex-api GET memories?tag=vip (20 of 10 000 tagged), ValidateToken per request",
          f"{local}:{api_port}/v1/agents/{DEV_AGENT}/memories?tag=vip", (bearer,), "api"),
+        ("ibex-api GET /v1/sessions (20 of 10 000), ValidateToken per request",
+         f"{local}:{api_port}/v1/sessions", (bearer,), "api"),
         ("scale: page at depth 900 of an org of 1 000", f"{local}:{k_port}/v1/agents?cursor={deep_1k}", (bearer,), "api_1k"),
         ("scale: page at depth 900 of an org of 1 000 000", f"{local}:{m_port}/v1/agents?cursor={shallow_1m}", (bearer,), "api_1m"),
         ("scale: page at depth 900 000 of an org of 1 000 000", f"{local}:{m_port}/v1/agents?cursor={deep_1m}", (bearer,), "api_1m"),
     ]
+    if need_analytics:
+        now = time.time()
+        day = lambda t: time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(t))
+        hour = lambda t: time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(t))
+        usage = f"/v1/analytics/usage?start={day(now - 30 * 86400)}&end={day(now)}&granularity=day"
+        latency = f"/v1/analytics/latency?start={hour(now - 7 * 86400)}&end={hour(now)}&granularity=hour&percentile=99"
+        scenarios += [
+            ("analytics: usage, day buckets over 30 days, cache off", f"{local}:{chn_port}{usage}", (bearer,), "analytics_nocache"),
+            ("analytics: usage, day buckets over 30 days, cache on", f"{local}:{chc_port}{usage}", (bearer,), "analytics_cache"),
+            ("analytics: latency p99, hour buckets over 7 days, cache off", f"{local}:{chn_port}{latency}", (bearer,), "analytics_nocache"),
+            ("analytics: latency p99, hour buckets over 7 days, cache on", f"{local}:{chc_port}{latency}", (bearer,), "analytics_cache"),
+        ]
     if args.only:
         keep = [s for s in scenarios if any(o in s[0] for o in args.only)]
         scenarios = [scenarios[0], *[s for s in keep if s is not scenarios[0]]]
     try:
         for _, url, _, _ in scenarios:
             wait_http(url.split("/v1/")[0] + "/health" if "/v1/" in url else url)
+        # Analytics are measured at 4 connections: their target is a latency, not a throughput.
+        conns = lambda name: 4 if name.startswith("analytics") else args.connections
         for name, url, headers, _ in scenarios:  # warm-up: connections, caches, CPU frequency
-            wrk(url, 2, args.connections, headers)
+            wrk(url, 2, conns(name), headers)
         results = {name: [] for name, *_ in scenarios}
         for round_no in range(1, args.rounds + 1):
             for name, url, headers, _ in scenarios:
-                results[name].append(wrk(url, args.seconds, args.connections, headers))
+                results[name].append(wrk(url, args.seconds, conns(name), headers))
             print(f"round {round_no}: " + ", ".join(f"{r[-1][0]:.0f}" for r in results.values()), flush=True)
         memory = {key: peak_rss_mib(proc.pid) for key, proc in procs.items()}
         memories_lines = []
@@ -322,7 +406,7 @@ def main():
             wait_http(f"{local}:{exp_port}/health")
             memories_lines = export_and_delete(exp_port, procs["exporter"].pid, delete_agent)
     finally:
-        extra = [s3] if need_memories else []
+        extra = ([s3] if need_memories else []) + helpers
         for proc in [*procs.values(), database, *extra]:
             proc.terminate()
         for proc in [*procs.values(), database, *extra]:
@@ -340,7 +424,8 @@ def main():
     for name, _, _, proc_key in scenarios:
         runs = results[name]
         ratios = [run[0] / base[0] for run, base in zip(runs, baseline)]
-        reference = (list_ref if name.startswith(("ibex-api GET /v1/agents (", "ibex-api GET memories"))
+        reference = (list_ref if name.startswith(("ibex-api GET /v1/agents (", "ibex-api GET memories",
+                                                  "ibex-api GET /v1/sessions"))
                      else one_ref if name.startswith("ibex-api GET /v1/agents/{id}") else None)
         to_reference = (f"{statistics.median(r[0] / b[0] for r, b in zip(runs, reference)):.1%}"
                         if reference else "")

@@ -24,6 +24,8 @@ usage:
   ibex-api migrate                  apply pending schema migrations to IBEX_API_DATABASE_URL
   ibex-api dev-database             run only a throwaway PostgreSQL (migrated, seeded) and print
                                     its URL; removed on exit
+  ibex-api dev-clickhouse           run only a throwaway clickhouse-server with the trace table
+                                    (empty) and print its URL; removed on exit
   ibex-api dev-s3                   run only the development S3 server (signature-checking, both
                                     buckets) and print its IBEX_API_S3_* settings; removed on exit
   ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN]
@@ -43,6 +45,7 @@ enum Command {
     Migrate,
     DevDatabase,
     DevS3,
+    DevClickHouse,
     Help,
 }
 
@@ -59,6 +62,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
         Some("dev-database") if args.len() == 1 => Ok(Command::DevDatabase),
         Some("dev-s3") if args.len() == 1 => Ok(Command::DevS3),
+        Some("dev-clickhouse") if args.len() == 1 => Ok(Command::DevClickHouse),
         Some("--dev") => match &args[1..] {
             [] => Ok(Command::Serve {
                 dev_token: Some(None),
@@ -112,6 +116,7 @@ async fn main() -> ExitCode {
         Command::Migrate => run_migrate().await,
         Command::DevDatabase => run_dev_database().await,
         Command::DevS3 => run_dev_s3().await,
+        Command::DevClickHouse => run_dev_clickhouse().await,
         Command::DevAuthServer { listen, token } => run_dev_auth_server(listen, token).await,
         Command::Serve { dev_token } => run_server(dev_token).await,
     };
@@ -151,6 +156,21 @@ async fn run_dev_database() -> Result<(), String> {
     println!("IBEX_API_DATABASE_URL={}", config.database_url.expose());
     server::shutdown_signal().await;
     drop(cluster);
+    Ok(())
+}
+
+async fn run_dev_clickhouse() -> Result<(), String> {
+    telemetry::init(LogFormat::Text, "info");
+    let server = tokio::task::spawn_blocking(TempClickHouse::start)
+        .await
+        .map_err(|e| e.to_string())??;
+    let client = clickhouse::Client::default()
+        .with_url(server.url())
+        .with_validation(false);
+    ibex_api::devenv::clickhouse::create_schema(&client).await?;
+    println!("IBEX_API_CLICKHOUSE_URL={}", server.url());
+    server::shutdown_signal().await;
+    drop(server);
     Ok(())
 }
 
