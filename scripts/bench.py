@@ -192,7 +192,7 @@ def api_call(method, url, body=None):
                                      headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=600) as response:
         text = response.read()
-        return response.status, dict(response.headers), (json.loads(text) if text else None)
+        return response.status, response.headers, (json.loads(text) if text else None)
 
 
 def export_and_delete(port, pid, delete_agent):
@@ -218,7 +218,7 @@ def export_and_delete(port, pid, delete_agent):
         f"Export of {job['row_count']:,} memories (CSV, {job['size_bytes'] / 2**20:.1f} MiB, downloaded "
         f"{downloaded / 2**20:.1f} MiB through its pre-signed URL): {export_s:.2f} s wall; the process's peak RSS "
         f"grew {growth:.1f} MiB (from {rss_before:.1f} MiB). Target: under 10 s, under 32 MiB.",
-        f"Bulk delete of {headers.get('ibex-deleted-count', headers.get('Ibex-Deleted-Count'))} memories "
+        f"Bulk delete of {headers.get('Ibex-Deleted-Count')} memories "
         f"(one transaction, history + outbox rows): {delete_s:.2f} s wall, status {status}.",
     ]
 
