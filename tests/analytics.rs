@@ -153,19 +153,6 @@ fn traffic(
         .collect()
 }
 
-async fn add_agent(db: &TestDb, org_id: Uuid) -> Uuid {
-    let id = Uuid::now_v7();
-    let mut admin = db.admin().await;
-    sqlx::query("INSERT INTO ibex_core.agents (id, org_id, name, slug) VALUES ($1, $2, 'a', $3)")
-        .bind(id)
-        .bind(org_id)
-        .bind(format!("a-{}", id.simple()))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    id
-}
-
 async fn app_with(url: &str, extra: &[(&str, &str)]) -> (FakeAuth, TestApp) {
     let auth = FakeAuth::start().await;
     let mut settings = vec![("IBEX_API_CLICKHOUSE_URL", url)];
@@ -210,10 +197,10 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
     let (a1, a2) = (
-        add_agent(&app.db, org_a()).await,
-        add_agent(&app.db, org_a()).await,
+        app.db.add_agent(org_a()).await,
+        app.db.add_agent(org_a()).await,
     );
-    let b1 = add_agent(&app.db, org_b).await;
+    let b1 = app.db.add_agent(org_b).await;
     // Tests share the server: a fresh organization id for the trace rows of this test.
     let tenant = org_a();
     let from = at("2026-03-02T00:00:00Z"); // a Monday
@@ -633,7 +620,7 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     let (auth, app) = app_with(&ch.url(), &[("IBEX_API_REDIS_URL", redis_at.as_str())]).await;
     let tenant = Uuid::now_v7();
     app.db.add_org(tenant).await;
-    let agent = add_agent(&app.db, tenant).await;
+    let agent = app.db.add_agent(tenant).await;
     let from = at("2026-05-04T00:00:00Z");
     insert(&ch.url(), &traffic(tenant, &[agent], from, 86_400, 100, 11)).await;
     let token = auth.token_for(tenant, TRACE_READ);

@@ -121,19 +121,6 @@ async fn seed(db: &TestDb, memories: &[Seed]) {
     .unwrap();
 }
 
-async fn add_agent(db: &TestDb, org_id: Uuid) -> Uuid {
-    let id = Uuid::now_v7();
-    let mut admin = db.admin().await;
-    sqlx::query("INSERT INTO ibex_core.agents (id, org_id, name, slug) VALUES ($1, $2, 'a', $3)")
-        .bind(id)
-        .bind(org_id)
-        .bind(format!("a-{}", id.simple()))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    id
-}
-
 async fn scalar(db: &TestDb, sql: &str, id: Uuid) -> i64 {
     let mut admin = db.admin().await;
     sqlx::query_scalar(sql)
@@ -191,11 +178,11 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 async fn every_filter_and_pair_of_filters_pages_each_match_exactly_once() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[]).await;
-    let agent = add_agent(&app.db, org_a()).await;
-    let other_agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
+    let other_agent = app.db.add_agent(org_a()).await;
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
-    let agent_b = add_agent(&app.db, org_b).await;
+    let agent_b = app.db.add_agent(org_b).await;
     let mine: Vec<Seed> = (0..90).map(|n| Seed::new(org_a(), agent, n)).collect();
     let mut all = mine.clone();
     all.extend((0..20).map(|n| Seed::new(org_a(), other_agent, n)));
@@ -331,7 +318,7 @@ async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
     let mut settings = s3_settings(&s3);
     settings.push(("IBEX_API_MEMORY_SERVICE_URL", memory_service.url()));
     let app = TestApp::start(auth.addr, &as_refs(&settings)).await;
-    let agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
     let memories: Vec<Seed> = (0..3).map(|n| Seed::new(org_a(), agent, n * 3)).collect();
     seed(&app.db, &memories).await;
     let memory = memories[0].id;
@@ -399,7 +386,7 @@ async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
             .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     }
     // A memory of another agent of the same org is not this agent's.
-    let sibling = add_agent(&app.db, org_a()).await;
+    let sibling = app.db.add_agent(org_a()).await;
     app.call(
         "GET",
         &format!("/v1/agents/{sibling}/memories/{memory}"),
@@ -459,7 +446,7 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
     let auth = FakeAuth::start().await;
     let redis_url = redis_url();
     let app = TestApp::start(auth.addr, &[("IBEX_API_REDIS_URL", redis_url.as_str())]).await;
-    let agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
     let memories: Vec<Seed> = (0..10).map(|n| Seed::new(org_a(), agent, n * 3)).collect();
     seed(&app.db, &memories).await;
     let (one, two) = (memories[0].id, memories[1].id);
@@ -568,7 +555,7 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
 async fn bulk_delete_needs_confirmation_and_is_atomic() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[]).await;
-    let agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
     // 2 500 memories: more than two deletion events' worth of ids.
     let memories: Vec<Seed> = (0..2500).map(|n| Seed::new(org_a(), agent, n)).collect();
     seed(&app.db, &memories).await;
@@ -671,11 +658,11 @@ async fn search_keeps_the_service_order_and_drops_what_is_not_this_agents() {
         ],
     )
     .await;
-    let agent = add_agent(&app.db, org_a()).await;
-    let sibling = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
+    let sibling = app.db.add_agent(org_a()).await;
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
-    let agent_b = add_agent(&app.db, org_b).await;
+    let agent_b = app.db.add_agent(org_b).await;
     let mine: Vec<Seed> = (0..3).map(|n| Seed::new(org_a(), agent, n * 3)).collect();
     let theirs = Seed::new(org_b, agent_b, 0);
     let siblings = Seed::new(org_a(), sibling, 0);
@@ -783,7 +770,7 @@ async fn search_with_the_service_down_and_with_the_dev_stand_in() {
     let auth = FakeAuth::start().await;
     let down = format!("http://{}", dead_addr().await);
     let app = TestApp::start(auth.addr, &[("IBEX_API_MEMORY_SERVICE_URL", down.as_str())]).await;
-    let agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
     let mut memories: Vec<Seed> = (0..4).map(|n| Seed::new(org_a(), agent, n * 3)).collect();
     memories[1].content = "The customer asked for a refund of the March invoice".into();
     memories[2].content = "Refunds are processed within five days".into();
@@ -849,7 +836,7 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
     let auth = FakeAuth::start().await;
     let s3 = TempS3::start().unwrap();
     let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
-    let agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
     let mut memories: Vec<Seed> = (0..10_000)
         .map(|n| {
             let mut m = Seed::new(org_a(), agent, n);
@@ -1015,7 +1002,7 @@ async fn an_expired_download_url_is_refused() {
     let mut settings = s3_settings(&s3);
     settings.push(("IBEX_API_S3_PRESIGN_TTL_MS", "1000".into()));
     let app = TestApp::start(auth.addr, &as_refs(&settings)).await;
-    let agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
     let token = auth.token_for(org_a(), MEMORY_EXPORT);
     let reply = app
@@ -1042,7 +1029,7 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
     settings.push(("IBEX_API_EXPORT_LEASE_MS", "600".into()));
     let db = TestDb::create().await;
     db.add_org(org_a()).await;
-    let agent = add_agent(&db, org_a()).await;
+    let agent = db.add_agent(org_a()).await;
     seed(
         &db,
         &(0..50)
@@ -1105,7 +1092,7 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
     let auth = FakeAuth::start().await;
     let mut s3 = TempS3::start().unwrap();
     let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
-    let agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
     let token = auth.token_for(org_a(), MEMORY_EXPORT);
     s3.stop();
@@ -1166,7 +1153,7 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
     let owner = app.db.add_user(org_a(), "owner").await;
     let mut agents = Vec::new();
     for org in [org_a(), org_b] {
-        let agent = add_agent(&app.db, org).await;
+        let agent = app.db.add_agent(org).await;
         let memories: Vec<Seed> = (0..30).map(|n| Seed::new(org, agent, n * 3)).collect();
         seed(&app.db, &memories).await;
         let token = auth.token_for(org, MEMORY_EXPORT | MEMORY_DELETE);

@@ -25,19 +25,6 @@ struct SeededSession {
     created_at: DateTime<Utc>,
 }
 
-async fn add_agent(db: &TestDb, org_id: Uuid) -> Uuid {
-    let id = Uuid::now_v7();
-    let mut admin = db.admin().await;
-    sqlx::query("INSERT INTO ibex_core.agents (id, org_id, name, slug) VALUES ($1, $2, 'a', $3)")
-        .bind(id)
-        .bind(org_id)
-        .bind(format!("a-{}", id.simple()))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    id
-}
-
 async fn seed(db: &TestDb, sessions: &[SeededSession]) {
     let mut admin = db.admin().await;
     sqlx::query(
@@ -93,12 +80,12 @@ async fn filters_pages_and_tenancy() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[]).await;
     let (agent, other_agent) = (
-        add_agent(&app.db, org_a()).await,
-        add_agent(&app.db, org_a()).await,
+        app.db.add_agent(org_a()).await,
+        app.db.add_agent(org_a()).await,
     );
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
-    let agent_b = add_agent(&app.db, org_b).await;
+    let agent_b = app.db.add_agent(org_b).await;
     const STATUSES: [&str; 4] = ["active", "completed", "abandoned", "error"];
     let mut sessions: Vec<SeededSession> = (0..40)
         .map(|n| SeededSession {
@@ -258,7 +245,7 @@ async fn replay_links_are_signed_refused_when_changed_or_expired() {
     let mut settings = s3_settings(&s3);
     settings.push(("IBEX_API_S3_PRESIGN_TTL_MS", "1000".into()));
     let app = TestApp::start(auth.addr, &as_refs(&settings)).await;
-    let agent = add_agent(&app.db, org_a()).await;
+    let agent = app.db.add_agent(org_a()).await;
     let session = SeededSession {
         id: Uuid::now_v7(),
         org_id: org_a(),

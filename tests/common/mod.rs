@@ -647,6 +647,22 @@ impl TestDb {
         id
     }
 
+    /// A live agent of `org_id`; returns its id.
+    pub async fn add_agent(&self, org_id: Uuid) -> Uuid {
+        let id = Uuid::now_v7();
+        let mut admin = self.admin().await;
+        sqlx::query(
+            "INSERT INTO ibex_core.agents (id, org_id, name, slug) VALUES ($1, $2, 'a', $3)",
+        )
+        .bind(id)
+        .bind(org_id)
+        .bind(format!("a-{}", id.simple()))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        id
+    }
+
     pub async fn add_org(&self, id: Uuid) {
         let mut admin = self.admin().await;
         sqlx::query(

@@ -107,12 +107,19 @@ impl TraceStore {
         }
     }
 
+    /// `sql` with the tenant and range bound (its `RANGE`), then the agent when the query names
+    /// one (its `agent_clause`).
     fn filtered(&self, sql: &str, org_id: Uuid, q: &Query) -> clickhouse::query::Query {
-        self.client
+        let query = self
+            .client
             .query(sql)
             .bind(org_id.to_string())
             .bind(ceil_secs(q.start))
-            .bind(ceil_secs(q.end))
+            .bind(ceil_secs(q.end));
+        match q.agent_id {
+            Some(agent) if sql.contains(AGENT_CLAUSE) => query.bind(agent.to_string()),
+            _ => query,
+        }
     }
 
     pub async fn usage(&self, org_id: Uuid, q: &Query) -> Result<Vec<UsageRow>, ApiError> {
@@ -124,11 +131,7 @@ impl TraceStore {
             q.granularity.bucket_sql(),
             agent_clause(q)
         );
-        let mut query = self.filtered(&sql, org_id, q);
-        if let Some(agent) = q.agent_id {
-            query = query.bind(agent.to_string());
-        }
-        self.fetch(query).await
+        self.fetch(self.filtered(&sql, org_id, q)).await
     }
 
     pub async fn latency(&self, org_id: Uuid, q: &Query) -> Result<Vec<LatencyRow>, ApiError> {
@@ -147,11 +150,7 @@ impl TraceStore {
             q.granularity.bucket_sql(),
             agent_clause(q)
         );
-        let mut query = self.filtered(&sql, org_id, q);
-        if let Some(agent) = q.agent_id {
-            query = query.bind(agent.to_string());
-        }
-        self.fetch(query).await
+        self.fetch(self.filtered(&sql, org_id, q)).await
     }
 
     pub async fn models(&self, org_id: Uuid, q: &Query) -> Result<Vec<ModelRow>, ApiError> {
@@ -162,11 +161,7 @@ impl TraceStore {
              GROUP BY model, provider ORDER BY total_tokens DESC, model, provider",
             agent_clause(q)
         );
-        let mut query = self.filtered(&sql, org_id, q);
-        if let Some(agent) = q.agent_id {
-            query = query.bind(agent.to_string());
-        }
-        self.fetch(query).await
+        self.fetch(self.filtered(&sql, org_id, q)).await
     }
 
     pub async fn errors(&self, org_id: Uuid, q: &Query) -> Result<Vec<ErrorRow>, ApiError> {
@@ -212,9 +207,11 @@ impl TraceStore {
     }
 }
 
+const AGENT_CLAUSE: &str = " AND agent_id = ?";
+
 fn agent_clause(q: &Query) -> &'static str {
     if q.agent_id.is_some() {
-        " AND agent_id = ?"
+        AGENT_CLAUSE
     } else {
         ""
     }

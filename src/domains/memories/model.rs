@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::fields::{Fields, Text};
 use crate::pagination::ListScope;
+use crate::time::{check_range, parse_param};
 
 pub const CATEGORIES: &[&str] = &[
     "factual",
@@ -163,18 +164,6 @@ fn one_of(
         .transpose()
 }
 
-fn instant(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    value
-        .map(|text| {
-            DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::field(field, "INVALID_TIMESTAMP", "must be an RFC 3339 timestamp")
-                })
-        })
-        .transpose()
-}
-
 impl Filters {
     pub fn parse(params: &FilterParams) -> Result<Self, ApiError> {
         let tag = match params.tag.as_deref() {
@@ -196,18 +185,15 @@ impl Filters {
             status: one_of("status", params.status.as_deref(), STATUSES)?.unwrap_or("active"),
             source: one_of("source", params.source.as_deref(), SOURCES)?,
             tag,
-            created_after: instant("created_after", params.created_after.as_deref())?,
-            created_before: instant("created_before", params.created_before.as_deref())?,
+            created_after: parse_param("created_after", params.created_after.as_deref())?,
+            created_before: parse_param("created_before", params.created_before.as_deref())?,
         };
-        if let (Some(after), Some(before)) = (filters.created_after, filters.created_before)
-            && after >= before
-        {
-            return Err(ApiError::field(
-                "created_after",
-                "INVALID_RANGE",
-                "must be before created_before",
-            ));
-        }
+        check_range(
+            "created_after",
+            "created_before",
+            filters.created_after,
+            filters.created_before,
+        )?;
         Ok(filters)
     }
 

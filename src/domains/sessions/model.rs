@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::pagination::ListScope;
+use crate::time::{check_range, parse_param};
 
 pub const STATUSES: &[&str] = &["active", "completed", "abandoned", "error"];
 
@@ -81,18 +82,6 @@ pub struct SessionFilters {
     pub started_before: Option<DateTime<Utc>>,
 }
 
-fn instant(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    value
-        .map(|text| {
-            DateTime::parse_from_rfc3339(text)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::field(field, "INVALID_TIMESTAMP", "must be an RFC 3339 timestamp")
-                })
-        })
-        .transpose()
-}
-
 impl SessionFilters {
     pub fn parse(params: &SessionFilterParams) -> Result<Self, ApiError> {
         let agent_id = params
@@ -123,18 +112,15 @@ impl SessionFilters {
         let filters = Self {
             agent_id,
             status,
-            started_after: instant("started_after", params.started_after.as_deref())?,
-            started_before: instant("started_before", params.started_before.as_deref())?,
+            started_after: parse_param("started_after", params.started_after.as_deref())?,
+            started_before: parse_param("started_before", params.started_before.as_deref())?,
         };
-        if let (Some(after), Some(before)) = (filters.started_after, filters.started_before)
-            && after >= before
-        {
-            return Err(ApiError::field(
-                "started_after",
-                "INVALID_RANGE",
-                "must be before started_before",
-            ));
-        }
+        check_range(
+            "started_after",
+            "started_before",
+            filters.started_after,
+            filters.started_before,
+        )?;
         Ok(filters)
     }
 
