@@ -177,6 +177,14 @@ impl Fields {
             self.error(name, "INVALID_CHARACTER", "must not contain NUL characters");
             return None;
         }
+        if !numbers_in_range(&value) {
+            self.error(
+                name,
+                "OUT_OF_RANGE",
+                format!("numbers must lie within ±{MAX_JSON_NUMBER:e}"),
+            );
+            return None;
+        }
         let size = serde_json::to_vec(&value)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
@@ -299,6 +307,21 @@ fn quotable(name: &str) -> String {
         .collect()
 }
 
+/// Largest magnitude a number in a free-form object may have. PostgreSQL keeps jsonb numbers
+/// exactly and prints them without an exponent: near f64's limit (1.8e308) that is a 309-digit
+/// integer JSON parsers refuse as out of range, so such a value could be stored but never read
+/// back. 1e300 leaves a wide margin.
+pub const MAX_JSON_NUMBER: f64 = 1e300;
+
+fn numbers_in_range(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() <= MAX_JSON_NUMBER),
+        Value::Array(items) => items.iter().all(numbers_in_range),
+        Value::Object(map) => map.values().all(numbers_in_range),
+        _ => true,
+    }
+}
+
 fn contains_nul(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains('\0'),
@@ -354,6 +377,18 @@ mod tests {
                 ("nmae".into(), "UNKNOWN_FIELD"),
             ]
         );
+    }
+
+    #[test]
+    fn numbers_that_could_not_be_read_back_are_refused() {
+        let mut fields = Fields::new(json!({
+            "ok": {"big": 1e300, "small": -1e300, "tiny": 5e-324, "deep": [[1.5]]},
+            "huge": {"n": [-1.7976931348623157e308]},
+        }))
+        .unwrap();
+        assert!(fields.object("ok", 1000).is_some());
+        assert!(fields.object("huge", 1000).is_none());
+        assert_eq!(codes(fields.finish()), [("huge".into(), "OUT_OF_RANGE")]);
     }
 
     #[test]
@@ -419,10 +454,10 @@ impl utoipa::PartialSchema for NulFreeValue {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         let this = serde_json::json!({"$ref": "#/components/schemas/NulFreeValue"});
         schema_from(serde_json::json!({
-            "description": "Any JSON value without NUL characters in keys or strings.",
+            "description": "Any JSON value without NUL characters in keys or strings; numbers within ±1e300.",
             "anyOf": [
                 {"type": "string", "pattern": NO_NUL},
-                {"type": "number"},
+                {"type": "number", "minimum": -MAX_JSON_NUMBER, "maximum": MAX_JSON_NUMBER},
                 {"type": "boolean"},
                 {"type": "null"},
                 {"type": "array", "items": this},
