@@ -1278,3 +1278,127 @@ fn count_files(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+/// The real binary killed (SIGKILL) while its export is uploading: a second process takes the
+/// job over once the lease runs out and finishes it. The first process uploads to a black hole
+/// (a listener that accepts and never answers), so it is surely mid-export when killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
+    let auth = FakeAuth::start().await;
+    let s3 = TempS3::start().unwrap();
+    let db = TestDb::create().await;
+    db.add_org(org_a()).await;
+    let agent = db.add_agent(org_a()).await;
+    seed(
+        &db,
+        &(0..3000)
+            .map(|n| {
+                let mut m = Seed::new(org_a(), agent, n);
+                m.status = "active";
+                m
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = format!("http://{}", black_hole.local_addr().unwrap());
+    let token = auth.token_for(org_a(), MEMORY_EXPORT);
+    let start = |s3_endpoint: &str| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ibex-api"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IBEX_API_HOST", "127.0.0.1")
+            .env("IBEX_API_PORT", port.to_string())
+            .env("IBEX_API_AUTH_GRPC_ADDR", format!("http://{}", auth.addr))
+            .env("IBEX_API_DATABASE_URL", &db.url)
+            .env("IBEX_API_REDIS_URL", "")
+            .env("IBEX_API_CLICKHOUSE_URL", "")
+            .env("IBEX_API_METRICS_ADDR", "")
+            .env("IBEX_API_EXPORT_LEASE_MS", "1500")
+            .env("IBEX_API_LOG_LEVEL", "warn");
+        for (name, value) in s3.settings() {
+            command.env(name, value);
+        }
+        command.env("IBEX_API_S3_ENDPOINT", s3_endpoint);
+        let child = command.stdout(std::process::Stdio::null()).spawn().unwrap();
+        (child, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+    let status = |job: Uuid| {
+        let url = db.url.clone();
+        async move {
+            let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            sqlx::query_as::<_, (String, i32)>(
+                "SELECT status, attempts FROM ibex_core.memory_exports WHERE id = $1",
+            )
+            .bind(job)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap()
+        }
+    };
+
+    let (mut first, addr) = start(&hole);
+    let auth_header = format!("Bearer {token}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reply = loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break request(
+                addr,
+                "POST",
+                &format!("/v1/agents/{agent}/memories/export"),
+                &[
+                    ("Authorization", &auth_header),
+                    ("Content-Type", "application/json"),
+                ],
+                br#"{"format": "csv"}"#,
+            )
+            .await;
+        }
+        assert!(Instant::now() < deadline, "the binary did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let job: Uuid = reply.json()["job_id"].as_str().unwrap().parse().unwrap();
+    // Running (its upload hangs in the black hole), then killed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(job).await.0 != "running" {
+        assert!(Instant::now() < deadline, "the export never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(
+        status(job).await,
+        ("running".to_owned(), 1),
+        "left as a dead worker leaves it"
+    );
+
+    let (mut second, _) = start(&s3.endpoint());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let finished = loop {
+        let now = status(job).await;
+        if now.0 == "succeeded" || now.0 == "failed" {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job was not taken up: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(finished, ("succeeded".to_owned(), 2));
+    let files = count_files(&s3.root().join("ibex-exports"));
+    assert_eq!(files, 1, "one file, written by the second process");
+    drop(black_hole);
+}
