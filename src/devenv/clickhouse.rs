@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::postgres::{free_port, spawn_tied_to_this_process};
+use super::postgres::{free_port, is_alive, kill_and_wait, spawn_tied_to_this_process};
 
 #[derive(Debug)]
 pub struct TempClickHouse {
@@ -145,20 +145,12 @@ impl TempClickHouse {
     }
 
     fn is_running(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .is_ok_and(|stat| stat.split(' ').nth(2) != Some("Z"))
+        is_alive(self.pid)
     }
 
     /// Stops the server (for outage tests; [`TempClickHouse::restart`] brings it back).
     pub fn stop(&self) {
-        // SAFETY: signalling the server process this value started.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGKILL);
-        }
-        let started = Instant::now();
-        while self.is_running() && started.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        kill_and_wait(self.pid);
     }
 
     /// Starts again on the same ports with the same data.

@@ -123,9 +123,7 @@ impl TempPostgres {
     }
 
     fn is_running(&self) -> bool {
-        // A reaped child has no /proc entry; a zombie (exited, not yet reaped) has state Z.
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .is_ok_and(|stat| stat.split(' ').nth(2) != Some("Z"))
+        is_alive(self.pid)
     }
 
     fn signal(&self, signal: libc::c_int) {
@@ -284,6 +282,25 @@ pub(crate) fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// Whether the child `pid` still runs: a reaped child has no /proc entry; a zombie (exited, not
+/// yet reaped) has state Z.
+pub(crate) fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.split(' ').nth(2) != Some("Z"))
+}
+
+/// SIGKILLs the child `pid` and waits (at most 5 s) until it is gone.
+pub(crate) fn kill_and_wait(pid: u32) {
+    // SAFETY: signalling a server process this crate started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    let started = Instant::now();
+    while is_alive(pid) && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Spawns `command` so that it receives SIGKILL when this process dies. The parent-death signal

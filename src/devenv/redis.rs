@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::postgres::{free_port, spawn_tied_to_this_process};
+use super::postgres::{free_port, is_alive, kill_and_wait, spawn_tied_to_this_process};
 
 #[derive(Debug)]
 pub struct TempRedis {
@@ -68,20 +68,12 @@ impl TempRedis {
     }
 
     fn is_running(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .is_ok_and(|stat| stat.split(' ').nth(2) != Some("Z"))
+        is_alive(self.pid)
     }
 
     /// Stops the server (for outage tests, [`TempRedis::restart`] brings it back on its port).
     pub fn stop(&self) {
-        // SAFETY: signalling the server process this value started.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGKILL);
-        }
-        let started = Instant::now();
-        while self.is_running() && started.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        kill_and_wait(self.pid);
     }
 
     pub fn restart(&mut self) -> Result<(), String> {
