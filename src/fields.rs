@@ -404,70 +404,32 @@ mod tests {
     }
 }
 
-/// How the OpenAPI document describes a free-form object field such as an agent's `config`:
-/// any JSON object with no NUL character in any key or string, at any depth, which is exactly
-/// what [`Fields::object`] accepts (PostgreSQL refuses NUL in jsonb), so generated clients and
-/// contract fuzzers see the same rule as the service. The size limit is stated in the field's
-/// description.
+/// How the OpenAPI document describes a free-form object field such as an agent's `config`.
+///
+/// The shape is the plain `{"type": "object", "additionalProperties": true}` every client
+/// generator understands (a recursive `anyOf` spelling the rules out made
+/// openapi-python-client drop the operations that use it). The rules [`Fields::object`]
+/// enforces are stated in the description and, machine-readable, in `x-ibex-rules`; a value
+/// breaking them is a 400 naming the field.
 #[derive(Debug)]
-pub struct NulFreeObject;
+pub struct FreeFormObject;
 
-/// The recursive part of [`NulFreeObject`]: any JSON value without NUL characters.
-#[derive(Debug)]
-pub struct NulFreeValue;
-
-const NO_NUL: &str = "^[^\\u0000]*$";
-
-fn schema_from(value: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    serde_json::from_value(value).expect("a valid schema literal")
-}
-
-fn nul_free_object_schema() -> Value {
-    serde_json::json!({
-        "type": "object",
-        "propertyNames": {"type": "string", "pattern": NO_NUL},
-        "additionalProperties": {"$ref": "#/components/schemas/NulFreeValue"},
-    })
-}
-
-impl utoipa::PartialSchema for NulFreeObject {
+impl utoipa::PartialSchema for FreeFormObject {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        schema_from(nul_free_object_schema())
-    }
-}
-
-impl utoipa::ToSchema for NulFreeObject {
-    fn schemas(
-        schemas: &mut Vec<(
-            String,
-            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
-        )>,
-    ) {
-        schemas.push((
-            "NulFreeValue".to_owned(),
-            <NulFreeValue as utoipa::PartialSchema>::schema(),
-        ));
-    }
-}
-
-impl utoipa::PartialSchema for NulFreeValue {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        let this = serde_json::json!({"$ref": "#/components/schemas/NulFreeValue"});
-        schema_from(serde_json::json!({
-            "description": "Any JSON value without NUL characters in keys or strings; numbers within ±1e300.",
-            "anyOf": [
-                {"type": "string", "pattern": NO_NUL},
-                {"type": "number", "minimum": -MAX_JSON_NUMBER, "maximum": MAX_JSON_NUMBER},
-                {"type": "boolean"},
-                {"type": "null"},
-                {"type": "array", "items": this},
-                nul_free_object_schema(),
-            ],
+        serde_json::from_value(serde_json::json!({
+            "type": "object",
+            "additionalProperties": true,
+            "description": "Any JSON object. Refused with 400: a NUL character (U+0000) in any key or string at any depth (PostgreSQL cannot store it), a number beyond ±1e300, more than the field's size limit when serialized.",
+            "x-ibex-rules": {
+                "no_nul_characters": true,
+                "max_abs_number": MAX_JSON_NUMBER,
+            },
         }))
+        .expect("a valid schema literal")
     }
 }
 
-impl utoipa::ToSchema for NulFreeValue {}
+impl utoipa::ToSchema for FreeFormObject {}
 
 /// An email address as operators type them: one `@`, a non-empty local part of at most 64
 /// characters, a dotted domain, no spaces or control characters. Deliverability is the invite

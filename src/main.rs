@@ -30,6 +30,7 @@ usage:
                                     buckets) and print its IBEX_API_S3_* settings; removed on exit
   ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN]
                                     run only the development auth service (loopback only)
+  ibex-api openapi                  print the OpenAPI document (what /openapi.json serves)
   ibex-api healthcheck              exit 0 when the local server's /health answers 200";
 
 /// What the command line asked for.
@@ -42,6 +43,7 @@ enum Command {
         token: Option<String>,
     },
     Healthcheck,
+    OpenApi,
     Migrate,
     DevDatabase,
     DevS3,
@@ -60,6 +62,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("healthcheck") if args.len() == 1 => Ok(Command::Healthcheck),
         Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
+        Some("openapi") if args.len() == 1 => Ok(Command::OpenApi),
         Some("dev-database") if args.len() == 1 => Ok(Command::DevDatabase),
         Some("dev-s3") if args.len() == 1 => Ok(Command::DevS3),
         Some("dev-clickhouse") if args.len() == 1 => Ok(Command::DevClickHouse),
@@ -113,6 +116,7 @@ async fn main() -> ExitCode {
             Ok(config) => healthcheck::run(&config).await,
             Err(e) => Err(e.to_string()),
         },
+        Command::OpenApi => print_openapi(),
         Command::Migrate => run_migrate().await,
         Command::DevDatabase => run_dev_database().await,
         Command::DevS3 => run_dev_s3().await,
@@ -135,6 +139,15 @@ fn dev_token(given: Option<String>) -> Result<String, String> {
         Some(_) => Err("the dev token must look like ibex_pat_<uuid>_<secret>".into()),
         None => Ok(dev::generate_token()),
     }
+}
+
+/// Prints the document the server serves, so SDKs can be generated without running it.
+fn print_openapi() -> Result<(), String> {
+    let document = ibex_api::openapi::document()
+        .to_pretty_json()
+        .map_err(|e| format!("cannot render the OpenAPI document: {e}"))?;
+    println!("{document}");
+    Ok(())
 }
 
 async fn run_migrate() -> Result<(), String> {

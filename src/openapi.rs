@@ -60,6 +60,11 @@ use crate::probes as health;
 )]
 pub struct ApiDoc;
 
+/// The document `/openapi.json` serves and `ibex-api openapi` prints.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 pub const BEARER_SCHEME: &str = "bearer";
 
 /// (status, component name, description) of every shared error response.

@@ -25,15 +25,71 @@ const FOREIGN_CURSOR_VERSION: u8 = 2;
 const CURSOR_LEN: usize = 1 + 8 + 8 + 16;
 
 /// One page of a list. `total` is always null: counting would cost a full scan on every page.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct CursorPage<T: ToSchema> {
     pub items: Vec<T>,
     /// Opaque cursor for the next page; null on the last page.
-    #[schema(required = true)]
     pub next_cursor: Option<String>,
     /// Never computed; always null.
-    #[schema(required = true, value_type = Option<u64>)]
     pub total: Option<u64>,
+}
+
+/// Written by hand because utoipa's derive inlines a generic parameter: each page is its own
+/// component (`CursorPage_Agent`) whose `items` reference the item's component, so generated
+/// clients get one `Agent` type, not a copy per list. (`ComposeSchema` is what utoipa's path
+/// macro asks of a generic body type, and gives `PartialSchema`; the generics it passes are the
+/// inlined item schemas ignored here.)
+impl<T: ToSchema> utoipa::__dev::ComposeSchema for CursorPage<T> {
+    fn compose(
+        _: Vec<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>>,
+    ) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+        let nullable = |t: Type| SchemaType::from_iter([t, Type::Null]);
+        ObjectBuilder::new()
+            .description(Some(
+                "One page of a list, newest first. `total` is always null: counting would cost a full scan on every page.",
+            ))
+            .property(
+                "items",
+                ArrayBuilder::new().items(Ref::from_schema_name(T::name())),
+            )
+            .required("items")
+            .property(
+                "next_cursor",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::String))
+                    .description(Some(
+                        "Opaque cursor for the next page; null on the last page.",
+                    )),
+            )
+            .required("next_cursor")
+            .property(
+                "total",
+                ObjectBuilder::new()
+                    .schema_type(nullable(Type::Integer))
+                    .description(Some("Never computed; always null.")),
+            )
+            .required("total")
+            .into()
+    }
+}
+
+impl<T: ToSchema> ToSchema for CursorPage<T> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        // utoipa's path macro appends `_{item}` to a generic type's name.
+        "CursorPage".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((T::name().into_owned(), T::schema()));
+        T::schemas(schemas);
+    }
 }
 
 /// `cursor` and `limit`, read as text so that a bad value is a 400 that names its parameter.

@@ -485,20 +485,58 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
             .all(|b| b["requests"] == 0 && b["ttfb_ms"].is_null())
     );
 
-    // Another organization's agent: 404 like an unknown one; its traces never counted (above).
-    for agent in [b1, Uuid::now_v7()] {
-        app.call(
-            "GET",
-            &format!(
-                "/v1/analytics/usage?start={}&end={}&agent_id={agent}",
-                iso(start),
-                iso(end)
-            ),
-            &token,
-            None,
-        )
-        .await
-        .assert_error(404, "NOT_FOUND");
+    // Errors of one agent, with and without a code: only that agent's requests count.
+    for code in [None, Some(tricky)] {
+        let mut path = format!(
+            "/v1/analytics/errors?start={}&end={}&agent_id={a1}",
+            iso(start),
+            iso(end)
+        );
+        if let Some(code) = code {
+            path.push_str(&format!("&error_code={}", url_encode(code)));
+        }
+        let reply = app.call("GET", &path, &token, None).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let counted: u64 = reply.json()["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["errors"].as_u64().unwrap())
+            .sum();
+        let expected = inside
+            .iter()
+            .filter(|t| t.agent_id == a1 && !t.error_code.is_empty())
+            .filter(|t| code.is_none_or(|c| t.error_code == c))
+            .count() as u64;
+        assert_eq!(counted, expected, "errors of agent a1, code {code:?}");
+        let all_agents = inside
+            .iter()
+            .filter(|t| !t.error_code.is_empty())
+            .filter(|t| code.is_none_or(|c| t.error_code == c))
+            .count() as u64;
+        assert!(
+            expected > 0 && expected < all_agents,
+            "the filter is visible"
+        );
+    }
+
+    // Another organization's agent: 404 like an unknown one, in every operation; its traces
+    // never counted (above).
+    for op in ["usage", "latency", "models", "errors"] {
+        for agent in [b1, Uuid::now_v7()] {
+            app.call(
+                "GET",
+                &format!(
+                    "/v1/analytics/{op}?start={}&end={}&agent_id={agent}",
+                    iso(start),
+                    iso(end)
+                ),
+                &token,
+                None,
+            )
+            .await
+            .assert_error(404, "NOT_FOUND");
+        }
     }
     // Without trace:read: 403.
     app.call(

@@ -146,6 +146,143 @@ fn structural_problems(doc: &Value) -> Vec<String> {
     problems
 }
 
+/// What client generators need beyond validity: every property of a response schema is in
+/// `required` (the server always sends it, as a value or null), nested objects are `$ref`s to
+/// one named schema (no inline copies a generator names `CursorPageAgentItemsItem`), and no
+/// recursive or `anyOf` shapes that generators drop operations over.
+fn generator_problems(doc: &Value) -> Vec<String> {
+    // Sent only when there is something to say (per-field validation errors).
+    const OPTIONAL_IN_RESPONSES: [(&str, &str); 1] = [("ErrorDetail", "field_errors")];
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut problems = Vec::new();
+    let mut in_responses: Vec<String> = Vec::new();
+    let collect = |node: &Value, acc: &mut Vec<String>| {
+        fn refs(node: &Value, acc: &mut Vec<String>) {
+            match node {
+                Value::Object(map) => {
+                    if let Some(Value::String(r)) = map.get("$ref") {
+                        if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                            acc.push(name.to_owned());
+                        }
+                    }
+                    map.values().for_each(|v| refs(v, acc));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, acc)),
+                _ => {}
+            }
+        }
+        refs(node, acc)
+    };
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            collect(&op["responses"], &mut in_responses);
+        }
+    }
+    let mut seen = HashSet::new();
+    while let Some(name) = in_responses.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let schema = &schemas[&name];
+        collect(schema, &mut in_responses);
+        let required: HashSet<&str> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        for property in schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|p| p.0)
+        {
+            if !required.contains(property.as_str())
+                && !OPTIONAL_IN_RESPONSES.contains(&(name.as_str(), property.as_str()))
+            {
+                problems.push(format!("{name}.{property} is sent but not required"));
+            }
+        }
+    }
+    for (name, schema) in schemas {
+        for (property, value) in schema["properties"].as_object().into_iter().flatten() {
+            let inner = if value["items"].is_object() {
+                &value["items"]
+            } else {
+                value
+            };
+            if inner["properties"].is_object() {
+                problems.push(format!(
+                    "{name}.{property} copies an object inline instead of a $ref"
+                ));
+            }
+        }
+        if schema
+            .to_string()
+            .contains(&format!("\"#/components/schemas/{name}\""))
+        {
+            problems.push(format!("{name} is recursive"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_document_is_one_client_generators_take_whole() {
+    let doc = serde_json::to_value(ibex_api::openapi::document()).unwrap();
+    let problems = generator_problems(&doc);
+    assert!(problems.is_empty(), "{problems:#?}");
+    // And the check sees what it looks for.
+    let bad = serde_json::json!({
+        "paths": {"/a": {"get": {"responses": {"200": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}}}}}}}},
+        "components": {"schemas": {
+            "A": {"type": "object", "properties": {"x": {"type": ["string", "null"]}, "b": {"$ref": "#/components/schemas/B"}}, "required": ["b"]},
+            "B": {"type": "object", "properties": {"c": {"type": "array", "items": {"type": "object", "properties": {"d": {}}}}}, "required": ["c"]},
+            "R": {"anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/R"}]},
+        }},
+    });
+    let found = generator_problems(&bad);
+    for expected in [
+        "A.x is sent but not required",
+        "B.c copies an object inline",
+        "R is recursive",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{expected}: {found:#?}"
+        );
+    }
+}
+
+/// Each analytics operation documents exactly the parameters its handler reads.
+#[test]
+fn analytics_operations_document_their_own_parameters() {
+    let doc = serde_json::to_value(ibex_api::openapi::document()).unwrap();
+    for (op, expected) in [
+        ("usage", vec!["start", "end", "agent_id", "granularity"]),
+        (
+            "latency",
+            vec!["start", "end", "agent_id", "granularity", "percentile"],
+        ),
+        ("models", vec!["start", "end", "agent_id"]),
+        (
+            "errors",
+            vec!["start", "end", "agent_id", "granularity", "error_code"],
+        ),
+    ] {
+        let params = doc["paths"][format!("/v1/analytics/{op}")]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(names, expected, "{op}");
+        if let Some(p) = params.iter().find(|p| p["name"] == "percentile") {
+            let reference = p["schema"]["$ref"].as_str().unwrap();
+            let schema = resolve(&doc, reference).unwrap();
+            assert_eq!(schema["enum"], serde_json::json!([50, 95, 99]));
+        }
+    }
+}
+
 #[tokio::test]
 async fn openapi_json_is_valid_3_1_and_describes_every_route() {
     let auth = FakeAuth::start().await;

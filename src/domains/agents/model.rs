@@ -86,6 +86,7 @@ pub struct Agent {
     #[schema(minimum = 0)]
     pub total_memories: i32,
     #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[schema(required = true)]
     pub last_active_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
@@ -106,7 +107,7 @@ pub struct CreateAgentBody {
     #[schema(min_length = 1, max_length = 100, pattern = "^[a-z0-9-]+$")]
     slug: String,
     /// A JSON object of at most 64 KiB serialized (default `{}`).
-    #[schema(value_type = crate::fields::NulFreeObject, nullable = false, required = false)]
+    #[schema(value_type = crate::fields::FreeFormObject, nullable = false, required = false)]
     config: Option<Value>,
 }
 
@@ -123,7 +124,7 @@ pub struct UpdateAgentBody {
         nullable = false
     )]
     name: Option<String>,
-    #[schema(value_type = crate::fields::NulFreeObject, nullable = false, required = false)]
+    #[schema(value_type = crate::fields::FreeFormObject, nullable = false, required = false)]
     config: Option<Value>,
 }
 

@@ -98,10 +98,24 @@ impl Granularity {
     }
 }
 
-/// The query parameters of the four operations (each uses its own subset).
+/// The query parameters as text, whichever operation they came from: parsing them by hand
+/// (rather than by serde) lets every bad value be a 400 naming its field.
+#[derive(Debug, Default)]
+pub struct RawParams<'a> {
+    pub start: Option<&'a str>,
+    pub end: Option<&'a str>,
+    pub agent_id: Option<&'a str>,
+    pub granularity: Option<&'a str>,
+    pub percentile: Option<&'a str>,
+    pub error_code: Option<&'a str>,
+}
+
+/// Each operation's own query type: the handler extracts it and the OpenAPI document is
+/// derived from it, so the documented parameters are exactly the ones read.
+/// The query of `GET /v1/analytics/usage`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct AnalyticsParams {
+pub struct UsageParams {
     /// Start of the range (inclusive), RFC 3339.
     #[param(required = true, value_type = DateTime<Utc>)]
     pub start: Option<String>,
@@ -115,13 +129,131 @@ pub struct AnalyticsParams {
     /// Bucket size (default `day`).
     #[param(value_type = Option<Granularity>)]
     pub granularity: Option<String>,
-    /// Latency percentile: 50, 95 (default) or 99.
-    #[param(value_type = Option<u32>, minimum = 50, maximum = 99)]
+}
+
+/// The query of `GET /v1/analytics/latency`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LatencyParams {
+    /// Start of the range (inclusive), RFC 3339.
+    #[param(required = true, value_type = DateTime<Utc>)]
+    pub start: Option<String>,
+    /// End of the range (exclusive), RFC 3339; after `start`, at most 90 days later (7 for
+    /// hourly buckets).
+    #[param(required = true, value_type = DateTime<Utc>)]
+    pub end: Option<String>,
+    /// Only this agent's requests.
+    #[param(value_type = Option<Uuid>)]
+    pub agent_id: Option<String>,
+    /// Bucket size (default `day`).
+    #[param(value_type = Option<Granularity>)]
+    pub granularity: Option<String>,
+    /// The percentile of every bucket (default 95).
+    #[param(value_type = Option<Percentile>)]
     pub percentile: Option<String>,
+}
+
+/// The query of `GET /v1/analytics/models` (one breakdown over the range: no buckets).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ModelsParams {
+    /// Start of the range (inclusive), RFC 3339.
+    #[param(required = true, value_type = DateTime<Utc>)]
+    pub start: Option<String>,
+    /// End of the range (exclusive), RFC 3339; after `start`, at most 90 days later.
+    #[param(required = true, value_type = DateTime<Utc>)]
+    pub end: Option<String>,
+    /// Only this agent's requests.
+    #[param(value_type = Option<Uuid>)]
+    pub agent_id: Option<String>,
+}
+
+/// The query of `GET /v1/analytics/errors`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ErrorsParams {
+    /// Start of the range (inclusive), RFC 3339.
+    #[param(required = true, value_type = DateTime<Utc>)]
+    pub start: Option<String>,
+    /// End of the range (exclusive), RFC 3339; after `start`, at most 90 days later (7 for
+    /// hourly buckets).
+    #[param(required = true, value_type = DateTime<Utc>)]
+    pub end: Option<String>,
+    /// Only this agent's requests.
+    #[param(value_type = Option<Uuid>)]
+    pub agent_id: Option<String>,
+    /// Bucket size (default `day`).
+    #[param(value_type = Option<Granularity>)]
+    pub granularity: Option<String>,
     /// Only errors with this code.
     #[param(min_length = 1, max_length = 100, pattern = "^[^\\u0000]+$")]
     pub error_code: Option<String>,
 }
+
+impl UsageParams {
+    pub fn raw(&self) -> RawParams<'_> {
+        RawParams {
+            start: self.start.as_deref(),
+            end: self.end.as_deref(),
+            agent_id: self.agent_id.as_deref(),
+            granularity: self.granularity.as_deref(),
+            ..RawParams::default()
+        }
+    }
+}
+
+impl LatencyParams {
+    pub fn raw(&self) -> RawParams<'_> {
+        RawParams {
+            start: self.start.as_deref(),
+            end: self.end.as_deref(),
+            agent_id: self.agent_id.as_deref(),
+            granularity: self.granularity.as_deref(),
+            percentile: self.percentile.as_deref(),
+            ..RawParams::default()
+        }
+    }
+}
+
+impl ModelsParams {
+    pub fn raw(&self) -> RawParams<'_> {
+        RawParams {
+            start: self.start.as_deref(),
+            end: self.end.as_deref(),
+            agent_id: self.agent_id.as_deref(),
+            ..RawParams::default()
+        }
+    }
+}
+
+impl ErrorsParams {
+    pub fn raw(&self) -> RawParams<'_> {
+        RawParams {
+            start: self.start.as_deref(),
+            end: self.end.as_deref(),
+            agent_id: self.agent_id.as_deref(),
+            granularity: self.granularity.as_deref(),
+            error_code: self.error_code.as_deref(),
+            ..RawParams::default()
+        }
+    }
+}
+
+/// The latency percentiles the service computes: 50, 95 or 99 (an integer enum in the document).
+#[derive(Debug)]
+pub struct Percentile;
+
+impl utoipa::PartialSchema for Percentile {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        serde_json::from_value(serde_json::json!({
+            "type": "integer",
+            "enum": [50, 95, 99],
+        }))
+        .expect("a valid schema literal")
+    }
+}
+
+impl ToSchema for Percentile {}
 
 /// Validated parameters.
 #[derive(Debug, Clone)]
@@ -154,9 +286,9 @@ fn instant(field: &str, value: Option<&str>) -> Result<DateTime<Utc>, ApiError> 
 }
 
 impl Query {
-    pub fn parse(params: &AnalyticsParams) -> Result<Self, ApiError> {
-        let start = instant("start", params.start.as_deref())?;
-        let end = instant("end", params.end.as_deref())?;
+    pub fn parse(params: RawParams<'_>) -> Result<Self, ApiError> {
+        let start = instant("start", params.start)?;
+        let end = instant("end", params.end)?;
         if start >= end {
             return Err(ApiError::field(
                 "start",
@@ -164,7 +296,7 @@ impl Query {
                 "must be before end",
             ));
         }
-        let granularity = Granularity::parse(params.granularity.as_deref())?;
+        let granularity = Granularity::parse(params.granularity)?;
         let limit = if granularity == Granularity::Hour {
             MAX_HOURLY_RANGE
         } else {
@@ -183,13 +315,12 @@ impl Query {
         }
         let agent_id = params
             .agent_id
-            .as_deref()
             .map(|text| {
                 text.parse::<Uuid>()
                     .map_err(|_| ApiError::field("agent_id", "INVALID_UUID", "must be a UUID"))
             })
             .transpose()?;
-        let percentile = match params.percentile.as_deref() {
+        let percentile = match params.percentile {
             None => 95,
             Some("50") => 50,
             Some("95") => 95,
@@ -202,7 +333,7 @@ impl Query {
                 ));
             }
         };
-        let error_code = match params.error_code.as_deref() {
+        let error_code = match params.error_code {
             None => None,
             Some(code) if (1..=100).contains(&code.chars().count()) && !code.contains('\0') => {
                 Some(code.to_owned())
@@ -239,18 +370,40 @@ impl Query {
     }
 }
 
-/// `{"granularity", "start", "end", "buckets": [...]}`, every bucket of the range, oldest first.
+/// Requests and tokens per bucket: every bucket of the range, oldest first.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Series<B: ToSchema> {
+pub struct UsageSeries {
     pub granularity: Granularity,
     #[serde(with = "rfc3339_secs")]
     pub start: DateTime<Utc>,
     #[serde(with = "rfc3339_secs")]
     pub end: DateTime<Utc>,
-    /// For latency only: the percentile of every bucket.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub percentile: Option<u32>,
-    pub buckets: Vec<B>,
+    pub buckets: Vec<UsageBucket>,
+}
+
+/// Latency percentiles per bucket: every bucket of the range, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LatencySeries {
+    pub granularity: Granularity,
+    #[serde(with = "rfc3339_secs")]
+    pub start: DateTime<Utc>,
+    #[serde(with = "rfc3339_secs")]
+    pub end: DateTime<Utc>,
+    /// The percentile of every bucket.
+    #[schema(value_type = Percentile)]
+    pub percentile: u32,
+    pub buckets: Vec<LatencyBucket>,
+}
+
+/// Errors per bucket: every bucket of the range, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorSeries {
+    pub granularity: Granularity,
+    #[serde(with = "rfc3339_secs")]
+    pub start: DateTime<Utc>,
+    #[serde(with = "rfc3339_secs")]
+    pub end: DateTime<Utc>,
+    pub buckets: Vec<ErrorBucket>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -269,8 +422,10 @@ pub struct LatencyBucket {
     pub start: DateTime<Utc>,
     pub requests: u64,
     /// The percentile of the proxy's own overhead, ms; null without requests.
+    #[schema(required = true)]
     pub proxy_overhead_ms: Option<f64>,
     /// The percentile of time to first byte, ms; null without requests.
+    #[schema(required = true)]
     pub ttfb_ms: Option<f64>,
 }
 
@@ -363,17 +518,17 @@ mod tests {
 
     #[test]
     fn parameters_are_checked_and_named() {
-        let field = |p: AnalyticsParams| match Query::parse(&p) {
+        let field = |p: ErrorsParams| match Query::parse(p.raw()) {
             Err(ApiError::Validation { field_errors, .. }) => field_errors[0].field.clone(),
             other => panic!("{other:?}"),
         };
-        let p = |start: &str, end: &str, g: Option<&str>| AnalyticsParams {
+        let p = |start: &str, end: &str, g: Option<&str>| ErrorsParams {
             start: Some(start.into()),
             end: Some(end.into()),
             granularity: g.map(Into::into),
             ..Default::default()
         };
-        assert_eq!(field(AnalyticsParams::default()), "start");
+        assert_eq!(field(ErrorsParams::default()), "start");
         assert_eq!(
             field(p("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", None)),
             "start"
@@ -403,6 +558,8 @@ mod tests {
             "granularity"
         );
         assert_eq!(field(p("yesterday", "2026-01-02T00:00:00Z", None)), "start");
-        assert!(Query::parse(&p("2026-01-01T00:00:00Z", "2026-03-31T00:00:00Z", None)).is_ok());
+        assert!(
+            Query::parse(p("2026-01-01T00:00:00Z", "2026-03-31T00:00:00Z", None).raw()).is_ok()
+        );
     }
 }

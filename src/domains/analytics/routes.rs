@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use super::cache;
 use super::model::{
-    AnalyticsParams, ErrorBucket, ErrorCount, LatencyBucket, ModelBreakdown, ModelUsage, Query,
-    Series, UsageBucket,
+    ErrorBucket, ErrorCount, ErrorSeries, ErrorsParams, LatencyBucket, LatencyParams,
+    LatencySeries, ModelBreakdown, ModelUsage, ModelsParams, Query, RawParams, UsageBucket,
+    UsageParams, UsageSeries,
 };
 use super::store::TraceStore;
 use crate::app::AppState;
@@ -27,7 +28,7 @@ async fn answer<T, F, Fut>(
     state: &AppState,
     caller: &Caller,
     endpoint: &str,
-    params: &AnalyticsParams,
+    params: RawParams<'_>,
     compute: F,
 ) -> Result<Response, ApiError>
 where
@@ -67,16 +68,15 @@ fn json(body: Vec<u8>) -> Response {
 
 /// Every bucket of the query's range, oldest first: `fill` gives the row for a bucket that had
 /// traffic, `empty` one for a bucket that had none.
-fn series<R, B: utoipa::ToSchema>(
+fn buckets<R, B>(
     q: &Query,
     rows: Vec<R>,
     at: impl Fn(&R) -> u32,
     fill: impl Fn(chrono::DateTime<chrono::Utc>, R) -> B,
     empty: impl Fn(chrono::DateTime<chrono::Utc>) -> B,
-) -> Series<B> {
+) -> Vec<B> {
     let mut by_bucket: BTreeMap<u32, R> = rows.into_iter().map(|r| (at(&r), r)).collect();
-    let buckets = q
-        .granularity
+    q.granularity
         .buckets(q.start, q.end)
         .into_iter()
         .map(|start| {
@@ -86,21 +86,14 @@ fn series<R, B: utoipa::ToSchema>(
                 None => empty(start),
             }
         })
-        .collect();
-    Series {
-        granularity: q.granularity,
-        start: q.start,
-        end: q.end,
-        percentile: None,
-        buckets,
-    }
+        .collect()
 }
 
 #[utoipa::path(get, path = "/v1/analytics/usage", tag = "analytics", summary = "Requests and tokens over time",
     description = "Needs `trace:read`. Per UTC bucket (`week` starts on Monday): requests and input, output and total tokens of the caller's organization (or one agent). Every bucket of the range is present, zeros included, oldest first; only requests inside [start, end) count. At most 90 days (7 for `hour`).",
-    params(AnalyticsParams),
+    params(UsageParams),
     responses(
-        (status = 200, description = "The series.", body = Series<UsageBucket>),
+        (status = 200, description = "The series.", body = UsageSeries),
         (status = 404, description = "NOT_FOUND: `agent_id` is not an agent of the organization.", body = ErrorResponse),
         (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
@@ -108,39 +101,51 @@ fn series<R, B: utoipa::ToSchema>(
 pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<AnalyticsParams>,
+    ApiQuery(params): ApiQuery<UsageParams>,
 ) -> Result<Response, ApiError> {
     let org = caller.org_id;
-    answer(&state, &caller, "usage", &params, |store, q| async move {
-        let rows = store.usage(org, &q).await?;
-        Ok(series(
-            &q,
-            rows,
-            |r| r.bucket,
-            |start, r| UsageBucket {
-                start,
-                requests: r.requests,
-                input_tokens: r.input_tokens,
-                output_tokens: r.output_tokens,
-                total_tokens: r.total_tokens,
-            },
-            |start| UsageBucket {
-                start,
-                requests: 0,
-                input_tokens: 0,
-                output_tokens: 0,
-                total_tokens: 0,
-            },
-        ))
-    })
+    answer(
+        &state,
+        &caller,
+        "usage",
+        params.raw(),
+        |store, q| async move {
+            let rows = store.usage(org, &q).await?;
+            let buckets = buckets(
+                &q,
+                rows,
+                |r| r.bucket,
+                |start, r| UsageBucket {
+                    start,
+                    requests: r.requests,
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    total_tokens: r.total_tokens,
+                },
+                |start| UsageBucket {
+                    start,
+                    requests: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    total_tokens: 0,
+                },
+            );
+            Ok(UsageSeries {
+                granularity: q.granularity,
+                start: q.start,
+                end: q.end,
+                buckets,
+            })
+        },
+    )
     .await
 }
 
 #[utoipa::path(get, path = "/v1/analytics/latency", tag = "analytics", summary = "Latency percentiles over time",
     description = "Needs `trace:read`. Per UTC bucket: requests, and the `percentile` (50, 95 or 99; default 95) of the proxy's own overhead and of the time to first byte, in ms (ClickHouse's `quantile`: exact up to 8 192 requests a bucket, a uniform sample beyond). A bucket without requests has null latencies.",
-    params(AnalyticsParams),
+    params(LatencyParams),
     responses(
-        (status = 200, description = "The series.", body = Series<LatencyBucket>),
+        (status = 200, description = "The series.", body = LatencySeries),
         (status = 404, description = "NOT_FOUND: `agent_id` is not an agent of the organization.", body = ErrorResponse),
         (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
@@ -148,37 +153,48 @@ pub async fn usage(
 pub async fn latency(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<AnalyticsParams>,
+    ApiQuery(params): ApiQuery<LatencyParams>,
 ) -> Result<Response, ApiError> {
     let org = caller.org_id;
-    answer(&state, &caller, "latency", &params, |store, q| async move {
-        let rows = store.latency(org, &q).await?;
-        let mut answer = series(
-            &q,
-            rows,
-            |r| r.bucket,
-            |start, r| LatencyBucket {
-                start,
-                requests: r.requests,
-                proxy_overhead_ms: Some(r.proxy_overhead_ms),
-                ttfb_ms: Some(r.ttfb_ms),
-            },
-            |start| LatencyBucket {
-                start,
-                requests: 0,
-                proxy_overhead_ms: None,
-                ttfb_ms: None,
-            },
-        );
-        answer.percentile = Some(q.percentile);
-        Ok(answer)
-    })
+    answer(
+        &state,
+        &caller,
+        "latency",
+        params.raw(),
+        |store, q| async move {
+            let rows = store.latency(org, &q).await?;
+            let buckets = buckets(
+                &q,
+                rows,
+                |r| r.bucket,
+                |start, r| LatencyBucket {
+                    start,
+                    requests: r.requests,
+                    proxy_overhead_ms: Some(r.proxy_overhead_ms),
+                    ttfb_ms: Some(r.ttfb_ms),
+                },
+                |start| LatencyBucket {
+                    start,
+                    requests: 0,
+                    proxy_overhead_ms: None,
+                    ttfb_ms: None,
+                },
+            );
+            Ok(LatencySeries {
+                granularity: q.granularity,
+                start: q.start,
+                end: q.end,
+                percentile: q.percentile,
+                buckets,
+            })
+        },
+    )
     .await
 }
 
 #[utoipa::path(get, path = "/v1/analytics/models", tag = "analytics", summary = "Usage per model",
     description = "Needs `trace:read`. Per model and provider over the range: requests and tokens, most total tokens first.",
-    params(AnalyticsParams),
+    params(ModelsParams),
     responses(
         (status = 200, description = "The breakdown.", body = ModelBreakdown),
         (status = 404, description = "NOT_FOUND: `agent_id` is not an agent of the organization.", body = ErrorResponse),
@@ -188,70 +204,87 @@ pub async fn latency(
 pub async fn models(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<AnalyticsParams>,
+    ApiQuery(params): ApiQuery<ModelsParams>,
 ) -> Result<Response, ApiError> {
     let org = caller.org_id;
-    answer(&state, &caller, "models", &params, |store, q| async move {
-        let rows = store.models(org, &q).await?;
-        Ok(ModelBreakdown {
-            start: q.start,
-            end: q.end,
-            models: rows
-                .into_iter()
-                .map(|r| ModelUsage {
-                    model: r.model,
-                    provider: r.provider,
-                    requests: r.requests,
-                    input_tokens: r.input_tokens,
-                    output_tokens: r.output_tokens,
-                    total_tokens: r.total_tokens,
-                })
-                .collect(),
-        })
-    })
+    answer(
+        &state,
+        &caller,
+        "models",
+        params.raw(),
+        |store, q| async move {
+            let rows = store.models(org, &q).await?;
+            Ok(ModelBreakdown {
+                start: q.start,
+                end: q.end,
+                models: rows
+                    .into_iter()
+                    .map(|r| ModelUsage {
+                        model: r.model,
+                        provider: r.provider,
+                        requests: r.requests,
+                        input_tokens: r.input_tokens,
+                        output_tokens: r.output_tokens,
+                        total_tokens: r.total_tokens,
+                    })
+                    .collect(),
+            })
+        },
+    )
     .await
 }
 
 #[utoipa::path(get, path = "/v1/analytics/errors", tag = "analytics", summary = "Errors over time",
     description = "Needs `trace:read`. Per UTC bucket: the requests that ended with an error, in all and per error code (optionally only `error_code`), most frequent first.",
-    params(AnalyticsParams),
+    params(ErrorsParams),
     responses(
-        (status = 200, description = "The series.", body = Series<ErrorBucket>),
+        (status = 200, description = "The series.", body = ErrorSeries),
+        (status = 404, description = "NOT_FOUND: `agent_id` is not an agent of the organization.", body = ErrorResponse),
         (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]
 pub async fn errors(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(mut params): ApiQuery<AnalyticsParams>,
+    ApiQuery(params): ApiQuery<ErrorsParams>,
 ) -> Result<Response, ApiError> {
-    // The error series is the organization's as a whole (DOMAINS.md §9 names no agent filter).
-    params.agent_id = None;
     let org = caller.org_id;
-    answer(&state, &caller, "errors", &params, |store, q| async move {
-        let rows = store.errors(org, &q).await?;
-        let mut per_bucket: BTreeMap<u32, Vec<ErrorCount>> = BTreeMap::new();
-        for row in rows {
-            per_bucket.entry(row.bucket).or_default().push(ErrorCount {
-                error_code: row.error_code,
-                count: row.count,
-            });
-        }
-        Ok(series(
-            &q,
-            per_bucket.into_iter().collect(),
-            |(at, _)| *at,
-            |start, (_, codes)| ErrorBucket {
-                start,
-                errors: codes.iter().map(|c| c.count).sum(),
-                codes,
-            },
-            |start| ErrorBucket {
-                start,
-                errors: 0,
-                codes: Vec::new(),
-            },
-        ))
-    })
+    answer(
+        &state,
+        &caller,
+        "errors",
+        params.raw(),
+        |store, q| async move {
+            let rows = store.errors(org, &q).await?;
+            let mut per_bucket: BTreeMap<u32, Vec<ErrorCount>> = BTreeMap::new();
+            for row in rows {
+                per_bucket.entry(row.bucket).or_default().push(ErrorCount {
+                    error_code: row.error_code,
+                    count: row.count,
+                });
+            }
+            let buckets = buckets(
+                &q,
+                per_bucket.into_iter().collect(),
+                |(at, _)| *at,
+                |start, (_, codes)| ErrorBucket {
+                    start,
+                    errors: codes.iter().map(|c| c.count).sum(),
+                    codes,
+                },
+                |start| ErrorBucket {
+                    start,
+                    errors: 0,
+                    codes: Vec::new(),
+                },
+            );
+            Ok(ErrorSeries {
+                granularity: q.granularity,
+                start: q.start,
+                end: q.end,
+                buckets,
+            })
+        },
+    )
     .await
 }

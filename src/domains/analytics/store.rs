@@ -167,9 +167,10 @@ impl TraceStore {
     pub async fn errors(&self, org_id: Uuid, q: &Query) -> Result<Vec<ErrorRow>, ApiError> {
         let sql = format!(
             "SELECT toUInt32({}) AS bucket, error_code, count() AS count
-             FROM llm_traces WHERE {RANGE} AND error_code != ''{}
+             FROM llm_traces WHERE {RANGE} AND error_code != ''{}{}
              GROUP BY bucket, error_code ORDER BY bucket, count DESC, error_code",
             q.granularity.bucket_sql(),
+            agent_clause(q),
             if q.error_code.is_some() {
                 " AND error_code = ?"
             } else {

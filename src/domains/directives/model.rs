@@ -23,7 +23,9 @@ pub struct Directive {
     #[schema(example = "system_first")]
     pub injection_mode: String,
     pub is_active: bool,
+    #[schema(required = true)]
     pub version_num: Option<i32>,
+    #[schema(required = true)]
     pub content: Option<String>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
@@ -38,6 +40,7 @@ pub struct DirectiveVersionSummary {
     pub version_num: i32,
     /// SHA-256 of the content, lowercase hex.
     pub content_hash: String,
+    #[schema(required = true)]
     pub created_by: Option<Uuid>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
@@ -52,6 +55,7 @@ pub struct DirectiveVersion {
     pub version_num: i32,
     pub content: String,
     pub content_hash: String,
+    #[schema(required = true)]
     pub created_by: Option<Uuid>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,

@@ -26,6 +26,7 @@ pub struct Organization {
     #[schema(value_type = String, example = "active")]
     pub status: String,
 
+    #[schema(required = true)]
     pub billing_email: Option<String>,
     #[schema(value_type = Object)]
     pub settings: Value,
@@ -34,6 +35,7 @@ pub struct Organization {
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Present once a deletion is requested, until the organization's row itself is removed.
+    #[schema(required = true)]
     pub deletion: Option<Deletion>,
 }
 
@@ -67,7 +69,7 @@ pub struct UpdateOrganizationBody {
     )]
     billing_email: Option<String>,
     /// A JSON object of at most 64 KiB serialized; replaces the current settings.
-    #[schema(value_type = crate::fields::NulFreeObject, nullable = false, required = false)]
+    #[schema(value_type = crate::fields::FreeFormObject, nullable = false, required = false)]
     settings: Option<Value>,
 }
 
