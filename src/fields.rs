@@ -431,6 +431,25 @@ impl utoipa::PartialSchema for FreeFormObject {
 
 impl utoipa::ToSchema for FreeFormObject {}
 
+/// A free-form object in a response (what was stored as a [`FreeFormObject`]): declared with
+/// `additionalProperties: true`, since a bare `{"type": "object"}` reads as an empty object
+/// type to openapi-typescript.
+#[derive(Debug)]
+pub struct JsonObject;
+
+impl utoipa::PartialSchema for JsonObject {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        serde_json::from_value(serde_json::json!({
+            "type": "object",
+            "additionalProperties": true,
+            "description": "Any JSON object.",
+        }))
+        .expect("a valid schema literal")
+    }
+}
+
+impl utoipa::ToSchema for JsonObject {}
+
 /// An email address as operators type them: one `@`, a non-empty local part of at most 64
 /// characters, a dotted domain, no spaces or control characters. Deliverability is the invite
 /// mail's problem, not the API's.

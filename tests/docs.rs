@@ -236,7 +236,7 @@ fn the_document_is_one_client_generators_take_whole() {
     let bad = serde_json::json!({
         "paths": {"/a": {"get": {"responses": {"200": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}}}}}}}},
         "components": {"schemas": {
-            "A": {"type": "object", "properties": {"x": {"type": ["string", "null"]}, "b": {"$ref": "#/components/schemas/B"}}, "required": ["b"]},
+            "A": {"type": "object", "properties": {"x": {"type": ["string", "null"]}, "b": {"$ref": "#/components/schemas/B"}, "e": {"type": "object"}}, "required": ["b", "e"]},
             "B": {"type": "object", "properties": {"c": {"type": "array", "items": {"type": "object", "properties": {"d": {}}}}}, "required": ["c"]},
             "R": {"anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/R"}]},
         }},

@@ -79,7 +79,7 @@ pub struct Agent {
     #[sqlx(try_from = "String")]
     pub status: AgentStatus,
     /// Free-form configuration object.
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::fields::JsonObject)]
     pub config: Value,
     #[schema(minimum = 0)]
     pub total_sessions: i32,

@@ -20,7 +20,7 @@ pub struct Directive {
     pub id: Uuid,
     pub agent_id: Uuid,
     /// `system_first`, `system_append` or `user_prepend`.
-    #[schema(example = "system_first")]
+    #[schema(value_type = InjectionMode, example = "system_first")]
     pub injection_mode: String,
     pub is_active: bool,
     #[schema(required = true)]

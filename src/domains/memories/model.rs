@@ -92,7 +92,7 @@ pub struct Memory {
     #[schema(required = true)]
     pub last_retrieved_at: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::fields::JsonObject)]
     pub metadata: Value,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,

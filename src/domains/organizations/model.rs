@@ -28,7 +28,7 @@ pub struct Organization {
 
     #[schema(required = true)]
     pub billing_email: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = crate::fields::JsonObject)]
     pub settings: Value,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,

@@ -21,7 +21,7 @@ pub struct User {
     pub email: String,
     pub name: String,
     /// `owner`, `admin`, `member` or `viewer`.
-    #[schema(example = "member")]
+    #[schema(value_type = Role, example = "member")]
     pub role: String,
     /// `active`, `invited`, `suspended` or `deactivated`.
     #[schema(example = "invited")]
