@@ -110,6 +110,16 @@ impl Readiness {
                 },
             );
         }
+        let checks: Vec<(&str, bool)> = report
+            .checks
+            .iter()
+            .filter(|(name, _)| name.as_str() != "shutdown")
+            .map(|(name, result)| (name.as_str(), result.status == CheckStatus::Ok))
+            .collect();
+        crate::observability::metrics::record_readiness(
+            report.status != HealthStatus::Unhealthy,
+            &checks,
+        );
         report
     }
 

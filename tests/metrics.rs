@@ -50,9 +50,22 @@ async fn metrics_are_served_apart_with_bounded_labels() {
     app.call("GET", &format!("/v1/agents/{id}"), &writer, None)
         .await;
     app.get("/health", &[]).await;
+    app.get("/ready", &[]).await;
 
     let text = scrape(&app).await;
     for expected in [
+        // Counters with fixed labels exist from the start, at zero, so rules find them.
+        "ibex_db_pool_acquire_timeouts_total 0",
+        "ibex_trace_spans_dropped_total 0",
+        "ibex_analytics_cache_lookups_total{result=\"hit\"} 0",
+        "ibex_analytics_cache_lookups_total{result=\"miss\"} 0",
+        "ibex_auth_calls_total{outcome=\"unavailable\"} 0",
+        "ibex_db_transaction_duration_seconds_count{outcome=\"commit\"}",
+        "ibex_export_jobs_queued{status=\"pending\"} 0",
+        "ibex_export_jobs_queued{status=\"running\"} 0",
+        "ibex_export_oldest_queued_age_seconds 0",
+        "ibex_ready 1",
+        "ibex_dependency_up{dependency=\"database\"} 1",
         "ibex_http_requests_total{method=\"POST\",route=\"/v1/agents\",status=\"201\"}",
         "ibex_http_requests_total{method=\"GET\",route=\"/v1/agents/{agent_id}\",status=\"200\"}",
         "ibex_http_request_duration_seconds_bucket{method=\"GET\",route=\"/health\",status=\"200\",le=\"0.0001\"}",

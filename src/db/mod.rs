@@ -78,6 +78,7 @@ impl Database {
     }
 
     async fn begin_tenant(&self, org_id: Uuid) -> Result<OrgTx, ApiError> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         // One round trip for both settings; `set_config('role', …, true)` is SET LOCAL ROLE.
         sqlx::query(
@@ -92,6 +93,7 @@ impl Database {
             org_id,
             outbox_wake: Arc::clone(&self.outbox_wake),
             wake_on_commit: false,
+            started,
         })
     }
 
@@ -112,6 +114,8 @@ pub struct OrgTx {
     outbox_wake: Arc<Notify>,
     /// Set once the transaction wrote an outbox event.
     wake_on_commit: bool,
+    /// When BEGIN was asked for, for the transaction latency metric.
+    started: std::time::Instant,
 }
 
 impl OrgTx {
@@ -126,7 +130,12 @@ impl OrgTx {
 
     pub async fn commit(self) -> Result<(), ApiError> {
         let span = crate::observability::traces::client_span("db.commit");
-        tracing::Instrument::instrument(self.tx.commit(), span).await?;
+        let committed = tracing::Instrument::instrument(self.tx.commit(), span).await;
+        crate::observability::metrics::record_db_transaction(
+            if committed.is_ok() { "commit" } else { "error" },
+            self.started.elapsed(),
+        );
+        committed?;
         if self.wake_on_commit {
             self.outbox_wake.notify_one();
         }

@@ -34,8 +34,29 @@ pub const DB_POOL_CONNECTIONS: &str = "ibex_db_pool_connections";
 pub const DB_ACQUIRE_TIMEOUTS: &str = "ibex_db_pool_acquire_timeouts_total";
 pub const OUTBOX_BACKLOG: &str = "ibex_outbox_undelivered_events";
 pub const OUTBOX_OLDEST_AGE: &str = "ibex_outbox_oldest_undelivered_age_seconds";
+pub const DB_TRANSACTION_DURATION: &str = "ibex_db_transaction_duration_seconds";
+pub const EXPORT_QUEUE: &str = "ibex_export_jobs_queued";
+pub const EXPORT_OLDEST_AGE: &str = "ibex_export_oldest_queued_age_seconds";
+pub const ANALYTICS_CACHE: &str = "ibex_analytics_cache_lookups_total";
+pub const READY: &str = "ibex_ready";
+pub const DEPENDENCY_UP: &str = "ibex_dependency_up";
 pub const SPANS_DROPPED: &str = "ibex_trace_spans_dropped_total";
 pub const BUILD_INFO: &str = "ibex_build_info";
+
+/// Every counter with a fixed label set, exported at zero from the start: a rule such as
+/// `increase(ibex_db_pool_acquire_timeouts_total[5m]) > 0` must find a series before the first
+/// event, not only after it.
+fn export_counters_at_zero() {
+    for outcome in ["ok", "rejected", "unavailable"] {
+        metrics::counter!(AUTH_CALLS, "outcome" => outcome).absolute(0);
+    }
+    for result in ["hit", "miss"] {
+        metrics::counter!(AUTH_CACHE, "result" => result).absolute(0);
+        metrics::counter!(ANALYTICS_CACHE, "result" => result).absolute(0);
+    }
+    metrics::counter!(DB_ACQUIRE_TIMEOUTS).absolute(0);
+    metrics::counter!(SPANS_DROPPED).absolute(0);
+}
 
 /// Installs the process-wide recorder once (tests start many apps in one process) and returns
 /// its handle.
@@ -52,6 +73,7 @@ pub fn handle() -> PrometheusHandle {
                 .install_recorder()
                 .expect("the only metrics recorder of the process");
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            export_counters_at_zero();
             handle
         })
         .clone()
@@ -114,6 +136,30 @@ pub fn record_acquire_timeout() {
     metrics::counter!(DB_ACQUIRE_TIMEOUTS).increment(1);
 }
 
+/// One organization transaction, from BEGIN to the end of COMMIT: the database time a request
+/// waits for (its statements and the round trips around them).
+pub fn record_db_transaction(outcome: &'static str, elapsed: Duration) {
+    metrics::histogram!(DB_TRANSACTION_DURATION, "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+pub fn record_analytics_cache_lookup(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(ANALYTICS_CACHE, "result" => result).increment(1);
+}
+
+/// The last readiness verdict (`/ready`, as the kubelet probes it) and each dependency's check.
+pub fn record_readiness(ready: bool, checks: &[(&str, bool)]) {
+    metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+    for (name, up) in checks {
+        metrics::gauge!(DEPENDENCY_UP, "dependency" => name.to_string()).set(if *up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
 /// What `/metrics` samples at scrape time, besides what the code records as it goes.
 #[derive(Debug, Clone)]
 pub struct Sampled {
@@ -138,6 +184,16 @@ impl Sampled {
             if let Ok(Ok((count, oldest))) = backlog {
                 metrics::gauge!(OUTBOX_BACKLOG).set(count as f64);
                 metrics::gauge!(OUTBOX_OLDEST_AGE).set(oldest.unwrap_or(0.0));
+            }
+            let queue = tokio::time::timeout(
+                Duration::from_millis(500),
+                crate::domains::memories::export::queue_depth(db),
+            )
+            .await;
+            if let Ok(Ok(depth)) = queue {
+                metrics::gauge!(EXPORT_QUEUE, "status" => "pending").set(depth.pending as f64);
+                metrics::gauge!(EXPORT_QUEUE, "status" => "running").set(depth.running as f64);
+                metrics::gauge!(EXPORT_OLDEST_AGE).set(depth.oldest_age_secs);
             }
         }
         self.handle.render()

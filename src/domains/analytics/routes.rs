@@ -45,7 +45,9 @@ where
     }
     let analytics = &state.analytics;
     let key = cache::key(caller.org_id, &query.normalized(endpoint));
-    if let Some(hit) = analytics.cache.get(&key).await {
+    let cached = analytics.cache.get(&key).await;
+    crate::observability::metrics::record_analytics_cache_lookup(cached.is_some());
+    if let Some(hit) = cached {
         return Ok(json(hit));
     }
     let store = analytics

@@ -484,3 +484,30 @@ mod tests {
         assert_eq!(defuse(""), "");
     }
 }
+
+/// Export jobs waiting and running, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueDepth {
+    pub pending: i64,
+    pub running: i64,
+    /// Age of the oldest job not finished yet; 0 when none.
+    pub oldest_age_secs: f64,
+}
+
+/// One statement on the claim index (partial: unfinished jobs only), across organizations.
+pub async fn queue_depth(db: &Database) -> Result<QueueDepth, crate::error::ApiError> {
+    let mut conn = db.platform().await?;
+    let row = sqlx::query(
+        "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                count(*) FILTER (WHERE status = 'running') AS running,
+                coalesce(extract(epoch FROM now() - min(created_at))::float8, 0) AS age
+         FROM ibex_core.memory_exports WHERE status IN ('pending', 'running')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(QueueDepth {
+        pending: row.get("pending"),
+        running: row.get("running"),
+        oldest_age_secs: row.get("age"),
+    })
+}
