@@ -54,10 +54,13 @@ echo "== openapi-spec-validator"
 "$VENV/bin/openapi-spec-validator" "$OUT/openapi.json"
 
 # All checks run but use_after_free (why: scripts/schemathesis.toml, item 3). No example database: a run depends on its seed alone, not on earlier runs.
+# One worker: with two threads, Hypothesis' lambda descriptions call ast.parse concurrently, and
+# CPython 3.11's parser then fails at random with "SystemError: AST constructor recursion depth
+# mismatch" (a Runtime Error of the tool, not of the API; seen on GET /v1/tokens).
 schemathesis() {
   rm -rf .schemathesis # its crash cache would carry one run's failures into the next
   "$VENV/bin/schemathesis" --config-file scripts/schemathesis.toml run \
-    --checks all --exclude-checks use_after_free --seed "$SEED" --max-examples "$EXAMPLES" --workers 2 --no-color \
+    --checks all --exclude-checks use_after_free --seed "$SEED" --max-examples "$EXAMPLES" --workers 1 --no-color \
     --generation-database none \
     --suppress-health-check filter_too_much "$@"
 }

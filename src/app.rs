@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::response::Response;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -29,7 +30,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::cache::ValidationCache;
-use crate::auth::{AuthClient, AuthLayer, Validator};
+use crate::auth::{AuthClient, AuthLayer, AuthReachable, Validator};
 use crate::config::Config;
 use crate::db::{Database, DatabaseReady};
 use crate::domains::analytics::Analytics;
@@ -39,13 +40,15 @@ use crate::domains::memories::export::ExportWorker;
 use crate::domains::memories::search::MemoryService;
 use crate::domains::organizations::deletion::DeletionJob;
 use crate::events::publisher::{self, RedisReady};
-use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer, RouteTemplates};
+use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
 use crate::middleware::cors::CorsLayer;
 use crate::middleware::envelope::EnvelopeLayer;
 use crate::middleware::request_id::RequestIdLayer;
+use crate::observability::routes::RouteTemplates;
 use crate::observability::traces::TraceLayer;
 use crate::openapi::ApiDoc;
-use crate::readiness::{AuthReachable, Readiness, ReadinessCheck};
+use crate::readiness::{Readiness, ReadinessCheck};
+use crate::state::AppState;
 use crate::storage::{Storage, StorageReady};
 
 /// What the server needs of the assembled application.
@@ -67,29 +70,39 @@ impl<S> HttpService for S where
 {
 }
 
-/// What handlers share.
+/// The application's state: what every handler shares, plus the services of the domains that
+/// have one, each handed to its handlers as a `State` of its own.
 #[derive(Debug, Clone)]
-pub struct AppState {
-    pub readiness: Arc<Readiness>,
-    pub db: Database,
-    /// Wakes the organization-deletion job after a deletion is requested.
-    pub deletions: Arc<Notify>,
-    /// Wakes the export worker after an export is requested.
-    pub exports: Arc<Notify>,
-    /// The auth service's client and this replica's validation cache.
-    pub auth: Arc<Validator>,
+pub struct App {
+    pub state: AppState,
     /// The platform's memory service (semantic search).
     pub memory_service: MemoryService,
-    /// The object store; `None` when not configured.
-    pub storage: Option<Storage>,
     /// The trace store and the analytics cache.
     pub analytics: Arc<Analytics>,
 }
 
+impl FromRef<App> for AppState {
+    fn from_ref(app: &App) -> Self {
+        app.state.clone()
+    }
+}
+
+impl FromRef<App> for MemoryService {
+    fn from_ref(app: &App) -> Self {
+        app.memory_service.clone()
+    }
+}
+
+impl FromRef<App> for Arc<Analytics> {
+    fn from_ref(app: &App) -> Self {
+        Arc::clone(&app.analytics)
+    }
+}
+
 /// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
 /// exactly the production stack.
-pub fn build(config: &Config, state: AppState, extra_routes: Router<AppState>) -> impl HttpService {
-    let validator = Arc::clone(&state.auth);
+pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpService {
+    let validator = Arc::clone(&app.state.auth);
     let openapi = ApiDoc::openapi();
     let templates = Arc::new(RouteTemplates::new(
         openapi.paths.paths.keys().map(String::as_str),
@@ -102,7 +115,7 @@ pub fn build(config: &Config, state: AppState, extra_routes: Router<AppState>) -
         .merge(extra_routes)
         .merge(docs)
         .route_layer(ExposeMatchedPathLayer)
-        .with_state(state);
+        .with_state(app);
 
     ServiceBuilder::new()
         .layer(RequestIdLayer)
@@ -122,10 +135,21 @@ pub fn build(config: &Config, state: AppState, extra_routes: Router<AppState>) -
         .service(router)
 }
 
+/// What `/metrics` samples at scrape time: the pool, the outbox backlog, the export queue.
+pub fn metric_samplers(db: &Database) -> Vec<Arc<dyn crate::observability::metrics::Sampler>> {
+    vec![
+        Arc::new(crate::db::PoolSampler(db.clone())),
+        Arc::new(publisher::OutboxSampler(db.clone())),
+        Arc::new(crate::domains::memories::export::ExportQueueSampler(
+            db.clone(),
+        )),
+    ]
+}
+
 /// Wires the auth client, the optional cache and the readiness checks from configuration.
 pub fn from_config(
     config: &Config,
-    extra_routes: Router<AppState>,
+    extra_routes: Router<App>,
 ) -> Result<(impl HttpService, Arc<Readiness>, Database), String> {
     let client = AuthClient::new(
         &config.auth_grpc_addr,
@@ -182,19 +206,21 @@ pub fn from_config(
         config.ready_check_timeout,
         config.ready_cache,
     ));
-    let state = AppState {
-        readiness: Arc::clone(&readiness),
-        db: db.clone(),
-        deletions,
-        exports,
-        auth: Arc::new(Validator::new(client, cache)),
+    let app = App {
+        state: AppState {
+            readiness: Arc::clone(&readiness),
+            db: db.clone(),
+            deletions,
+            exports,
+            auth: Arc::new(Validator::new(client, cache)),
+            storage,
+        },
         memory_service: MemoryService::from_config(config)?,
-        storage,
         analytics: Arc::new(Analytics {
             store: traces,
             cache: AnalyticsCache::new(redis),
         }),
     };
-    let app = build(config, state, extra_routes);
+    let app = build(config, app, extra_routes);
     Ok((app, readiness, db))
 }

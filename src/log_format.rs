@@ -64,7 +64,7 @@ where
         let mut visitor = JsonVisitor::new(&mut writer, true);
         event.record(&mut visitor);
         visitor.result?;
-        if let Some(id) = crate::middleware::request_id::current() {
+        if let Some(id) = crate::request_id::current() {
             let mut buf = uuid::Uuid::encode_buffer();
             writer.write_str(",\"request_id\":\"")?;
             writer.write_str(id.uuid().hyphenated().encode_lower(&mut buf))?;
@@ -275,7 +275,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        if let Some(id) = crate::middleware::request_id::current() {
+        if let Some(id) = crate::request_id::current() {
             write!(writer, "[{id}] ")?;
         }
         if let Some(trace_id) = crate::observability::traces::current_trace_id() {

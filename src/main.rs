@@ -413,7 +413,9 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
     }
 
     let (app, readiness, db) = app::from_config(&config, Router::new())?;
-    if let Some(metrics) = ibex_api::observability::metrics::start(&config, Some(db)).await? {
+    if let Some(metrics) =
+        ibex_api::observability::metrics::start(&config, app::metric_samplers(&db)).await?
+    {
         tracing::info!(addr = %metrics, "metrics listening");
         if dev_mode {
             // Not println!: nobody may be reading stdout any more, and that must not kill us.

@@ -1,16 +1,20 @@
 //! The platform's probe contract: `/health` (liveness) and `/ready` (readiness).
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
 
-use crate::app::AppState;
 use crate::middleware::envelope::KeepBody;
 use crate::readiness::{HealthReport, HealthStatus};
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AppState: FromRef<S>,
+{
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -8,8 +8,6 @@ use futures_util::future::{BoxFuture, join_all};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::AuthClient;
-
 /// A dependency `/ready` looks at.
 pub trait ReadinessCheck: Send + Sync {
     fn name(&self) -> &'static str;
@@ -170,28 +168,5 @@ impl Readiness {
             checks.insert(check.name().to_owned(), result);
         }
         HealthReport { status, checks }
-    }
-}
-
-/// The auth service answers the platform's sentinel probe.
-#[derive(Debug)]
-pub struct AuthReachable(pub AuthClient);
-
-impl ReadinessCheck for AuthReachable {
-    fn name(&self) -> &'static str {
-        "auth"
-    }
-
-    fn critical(&self) -> bool {
-        true
-    }
-
-    fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
-        Box::pin(async move {
-            self.0
-                .probe(deadline)
-                .await
-                .map(|()| "reachable".to_owned())
-        })
     }
 }

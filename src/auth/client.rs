@@ -16,7 +16,7 @@ use super::proto::{
     RevokeTokenRequest, RevokeTokenResponse, ValidateTokenRequest,
 };
 use crate::error::ApiError;
-use crate::middleware::request_id::RequestId;
+use crate::request_id::RequestId;
 
 /// The token the platform uses to probe the auth service: UNAUTHENTICATED means "reachable".
 pub const HEALTH_PROBE_TOKEN: &str = "ibex_health_probe_invalid";
@@ -225,4 +225,30 @@ impl AuthClient {
 /// A log-safe description of a failed call: the code and tonic's message, never metadata.
 fn describe(status: &Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
+}
+
+/// The auth service answers the platform's sentinel probe.
+#[derive(Debug)]
+pub struct AuthReachable(pub AuthClient);
+
+impl crate::readiness::ReadinessCheck for AuthReachable {
+    fn name(&self) -> &'static str {
+        "auth"
+    }
+
+    fn critical(&self) -> bool {
+        true
+    }
+
+    fn check(
+        &self,
+        deadline: std::time::Duration,
+    ) -> futures_util::future::BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            self.0
+                .probe(deadline)
+                .await
+                .map(|()| "reachable".to_owned())
+        })
+    }
 }

@@ -19,7 +19,7 @@ use super::caller::{Caller, CallerToken};
 use super::client::{AuthClient, AuthFailure};
 use super::token::bearer_token;
 use crate::error::ApiError;
-use crate::middleware::request_id::RequestId;
+use crate::request_id::RequestId;
 
 /// Paths served without a token: probes and the API description. Matching is exact, as routing
 /// is, plus the flat Swagger UI asset folder (`/docs/<file>`, no dot-segments or subfolders).

@@ -10,6 +10,6 @@ pub mod proto;
 pub mod token;
 
 pub use caller::{Caller, CallerToken};
-pub use client::{AuthClient, AuthFailure};
+pub use client::{AuthClient, AuthFailure, AuthReachable};
 pub use layer::{AuthLayer, Validator};
 pub use permissions::Permissions;

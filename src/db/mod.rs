@@ -105,6 +105,22 @@ impl Database {
     }
 }
 
+/// The pool's connections, for `/metrics`.
+#[derive(Debug)]
+pub struct PoolSampler(pub Database);
+
+impl crate::observability::metrics::Sampler for PoolSampler {
+    fn sample(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        use crate::observability::metrics::DB_POOL_CONNECTIONS;
+        let (size, idle) = self.0.pool_state();
+        metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "open").set(f64::from(size));
+        metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
+        metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "in_use")
+            .set(f64::from(size).max(idle as f64) - idle as f64);
+        Box::pin(std::future::ready(()))
+    }
+}
+
 /// A request transaction confined to one organization. Dropping it without [`OrgTx::commit`]
 /// rolls back.
 #[derive(Debug)]

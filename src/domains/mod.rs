@@ -12,12 +12,22 @@ pub mod sessions;
 pub mod tokens;
 pub mod users;
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::extract::FromRef;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
-/// Every route of the service (probes and domains), before any layer.
-pub fn router() -> Router<AppState> {
+/// Every route of the service (probes and domains), before any layer: generic over the
+/// application's state, which provides what each domain takes.
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AppState: FromRef<S>,
+    memories::search::MemoryService: FromRef<S>,
+    Arc<analytics::Analytics>: FromRef<S>,
+{
     Router::new()
         .merge(crate::probes::router())
         .merge(organizations::router())

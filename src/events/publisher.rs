@@ -204,6 +204,24 @@ pub async fn backlog(db: &Database) -> Result<(i64, Option<f64>), crate::error::
     Ok((row.get("n"), row.get("age")))
 }
 
+/// The outbox backlog, for `/metrics`: one bounded query, gauges left as they were when the
+/// database cannot answer.
+#[derive(Debug)]
+pub struct OutboxSampler(pub Database);
+
+impl crate::observability::metrics::Sampler for OutboxSampler {
+    fn sample(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        use crate::observability::metrics::{OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE};
+        Box::pin(async move {
+            let answer = tokio::time::timeout(Duration::from_millis(500), backlog(&self.0)).await;
+            if let Ok(Ok((count, oldest))) = answer {
+                metrics::gauge!(OUTBOX_BACKLOG).set(count as f64);
+                metrics::gauge!(OUTBOX_OLDEST_AGE).set(oldest.unwrap_or(0.0));
+            }
+        })
+    }
+}
+
 impl RedisReady {
     async fn backlog(&self) -> String {
         match backlog(&self.db).await {

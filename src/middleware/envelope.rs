@@ -17,7 +17,7 @@ use http::{Request, header};
 use tower::{BoxError, Layer, Service};
 
 use crate::error::ApiError;
-use crate::middleware::request_id::RequestId;
+use crate::request_id::RequestId;
 
 /// Response extension for the rare error status whose body is itself the contract (the
 /// readiness report's 503); such a response passes through untouched.

@@ -15,7 +15,7 @@ use axum::routing::get;
 use http::Method;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::db::Database;
+use futures_util::future::BoxFuture;
 
 /// Request and dependency latencies on this service run from ~100 µs (a cached token, a probe)
 /// through a few ms (a gRPC call, a query) to seconds (deadlines): these buckets resolve each band.
@@ -160,42 +160,24 @@ pub fn record_readiness(ready: bool, checks: &[(&str, bool)]) {
     }
 }
 
-/// What `/metrics` samples at scrape time, besides what the code records as it goes.
+/// Something `/metrics` asks at scrape time (the database pool, the outbox, the export queue):
+/// its owner implements it and the application hands it over, so metrics know none of them.
+/// A sampler bounds its own work (a scrape must not hang on a database that is away) and leaves
+/// its gauges as they were when it cannot tell.
+pub trait Sampler: Send + Sync + std::fmt::Debug {
+    fn sample(&self) -> BoxFuture<'_, ()>;
+}
+
+/// What `/metrics` serves: what the code records as it goes, plus the samplers' gauges.
 #[derive(Debug, Clone)]
 pub struct Sampled {
     pub handle: PrometheusHandle,
-    pub db: Option<Database>,
+    pub samplers: Vec<Arc<dyn Sampler>>,
 }
 
 impl Sampled {
     async fn render(&self) -> String {
-        if let Some(db) = &self.db {
-            let (size, idle) = db.pool_state();
-            metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "open").set(f64::from(size));
-            metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
-            metrics::gauge!(DB_POOL_CONNECTIONS, "state" => "in_use")
-                .set(f64::from(size).max(idle as f64) - idle as f64);
-            // The backlog needs the database: bounded, and left as it was when it cannot answer.
-            let backlog = tokio::time::timeout(
-                Duration::from_millis(500),
-                crate::events::publisher::backlog(db),
-            )
-            .await;
-            if let Ok(Ok((count, oldest))) = backlog {
-                metrics::gauge!(OUTBOX_BACKLOG).set(count as f64);
-                metrics::gauge!(OUTBOX_OLDEST_AGE).set(oldest.unwrap_or(0.0));
-            }
-            let queue = tokio::time::timeout(
-                Duration::from_millis(500),
-                crate::domains::memories::export::queue_depth(db),
-            )
-            .await;
-            if let Ok(Ok(depth)) = queue {
-                metrics::gauge!(EXPORT_QUEUE, "status" => "pending").set(depth.pending as f64);
-                metrics::gauge!(EXPORT_QUEUE, "status" => "running").set(depth.running as f64);
-                metrics::gauge!(EXPORT_OLDEST_AGE).set(depth.oldest_age_secs);
-            }
-        }
+        futures_util::future::join_all(self.samplers.iter().map(|s| s.sample())).await;
         self.handle.render()
     }
 }
@@ -212,14 +194,14 @@ async fn metrics_text(
 /// Starts the metrics listener when `IBEX_API_METRICS_ADDR` is set; returns where it listens.
 pub async fn start(
     config: &crate::config::Config,
-    db: Option<Database>,
+    samplers: Vec<Arc<dyn Sampler>>,
 ) -> Result<Option<SocketAddr>, String> {
     let Some(addr) = config.metrics_addr else {
         return Ok(None);
     };
     let sampled = Sampled {
         handle: handle(),
-        db,
+        samplers,
     };
     serve(addr, sampled)
         .await

@@ -3,4 +3,5 @@
 //! where.
 
 pub mod metrics;
+pub mod routes;
 pub mod traces;

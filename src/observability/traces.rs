@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::middleware::access_log::RouteTemplates;
+use super::routes::RouteTemplates;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Head sampling, decided before any span exists (`OTEL_TRACES_SAMPLER`, `_ARG`): an unsampled

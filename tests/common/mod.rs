@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ibex_api::app::{self, AppState};
+use ibex_api::app::{self, App};
 use ibex_api::auth::dev::DevAuthService;
 use ibex_api::auth::proto::auth_service_server::{AuthService, AuthServiceServer};
 use ibex_api::auth::proto::{
@@ -25,8 +25,8 @@ use ibex_api::devenv::postgres::TempPostgres;
 use ibex_api::devenv::redis::TempRedis;
 use ibex_api::error::ApiError;
 use ibex_api::extract::ApiJson;
-use ibex_api::middleware::request_id::RequestId;
 use ibex_api::readiness::Readiness;
+use ibex_api::request_id::RequestId;
 use ibex_api::server::{self, ServeOptions};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -385,7 +385,7 @@ pub fn config(auth: SocketAddr, overrides: &[(&str, &str)]) -> Config {
 }
 
 /// Handlers that exercise failure paths through the production stack.
-pub fn test_routes() -> Router<AppState> {
+pub fn test_routes() -> Router<App> {
     async fn panics() -> &'static str {
         panic!("handler exploded with secret-ish details")
     }
@@ -459,9 +459,10 @@ impl TestApp {
 
     async fn start_on(config: Config, db: TestDb) -> Self {
         let (app, readiness, database) = app::from_config(&config, test_routes()).unwrap();
-        let metrics_addr = ibex_api::observability::metrics::start(&config, Some(database))
-            .await
-            .unwrap();
+        let metrics_addr =
+            ibex_api::observability::metrics::start(&config, app::metric_samplers(&database))
+                .await
+                .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -11,11 +11,11 @@ use serde_json::Value;
 
 use super::model::{Agent, AgentChanges, AgentFilter, AgentPath, AgentStatus, NewAgent};
 use super::repo;
-use crate::app::AppState;
 use crate::auth::{Caller, Permissions};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
+use crate::state::AppState;
 
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", summary = "List agents",
     description = "The organization's live agents, newest first.",

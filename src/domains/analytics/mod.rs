@@ -10,11 +10,12 @@ pub mod routes;
 pub mod store;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::get;
 
 use routes::*;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// What the analytics operations share.
 #[derive(Debug)]
@@ -24,7 +25,12 @@ pub struct Analytics {
     pub cache: cache::AnalyticsCache,
 }
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AppState: FromRef<S>,
+    std::sync::Arc<Analytics>: FromRef<S>,
+{
     Router::new()
         .route("/v1/analytics/usage", get(usage))
         .route("/v1/analytics/latency", get(latency))

@@ -4,28 +4,30 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
 use serde::Serialize;
 
-use super::cache;
 use super::model::{
     ErrorBucket, ErrorCount, ErrorSeries, ErrorsParams, LatencyBucket, LatencyParams,
     LatencySeries, ModelBreakdown, ModelUsage, ModelsParams, Query, RawParams, UsageBucket,
     UsageParams, UsageSeries,
 };
 use super::store::TraceStore;
-use crate::app::AppState;
+use super::{Analytics, cache};
 use crate::auth::{Caller, Permissions};
 use crate::domains::agents::repo::live_status;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiQuery;
+use crate::state::AppState;
 
 /// Validates, checks the agent, then answers from the cache or computes (and caches) the answer.
 async fn answer<T, F, Fut>(
     state: &AppState,
+    analytics: &Analytics,
     caller: &Caller,
     endpoint: &str,
     params: RawParams<'_>,
@@ -43,7 +45,6 @@ where
         live_status(&mut tx, agent_id, false).await?;
         tx.commit().await?;
     }
-    let analytics = &state.analytics;
     let key = cache::key(caller.org_id, &query.normalized(endpoint));
     let cached = analytics.cache.get(&key).await;
     crate::observability::metrics::record_analytics_cache_lookup(cached.is_some());
@@ -102,12 +103,14 @@ fn buckets<R, B>(
     ))]
 pub async fn usage(
     State(state): State<AppState>,
+    State(analytics): State<Arc<Analytics>>,
     caller: Caller,
     ApiQuery(params): ApiQuery<UsageParams>,
 ) -> Result<Response, ApiError> {
     let org = caller.org_id;
     answer(
         &state,
+        &analytics,
         &caller,
         "usage",
         params.raw(),
@@ -154,12 +157,14 @@ pub async fn usage(
     ))]
 pub async fn latency(
     State(state): State<AppState>,
+    State(analytics): State<Arc<Analytics>>,
     caller: Caller,
     ApiQuery(params): ApiQuery<LatencyParams>,
 ) -> Result<Response, ApiError> {
     let org = caller.org_id;
     answer(
         &state,
+        &analytics,
         &caller,
         "latency",
         params.raw(),
@@ -205,12 +210,14 @@ pub async fn latency(
     ))]
 pub async fn models(
     State(state): State<AppState>,
+    State(analytics): State<Arc<Analytics>>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ModelsParams>,
 ) -> Result<Response, ApiError> {
     let org = caller.org_id;
     answer(
         &state,
+        &analytics,
         &caller,
         "models",
         params.raw(),
@@ -247,12 +254,14 @@ pub async fn models(
     ))]
 pub async fn errors(
     State(state): State<AppState>,
+    State(analytics): State<Arc<Analytics>>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ErrorsParams>,
 ) -> Result<Response, ApiError> {
     let org = caller.org_id;
     answer(
         &state,
+        &analytics,
         &caller,
         "errors",
         params.raw(),

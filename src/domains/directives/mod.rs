@@ -8,13 +8,18 @@ pub mod repo;
 pub mod routes;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::{get, post};
 
 use routes::*;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AppState: FromRef<S>,
+{
     Router::new()
         .route(
             "/v1/agents/{agent_id}/directive",

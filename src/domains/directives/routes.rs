@@ -15,7 +15,6 @@ use super::model::{
     RollbackTo,
 };
 use super::repo::{self, Outcome};
-use crate::app::AppState;
 use crate::auth::{Caller, Permissions};
 use crate::db::OrgTx;
 use crate::domains::agents::AgentPath;
@@ -24,6 +23,7 @@ use crate::error::{ApiError, ErrorResponse};
 use crate::events::{self, Event};
 use crate::extract::{ApiJson, ApiPath};
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
+use crate::state::AppState;
 
 /// Announces a committed change, then answers with the directive as it now is.
 async fn finish(

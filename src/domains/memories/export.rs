@@ -511,3 +511,22 @@ pub async fn queue_depth(db: &Database) -> Result<QueueDepth, crate::error::ApiE
         oldest_age_secs: row.get("age"),
     })
 }
+
+/// The export queue, for `/metrics`.
+#[derive(Debug)]
+pub struct ExportQueueSampler(pub Database);
+
+impl crate::observability::metrics::Sampler for ExportQueueSampler {
+    fn sample(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        use crate::observability::metrics::{EXPORT_OLDEST_AGE, EXPORT_QUEUE};
+        Box::pin(async move {
+            let answer =
+                tokio::time::timeout(Duration::from_millis(500), queue_depth(&self.0)).await;
+            if let Ok(Ok(depth)) = answer {
+                metrics::gauge!(EXPORT_QUEUE, "status" => "pending").set(depth.pending as f64);
+                metrics::gauge!(EXPORT_QUEUE, "status" => "running").set(depth.running as f64);
+                metrics::gauge!(EXPORT_OLDEST_AGE).set(depth.oldest_age_secs);
+            }
+        })
+    }
+}

@@ -13,13 +13,14 @@ use super::model::{
     MemoryPath, ScoredMemory, SearchRequest, SearchResults,
 };
 use super::repo::{self, Selection};
-use crate::app::AppState;
+use super::search::MemoryService;
 use crate::auth::{Caller, Permissions};
 use crate::domains::agents::AgentPath;
 use crate::domains::agents::repo::live_status;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{CursorPage, Page, PageParams};
+use crate::state::AppState;
 
 /// The header a bulk delete reports its count in.
 pub const DELETED_COUNT: &str = "ibex-deleted-count";
@@ -154,6 +155,7 @@ pub async fn delete_memories(
     ))]
 pub async fn search_memories(
     State(state): State<AppState>,
+    State(memory_service): State<MemoryService>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     ApiJson(body): ApiJson<Value>,
@@ -164,8 +166,7 @@ pub async fn search_memories(
     let mut tx = state.db.begin_for(&caller).await?;
     live_status(&mut tx, path.agent_id, false).await?;
     tx.commit().await?;
-    let ranked = state
-        .memory_service
+    let ranked = memory_service
         .search(caller.org_id, path.agent_id, &request)
         .await?;
     let ids: Vec<_> = ranked.iter().map(|(id, _)| *id).collect();

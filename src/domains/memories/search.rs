@@ -86,7 +86,7 @@ impl MemoryService {
             "filters": filters,
         });
         let mut headers = HeaderMap::new();
-        if let Some(id) = crate::middleware::request_id::current() {
+        if let Some(id) = crate::request_id::current() {
             headers.insert("x-request-id", id.header_value());
         }
         let span = crate::observability::traces::client_span("memory.search");

@@ -10,12 +10,12 @@ use serde_json::Value;
 
 use super::model::{OrgChanges, OrgPath, Organization};
 use super::repo;
-use crate::app::AppState;
 use crate::auth::{Caller, Permissions};
 use crate::db::OrgTx;
 use crate::domains::users::repo::caller_role;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
 
 fn own_org(caller: &Caller, path: &OrgPath) -> Result<(), ApiError> {
     if path.org_id == caller.org_id {

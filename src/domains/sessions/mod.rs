@@ -8,13 +8,18 @@ pub mod repo;
 pub mod routes;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::get;
 
 use routes::*;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AppState: FromRef<S>,
+{
     Router::new()
         .route("/v1/sessions", get(list_sessions))
         .route("/v1/sessions/{session_id}", get(get_session))

@@ -5,11 +5,11 @@ use axum::extract::State;
 
 use super::model::{Replay, Session, SessionFilterParams, SessionFilters, SessionPath};
 use super::repo;
-use crate::app::AppState;
 use crate::auth::{Caller, Permissions};
 use crate::error::{ApiError, Conflict, ErrorResponse};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::pagination::{CursorPage, Page, PageParams};
+use crate::state::AppState;
 
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", summary = "List sessions",
     description = "Needs `session:read`. Newest first. Filters are exact matches and all given apply together; a cursor is valid only with the filters that produced it.",

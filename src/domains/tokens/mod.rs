@@ -8,14 +8,19 @@ pub mod model;
 pub mod routes;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::get;
 
 pub use model::{Token, TokenPath};
 use routes::*;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AppState: FromRef<S>,
+{
     Router::new()
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{token_id}", get(get_token).delete(delete_token))

@@ -11,7 +11,6 @@ use http::header::LOCATION;
 use serde_json::Value;
 
 use super::model::{CreatedToken, NewToken, Token, TokenPath, is_auth_cursor};
-use crate::app::AppState;
 use crate::auth::proto::{
     CreateTokenRequest, ListTokensRequest, ListTokensResponse, RevokeTokenRequest, TokenType,
 };
@@ -19,8 +18,9 @@ use crate::auth::{Caller, CallerToken, Permissions};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiJson;
 use crate::extract::ApiPath;
-use crate::middleware::request_id::RequestId;
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
+use crate::request_id::RequestId;
+use crate::state::AppState;
 
 /// Pages `GET /v1/tokens/{id}` reads at most looking for one token (100 each).
 const MAX_LOOKUP_PAGES: usize = 50;

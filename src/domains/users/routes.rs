@@ -10,12 +10,12 @@ use serde_json::Value;
 
 use super::model::{NewUser, User, UserChanges, UserPath};
 use super::repo;
-use crate::app::AppState;
 use crate::auth::{Caller, Permissions};
 use crate::db::OrgTx;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath};
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
+use crate::state::AppState;
 
 async fn caller_is_owner(tx: &mut OrgTx, caller: &Caller) -> Result<bool, ApiError> {
     Ok(repo::caller_role(tx, caller.user_id).await?.as_deref() == Some("owner"))
