@@ -17,6 +17,10 @@ then, once, an export of 100 000 memories to the development S3 server (`ibex-ap
 checks signatures) with its wall time and the exporting process's peak RSS growth, and a bulk
 delete of the other agent's 100 000 memories with its wall time.
 
+Tag scale (scenarios named "tag-scale"): a third agent gets 1 000 000 memories, one in 1 000
+tagged `rare`; the page of 20 with `tag=rare` beside the unfiltered page, at depth 1 and at depth
+500 (a cursor after the 500th row of each list): the filtered page must stay within 2x.
+
 Sessions (scenarios named "sessions"): 10 000 sessions in the org; a page of 20 beside the same
 SQL reference.
 
@@ -124,8 +128,8 @@ def cursor_at(url, depth):
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def seed_memories(url, agent, count):
-    """`count` memories of `agent`, one second apart; every tenth carries the tag `vip`."""
+def seed_memories(url, agent, count, tag="vip", every=10):
+    """`count` memories of `agent`, one second apart; every `every`-th carries `tag`."""
     ids = f"md5('{agent}' || n)::uuid"
     psql(url, f"""
         INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash, category,
@@ -139,8 +143,28 @@ def seed_memories(url, agent, count):
         FROM generate_series(1, {count}) AS n""")
     psql(url, f"""
         INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag)
-        SELECT {ids}, '{DEV_ORG}', 'vip' FROM generate_series(1, {count}) AS n WHERE n % 10 = 0""")
+        SELECT {ids}, '{DEV_ORG}', '{tag}' FROM generate_series(1, {count}) AS n WHERE n % {every} = 0""")
     psql(url, "ANALYZE ibex_core.memories; ANALYZE ibex_core.memory_tags")
+
+
+def memories_cursor_at(url, agent, depth, tag=None):
+    """The cursor the API returns after the `depth`-th row of an agent's memories list (status
+    `active`, optionally one tag), in the format of src/pagination.rs and the scope of
+    src/domains/memories/model.rs."""
+    tagged = f"AND EXISTS (SELECT 1 FROM ibex_core.memory_tags t WHERE t.memory_id = m.id AND t.tag = '{tag}')" if tag else ""
+    micros, memory_id = psql(url, f"""
+        SELECT (extract(epoch FROM created_at) * 1000000)::bigint, id FROM ibex_core.memories m
+        WHERE org_id = '{DEV_ORG}' AND agent_id = '{agent}' AND deleted_at IS NULL AND status = 'active' {tagged}
+        ORDER BY created_at DESC, id DESC OFFSET {depth - 1} LIMIT 1""").split("|")
+    scope = hashlib.sha256()
+    scope.update(b"memories")
+    for name, value in [("agent_id", agent), ("category", None), ("status", "active"), ("source", None),
+                        ("tag", tag), ("created_after", None), ("created_before", None)]:
+        scope.update(b"\x00" + name.encode())
+        scope.update(b"\x01" + value.encode() if value is not None else b"\x02")
+    raw = (bytes([1]) + scope.digest()[:8] + int(micros).to_bytes(8, "big", signed=True)
+           + bytes.fromhex(memory_id.replace("-", "")))
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def seed_sessions(url, count):
@@ -287,6 +311,13 @@ def main():
                                          "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     delete_agent = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7002"
+    tag_agent = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7003"
+    need_tag_scale = not args.only or any("tag-scale" in o for o in args.only)
+    tag_cursors = {}
+    if need_tag_scale:
+        print("seeding 1 000 000 memories, 1 in 1 000 tagged", flush=True)
+        seed_memories(db_url, tag_agent, 1_000_000, tag="rare", every=1000)
+        tag_cursors = {tag: memories_cursor_at(db_url, tag_agent, 500, tag) for tag in (None, "rare")}
     s3_settings = {}
     if need_memories:
         print("seeding 2 x 100 000 memories", flush=True)
@@ -367,6 +398,14 @@ def main():
          f"{local}:{api_port}/v1/agents/{DEV_AGENT}/memories", (bearer,), "api"),
         ("ibex-api GET memories?tag=vip (20 of 10 000 tagged), ValidateToken per request",
          f"{local}:{api_port}/v1/agents/{DEV_AGENT}/memories?tag=vip", (bearer,), "api"),
+        ("tag-scale: memories, page 1 of an agent's 1 000 000",
+         f"{local}:{api_port}/v1/agents/{tag_agent}/memories", (bearer,), "api"),
+        ("tag-scale: memories?tag=rare (1 in 1 000), page 1",
+         f"{local}:{api_port}/v1/agents/{tag_agent}/memories?tag=rare", (bearer,), "api"),
+        ("tag-scale: memories, at depth 500",
+         f"{local}:{api_port}/v1/agents/{tag_agent}/memories?cursor={tag_cursors.get(None)}", (bearer,), "api"),
+        ("tag-scale: memories?tag=rare (1 in 1 000), at depth 500",
+         f"{local}:{api_port}/v1/agents/{tag_agent}/memories?tag=rare&cursor={tag_cursors.get('rare')}", (bearer,), "api"),
         ("ibex-api GET /v1/sessions (20 of 10 000), ValidateToken per request",
          f"{local}:{api_port}/v1/sessions", (bearer,), "api"),
         ("scale: page at depth 900 of an org of 1 000", f"{local}:{k_port}/v1/agents?cursor={deep_1k}", (bearer,), "api_1k"),
@@ -439,6 +478,11 @@ def main():
         lines += ["", "Scale (p50 of a deep page, ratio to the same depth in the org of 1 000): "
                   f"depth 900 of 1 000 000: {p50('scale: page at depth 900 of an org of 1 000 000') / small:.2f}x, "
                   f"depth 900 000 of 1 000 000: {p50('scale: page at depth 900 000 of an org of 1 000 000') / small:.2f}x"]
+    if "tag-scale: memories, page 1 of an agent's 1 000 000" in results:
+        ratio = lambda tagged, plain: p50(tagged) / p50(plain)
+        lines += ["", "Tag scale (p50 of the page with tag=rare over the unfiltered page, same depth): "
+                  f"depth 1: {ratio('tag-scale: memories?tag=rare (1 in 1 000), page 1', 'tag-scale: memories, page 1 of an agent' + chr(39) + 's 1 000 000'):.2f}x, "
+                  f"depth 500: {ratio('tag-scale: memories?tag=rare (1 in 1 000), at depth 500', 'tag-scale: memories, at depth 500'):.2f}x"]
     for what in ("GET /v1/agents/{id}", "GET /health"):
         off, on = (f"observability: {what}, metrics and traces off", f"observability: {what}, metrics on, traces exported")
         if off in results and on in results:

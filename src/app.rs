@@ -26,7 +26,6 @@ use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::cache::ValidationCache;
@@ -46,7 +45,6 @@ use crate::middleware::envelope::EnvelopeLayer;
 use crate::middleware::request_id::RequestIdLayer;
 use crate::observability::routes::RouteTemplates;
 use crate::observability::traces::TraceLayer;
-use crate::openapi::ApiDoc;
 use crate::readiness::{Readiness, ReadinessCheck};
 use crate::state::AppState;
 use crate::storage::{Storage, StorageReady};
@@ -99,11 +97,18 @@ impl FromRef<App> for Arc<Analytics> {
     }
 }
 
+/// The OpenAPI document `/openapi.json` serves and `ibex-api openapi` prints: the base of
+/// `openapi.rs` completed with every route's own description.
+pub fn document() -> utoipa::openapi::OpenApi {
+    crate::openapi::complete(crate::domains::router::<App>().split_for_parts().1)
+}
+
 /// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
 /// exactly the production stack.
 pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpService {
     let validator = Arc::clone(&app.state.auth);
-    let openapi = ApiDoc::openapi();
+    let (routes, documented) = crate::domains::router::<App>().split_for_parts();
+    let openapi = crate::openapi::complete(documented);
     let templates = Arc::new(RouteTemplates::new(
         openapi.paths.paths.keys().map(String::as_str),
     ));
@@ -111,7 +116,7 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         .url("/openapi.json", openapi.clone())
         // Swagger UI would otherwise send the document to validator.swagger.io.
         .config(utoipa_swagger_ui::Config::default().validator_url("none"));
-    let router = crate::domains::router()
+    let router = routes
         .merge(extra_routes)
         .merge(docs)
         .route_layer(ExposeMatchedPathLayer)

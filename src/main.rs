@@ -143,7 +143,7 @@ fn dev_token(given: Option<String>) -> Result<String, String> {
 
 /// Prints the document the server serves, so SDKs can be generated without running it.
 fn print_openapi() -> Result<(), String> {
-    let document = ibex_api::openapi::document()
+    let document = ibex_api::app::document()
         .to_pretty_json()
         .map_err(|e| format!("cannot render the OpenAPI document: {e}"))?;
     println!("{document}");

@@ -10,10 +10,6 @@ use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::layer::is_public;
-use crate::domains::{
-    agents, analytics, directives, memories, organizations, sessions, tokens, users,
-};
-use crate::probes as health;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,31 +17,7 @@ use crate::probes as health;
         title = "IBEX Management API",
         description = "Manage organizations, users, agents, tokens, directives, memories, sessions and analytics of the IBEX platform. Every `/v1` operation needs `Authorization: Bearer <IBEX personal access token>`. Every error is `{\"error\": {\"code\", \"message\", \"request_id\"}}`.",
     ),
-    paths(
-        health::health, health::ready,
-        organizations::routes::get_organization, organizations::routes::update_organization,
-        organizations::routes::delete_organization, organizations::routes::suspend_organization,
-        users::routes::list_users, users::routes::create_user, users::routes::get_user,
-        users::routes::update_user, users::routes::delete_user,
-        agents::routes::list_agents, agents::routes::create_agent, agents::routes::get_agent,
-        agents::routes::update_agent, agents::routes::delete_agent, agents::routes::activate_agent,
-        agents::routes::pause_agent, agents::routes::archive_agent,
-        tokens::routes::list_tokens, tokens::routes::create_token, tokens::routes::get_token,
-        tokens::routes::delete_token,
-        directives::routes::get_directive, directives::routes::set_directive,
-        directives::routes::delete_directive, directives::routes::list_directive_versions,
-        directives::routes::get_directive_version, directives::routes::rollback_directive,
-        memories::routes::list_memories, memories::routes::delete_memories,
-        memories::routes::get_memory, memories::routes::delete_memory,
-        memories::routes::search_memories, memories::routes::export_memories,
-        memories::routes::get_memory_export,
-        sessions::routes::list_sessions, sessions::routes::get_session,
-        sessions::routes::replay_session,
-        analytics::routes::usage, analytics::routes::latency, analytics::routes::models,
-        analytics::routes::errors,
-    ),
     components(schemas(crate::error::ErrorResponse, crate::error::ErrorDetail, crate::error::FieldError)),
-    modifiers(&CommonResponses),
     tags(
         (name = "health", description = "Liveness and readiness probes (no token)."),
         (name = "organizations", description = "The caller's organization."),
@@ -60,9 +32,13 @@ use crate::probes as health;
 )]
 pub struct ApiDoc;
 
-/// The document `/openapi.json` serves and `ibex-api openapi` prints.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The whole document from the routes' own descriptions (each domain declares a route and its
+/// documentation once, with utoipa-axum's `routes!`): the base above, their paths and schemas,
+/// then the shared responses, which must see every operation.
+pub fn complete(routes: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi().merge_from(routes);
+    CommonResponses.modify(&mut doc);
+    doc
 }
 
 pub const BEARER_SCHEME: &str = "bearer";

@@ -1,23 +1,24 @@
 //! The platform's probe contract: `/health` (liveness) and `/ready` (readiness).
 
+use axum::Json;
 use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::middleware::envelope::KeepBody;
 use crate::readiness::{HealthReport, HealthStatus};
 use crate::state::AppState;
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
 {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
 }
 
 /// Liveness: the process serves HTTP. Touches no dependency, so a dependency outage never gets

@@ -229,7 +229,7 @@ fn generator_problems(doc: &Value) -> Vec<String> {
 
 #[test]
 fn the_document_is_one_client_generators_take_whole() {
-    let doc = serde_json::to_value(ibex_api::openapi::document()).unwrap();
+    let doc = serde_json::to_value(ibex_api::app::document()).unwrap();
     let problems = generator_problems(&doc);
     assert!(problems.is_empty(), "{problems:#?}");
     // And the check sees what it looks for.
@@ -257,7 +257,7 @@ fn the_document_is_one_client_generators_take_whole() {
 /// Each analytics operation documents exactly the parameters its handler reads.
 #[test]
 fn analytics_operations_document_their_own_parameters() {
-    let doc = serde_json::to_value(ibex_api::openapi::document()).unwrap();
+    let doc = serde_json::to_value(ibex_api::app::document()).unwrap();
     for (op, expected) in [
         ("usage", vec!["start", "end", "agent_id", "granularity"]),
         (

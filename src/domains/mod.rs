@@ -14,21 +14,21 @@ pub mod users;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::FromRef;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
-/// Every route of the service (probes and domains), before any layer: generic over the
-/// application's state, which provides what each domain takes.
-pub fn router<S>() -> Router<S>
+/// Every route of the service (probes and domains) with its OpenAPI description, before any
+/// layer: generic over the application's state, which provides what each domain takes.
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
     memories::search::MemoryService: FromRef<S>,
     Arc<analytics::Analytics>: FromRef<S>,
 {
-    Router::new()
+    OpenApiRouter::new()
         .merge(crate::probes::router())
         .merge(organizations::router())
         .merge(users::router())

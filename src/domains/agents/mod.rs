@@ -6,27 +6,24 @@ pub mod model;
 pub mod repo;
 pub mod routes;
 
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use model::{Agent, AgentPath, AgentStatus};
 use routes::*;
 
 use crate::state::AppState;
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
 {
-    Router::new()
-        .route("/v1/agents", get(list_agents).post(create_agent))
-        .route(
-            "/v1/agents/{agent_id}",
-            get(get_agent).patch(update_agent).delete(delete_agent),
-        )
-        .route("/v1/agents/{agent_id}/activate", post(activate_agent))
-        .route("/v1/agents/{agent_id}/pause", post(pause_agent))
-        .route("/v1/agents/{agent_id}/archive", post(archive_agent))
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+        .routes(routes!(activate_agent))
+        .routes(routes!(pause_agent))
+        .routes(routes!(archive_agent))
 }

@@ -9,9 +9,9 @@ pub mod model;
 pub mod routes;
 pub mod store;
 
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use routes::*;
 
@@ -25,15 +25,15 @@ pub struct Analytics {
     pub cache: cache::AnalyticsCache,
 }
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
     std::sync::Arc<Analytics>: FromRef<S>,
 {
-    Router::new()
-        .route("/v1/analytics/usage", get(usage))
-        .route("/v1/analytics/latency", get(latency))
-        .route("/v1/analytics/models", get(models))
-        .route("/v1/analytics/errors", get(errors))
+    OpenApiRouter::new()
+        .routes(routes!(usage))
+        .routes(routes!(latency))
+        .routes(routes!(models))
+        .routes(routes!(errors))
 }

@@ -7,36 +7,22 @@ pub mod model;
 pub mod repo;
 pub mod routes;
 
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use routes::*;
 
 use crate::state::AppState;
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
 {
-    Router::new()
-        .route(
-            "/v1/agents/{agent_id}/directive",
-            get(get_directive)
-                .post(set_directive)
-                .delete(delete_directive),
-        )
-        .route(
-            "/v1/agents/{agent_id}/directive/versions",
-            get(list_directive_versions),
-        )
-        .route(
-            "/v1/agents/{agent_id}/directive/versions/{version_num}",
-            get(get_directive_version),
-        )
-        .route(
-            "/v1/agents/{agent_id}/directive/rollback",
-            post(rollback_directive),
-        )
+    OpenApiRouter::new()
+        .routes(routes!(get_directive, set_directive, delete_directive))
+        .routes(routes!(list_directive_versions))
+        .routes(routes!(get_directive_version))
+        .routes(routes!(rollback_directive))
 }

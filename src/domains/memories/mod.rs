@@ -13,39 +13,24 @@ pub mod repo;
 pub mod routes;
 pub mod search;
 
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use routes::*;
 
 use crate::state::AppState;
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
     search::MemoryService: FromRef<S>,
 {
-    Router::new()
-        .route(
-            "/v1/agents/{agent_id}/memories",
-            get(list_memories).delete(delete_memories),
-        )
-        .route(
-            "/v1/agents/{agent_id}/memories/{memory_id}",
-            get(get_memory).delete(delete_memory),
-        )
-        .route(
-            "/v1/agents/{agent_id}/memories/search",
-            post(search_memories),
-        )
-        .route(
-            "/v1/agents/{agent_id}/memories/export",
-            post(export_memories),
-        )
-        .route(
-            "/v1/agents/{agent_id}/memories/export/{job_id}",
-            get(get_memory_export),
-        )
+    OpenApiRouter::new()
+        .routes(routes!(list_memories, delete_memories))
+        .routes(routes!(get_memory, delete_memory))
+        .routes(routes!(search_memories))
+        .routes(routes!(export_memories))
+        .routes(routes!(get_memory_export))
 }

@@ -1,5 +1,6 @@
-//! The memories' SQL, in an [`OrgTx`]. The filters become one statement text per combination
-//! (each walks `memories_agent_list_idx` from the cursor); a delete, one or a hundred thousand,
+//! The memories' SQL, in an [`OrgTx`]. The filters become one statement text per combination,
+//! each walking an index ordered like the list from the cursor (the agent's list, by category,
+//! by source, or the tag's rows: migration 0006); a delete, one or a hundred thousand,
 //! is a single statement that also writes the history, drops the relationships and queues the
 //! proxy's cache eviction and the deletion event in the outbox, so all of it commits or none.
 
@@ -71,6 +72,9 @@ pub async fn list(
     filters: &Filters,
     page: &PageRequest,
 ) -> Result<CursorPage<Memory>, ApiError> {
+    if let Some(tag) = &filters.tag {
+        return list_tagged(tx, agent_id, tag, filters, page).await;
+    }
     let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM ibex_core.memories m"));
     push_filters(&mut qb, tx.org_id(), agent_id, filters);
     if let Some(after) = page.after {
@@ -81,6 +85,59 @@ pub async fn list(
             .push(")");
     }
     qb.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ")
+        .push_bind(page.fetch_limit());
+    let rows = qb.build_query_as::<Memory>().fetch_all(tx.conn()).await?;
+    Ok(page.finish(rows, |m| Position {
+        created_at: m.created_at,
+        id: m.id,
+    }))
+}
+
+/// The list with a tag, driven by `memory_tags_list_idx` (the tag's rows of this agent, newest
+/// first from the cursor) and joined to each memory by its key: a page costs the same however
+/// rare the tag, where starting from the agent's list would skip every untagged memory.
+async fn list_tagged(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    tag: &str,
+    filters: &Filters,
+    page: &PageRequest,
+) -> Result<CursorPage<Memory>, ApiError> {
+    let org_id = tx.org_id();
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {COLUMNS} FROM ibex_core.memory_tags tg \
+         JOIN ibex_core.memories m ON m.id = tg.memory_id"
+    ));
+    qb.push(" WHERE tg.org_id = ")
+        .push_bind(org_id)
+        .push(" AND tg.agent_id = ")
+        .push_bind(agent_id)
+        .push(" AND tg.tag = ")
+        .push_bind(tag.to_owned())
+        .push(" AND m.org_id = ")
+        .push_bind(org_id)
+        .push(" AND m.deleted_at IS NULL AND m.status = ")
+        .push_bind(filters.status);
+    if let Some(category) = filters.category {
+        qb.push(" AND m.category = ").push_bind(category);
+    }
+    if let Some(source) = filters.source {
+        qb.push(" AND m.source = ").push_bind(source);
+    }
+    if let Some(after) = filters.created_after {
+        qb.push(" AND tg.created_at >= ").push_bind(after);
+    }
+    if let Some(before) = filters.created_before {
+        qb.push(" AND tg.created_at < ").push_bind(before);
+    }
+    if let Some(after) = page.after {
+        qb.push(" AND (tg.created_at, tg.memory_id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    qb.push(" ORDER BY tg.created_at DESC, tg.memory_id DESC LIMIT ")
         .push_bind(page.fetch_limit());
     let rows = qb.build_query_as::<Memory>().fetch_all(tx.conn()).await?;
     Ok(page.finish(rows, |m| Position {

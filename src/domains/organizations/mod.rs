@@ -8,29 +8,25 @@ pub mod model;
 pub mod repo;
 pub mod routes;
 
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use model::{OrgPath, Organization};
 use routes::*;
 
 use crate::state::AppState;
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
 {
-    Router::new()
-        .route(
-            "/v1/organizations/{org_id}",
-            get(get_organization)
-                .patch(update_organization)
-                .delete(delete_organization),
-        )
-        .route(
-            "/v1/organizations/{org_id}/suspend",
-            post(suspend_organization),
-        )
+    OpenApiRouter::new()
+        .routes(routes!(
+            get_organization,
+            update_organization,
+            delete_organization
+        ))
+        .routes(routes!(suspend_organization))
 }

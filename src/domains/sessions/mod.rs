@@ -7,21 +7,21 @@ pub mod model;
 pub mod repo;
 pub mod routes;
 
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use routes::*;
 
 use crate::state::AppState;
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
 {
-    Router::new()
-        .route("/v1/sessions", get(list_sessions))
-        .route("/v1/sessions/{session_id}", get(get_session))
-        .route("/v1/sessions/{session_id}/replay", get(replay_session))
+    OpenApiRouter::new()
+        .routes(routes!(list_sessions))
+        .routes(routes!(get_session))
+        .routes(routes!(replay_session))
 }

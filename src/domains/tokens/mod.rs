@@ -7,21 +7,21 @@
 pub mod model;
 pub mod routes;
 
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use model::{Token, TokenPath};
 use routes::*;
 
 use crate::state::AppState;
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
 {
-    Router::new()
-        .route("/v1/tokens", get(list_tokens).post(create_token))
-        .route("/v1/tokens/{token_id}", get(get_token).delete(delete_token))
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(get_token, delete_token))
 }

@@ -6,24 +6,21 @@ pub mod model;
 pub mod repo;
 pub mod routes;
 
-use axum::Router;
 use axum::extract::FromRef;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use model::{User, UserPath};
 use routes::*;
 
 use crate::state::AppState;
 
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
 {
-    Router::new()
-        .route("/v1/users", get(list_users).post(create_user))
-        .route(
-            "/v1/users/{user_id}",
-            get(get_user).patch(update_user).delete(delete_user),
-        )
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
 }
