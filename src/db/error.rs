@@ -40,6 +40,16 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
     )
 }
 
+/// The connection was dead before the statement reached a live server: closed by a restart
+/// (EOF, a reset, or the server's own `admin_shutdown`/`crash_shutdown` notice read first).
+pub fn is_dead_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P01" | "57P02")),
+        _ => false,
+    }
+}
+
 /// A short cause for logs and `/ready`, with no URL and no password in it.
 pub fn describe_unavailable(error: &sqlx::Error) -> String {
     match error {

@@ -45,9 +45,10 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(config.database_acquire_timeout)
-            // A connection left over from before a database restart is found dead by this ping
-            // and replaced, instead of failing the request that drew it.
-            .test_before_acquire(true)
+            // No ping before handing a connection out (it was a round trip per request): a
+            // connection left over from before a database restart fails at its first message,
+            // BEGIN, which has no effect, and `begin_tenant` then retries on another one.
+            .test_before_acquire(false)
             .connect_lazy_with(options);
         Ok(Self {
             pool,
@@ -79,15 +80,28 @@ impl Database {
 
     async fn begin_tenant(&self, org_id: Uuid) -> Result<OrgTx, ApiError> {
         let started = std::time::Instant::now();
-        let mut tx = self.pool.begin().await?;
-        // One round trip for both settings; `set_config('role', …, true)` is SET LOCAL ROLE.
-        sqlx::query(
-            "SELECT set_config('role', 'ibex_app', true), \
-                    set_config('app.current_org_id', $1, true)",
-        )
-        .bind(org_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+        // BEGIN, the role and the tenant in one simple-query message: one round trip. The org
+        // id is a `Uuid` (from the auth service or a job's own row), rendered as 36 hex digits
+        // and dashes, never client text.
+        let begin = format!(
+            "BEGIN; SET LOCAL ROLE ibex_app; \
+             SELECT set_config('app.current_org_id', '{}', true)",
+            org_id.hyphenated()
+        );
+        // A connection that died idle (a database restart) fails at this first message, before
+        // anything of the request was sent: it is dropped and another one drawn. Each pooled
+        // connection can be dead at most once, so the pool size bounds the retries.
+        let mut attempts = self.pool.options().get_max_connections() + 1;
+        let tx = loop {
+            match self.pool.begin_with(begin.clone()).await {
+                Ok(tx) => break tx,
+                Err(error) if attempts > 1 && error::is_dead_connection(&error) => {
+                    attempts -= 1;
+                    tracing::debug!(reason = %error::describe_unavailable(&error), "dead pooled connection replaced");
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         Ok(OrgTx {
             tx,
             org_id,
@@ -156,6 +170,15 @@ impl OrgTx {
             self.outbox_wake.notify_one();
         }
         Ok(())
+    }
+
+    /// Ends a transaction that only read, without waiting for PostgreSQL: the ROLLBACK is
+    /// queued on the connection and goes out with the pool's own release round trip (sqlx
+    /// pings every connection it takes back), so a read costs BEGIN and its query and nothing
+    /// the request waits for. Never after a write: use [`OrgTx::commit`].
+    pub fn finish_read(self) {
+        crate::observability::metrics::record_db_transaction("read", self.started.elapsed());
+        drop(self.tx);
     }
 
     pub(crate) fn wake_publisher_on_commit(&mut self) {

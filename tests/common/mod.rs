@@ -457,7 +457,7 @@ impl TestApp {
         Self::start_on(config, db).await
     }
 
-    async fn start_on(config: Config, db: TestDb) -> Self {
+    pub async fn start_on(config: Config, db: TestDb) -> Self {
         let (app, readiness, database) = app::from_config(&config, test_routes()).unwrap();
         let metrics_addr =
             ibex_api::observability::metrics::start(&config, app::metric_samplers(&database))

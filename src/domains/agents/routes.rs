@@ -32,7 +32,7 @@ pub async fn list_agents(
     let page = page.resolve(&scope)?;
     let mut tx = state.db.begin_for(&caller).await?;
     let agents = repo::list(&mut tx, status, &page).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(agents))
 }
 
@@ -80,7 +80,7 @@ pub async fn get_agent(
 ) -> Result<Json<Agent>, ApiError> {
     let mut tx = state.db.begin_for(&caller).await?;
     let agent = repo::get(&mut tx, path.agent_id).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(agent))
 }
 

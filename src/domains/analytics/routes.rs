@@ -43,7 +43,7 @@ where
     if let Some(agent_id) = query.agent_id {
         let mut tx = state.db.begin_for(caller).await?;
         live_status(&mut tx, agent_id, false).await?;
-        tx.commit().await?;
+        tx.finish_read();
     }
     let key = cache::key(caller.org_id, &query.normalized(endpoint));
     let cached = analytics.cache.get(&key).await;

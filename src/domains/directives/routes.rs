@@ -57,7 +57,7 @@ pub async fn get_directive(
     let mut tx = state.db.begin_for(&caller).await?;
     live_status(&mut tx, path.agent_id, false).await?;
     let directive = repo::get(&mut tx, path.agent_id).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(directive))
 }
 
@@ -137,7 +137,7 @@ pub async fn list_directive_versions(
     let mut tx = state.db.begin_for(&caller).await?;
     live_status(&mut tx, path.agent_id, false).await?;
     let versions = repo::list_versions(&mut tx, path.agent_id, &page).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(versions))
 }
 
@@ -161,7 +161,7 @@ pub async fn get_directive_version(
     let number = i32::try_from(path.version_num)
         .map_err(|_| ApiError::not_found("This directive has no such version."))?;
     let version = repo::get_version(&mut tx, path.agent_id, number).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(version))
 }
 

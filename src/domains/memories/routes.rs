@@ -46,7 +46,7 @@ pub async fn list_memories(
     let mut tx = state.db.begin_for(&caller).await?;
     live_status(&mut tx, path.agent_id, false).await?;
     let memories = repo::list(&mut tx, path.agent_id, &filters, &page).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(memories))
 }
 
@@ -67,7 +67,7 @@ pub async fn get_memory(
     let mut tx = state.db.begin_for(&caller).await?;
     live_status(&mut tx, path.agent_id, false).await?;
     let memory = repo::get(&mut tx, path.agent_id, path.memory_id).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(memory))
 }
 
@@ -165,14 +165,14 @@ pub async fn search_memories(
     // The agent first: an unknown agent is a 404 without a call to the memory service.
     let mut tx = state.db.begin_for(&caller).await?;
     live_status(&mut tx, path.agent_id, false).await?;
-    tx.commit().await?;
+    tx.finish_read();
     let ranked = memory_service
         .search(caller.org_id, path.agent_id, &request)
         .await?;
     let ids: Vec<_> = ranked.iter().map(|(id, _)| *id).collect();
     let mut tx = state.db.begin_for(&caller).await?;
     let mut memories = repo::get_many(&mut tx, path.agent_id, &ids).await?;
-    tx.commit().await?;
+    tx.finish_read();
     let mut items = Vec::with_capacity(memories.len());
     for (id, score) in ranked {
         // In the service's order; a repeated id counts once.
@@ -250,7 +250,7 @@ pub async fn get_memory_export(
     let mut tx = state.db.begin_for(&caller).await?;
     live_status(&mut tx, path.agent_id, false).await?;
     let (mut job, key) = repo::get_export(&mut tx, path.agent_id, path.job_id).await?;
-    tx.commit().await?;
+    tx.finish_read();
     if let (Some(key), Some(storage)) = (key.filter(|_| job.status == "succeeded"), &state.storage)
     {
         let (url, expires_at) = storage

@@ -48,7 +48,7 @@ pub async fn get_organization(
     own_org(&caller, &path)?;
     let mut tx = state.db.begin_for(&caller).await?;
     let org = repo::get(&mut tx).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(org))
 }
 

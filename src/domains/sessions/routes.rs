@@ -26,7 +26,7 @@ pub async fn list_sessions(
     let page = page.resolve(&filters.scope())?;
     let mut tx = state.db.begin_for(&caller).await?;
     let sessions = repo::list(&mut tx, &filters, &page).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(sessions))
 }
 
@@ -45,7 +45,7 @@ pub async fn get_session(
     caller.require(Permissions::SESSION_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
     let session = repo::get(&mut tx, path.session_id).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(session))
 }
 
@@ -66,7 +66,7 @@ pub async fn replay_session(
     caller.require(Permissions::SESSION_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
     let session = repo::get(&mut tx, path.session_id).await?;
-    tx.commit().await?;
+    tx.finish_read();
     let storage = state.storage.as_ref().ok_or(ApiError::ServiceUnavailable)?;
     let key = repo::archive_key(caller.org_id, session.agent_id, session.id);
     let archived = storage

@@ -33,7 +33,7 @@ pub async fn list_users(
     let page = page.resolve(&ListScope::new("users"))?;
     let mut tx = state.db.begin_for(&caller).await?;
     let users = repo::list(&mut tx, &page).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(users))
 }
 
@@ -81,7 +81,7 @@ pub async fn get_user(
 ) -> Result<Json<User>, ApiError> {
     let mut tx = state.db.begin_for(&caller).await?;
     let user = repo::get(&mut tx, path.user_id).await?;
-    tx.commit().await?;
+    tx.finish_read();
     Ok(Json(user))
 }
 

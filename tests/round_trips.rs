@@ -1,0 +1,328 @@
+//! How many round trips to PostgreSQL a request costs, counted on the wire by a TCP relay
+//! between the API and the server, so that no later change adds one silently; and a database
+//! restart under read load with no failed read once it is back.
+//!
+//! A round trip is a flight: the client sends (one or more messages), then waits for the
+//! server. The relay counts a flight each time the client sends after the server last spoke.
+//! Background jobs (the export worker, the deletion job) share the pool: over 40 requests they
+//! add a fraction of a flight per request, hence the half-flight margin in the assertions.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Forwards TCP to `upstream` and counts the client's flights over all connections.
+struct Relay {
+    addr: SocketAddr,
+    flights: Arc<AtomicU64>,
+}
+
+impl Relay {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let flights = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&flights);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let counter = Arc::clone(&counter);
+                tokio::spawn(pump_pair(client, server, counter));
+            }
+        });
+        Self { addr, flights }
+    }
+
+    fn take(&self) -> u64 {
+        self.flights.swap(0, Ordering::SeqCst)
+    }
+}
+
+async fn pump_pair(client: TcpStream, server: TcpStream, flights: Arc<AtomicU64>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    // Whether the server spoke last on this connection (true at start: the first send counts).
+    let server_spoke = Arc::new(AtomicBool::new(true));
+    let spoke = Arc::clone(&server_spoke);
+    let upstream = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if spoke.swap(false, Ordering::SeqCst) {
+                flights.fetch_add(1, Ordering::SeqCst);
+            }
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_write.shutdown().await;
+    };
+    let downstream = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            server_spoke.store(true, Ordering::SeqCst);
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(upstream, downstream);
+}
+
+/// The database URL with its host and port replaced by `addr`.
+fn through(url: &str, addr: SocketAddr) -> String {
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let (_, path) = rest.split_once('/').unwrap();
+    format!("{scheme_user}@{addr}/{path}")
+}
+
+fn host_port(url: &str) -> SocketAddr {
+    let rest = url.split_once('@').unwrap().1;
+    rest.split_once('/').unwrap().0.parse().unwrap()
+}
+
+/// Flights per request of `count` sequential requests, after the pool's release of the last.
+async fn flights_per_request(
+    relay: &Relay,
+    count: u64,
+    mut request: impl AsyncFnMut(u64) -> u16,
+) -> f64 {
+    relay.take();
+    for i in 0..count {
+        assert!((200..300).contains(&request(i).await));
+    }
+    // The pool takes a connection back after the response has gone out.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    relay.take() as f64 / count as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_cost_three_round_trips_and_writes_five() {
+    let auth = FakeAuth::start().await;
+    let db = TestDb::create().await;
+    db.add_org(ORG_ID.parse().unwrap()).await;
+    let agent = db.add_agent(ORG_ID.parse().unwrap()).await;
+    let relay = Relay::start(host_port(&db.url)).await;
+    let url = through(&db.url, relay.addr);
+    let app = TestApp::start_on(
+        config(
+            auth.addr,
+            &[
+                ("IBEX_API_DATABASE_URL", &url),
+                ("IBEX_API_DATABASE_MAX_CONNECTIONS", "1"),
+            ],
+        ),
+        db,
+    )
+    .await;
+    let token = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
+    let list = async |_| app.call("GET", "/v1/agents", &token, None).await.status;
+    let get = async |_| {
+        app.call("GET", &format!("/v1/agents/{agent}"), &token, None)
+            .await
+            .status
+    };
+    let update = async |i| {
+        let body = json!({"name": format!("renamed {i}")});
+        app.call("PATCH", &format!("/v1/agents/{agent}"), &token, Some(body))
+            .await
+            .status
+    };
+    // Warm up: each statement is prepared once per connection (one more round trip, once).
+    for i in 0..3 {
+        list(i).await;
+        get(i).await;
+        update(i).await;
+    }
+    let list = flights_per_request(&relay, 40, list).await;
+    let get = flights_per_request(&relay, 40, get).await;
+    let update = flights_per_request(&relay, 40, update).await;
+    println!("round trips per request: list {list:.2}, get {get:.2}, update {update:.2}");
+    // Reads: BEGIN with the role and tenant settings (one message), the query, and the ROLLBACK
+    // riding on the pool's release ping. Writes: BEGIN..., the agent's update, its outbox
+    // event, COMMIT, the release ping.
+    assert!(list < 3.5, "GET /v1/agents: {list:.2} round trips");
+    assert!(get < 3.5, "GET /v1/agents/{{id}}: {get:.2} round trips");
+    assert!(
+        update < 5.5,
+        "PATCH /v1/agents/{{id}}: {update:.2} round trips"
+    );
+}
+
+/// The relay counts what it claims: a client that sends twice, waiting in between, is two
+/// flights; two sends without an answer in between are one.
+#[tokio::test]
+async fn the_relay_counts_flights() {
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = echo.accept().await.unwrap();
+        let mut buf = [0u8; 16];
+        while let Ok(n) = socket.read(&mut buf).await {
+            if n == 0 || socket.write_all(b"ok").await.is_err() {
+                break;
+            }
+        }
+    });
+    let relay = Relay::start(echo_addr).await;
+    let mut client = TcpStream::connect(relay.addr).await.unwrap();
+    let mut answer = [0u8; 2];
+    for _ in 0..2 {
+        client.write_all(b"ping").await.unwrap();
+        client.read_exact(&mut answer).await.unwrap();
+    }
+    assert_eq!(relay.take(), 2);
+    // Two writes back to back before reading: the echo may answer between them, so at most 2.
+    client.write_all(b"a").await.unwrap();
+    client.write_all(b"b").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let n = relay.take();
+    assert!((1..=2).contains(&n), "{n}");
+}
+
+/// PostgreSQL killed and restarted while reads keep coming: during the outage they are fast
+/// 503s, and from the moment it is back not one read fails, although every pooled connection
+/// died with the old server (each dead one is found at its BEGIN and replaced, the read retried
+/// once on a live one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_read_fails_once_a_restarted_database_is_back() {
+    use ibex_api::devenv::postgres::TempPostgres;
+    let mut postgres = tokio::task::spawn_blocking(TempPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = postgres.url("postgres");
+    ibex_api::db::migrate::run(&url).await.unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO ibex_core.organizations (id, name, slug) VALUES ($1, 'A', 'a')")
+        .bind(uuid::Uuid::parse_str(ORG_ID).unwrap())
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    drop(admin);
+    let auth = FakeAuth::start().await;
+    let token = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
+    let app = Arc::new(
+        TestApp::start(
+            auth.addr,
+            &[
+                ("IBEX_API_DATABASE_URL", &url),
+                ("IBEX_API_DATABASE_MAX_CONNECTIONS", "4"),
+            ],
+        )
+        .await,
+    );
+    // Four readers, so that all four pooled connections are open when the server dies.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (app, token, stop) = (Arc::clone(&app), token.clone(), Arc::clone(&stop));
+        readers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let sent = Instant::now();
+                let status = app.call("GET", "/v1/agents", &token, None).await.status;
+                seen.push((sent, status));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| postgres.kill());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| postgres.restart()).unwrap();
+    let back = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut before = (0, 0);
+    let mut after = Vec::new();
+    for reader in readers {
+        for (sent, status) in reader.await.unwrap() {
+            if sent >= back {
+                after.push(status);
+            } else if status == 200 {
+                before.0 += 1;
+            } else {
+                assert_eq!(status, 503, "an outage is a 503");
+                before.1 += 1;
+            }
+        }
+    }
+    assert!(
+        before.0 > 0 && before.1 > 0,
+        "reads before and during: {before:?}"
+    );
+    assert!(after.len() > 20, "reads after: {}", after.len());
+    let failed: Vec<_> = after.iter().filter(|s| **s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} reads failed after the database was back: {failed:?}",
+        failed.len(),
+        after.len()
+    );
+
+    // A quiet moment instead: four connections open and idle when the server restarts, none
+    // touched while it is down. Every one of them is dead; the first reads draw them.
+    let warm: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, token) = (Arc::clone(&app), token.clone());
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    assert_eq!(
+                        app.call("GET", "/v1/agents", &token, None).await.status,
+                        200
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in warm {
+        task.await.unwrap();
+    }
+    tokio::task::block_in_place(|| {
+        postgres.kill();
+        postgres.restart()
+    })
+    .unwrap();
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, token) = (Arc::clone(&app), token.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for _ in 0..10 {
+                    statuses.push(app.call("GET", "/v1/agents", &token, None).await.status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in reads {
+        statuses.extend(task.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "reads on connections that died idle: {statuses:?}"
+    );
+}
