@@ -85,6 +85,33 @@ def to_ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    """User + system CPU of these processes so far (/proc/PID/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / CLOCK_TICKS
+
+
+def postgres_pids():
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if open(f"/proc/{entry}/comm").read().strip() == "postgres":
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
 def wrk(url, seconds, connections, headers=()):
     cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for h in headers:
@@ -261,6 +288,8 @@ def main():
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--previous", default=None,
+                        help="an ibex-api binary of an earlier commit, measured beside this one on the same data")
     args = parser.parse_args()
     os.chdir(Path(__file__).resolve().parent.parent)
     if os.cpu_count() < 2:
@@ -366,6 +395,9 @@ def main():
         "metrics_only": spawn([str(release / "ibex-api")], SERVER_CORE, api_env(met_port, {
             "IBEX_API_METRICS_ADDR": f"127.0.0.1:{met_metrics_port}"})),
     }
+    prev_port = free_port()
+    if args.previous:
+        procs["previous"] = spawn([str(Path(args.previous).resolve())], SERVER_CORE, api_env(prev_port))
     if need_analytics:
         procs["analytics_nocache"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(chn_port, {
             "IBEX_API_CLICKHOUSE_URL": ch_url, "IBEX_API_REDIS_URL": ""}))
@@ -389,6 +421,12 @@ def main():
         ("reference: bare axum + tonic + same SQL, one agent", f"{local}:{sql_port}/v1/agents/{DEV_AGENT}", (), "sql"),
         ("ibex-api GET /v1/agents/{id}, ValidateToken per request", f"{local}:{api_port}/v1/agents/{DEV_AGENT}", (bearer,), "api"),
         ("ibex-api GET /v1/agents/{id}, validation cache on", f"{local}:{cached_port}/v1/agents/{DEV_AGENT}", (bearer,), "cached"),
+        *([("previous commit: GET /v1/agents (20 of 10 000), ValidateToken per request",
+            f"{local}:{prev_port}/v1/agents", (bearer,), "previous"),
+           ("previous commit: GET /v1/agents/{id}, ValidateToken per request",
+            f"{local}:{prev_port}/v1/agents/{DEV_AGENT}", (bearer,), "previous"),
+           ("previous commit: GET /v1/sessions (20 of 10 000), ValidateToken per request",
+            f"{local}:{prev_port}/v1/sessions", (bearer,), "previous")] if args.previous else []),
         ("observability: GET /v1/agents/{id}, metrics and traces off", f"{local}:{api_port}/v1/agents/{DEV_AGENT}", (bearer,), "api"),
         ("observability: GET /v1/agents/{id}, metrics on, traces exported", f"{local}:{obs_port}/v1/agents/{DEV_AGENT}", (bearer,), "observed"),
         ("observability: GET /health, metrics and traces off", f"{local}:{api_port}/health", (), "api"),
@@ -435,9 +473,16 @@ def main():
         for name, url, headers, _ in scenarios:  # warm-up: connections, caches, CPU frequency
             wrk(url, 2, conns(name), headers)
         results = {name: [] for name, *_ in scenarios}
+        cpu = {name: [] for name, *_ in scenarios}
         for round_no in range(1, args.rounds + 1):
-            for name, url, headers, _ in scenarios:
-                results[name].append(wrk(url, args.seconds, conns(name), headers))
+            for name, url, headers, key in scenarios:
+                server = [procs[key].pid] if key in procs else []
+                before = (cpu_seconds(server), cpu_seconds(postgres_pids()))
+                run = wrk(url, args.seconds, conns(name), headers)
+                after = (cpu_seconds(server), cpu_seconds(postgres_pids()))
+                requests = max(run[0] * args.seconds, 1)
+                cpu[name].append(((after[0] - before[0]) / requests * 1e6, (after[1] - before[1]) / requests * 1e6))
+                results[name].append(run)
             print(f"round {round_no}: " + ", ".join(f"{r[-1][0]:.0f}" for r in results.values()), flush=True)
         memory = {key: peak_rss_mib(proc.pid) for key, proc in procs.items()}
         memories_lines = []
@@ -488,6 +533,25 @@ def main():
         if off in results and on in results:
             cost = statistics.median(1 - r[0] / b[0] for r, b in zip(results[on], results[off]))
             lines += ["", f"Observability cost, {what} (median of per-round throughput ratios): {cost:.1%}"]
+    pairs = [("ibex-api GET /v1/agents (20 of 10 000), ValidateToken per request",
+              "previous commit: GET /v1/agents (20 of 10 000), ValidateToken per request"),
+             ("ibex-api GET /v1/agents/{id}, ValidateToken per request",
+              "previous commit: GET /v1/agents/{id}, ValidateToken per request"),
+             ("ibex-api GET /v1/sessions (20 of 10 000), ValidateToken per request",
+              "previous commit: GET /v1/sessions (20 of 10 000), ValidateToken per request")]
+    if any(new in results and old in results for new, old in pairs):
+        lines += ["", "This commit against the previous one, same run, same data (medians; CPU per request from "
+                  "/proc, the API process and all PostgreSQL processes):", "",
+                  "| Scenario | req/s ratio | API CPU µs/req (this / previous) | PostgreSQL CPU µs/req (this / previous) | p99 ms (this / previous) |",
+                  "|---|---:|---:|---:|---:|"]
+        for new, old in pairs:
+            if new in results and old in results:
+                ratio = statistics.median(n[0] / o[0] for n, o in zip(results[new], results[old]))
+                api = (statistics.median(c[0] for c in cpu[new]), statistics.median(c[0] for c in cpu[old]))
+                pg = (statistics.median(c[1] for c in cpu[new]), statistics.median(c[1] for c in cpu[old]))
+                p99 = (statistics.median(r[2] for r in results[new]), statistics.median(r[2] for r in results[old]))
+                lines.append(f"| {new.split(',')[0]} | {ratio:.2f}x | {api[0]:.0f} / {api[1]:.0f} | "
+                             f"{pg[0]:.0f} / {pg[1]:.0f} | {p99[0]:.2f} / {p99[1]:.2f} |")
     if memories_lines:
         lines += ["", *memories_lines]
     lines += ["", "Per-round req/s:", ""]
