@@ -6,9 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ibex_api::devenv::postgres::TempPostgres;
 use serde_json::json;
-use uuid::Uuid;
 
 fn ibex_api() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ibex-api"));
@@ -22,21 +20,7 @@ fn ibex_api() -> Command {
 /// database; once it is back the API serves again without a restart of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_a_fast_503_and_the_api_recovers() {
-    let mut postgres = tokio::task::spawn_blocking(TempPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let url = postgres.url("postgres");
-    ibex_api::db::migrate::run(&url).await.unwrap();
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO ibex_core.organizations (id, name, slug) VALUES ($1, 'A', 'a')")
-        .bind(Uuid::parse_str(ORG_ID).unwrap())
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    drop(admin);
+    let (mut postgres, url) = own_postgres_with_org().await;
 
     let auth = FakeAuth::start().await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);

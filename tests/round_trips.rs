@@ -204,22 +204,7 @@ async fn the_relay_counts_flights() {
 /// once on a live one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_read_fails_once_a_restarted_database_is_back() {
-    use ibex_api::devenv::postgres::TempPostgres;
-    let mut postgres = tokio::task::spawn_blocking(TempPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let url = postgres.url("postgres");
-    ibex_api::db::migrate::run(&url).await.unwrap();
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO ibex_core.organizations (id, name, slug) VALUES ($1, 'A', 'a')")
-        .bind(uuid::Uuid::parse_str(ORG_ID).unwrap())
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    drop(admin);
+    let (mut postgres, url) = own_postgres_with_org().await;
     let auth = FakeAuth::start().await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
     let app = Arc::new(

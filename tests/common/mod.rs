@@ -941,3 +941,23 @@ impl FakeMemoryService {
         self.state.calls.lock().unwrap().clone()
     }
 }
+
+/// A PostgreSQL server of the test's own (for tests that stop or restart it), migrated, with the
+/// organization `ORG_ID`; and its URL.
+pub async fn own_postgres_with_org() -> (TempPostgres, String) {
+    let postgres = tokio::task::spawn_blocking(TempPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = postgres.url("postgres");
+    ibex_api::db::migrate::run(&url).await.unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO ibex_core.organizations (id, name, slug) VALUES ($1, 'A', 'a')")
+        .bind(Uuid::parse_str(ORG_ID).unwrap())
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    (postgres, url)
+}

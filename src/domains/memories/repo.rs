@@ -31,18 +31,61 @@ fn not_found() -> ApiError {
     ApiError::not_found("No memory with this id.")
 }
 
-/// `WHERE` for the live memories of one agent matching `filters`.
+/// The index a statement walks, newest first: the agent's memories, or, for a list with a tag,
+/// the tag's rows (`memory_tags_list_idx`, carrying the memory's agent and creation time), each
+/// joined to its memory by key, so a rare tag costs a page what any page costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    Agent,
+    Tag,
+}
+
+impl Walk {
+    fn from(self) -> &'static str {
+        match self {
+            Self::Agent => "FROM ibex_core.memories m",
+            Self::Tag => {
+                "FROM ibex_core.memory_tags tg JOIN ibex_core.memories m ON m.id = tg.memory_id"
+            }
+        }
+    }
+
+    /// The walked index's `(created_at, id)` columns: the range filters, cursor and order.
+    fn position(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Agent => ("m.created_at", "m.id"),
+            Self::Tag => ("tg.created_at", "tg.memory_id"),
+        }
+    }
+}
+
+/// `WHERE` for the live memories of one agent matching `filters`, on the index `walk` takes.
 fn push_filters(
     qb: &mut QueryBuilder<'static, Postgres>,
     org_id: Uuid,
     agent_id: Uuid,
     filters: &Filters,
+    walk: Walk,
 ) {
-    qb.push(" WHERE m.org_id = ")
-        .push_bind(org_id)
-        .push(" AND m.agent_id = ")
-        .push_bind(agent_id)
-        .push(" AND m.deleted_at IS NULL AND m.status = ")
+    match (walk, &filters.tag) {
+        (Walk::Tag, Some(tag)) => {
+            qb.push(" WHERE tg.org_id = ")
+                .push_bind(org_id)
+                .push(" AND tg.agent_id = ")
+                .push_bind(agent_id)
+                .push(" AND tg.tag = ")
+                .push_bind(tag.clone())
+                .push(" AND m.org_id = ")
+                .push_bind(org_id);
+        }
+        _ => {
+            qb.push(" WHERE m.org_id = ")
+                .push_bind(org_id)
+                .push(" AND m.agent_id = ")
+                .push_bind(agent_id);
+        }
+    }
+    qb.push(" AND m.deleted_at IS NULL AND m.status = ")
         .push_bind(filters.status);
     if let Some(category) = filters.category {
         qb.push(" AND m.category = ").push_bind(category);
@@ -50,7 +93,7 @@ fn push_filters(
     if let Some(source) = filters.source {
         qb.push(" AND m.source = ").push_bind(source);
     }
-    if let Some(tag) = &filters.tag {
+    if let (Walk::Agent, Some(tag)) = (walk, &filters.tag) {
         qb.push(
             " AND EXISTS (SELECT 1 FROM ibex_core.memory_tags t \
              WHERE t.memory_id = m.id AND t.org_id = m.org_id AND t.tag = ",
@@ -58,11 +101,12 @@ fn push_filters(
         .push_bind(tag.clone())
         .push(")");
     }
+    let (created_at, _) = walk.position();
     if let Some(after) = filters.created_after {
-        qb.push(" AND m.created_at >= ").push_bind(after);
+        qb.push(format!(" AND {created_at} >= ")).push_bind(after);
     }
     if let Some(before) = filters.created_before {
-        qb.push(" AND m.created_at < ").push_bind(before);
+        qb.push(format!(" AND {created_at} < ")).push_bind(before);
     }
 }
 
@@ -72,72 +116,22 @@ pub async fn list(
     filters: &Filters,
     page: &PageRequest,
 ) -> Result<CursorPage<Memory>, ApiError> {
-    if let Some(tag) = &filters.tag {
-        return list_tagged(tx, agent_id, tag, filters, page).await;
-    }
-    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM ibex_core.memories m"));
-    push_filters(&mut qb, tx.org_id(), agent_id, filters);
+    let walk = if filters.tag.is_some() {
+        Walk::Tag
+    } else {
+        Walk::Agent
+    };
+    let (created_at, id) = walk.position();
+    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} {}", walk.from()));
+    push_filters(&mut qb, tx.org_id(), agent_id, filters, walk);
     if let Some(after) = page.after {
-        qb.push(" AND (m.created_at, m.id) < (")
+        qb.push(format!(" AND ({created_at}, {id}) < ("))
             .push_bind(after.created_at)
             .push(", ")
             .push_bind(after.id)
             .push(")");
     }
-    qb.push(" ORDER BY m.created_at DESC, m.id DESC LIMIT ")
-        .push_bind(page.fetch_limit());
-    let rows = qb.build_query_as::<Memory>().fetch_all(tx.conn()).await?;
-    Ok(page.finish(rows, |m| Position {
-        created_at: m.created_at,
-        id: m.id,
-    }))
-}
-
-/// The list with a tag, driven by `memory_tags_list_idx` (the tag's rows of this agent, newest
-/// first from the cursor) and joined to each memory by its key: a page costs the same however
-/// rare the tag, where starting from the agent's list would skip every untagged memory.
-async fn list_tagged(
-    tx: &mut OrgTx,
-    agent_id: Uuid,
-    tag: &str,
-    filters: &Filters,
-    page: &PageRequest,
-) -> Result<CursorPage<Memory>, ApiError> {
-    let org_id = tx.org_id();
-    let mut qb = QueryBuilder::new(format!(
-        "SELECT {COLUMNS} FROM ibex_core.memory_tags tg \
-         JOIN ibex_core.memories m ON m.id = tg.memory_id"
-    ));
-    qb.push(" WHERE tg.org_id = ")
-        .push_bind(org_id)
-        .push(" AND tg.agent_id = ")
-        .push_bind(agent_id)
-        .push(" AND tg.tag = ")
-        .push_bind(tag.to_owned())
-        .push(" AND m.org_id = ")
-        .push_bind(org_id)
-        .push(" AND m.deleted_at IS NULL AND m.status = ")
-        .push_bind(filters.status);
-    if let Some(category) = filters.category {
-        qb.push(" AND m.category = ").push_bind(category);
-    }
-    if let Some(source) = filters.source {
-        qb.push(" AND m.source = ").push_bind(source);
-    }
-    if let Some(after) = filters.created_after {
-        qb.push(" AND tg.created_at >= ").push_bind(after);
-    }
-    if let Some(before) = filters.created_before {
-        qb.push(" AND tg.created_at < ").push_bind(before);
-    }
-    if let Some(after) = page.after {
-        qb.push(" AND (tg.created_at, tg.memory_id) < (")
-            .push_bind(after.created_at)
-            .push(", ")
-            .push_bind(after.id)
-            .push(")");
-    }
-    qb.push(" ORDER BY tg.created_at DESC, tg.memory_id DESC LIMIT ")
+    qb.push(format!(" ORDER BY {created_at} DESC, {id} DESC LIMIT "))
         .push_bind(page.fetch_limit());
     let rows = qb.build_query_as::<Memory>().fetch_all(tx.conn()).await?;
     Ok(page.finish(rows, |m| Position {
@@ -154,8 +148,8 @@ pub fn export_query(
     agent_id: Uuid,
     filters: &Filters,
 ) -> QueryBuilder<'static, Postgres> {
-    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM ibex_core.memories m"));
-    push_filters(&mut qb, org_id, agent_id, filters);
+    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} {}", Walk::Agent.from()));
+    push_filters(&mut qb, org_id, agent_id, filters, Walk::Agent);
     qb.push(" ORDER BY m.created_at DESC, m.id DESC");
     qb
 }
@@ -247,7 +241,9 @@ async fn delete_chunk(
                 .push_bind(*id)
                 .push(" AND m.deleted_at IS NULL");
         }
-        Selection::Matching(filters) => push_filters(&mut qb, org_id, agent_id, filters),
+        Selection::Matching(filters) => {
+            push_filters(&mut qb, org_id, agent_id, filters, Walk::Agent)
+        }
     }
     qb.push(" LIMIT ").push_bind(DELETE_CHUNK).push(
         " FOR UPDATE),
