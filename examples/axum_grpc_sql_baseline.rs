@@ -1,18 +1,20 @@
 //! Benchmark reference for the data layer: bare axum, one ValidateToken call, then the least any
-//! correct implementation must send PostgreSQL through sqlx, in the fewest round trips this
-//! driver allows: BEGIN with the role and tenant settings as one message, the query, and the
-//! transaction dropped so its ROLLBACK rides on the pool's release ping (three flights; sqlx
-//! pings every connection it takes back). The rows as JSON. No layers, no validation, no envelope.
-//! `axum_grpc_sql_baseline PORT AUTH_ADDR TOKEN DATABASE_URL`.
+//! correct implementation must send PostgreSQL, in one flight: BEGIN with the role and tenant
+//! settings, the (cached, prepared) query and the ROLLBACK, pipelined by tokio-postgres on a
+//! deadpool connection that goes back without a ping. The rows as JSON. No layers, no
+//! validation, no envelope, no retry. `axum_grpc_sql_baseline PORT AUTH_ADDR TOKEN DATABASE_URL`.
+
+use std::str::FromStr;
 
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use ibex_api::auth::proto::ValidateTokenRequest;
 use ibex_api::auth::proto::auth_service_client::AuthServiceClient;
+use ibex_api::db::FromRow;
 use ibex_api::domains::agents::Agent;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use tokio_postgres::types::ToSql;
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
@@ -23,7 +25,7 @@ const COLUMNS: &str = "id, org_id, name, slug, status, config, total_sessions, t
 struct Reference {
     auth: AuthServiceClient<Channel>,
     token: String,
-    pool: PgPool,
+    pool: Pool,
 }
 
 impl Reference {
@@ -35,47 +37,43 @@ impl Reference {
         answer.into_inner().org_id.parse().unwrap()
     }
 
-    async fn tenant_tx(&self, org: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
-        self.pool
-            .begin_with(format!(
-                "BEGIN; SET LOCAL ROLE ibex_app; \
-                 SELECT set_config('app.current_org_id', '{}', true)",
-                org.hyphenated()
-            ))
-            .await
-            .unwrap()
+    /// BEGIN + tenant, the query, ROLLBACK: three requests queued before the first answer.
+    async fn read(&self, org: Uuid, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Vec<Agent> {
+        let client = self.pool.get().await.unwrap();
+        let statement = client.prepare_cached(sql).await.unwrap();
+        let begin = format!(
+            "BEGIN; SET LOCAL ROLE ibex_app; \
+             SELECT set_config('app.current_org_id', '{}', true)",
+            org.hyphenated()
+        );
+        let ((), rows, ()) = tokio::try_join!(
+            client.batch_execute(&begin),
+            client.query(&statement, params),
+            client.batch_execute("ROLLBACK"),
+        )
+        .unwrap();
+        rows.iter()
+            .map(|row| Agent::from_row(row).unwrap())
+            .collect()
     }
 }
 
 async fn list(State(reference): State<Reference>) -> Json<Vec<Agent>> {
     let org = reference.org().await;
-    let mut tx = reference.tenant_tx(org).await;
-    let rows = sqlx::query_as::<_, Agent>(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM ibex_core.agents WHERE org_id = $1 AND deleted_at IS NULL \
          ORDER BY created_at DESC, id DESC LIMIT $2"
-    ))
-    .bind(org)
-    .bind(21i64)
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap();
-    drop(tx);
-    Json(rows)
+    );
+    Json(reference.read(org, &sql, &[&org, &21i64]).await)
 }
 
 async fn one(State(reference): State<Reference>, Path(id): Path<Uuid>) -> Json<Agent> {
     let org = reference.org().await;
-    let mut tx = reference.tenant_tx(org).await;
-    let row = sqlx::query_as::<_, Agent>(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
-    ))
-    .bind(org)
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    drop(tx);
-    Json(row)
+    );
+    let mut rows = reference.read(org, &sql, &[&org, &id]).await;
+    Json(rows.pop().unwrap())
 }
 
 #[tokio::main]
@@ -85,10 +83,17 @@ async fn main() {
     let channel = Endpoint::from_shared(args[2].clone())
         .unwrap()
         .connect_lazy();
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .test_before_acquire(false)
-        .connect_lazy(&args[4])
+    let manager = Manager::from_config(
+        tokio_postgres::Config::from_str(&args[4]).unwrap(),
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(10)
+        .runtime(Runtime::Tokio1)
+        .build()
         .unwrap();
     let reference = Reference {
         auth: AuthServiceClient::new(channel),

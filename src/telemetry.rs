@@ -25,11 +25,14 @@ where
     use tracing_subscriber::{Layer, Registry};
 
     // The embedded development S3 server (`--dev`, tests) logs every refused signature and
-    // dumps requests at debug: its lines are not the API's.
+    // dumps requests at debug: its lines are not the API's. tokio-postgres logs every
+    // statement's parameter values at debug and the server's notices at info (both can hold
+    // row data): off at every level; the data layer logs what a failure means itself.
     let filter = EnvFilter::builder()
         .parse_lossy(level)
         .add_directive("s3s=off".parse().expect("a valid directive"))
-        .add_directive("s3s_fs=off".parse().expect("a valid directive"));
+        .add_directive("s3s_fs=off".parse().expect("a valid directive"))
+        .add_directive("tokio_postgres=off".parse().expect("a valid directive"));
     let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .with_target(true)

@@ -79,8 +79,11 @@ fn error_kind(error: &sqlx::Error) -> &'static str {
 
 fn from_database(db: &dyn DatabaseError) -> ApiError {
     let code = db.code();
-    let code = code.as_deref().unwrap_or("");
-    let constraint = db.constraint().unwrap_or("");
+    from_sqlstate(code.as_deref().unwrap_or(""), db.constraint().unwrap_or(""))
+}
+
+/// One mapping from SQLSTATE to the envelope, for both drivers.
+fn from_sqlstate(code: &str, constraint: &str) -> ApiError {
     match code {
         // query_canceled (statement_timeout), admin shutdown, cannot connect now, too many
         // connections, serialization failure, deadlock: all worth a retry.
@@ -122,10 +125,122 @@ fn from_database(db: &dyn DatabaseError) -> ApiError {
     }
 }
 
-/// The name of the constraint a statement violated, for a domain to map to its own code.
-pub fn violated_constraint(error: &sqlx::Error) -> Option<&str> {
-    match error {
-        sqlx::Error::Database(db) => db.constraint(),
-        _ => None,
+/// A failure of the request path's driver (tokio-postgres behind deadpool): drawing a
+/// connection, or a statement.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A statement that must return a row returned none.
+    #[error("no row")]
+    NoRow,
+    /// A column held a value this binary does not know (an enum's text, say).
+    #[error("cannot decode {0}")]
+    Decode(&'static str),
+}
+
+impl DbError {
+    /// The name of the constraint a statement violated, for a domain to map to its own code.
+    pub fn violated_constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Postgres(e) => e.as_db_error().and_then(|db| db.constraint()),
+            _ => None,
+        }
+    }
+
+    /// The connection was dead before the statement reached a live server (closed by a
+    /// restart): nothing of the request ran, so it may be retried on another connection.
+    pub fn is_dead_connection(&self) -> bool {
+        match self {
+            DbError::Postgres(e) => postgres_connection_lost(e),
+            DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => postgres_connection_lost(e),
+            _ => false,
+        }
+    }
+
+    /// A connection attempt the server refused or could not take yet: worth another try.
+    pub fn is_refused_connect(&self) -> bool {
+        match self {
+            DbError::Postgres(e) | DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => {
+                refused_connect(e)
+            }
+            _ => false,
+        }
+    }
+
+    /// A short cause for logs and `/ready`, with no URL, password or row data in it.
+    pub fn describe(&self) -> String {
+        use deadpool_postgres::PoolError;
+        match self {
+            DbError::Pool(PoolError::Timeout(_)) => {
+                "no connection within the acquire timeout".into()
+            }
+            DbError::Pool(PoolError::Closed) => "the pool is closed".into(),
+            DbError::Pool(PoolError::Backend(e)) | DbError::Postgres(e) => describe_postgres(e),
+            DbError::Pool(_) => "pool failure".into(),
+            DbError::NoRow => "no row".into(),
+            DbError::Decode(what) => format!("cannot decode {what}"),
+        }
+    }
+}
+
+/// See [`DbError::is_refused_connect`].
+pub(super) fn refused_connect(error: &tokio_postgres::Error) -> bool {
+    io_source(error).is_some() || matches!(error.code().map(|c| c.code()), Some("57P03" | "53300"))
+}
+
+fn postgres_connection_lost(error: &tokio_postgres::Error) -> bool {
+    error.is_closed()
+        || io_source(error).is_some()
+        || matches!(error.code().map(|c| c.code()), Some("57P01" | "57P02"))
+}
+
+fn io_source(error: &tokio_postgres::Error) -> Option<&std::io::Error> {
+    std::error::Error::source(error).and_then(|s| s.downcast_ref::<std::io::Error>())
+}
+
+fn describe_postgres(error: &tokio_postgres::Error) -> String {
+    if let Some(code) = error.code() {
+        format!("database error {}", code.code())
+    } else if let Some(io) = io_source(error) {
+        format!("connection failed: {}", io.kind())
+    } else if error.is_closed() {
+        "connection closed".into()
+    } else {
+        "driver error".into()
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> Self {
+        use deadpool_postgres::PoolError;
+        match &error {
+            DbError::NoRow => ApiError::not_found("No resource matches this path."),
+            DbError::Postgres(e) if e.as_db_error().is_some() => {
+                let db = e.as_db_error().expect("checked");
+                from_sqlstate(db.code().code(), db.constraint().unwrap_or(""))
+            }
+            DbError::Pool(PoolError::Timeout(_)) => {
+                crate::observability::metrics::record_acquire_timeout();
+                tracing::warn!(reason = %error.describe(), "database unavailable: request refused");
+                ApiError::ServiceUnavailable
+            }
+            DbError::Pool(PoolError::Backend(_) | PoolError::Closed) => {
+                tracing::warn!(reason = %error.describe(), "database unavailable: request refused");
+                ApiError::ServiceUnavailable
+            }
+            DbError::Postgres(e) if postgres_connection_lost(e) => {
+                tracing::warn!(reason = %error.describe(), "database unavailable: request refused");
+                ApiError::ServiceUnavailable
+            }
+            other => {
+                // Decoding a column into the wrong Rust type, a parameter of the wrong type: a
+                // bug of ours, never the client's.
+                tracing::error!(reason = %other.describe(), "database error");
+                ApiError::Internal
+            }
+        }
     }
 }

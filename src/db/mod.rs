@@ -1,23 +1,42 @@
-//! PostgreSQL access: one lazily connecting pool, and the only way a request reaches it, a
-//! transaction already confined to the caller's organization ([`OrgTx`]).
+//! PostgreSQL access: two lazily connecting pools, and the only way a request reaches the
+//! database, a transaction already confined to the caller's organization ([`OrgTx`]).
 //!
-//! Tenancy by construction: [`Database`] keeps its pool private. Request code gets a connection
-//! only through [`Database::begin_for`], which needs the authenticated [`Caller`] and has already
-//! run `SET LOCAL ROLE ibex_app` and set `app.current_org_id` before it hands anything out, so
-//! row-level security applies to every statement a handler can write. Work that must cross
-//! organizations goes through [`Database::platform`], named so that it stands out in review.
+//! Tenancy by construction: [`Database`] keeps its pools private. Request code gets a connection
+//! only through [`Database::begin_for`], which needs the authenticated [`Caller`]; the
+//! transaction it returns runs `SET LOCAL ROLE ibex_app` and sets `app.current_org_id` before
+//! any statement of the handler, so row-level security applies to every statement a handler
+//! can write. Work that must cross organizations goes through [`Database::platform`], named so
+//! that it stands out in review.
+//!
+//! Two drivers, on purpose. Requests use tokio-postgres behind deadpool, because it pipelines:
+//! BEGIN with the tenant settings, the first statement and (for a read) the ROLLBACK go out
+//! without waiting for each other, and a connection goes back to the pool without a ping. sqlx
+//! cannot do either (it waits for every statement, and pings every connection it takes back),
+//! which made a read cost 3 round trips and PostgreSQL the bottleneck. Migrations, `/ready`,
+//! seeding and the background jobs keep sqlx on a small pool of their own: they are not on a
+//! request's path, and sqlx's embedded migrator is what deploys already use.
 
 pub mod error;
 pub mod migrate;
+mod rows;
+mod sql;
+
+pub use error::DbError;
+pub use rows::FromRow;
+pub use sql::Sql;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::{Manager, ManagerConfig, Object, RecyclingMethod, Runtime};
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, RowStream};
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -25,40 +44,88 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::readiness::ReadinessCheck;
 
+/// Connections of the platform pool (sqlx): the export worker, the deletion job, the outbox
+/// publisher and `/ready`, besides `IBEX_API_DATABASE_MAX_CONNECTIONS` for requests.
+pub const PLATFORM_CONNECTIONS: u32 = 3;
+
+/// A statement's parameters, as tokio-postgres takes them.
+pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
 /// The service's database handle; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Database {
-    pool: PgPool,
+    /// Requests: tokio-postgres, pipelined, no ping.
+    tenants: deadpool_postgres::Pool,
+    /// Everything that is not a request (see the module documentation).
+    platform: PgPool,
     /// Rung after a commit that wrote outbox events, so this replica publishes them at once.
     outbox_wake: Arc<Notify>,
 }
 
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").finish_non_exhaustive()
+    }
+}
+
 impl Database {
-    /// Builds the pool without connecting: the service starts while PostgreSQL is down and
+    /// Builds both pools without connecting: the service starts while PostgreSQL is down and
     /// recovers by itself when it comes back.
     pub fn connect_lazy(config: &Config) -> Result<Self, String> {
+        let invalid = || "IBEX_API_DATABASE_URL is not a valid PostgreSQL URL".to_owned();
         let statement_timeout = config.database_statement_timeout.as_millis().to_string();
         let options = PgConnectOptions::from_str(config.database_url.expose())
-            .map_err(|_| "IBEX_API_DATABASE_URL is not a valid PostgreSQL URL".to_owned())?
+            .map_err(|_| invalid())?
             .application_name("ibex-api")
             .options([("statement_timeout", statement_timeout.as_str())]);
-        let pool = PgPoolOptions::new()
-            .max_connections(config.database_max_connections)
+        let platform = PgPoolOptions::new()
+            .max_connections(PLATFORM_CONNECTIONS)
             .acquire_timeout(config.database_acquire_timeout)
-            // No ping before handing a connection out (it was a round trip per request): a
-            // connection left over from before a database restart fails at its first message,
-            // BEGIN, which has no effect, and `begin_tenant` then retries on another one.
-            .test_before_acquire(false)
             .connect_lazy_with(options);
+
+        let mut pg = tokio_postgres::Config::from_str(config.database_url.expose())
+            .map_err(|_| invalid())?;
+        pg.application_name("ibex-api")
+            .options(format!("-c statement_timeout={statement_timeout}"))
+            .connect_timeout(config.database_acquire_timeout);
+        // Fast recycling: a connection comes back without a ping; one the server closed (a
+        // restart) is noticed by its own connection task and dropped at the next draw, and one
+        // that died unnoticed fails at its first flight, which `OrgTx` then retries.
+        let manager = Manager::from_connect(
+            pg,
+            PatientConnect {
+                inner: deadpool_postgres::ConfigConnectImpl {
+                    tls: tls_connector(),
+                },
+                patience: config.database_acquire_timeout,
+            },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let acquire = Some(config.database_acquire_timeout);
+        let tenants = deadpool_postgres::Pool::builder(manager)
+            .max_size(config.database_max_connections as usize)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(acquire)
+            .create_timeout(acquire)
+            .recycle_timeout(acquire)
+            .build()
+            .map_err(|e| format!("database pool: {e}"))?;
         Ok(Self {
-            pool,
+            tenants,
+            platform,
             outbox_wake: Arc::new(Notify::new()),
         })
     }
 
-    /// Open and idle connections, for the metrics.
+    /// Open and idle connections of both pools, for the metrics.
     pub fn pool_state(&self) -> (u32, usize) {
-        (self.pool.size(), self.pool.num_idle())
+        let status = self.tenants.status();
+        (
+            self.platform.size() + status.size as u32,
+            self.platform.num_idle() + status.available,
+        )
     }
 
     /// What the event publisher waits on besides its poll interval.
@@ -80,31 +147,22 @@ impl Database {
 
     async fn begin_tenant(&self, org_id: Uuid) -> Result<OrgTx, ApiError> {
         let started = std::time::Instant::now();
-        // BEGIN, the role and the tenant in one simple-query message: one round trip. The org
-        // id is a `Uuid` (from the auth service or a job's own row), rendered as 36 hex digits
-        // and dashes, never client text.
+        let client = self.tenants.get().await.map_err(DbError::from)?;
+        // BEGIN, the role and the tenant in one simple-query message, sent with the first
+        // statement. The org id is a `Uuid` (from the auth service or a job's own row),
+        // rendered as 36 hex digits and dashes, never client text.
         let begin = format!(
             "BEGIN; SET LOCAL ROLE ibex_app; \
              SELECT set_config('app.current_org_id', '{}', true)",
             org_id.hyphenated()
         );
-        // A connection that died idle (a database restart) fails at this first message, before
-        // anything of the request was sent: it is dropped and another one drawn. Each pooled
-        // connection can be dead at most once, so the pool size bounds the retries.
-        let mut attempts = self.pool.options().get_max_connections() + 1;
-        let tx = loop {
-            match self.pool.begin_with(begin.clone()).await {
-                Ok(tx) => break tx,
-                Err(error) if attempts > 1 && error::is_dead_connection(&error) => {
-                    attempts -= 1;
-                    tracing::debug!(reason = %error::describe_unavailable(&error), "dead pooled connection replaced");
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
         Ok(OrgTx {
-            tx,
+            client,
+            tenants: self.tenants.clone(),
             org_id,
+            begin: Some(begin),
+            open: false,
+            at_commit: Vec::new(),
             outbox_wake: Arc::clone(&self.outbox_wake),
             wake_on_commit: false,
             started,
@@ -112,11 +170,64 @@ impl Database {
     }
 
     /// A connection outside any organization, as the login role: for migrations, readiness,
-    /// development seeding and (later) platform jobs that must cross organizations. Never for
-    /// request handlers.
+    /// development seeding and platform jobs that must cross organizations. Never for request
+    /// handlers.
     pub async fn platform(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, ApiError> {
-        Ok(self.pool.acquire().await?)
+        Ok(self.platform.acquire().await?)
     }
+}
+
+/// Opens connections, and keeps trying for up to the acquire timeout while the server refuses
+/// them (down, or restarting: "the database system is starting up"), so a request that arrives
+/// as PostgreSQL comes back waits for it instead of failing; past the timeout it is a 503.
+struct PatientConnect {
+    inner: deadpool_postgres::ConfigConnectImpl<tokio_postgres_rustls::MakeRustlsConnect>,
+    patience: Duration,
+}
+
+impl deadpool_postgres::Connect for PatientConnect {
+    fn connect(
+        &self,
+        pg_config: &tokio_postgres::Config,
+    ) -> BoxFuture<
+        '_,
+        Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), tokio_postgres::Error>,
+    > {
+        let pg_config = pg_config.clone();
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + self.patience;
+            let mut pause = Duration::from_millis(10);
+            loop {
+                match self.inner.connect(&pg_config).await {
+                    Ok(connected) => return Ok(connected),
+                    Err(error)
+                        if error::refused_connect(&error)
+                            && tokio::time::Instant::now() + pause < deadline =>
+                    {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        })
+    }
+}
+
+/// TLS when the URL asks for it (`sslmode=require`), with the web's root certificates; the
+/// default `prefer` falls back to plain TCP when the server offers none.
+fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
 /// The pool's connections, for `/metrics`.
@@ -135,17 +246,39 @@ impl crate::observability::metrics::Sampler for PoolSampler {
     }
 }
 
-/// A request transaction confined to one organization. Dropping it without [`OrgTx::commit`]
-/// rolls back.
-#[derive(Debug)]
+/// What a statement gives back.
+enum Outcome {
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+/// A request transaction confined to one organization. Nothing is sent until its first
+/// statement, which carries BEGIN and the tenant settings in the same flight. Dropping it
+/// without [`OrgTx::commit`] rolls back.
 pub struct OrgTx {
-    tx: Transaction<'static, Postgres>,
+    client: Object,
+    tenants: deadpool_postgres::Pool,
     org_id: Uuid,
+    /// The BEGIN message, until it went out with the first statement.
+    begin: Option<String>,
+    /// BEGIN went out and neither COMMIT nor ROLLBACK did yet.
+    open: bool,
+    /// Writes that go out with COMMIT ([`OrgTx::execute_at_commit`]).
+    at_commit: Vec<(&'static str, Sql)>,
     outbox_wake: Arc<Notify>,
     /// Set once the transaction wrote an outbox event.
     wake_on_commit: bool,
-    /// When BEGIN was asked for, for the transaction latency metric.
+    /// When the transaction was asked for, for the transaction latency metric.
     started: std::time::Instant,
+}
+
+impl std::fmt::Debug for OrgTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrgTx")
+            .field("org_id", &self.org_id)
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OrgTx {
@@ -154,18 +287,231 @@ impl OrgTx {
         self.org_id
     }
 
-    pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
+    /// Every row `sql` returns.
+    pub async fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, DbError> {
+        match self.run(&[(sql, params)], false).await?.pop() {
+            Some(Outcome::Rows(rows)) => Ok(rows),
+            _ => unreachable!("one statement, asked for rows"),
+        }
     }
 
-    pub async fn commit(self) -> Result<(), ApiError> {
+    /// The rows of each statement, all sent in one flight: for a check and the read that
+    /// depends on it (does the agent exist, and its memories), which cost a round trip each
+    /// when sent one after the other.
+    pub async fn query_pipelined(
+        &mut self,
+        statements: &[(&str, Params<'_>)],
+    ) -> Result<Vec<Vec<Row>>, DbError> {
+        Ok(self
+            .run(statements, false)
+            .await?
+            .into_iter()
+            .map(|outcome| match outcome {
+                Outcome::Rows(rows) => rows,
+                Outcome::Count(_) => unreachable!("asked for rows"),
+            })
+            .collect())
+    }
+
+    /// How many rows `sql` changed.
+    pub async fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, DbError> {
+        match self.run(&[(sql, params)], true).await?.pop() {
+            Some(Outcome::Count(n)) => Ok(n),
+            _ => unreachable!("one statement, asked for a count"),
+        }
+    }
+
+    /// Runs `sql` in the same flight as COMMIT, for a write nothing else depends on (an outbox
+    /// event): if it fails, the transaction rolls back and [`OrgTx::commit`] says so.
+    pub fn execute_at_commit(&mut self, sql: &'static str, params: Sql) {
+        self.at_commit.push((sql, params));
+    }
+
+    /// The first row, if any.
+    pub async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// The first row; [`DbError::NoRow`] (a 404) when there is none.
+    pub async fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, DbError> {
+        self.query_opt(sql, params).await?.ok_or(DbError::NoRow)
+    }
+
+    /// Every row, decoded.
+    pub async fn fetch_all<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<T>, DbError> {
+        self.query(sql, params)
+            .await?
+            .iter()
+            .map(T::from_row)
+            .collect()
+    }
+
+    /// The first row decoded, if any.
+    pub async fn fetch_optional<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<T>, DbError> {
+        match self.query_opt(sql, params).await? {
+            Some(row) => Ok(Some(T::from_row(&row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The first row decoded; [`DbError::NoRow`] (a 404) when there is none.
+    pub async fn fetch_one<T: FromRow>(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<T, DbError> {
+        self.fetch_optional(sql, params)
+            .await?
+            .ok_or(DbError::NoRow)
+    }
+
+    /// The rows of `sql` as they arrive, for a result too large to hold (an export).
+    pub async fn stream(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<RowStream, DbError> {
+        if self.begin.is_some() {
+            self.execute("SELECT 1", &[]).await?;
+        }
+        let statement = self.client.prepare_cached(sql).await?;
+        Ok(self
+            .client
+            .query_raw(&statement, params.iter().copied())
+            .await?)
+    }
+
+    /// Sends statements in one flight; the first flight also carries BEGIN. A connection found
+    /// dead at that first flight had run nothing of this transaction, so another one is drawn
+    /// and the flight sent again; each pooled connection can be dead at most once, so the pool
+    /// size bounds the attempts.
+    async fn run(
+        &mut self,
+        statements: &[(&str, Params<'_>)],
+        count: bool,
+    ) -> Result<Vec<Outcome>, DbError> {
+        let mut attempts = self.tenants.status().max_size + 1;
+        loop {
+            let first = self.begin.is_some();
+            let result = self.send(statements, count).await;
+            match result {
+                Ok(outcome) => {
+                    if first {
+                        self.begin = None;
+                        self.open = true;
+                    }
+                    return Ok(outcome);
+                }
+                Err(error) if first && attempts > 1 && error.is_dead_connection() => {
+                    attempts -= 1;
+                    tracing::debug!(reason = %error.describe(), "dead pooled connection replaced");
+                    let dead = std::mem::replace(&mut self.client, self.tenants.get().await?);
+                    let _ = Object::take(dead);
+                }
+                Err(error) => {
+                    if first {
+                        // BEGIN may have run before the statement failed.
+                        self.begin = None;
+                        self.open = true;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        statements: &[(&str, Params<'_>)],
+        count: bool,
+    ) -> Result<Vec<Outcome>, DbError> {
+        let prepared = self.prepare_all(statements).await?;
+        let client = &self.client;
+        // Each future queues its messages on the connection at its first poll, and both
+        // `try_join!` and `try_join_all` poll in order: BEGIN, then the statements in order,
+        // all in one write.
+        let all = futures_util::future::try_join_all(statements.iter().zip(&prepared).map(
+            |((_, params), statement)| async move {
+                if count {
+                    client.execute(statement, params).await.map(Outcome::Count)
+                } else {
+                    client.query(statement, params).await.map(Outcome::Rows)
+                }
+            },
+        ));
+        Ok(match &self.begin {
+            Some(begin) => tokio::try_join!(client.batch_execute(begin), all)?.1,
+            None => all.await?,
+        })
+    }
+
+    pub async fn commit(mut self) -> Result<(), ApiError> {
+        let at_commit = std::mem::take(&mut self.at_commit);
+        if !at_commit.is_empty() {
+            // Sent with BEGIN if nothing else was; the flight before COMMIT's is this one.
+            let statements: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = at_commit
+                .iter()
+                .map(|(sql, params)| (*sql, params.params()))
+                .collect();
+            let statements: Vec<(&str, Params<'_>)> = statements
+                .iter()
+                .map(|(sql, params)| (*sql, params.as_slice()))
+                .collect();
+            let prepared = self.prepare_all(&statements).await.map_err(DbError::from)?;
+            if let Some(begin) = self.begin.take() {
+                self.open = true;
+                self.client.batch_execute(&begin).now_or_never();
+            }
+            let client = &self.client;
+            let writes = futures_util::future::try_join_all(
+                statements
+                    .iter()
+                    .zip(&prepared)
+                    .map(|((_, params), statement)| client.execute(statement, params)),
+            );
+            let span = crate::observability::traces::client_span("db.commit");
+            let committed = tracing::Instrument::instrument(
+                async { tokio::try_join!(writes, client.batch_execute("COMMIT")) },
+                span,
+            )
+            .await;
+            self.open = false;
+            crate::observability::metrics::record_db_transaction(
+                if committed.is_ok() { "commit" } else { "error" },
+                self.started.elapsed(),
+            );
+            committed.map_err(DbError::from)?;
+            if self.wake_on_commit {
+                self.outbox_wake.notify_one();
+            }
+            return Ok(());
+        }
+        if !self.open {
+            // Nothing was sent: nothing to commit.
+            self.begin = None;
+            return Ok(());
+        }
         let span = crate::observability::traces::client_span("db.commit");
-        let committed = tracing::Instrument::instrument(self.tx.commit(), span).await;
+        let committed =
+            tracing::Instrument::instrument(self.client.batch_execute("COMMIT"), span).await;
+        self.open = false;
         crate::observability::metrics::record_db_transaction(
             if committed.is_ok() { "commit" } else { "error" },
             self.started.elapsed(),
         );
-        committed?;
+        committed.map_err(DbError::from)?;
         if self.wake_on_commit {
             self.outbox_wake.notify_one();
         }
@@ -173,16 +519,37 @@ impl OrgTx {
     }
 
     /// Ends a transaction that only read, without waiting for PostgreSQL: the ROLLBACK is
-    /// queued on the connection and goes out with the pool's own release round trip (sqlx
-    /// pings every connection it takes back), so a read costs BEGIN and its query and nothing
-    /// the request waits for. Never after a write: use [`OrgTx::commit`].
+    /// queued on the connection ahead of whatever its next user sends. Never after a write: use
+    /// [`OrgTx::commit`].
     pub fn finish_read(self) {
         crate::observability::metrics::record_db_transaction("read", self.started.elapsed());
-        drop(self.tx);
+        drop(self);
+    }
+
+    async fn prepare_all(
+        &self,
+        statements: &[(&str, Params<'_>)],
+    ) -> Result<Vec<tokio_postgres::Statement>, tokio_postgres::Error> {
+        let mut prepared = Vec::with_capacity(statements.len());
+        for (sql, _) in statements {
+            prepared.push(self.client.prepare_cached(sql).await?);
+        }
+        Ok(prepared)
     }
 
     pub(crate) fn wake_publisher_on_commit(&mut self) {
         self.wake_on_commit = true;
+    }
+}
+
+impl Drop for OrgTx {
+    fn drop(&mut self) {
+        if self.open {
+            // One poll writes the ROLLBACK into the connection's queue; its answer is read and
+            // discarded by the connection task. Requests on a connection run in order, so the
+            // next transaction on it starts after this one ended.
+            let _ = self.client.batch_execute("ROLLBACK").now_or_never();
+        }
     }
 }
 
@@ -201,7 +568,7 @@ impl ReadinessCheck for DatabaseReady {
 
     fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
-            let mut conn = tokio::time::timeout(deadline, self.0.pool.acquire())
+            let mut conn = tokio::time::timeout(deadline, self.0.platform.acquire())
                 .await
                 .map_err(|_| "no connection within the deadline".to_owned())?
                 .map_err(|e| error::describe_unavailable(&e))?;

@@ -67,7 +67,7 @@ impl TryFrom<String> for AgentStatus {
 }
 
 /// An AI agent of the caller's organization.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Agent {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -76,7 +76,6 @@ pub struct Agent {
     /// Unique among the organization's live agents; immutable.
     #[schema(min_length = 1, max_length = 100, pattern = "^[a-z0-9-]+$")]
     pub slug: String,
-    #[sqlx(try_from = "String")]
     pub status: AgentStatus,
     /// Free-form configuration object.
     #[schema(value_type = crate::fields::JsonObject)]
@@ -92,6 +91,26 @@ pub struct Agent {
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
+}
+
+impl crate::db::FromRow for Agent {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::db::DbError> {
+        let status: String = row.try_get("status")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            org_id: row.try_get("org_id")?,
+            name: row.try_get("name")?,
+            slug: row.try_get("slug")?,
+            status: AgentStatus::parse(&status)
+                .ok_or(crate::db::DbError::Decode("agent status"))?,
+            config: row.try_get("config")?,
+            total_sessions: row.try_get("total_sessions")?,
+            total_memories: row.try_get("total_memories")?,
+            last_active_at: row.try_get("last_active_at")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
 }
 
 /// Body of `POST /v1/agents`.

@@ -34,7 +34,7 @@ pub struct Directive {
 }
 
 /// A version in the history list (no content).
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DirectiveVersionSummary {
     #[schema(minimum = 1)]
     pub version_num: i32,
@@ -49,7 +49,7 @@ pub struct DirectiveVersionSummary {
 }
 
 /// One version with its content.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DirectiveVersion {
     #[schema(minimum = 1)]
     pub version_num: i32,

@@ -3,18 +3,63 @@
 //! even when updates race.
 
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::model::{Directive, DirectiveChange, DirectiveVersion, DirectiveVersionSummary};
-use crate::db::OrgTx;
+use crate::db::{DbError, FromRow, OrgTx};
 use crate::domains::agents::AgentStatus;
-use crate::domains::agents::repo::live_status;
+use crate::domains::agents::repo::{live_status, read_below_agent};
 use crate::error::{ApiError, Conflict};
 use crate::pagination::{CursorPage, PageRequest, Position};
 
 fn no_directive() -> ApiError {
     ApiError::not_found("This agent has no directive.")
+}
+
+const AGENT_STATUS_FOR_SHARE: &str = "SELECT status FROM ibex_core.agents
+     WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL FOR SHARE";
+
+const LOCK: &str = "SELECT d.id, d.is_active, d.last_version_num, d.injection_mode, v.content_hash
+     FROM ibex_core.directives d
+     LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id
+     WHERE d.org_id = $1 AND d.agent_id = $2
+     FOR UPDATE OF d";
+
+const SELECT: &str = "SELECT d.id, d.agent_id, d.injection_mode, d.is_active, v.version_num,
+            v.content, d.created_at, d.updated_at
+     FROM ibex_core.directives d
+     LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id AND d.is_active
+     WHERE d.org_id = $1 AND d.agent_id = $2";
+
+/// The agent's status row (shared-locked by [`AGENT_STATUS_FOR_SHARE`]): 404 when missing, 409
+/// when archived (archived is read-only).
+fn check_writable(rows: &[tokio_postgres::Row]) -> Result<(), ApiError> {
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::not_found("No agent with this id."))?;
+    let status: String = row.try_get(0).map_err(DbError::from)?;
+    match AgentStatus::try_from(status).map_err(|_| ApiError::Internal)? {
+        AgentStatus::Archived => Err(ApiError::Conflict(Conflict::AgentStatus)),
+        _ => Ok(()),
+    }
+}
+
+fn locked(row: &tokio_postgres::Row) -> Result<Locked, ApiError> {
+    let read = || -> Result<Locked, tokio_postgres::Error> {
+        Ok(Locked {
+            id: row.try_get("id")?,
+            is_active: row.try_get("is_active")?,
+            last_version_num: row.try_get("last_version_num")?,
+            injection_mode: row.try_get("injection_mode")?,
+            active_hash: row.try_get("content_hash")?,
+        })
+    };
+    Ok(read().map_err(DbError::from)?)
+}
+
+/// The directive as it is now in this transaction (after a write, in the write's flight).
+fn directive(rows: &[tokio_postgres::Row]) -> Result<Directive, ApiError> {
+    Ok(Directive::from_row(rows.first().ok_or_else(no_directive)?)?)
 }
 
 /// A directive can only change while its agent is not archived (archived is read-only).
@@ -27,28 +72,58 @@ pub async fn writable_agent(tx: &mut OrgTx, agent_id: Uuid) -> Result<(), ApiErr
 
 pub async fn get(tx: &mut OrgTx, agent_id: Uuid) -> Result<Directive, ApiError> {
     let org_id = tx.org_id();
-    let row = sqlx::query(
+    let rows = read_below_agent(
+        tx,
+        agent_id,
         "SELECT d.id, d.agent_id, d.injection_mode, d.is_active, v.version_num, v.content,
                 d.created_at, d.updated_at
          FROM ibex_core.directives d
          LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id AND d.is_active
          WHERE d.org_id = $1 AND d.agent_id = $2",
+        &[&org_id, &agent_id],
     )
-    .bind(org_id)
-    .bind(agent_id)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or_else(no_directive)?;
-    Ok(Directive {
-        id: row.get("id"),
-        agent_id: row.get("agent_id"),
-        injection_mode: row.get("injection_mode"),
-        is_active: row.get("is_active"),
-        version_num: row.get("version_num"),
-        content: row.get("content"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-    })
+    .await?;
+    Ok(Directive::from_row(rows.first().ok_or_else(no_directive)?)?)
+}
+
+impl FromRow for Directive {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        Ok(Directive {
+            id: row.try_get("id")?,
+            agent_id: row.try_get("agent_id")?,
+            injection_mode: row.try_get("injection_mode")?,
+            is_active: row.try_get("is_active")?,
+            version_num: row.try_get("version_num")?,
+            content: row.try_get("content")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+impl FromRow for DirectiveVersionSummary {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        Ok(Self {
+            version_num: row.try_get("version_num")?,
+            content_hash: row.try_get("content_hash")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
+            is_active: row.try_get("is_active")?,
+        })
+    }
+}
+
+impl FromRow for DirectiveVersion {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        Ok(Self {
+            version_num: row.try_get("version_num")?,
+            content: row.try_get("content")?,
+            content_hash: row.try_get("content_hash")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
+            is_active: row.try_get("is_active")?,
+        })
+    }
 }
 
 /// What a write did: whether the directive was created now, and whether anything changed (and so
@@ -69,24 +144,29 @@ struct Locked {
 
 async fn lock(tx: &mut OrgTx, agent_id: Uuid) -> Result<Option<Locked>, ApiError> {
     let org_id = tx.org_id();
-    let row = sqlx::query(
-        "SELECT d.id, d.is_active, d.last_version_num, d.injection_mode, v.content_hash
-         FROM ibex_core.directives d
-         LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id
-         WHERE d.org_id = $1 AND d.agent_id = $2
-         FOR UPDATE OF d",
-    )
-    .bind(org_id)
-    .bind(agent_id)
-    .fetch_optional(tx.conn())
-    .await?;
-    Ok(row.map(|row| Locked {
-        id: row.get("id"),
-        is_active: row.get("is_active"),
-        last_version_num: row.get("last_version_num"),
-        injection_mode: row.get("injection_mode"),
-        active_hash: row.get("content_hash"),
-    }))
+    let row = tx
+        .query_opt(
+            "SELECT d.id, d.is_active, d.last_version_num, d.injection_mode, v.content_hash
+             FROM ibex_core.directives d
+             LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id
+             WHERE d.org_id = $1 AND d.agent_id = $2
+             FOR UPDATE OF d",
+            &[&org_id, &agent_id],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let locked = || -> Result<Locked, tokio_postgres::Error> {
+        Ok(Locked {
+            id: row.try_get("id")?,
+            is_active: row.try_get("is_active")?,
+            last_version_num: row.try_get("last_version_num")?,
+            injection_mode: row.try_get("injection_mode")?,
+            active_hash: row.try_get("content_hash")?,
+        })
+    };
+    Ok(Some(locked().map_err(DbError::from)?))
 }
 
 pub fn content_hash(content: &str) -> String {
@@ -97,129 +177,158 @@ pub fn content_hash(content: &str) -> String {
 }
 
 /// Creates or updates the directive: a new version N+1 becomes active, unless the content equals
-/// the active version's (then only a different `injection_mode` changes anything).
+/// the active version's (then only a different `injection_mode` changes anything). Returns the
+/// directive as it is afterwards. Two flights: the agent check, the directive row (inserted on
+/// the first write) and its lock; then the change and the answer.
 pub async fn set(
     tx: &mut OrgTx,
     agent_id: Uuid,
     change: DirectiveChange,
     created_by: Option<Uuid>,
-) -> Result<Outcome, ApiError> {
+) -> Result<(Outcome, Directive), ApiError> {
     let org_id = tx.org_id();
     // Two first writes at once: one inserts, the other finds the row and waits on its lock.
-    let created = sqlx::query(
-        "INSERT INTO ibex_core.directives (id, org_id, agent_id, injection_mode, is_active)
-         VALUES ($1, $2, $3, COALESCE($4, 'system_first'), false)
-         ON CONFLICT (agent_id) DO NOTHING",
-    )
-    .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(agent_id)
-    .bind(change.injection_mode)
-    .execute(tx.conn())
-    .await?
-    .rows_affected()
-        == 1;
-    let current = lock(tx, agent_id).await?.ok_or_else(no_directive)?;
+    // Only for a live, writable agent (the check in the same flight says which answer).
+    let mut first = tx
+        .query_pipelined(&[
+            (AGENT_STATUS_FOR_SHARE, &[&org_id, &agent_id]),
+            (
+                "INSERT INTO ibex_core.directives (id, org_id, agent_id, injection_mode, is_active)
+                 SELECT $1::uuid, $2::uuid, $3::uuid, COALESCE($4::text, 'system_first'), false
+                 WHERE EXISTS (SELECT 1 FROM ibex_core.agents a
+                               WHERE a.org_id = $2 AND a.id = $3 AND a.deleted_at IS NULL
+                                 AND a.status <> 'archived')
+                 ON CONFLICT (agent_id) DO NOTHING RETURNING id",
+                &[&Uuid::now_v7(), &org_id, &agent_id, &change.injection_mode],
+            ),
+            (LOCK, &[&org_id, &agent_id]),
+        ])
+        .await?;
+    let lock_rows = first.pop().unwrap_or_default();
+    let created = !first.pop().unwrap_or_default().is_empty();
+    check_writable(&first.pop().unwrap_or_default())?;
+    let current = locked(lock_rows.first().ok_or_else(no_directive)?)?;
     let hash = content_hash(&change.content);
     if current.is_active && current.active_hash.as_deref() == Some(hash.as_str()) {
         let mode_changes = change
             .injection_mode
             .is_some_and(|mode| mode != current.injection_mode);
-        if mode_changes {
-            sqlx::query(
-                "UPDATE ibex_core.directives SET injection_mode = $3, updated_at = now()
-                 WHERE org_id = $1 AND id = $2",
-            )
-            .bind(org_id)
-            .bind(current.id)
-            .bind(change.injection_mode)
-            .execute(tx.conn())
-            .await?;
-        }
-        return Ok(Outcome {
+        let rows = if mode_changes {
+            tx.query_pipelined(&[
+                (
+                    "UPDATE ibex_core.directives SET injection_mode = $3, updated_at = now()
+                     WHERE org_id = $1 AND id = $2",
+                    &[&org_id, &current.id, &change.injection_mode],
+                ),
+                (SELECT, &[&org_id, &agent_id]),
+            ])
+            .await?
+            .pop()
+            .unwrap_or_default()
+        } else {
+            tx.query(SELECT, &[&org_id, &agent_id]).await?
+        };
+        let outcome = Outcome {
             created,
             changed: mode_changes,
-        });
+        };
+        return Ok((outcome, directive(&rows)?));
     }
     let version_num = current.last_version_num + 1;
     let version_id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO ibex_core.directive_versions
-             (id, directive_id, org_id, version_num, content, content_hash, created_by, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6,
-                 (SELECT id FROM ibex_core.users WHERE id = $7 AND org_id = $3), clock_timestamp())",
-    )
-    .bind(version_id)
-    .bind(current.id)
-    .bind(org_id)
-    .bind(version_num)
-    .bind(change.content)
-    .bind(hash)
-    .bind(created_by)
-    .execute(tx.conn())
-    .await?;
-    sqlx::query(
-        "UPDATE ibex_core.directives
-         SET active_version_id = $3, is_active = true, last_version_num = $4,
-             injection_mode = COALESCE($5, injection_mode), updated_at = now()
-         WHERE org_id = $1 AND id = $2",
-    )
-    .bind(org_id)
-    .bind(current.id)
-    .bind(version_id)
-    .bind(version_num)
-    .bind(change.injection_mode)
-    .execute(tx.conn())
-    .await?;
-    Ok(Outcome {
+    // The version, the pointer to it, and the answer.
+    let rows = tx
+        .query_pipelined(&[
+            (
+                "WITH version AS (
+                     INSERT INTO ibex_core.directive_versions
+                         (id, directive_id, org_id, version_num, content, content_hash,
+                          created_by, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6,
+                             (SELECT id FROM ibex_core.users WHERE id = $7 AND org_id = $3),
+                             clock_timestamp())
+                     RETURNING id)
+                 UPDATE ibex_core.directives
+                 SET active_version_id = (SELECT id FROM version), is_active = true,
+                     last_version_num = $4, injection_mode = COALESCE($8, injection_mode),
+                     updated_at = now()
+                 WHERE org_id = $3 AND id = $2",
+                &[
+                    &version_id,
+                    &current.id,
+                    &org_id,
+                    &version_num,
+                    &change.content,
+                    &hash,
+                    &created_by,
+                    &change.injection_mode,
+                ],
+            ),
+            (SELECT, &[&org_id, &agent_id]),
+        ])
+        .await?
+        .pop()
+        .unwrap_or_default();
+    let outcome = Outcome {
         created,
         changed: true,
-    })
+    };
+    Ok((outcome, directive(&rows)?))
 }
 
 /// Moves the active pointer to an existing version; creates nothing. The active version already:
-/// a no-op. A deactivated directive has nothing to roll back (404).
+/// a no-op. A deactivated directive has nothing to roll back (404). Two flights: the agent check
+/// and the lock; then the target, the move and the answer.
 pub async fn rollback(
     tx: &mut OrgTx,
     agent_id: Uuid,
     version_num: i32,
-) -> Result<Outcome, ApiError> {
+) -> Result<(Outcome, Directive), ApiError> {
     let org_id = tx.org_id();
-    let current = lock(tx, agent_id).await?.ok_or_else(no_directive)?;
+    let mut first = tx
+        .query_pipelined(&[
+            (AGENT_STATUS_FOR_SHARE, &[&org_id, &agent_id]),
+            (LOCK, &[&org_id, &agent_id]),
+        ])
+        .await?;
+    let lock_rows = first.pop().unwrap_or_default();
+    check_writable(&first.pop().unwrap_or_default())?;
+    let current = locked(lock_rows.first().ok_or_else(no_directive)?)?;
     if !current.is_active {
         return Err(no_directive());
     }
-    let target: Option<(Uuid, bool)> = sqlx::query_as(
-        "SELECT v.id, v.id = d.active_version_id
-         FROM ibex_core.directive_versions v JOIN ibex_core.directives d ON d.id = v.directive_id
-         WHERE v.org_id = $1 AND v.directive_id = $2 AND v.version_num = $3",
-    )
-    .bind(org_id)
-    .bind(current.id)
-    .bind(version_num)
-    .fetch_optional(tx.conn())
-    .await?;
-    let (version_id, already_active) =
-        target.ok_or_else(|| ApiError::not_found("This directive has no such version."))?;
-    if already_active {
-        return Ok(Outcome {
-            created: false,
-            changed: false,
-        });
-    }
-    sqlx::query(
-        "UPDATE ibex_core.directives SET active_version_id = $3, updated_at = now()
-         WHERE org_id = $1 AND id = $2",
-    )
-    .bind(org_id)
-    .bind(current.id)
-    .bind(version_id)
-    .execute(tx.conn())
-    .await?;
-    Ok(Outcome {
+    let mut results = tx
+        .query_pipelined(&[
+            (
+                "SELECT v.id = d.active_version_id
+                 FROM ibex_core.directive_versions v
+                 JOIN ibex_core.directives d ON d.id = v.directive_id
+                 WHERE v.org_id = $1 AND v.directive_id = $2 AND v.version_num = $3",
+                &[&org_id, &current.id, &version_num],
+            ),
+            (
+                "UPDATE ibex_core.directives d SET active_version_id = v.id, updated_at = now()
+                 FROM ibex_core.directive_versions v
+                 WHERE d.org_id = $1 AND d.id = $2 AND v.org_id = $1 AND v.directive_id = d.id
+                   AND v.version_num = $3 AND v.id IS DISTINCT FROM d.active_version_id",
+                &[&org_id, &current.id, &version_num],
+            ),
+            (SELECT, &[&org_id, &agent_id]),
+        ])
+        .await?;
+    let answer = results.pop().unwrap_or_default();
+    results.pop();
+    let target = results.pop().unwrap_or_default();
+    let already_active: bool = target
+        .first()
+        .ok_or_else(|| ApiError::not_found("This directive has no such version."))?
+        .try_get(0)
+        .map_err(DbError::from)?;
+    let outcome = Outcome {
         created: false,
-        changed: true,
-    })
+        changed: !already_active,
+    };
+    Ok((outcome, directive(&answer)?))
 }
 
 /// Deactivates the directive and clears its pointer; the history stays. Already inactive: a
@@ -233,14 +342,12 @@ pub async fn deactivate(tx: &mut OrgTx, agent_id: Uuid) -> Result<Outcome, ApiEr
             changed: false,
         });
     }
-    sqlx::query(
+    tx.execute(
         "UPDATE ibex_core.directives
          SET is_active = false, active_version_id = NULL, updated_at = now()
          WHERE org_id = $1 AND id = $2",
+        &[&org_id, &current.id],
     )
-    .bind(org_id)
-    .bind(current.id)
-    .execute(tx.conn())
     .await?;
     Ok(Outcome {
         created: false,
@@ -254,31 +361,48 @@ pub async fn list_versions(
     page: &PageRequest,
 ) -> Result<CursorPage<DirectiveVersionSummary>, ApiError> {
     let org_id = tx.org_id();
-    let directive_id: Uuid = sqlx::query_scalar(
-        "SELECT id FROM ibex_core.directives WHERE org_id = $1 AND agent_id = $2",
-    )
-    .bind(org_id)
-    .bind(agent_id)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or_else(no_directive)?;
     let before = page
         .after
         .map(|p| p.as_sequence())
         .unwrap_or(i64::from(i32::MAX) + 1);
-    let rows = sqlx::query_as::<_, DirectiveVersionSummary>(
-        "SELECT v.version_num, v.content_hash, v.created_by, v.created_at,
-                v.id IS NOT DISTINCT FROM d.active_version_id AS is_active
-         FROM ibex_core.directive_versions v JOIN ibex_core.directives d ON d.id = v.directive_id
-         WHERE v.org_id = $1 AND v.directive_id = $2 AND v.version_num < $3
-         ORDER BY v.version_num DESC LIMIT $4",
-    )
-    .bind(org_id)
-    .bind(directive_id)
-    .bind(before)
-    .bind(page.fetch_limit())
-    .fetch_all(tx.conn())
-    .await?;
+    let limit = page.fetch_limit();
+    // The directive (404 without one) and its page of versions, with the agent check, in one
+    // flight.
+    let mut results = tx
+        .query_pipelined(&[
+            (
+                "SELECT status FROM ibex_core.agents
+                 WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
+                &[&org_id, &agent_id],
+            ),
+            (
+                "SELECT id FROM ibex_core.directives WHERE org_id = $1 AND agent_id = $2",
+                &[&org_id, &agent_id],
+            ),
+            (
+                "SELECT v.version_num, v.content_hash, v.created_by, v.created_at,
+                        v.id IS NOT DISTINCT FROM d.active_version_id AS is_active
+                 FROM ibex_core.directive_versions v
+                 JOIN ibex_core.directives d ON d.id = v.directive_id
+                 WHERE v.org_id = $1 AND d.org_id = $1 AND d.agent_id = $2
+                   AND v.version_num < $3::int8
+                 ORDER BY v.version_num DESC LIMIT $4",
+                &[&org_id, &agent_id, &before, &limit],
+            ),
+        ])
+        .await?;
+    let versions = results.pop().unwrap_or_default();
+    let directive = results.pop().unwrap_or_default();
+    if results.pop().unwrap_or_default().is_empty() {
+        return Err(ApiError::not_found("No agent with this id."));
+    }
+    if directive.is_empty() {
+        return Err(no_directive());
+    }
+    let rows = versions
+        .iter()
+        .map(DirectiveVersionSummary::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(page.finish(rows, |v| Position::sequence(i64::from(v.version_num))))
 }
 
@@ -288,18 +412,20 @@ pub async fn get_version(
     version_num: i32,
 ) -> Result<DirectiveVersion, ApiError> {
     let org_id = tx.org_id();
-    sqlx::query_as::<_, DirectiveVersion>(
+    let rows = read_below_agent(
+        tx,
+        agent_id,
         "SELECT v.version_num, v.content, v.content_hash, v.created_by, v.created_at,
                 v.id IS NOT DISTINCT FROM d.active_version_id AS is_active
          FROM ibex_core.directive_versions v JOIN ibex_core.directives d ON d.id = v.directive_id
          WHERE v.org_id = $1 AND d.agent_id = $2 AND v.version_num = $3",
+        &[&org_id, &agent_id, &version_num],
     )
-    .bind(org_id)
-    .bind(agent_id)
-    .bind(version_num)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or_else(|| ApiError::not_found("This directive has no such version."))
+    .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| ApiError::not_found("This directive has no such version."))?;
+    Ok(DirectiveVersion::from_row(row)?)
 }
 
 #[cfg(test)]

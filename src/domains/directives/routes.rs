@@ -18,7 +18,6 @@ use super::repo::{self, Outcome};
 use crate::auth::{Caller, Permissions};
 use crate::db::OrgTx;
 use crate::domains::agents::AgentPath;
-use crate::domains::agents::repo::live_status;
 use crate::error::{ApiError, ErrorResponse};
 use crate::events::{self, Event};
 use crate::extract::{ApiJson, ApiPath};
@@ -30,8 +29,12 @@ async fn finish(
     mut tx: OrgTx,
     agent_id: uuid::Uuid,
     outcome: Outcome,
+    directive: Option<Directive>,
 ) -> Result<Directive, ApiError> {
-    let directive = repo::get(&mut tx, agent_id).await?;
+    let directive = match directive {
+        Some(directive) => directive,
+        None => repo::get(&mut tx, agent_id).await?,
+    };
     if outcome.changed {
         let version = directive.version_num.filter(|_| directive.is_active);
         events::enqueue(&mut tx, Event::directive_changed(agent_id, version)).await?;
@@ -55,7 +58,7 @@ pub async fn get_directive(
 ) -> Result<Json<Directive>, ApiError> {
     caller.require(Permissions::DIRECTIVE_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
+    // The agent check travels with the read (`read_below_agent`).
     let directive = repo::get(&mut tx, path.agent_id).await?;
     tx.finish_read();
     Ok(Json(directive))
@@ -82,9 +85,8 @@ pub async fn set_directive(
     caller.require(Permissions::DIRECTIVE_WRITE)?;
     let change = DirectiveChange::parse(body)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    repo::writable_agent(&mut tx, path.agent_id).await?;
-    let outcome = repo::set(&mut tx, path.agent_id, change, caller.user_id).await?;
-    let directive = finish(tx, path.agent_id, outcome).await?;
+    let (outcome, directive) = repo::set(&mut tx, path.agent_id, change, caller.user_id).await?;
+    let directive = finish(tx, path.agent_id, outcome, Some(directive)).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -112,7 +114,7 @@ pub async fn delete_directive(
     let mut tx = state.db.begin_for(&caller).await?;
     repo::writable_agent(&mut tx, path.agent_id).await?;
     let outcome = repo::deactivate(&mut tx, path.agent_id).await?;
-    finish(tx, path.agent_id, outcome).await?;
+    finish(tx, path.agent_id, outcome, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -135,7 +137,7 @@ pub async fn list_directive_versions(
         ListScope::new("directive_versions").filter("agent_id", Some(&path.agent_id.to_string()));
     let page = page.resolve(&scope)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
+    // The agent check travels with the read (`read_below_agent`).
     let versions = repo::list_versions(&mut tx, path.agent_id, &page).await?;
     tx.finish_read();
     Ok(Json(versions))
@@ -156,8 +158,8 @@ pub async fn get_directive_version(
 ) -> Result<Json<DirectiveVersion>, ApiError> {
     caller.require(Permissions::DIRECTIVE_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
-    // Past i32 no version can exist; 0 is below the first.
+    // Past i32 no version can exist; 0 is below the first. The agent check travels with the
+    // read (`read_below_agent`).
     let number = i32::try_from(path.version_num)
         .map_err(|_| ApiError::not_found("This directive has no such version."))?;
     let version = repo::get_version(&mut tx, path.agent_id, number).await?;
@@ -184,7 +186,8 @@ pub async fn rollback_directive(
     caller.require(Permissions::DIRECTIVE_PROMOTE)?;
     let RollbackTo(version_num) = RollbackTo::parse(body)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    repo::writable_agent(&mut tx, path.agent_id).await?;
-    let outcome = repo::rollback(&mut tx, path.agent_id, version_num).await?;
-    Ok(Json(finish(tx, path.agent_id, outcome).await?))
+    let (outcome, directive) = repo::rollback(&mut tx, path.agent_id, version_num).await?;
+    Ok(Json(
+        finish(tx, path.agent_id, outcome, Some(directive)).await?,
+    ))
 }

@@ -40,30 +40,37 @@ async fn search(
     let unavailable = |_| StatusCode::SERVICE_UNAVAILABLE;
     let mut tx = db.begin_for_job(call.org_id).await.map_err(unavailable)?;
     // Any word of the query may match (plainto_tsquery alone would demand all of them).
-    let rows: Vec<(Uuid, f64)> = sqlx::query_as(
-        "WITH q AS (SELECT replace(plainto_tsquery('english', $3)::text, '&', '|')::tsquery AS q)
-         SELECT m.id, ts_rank_cd(to_tsvector('english', m.content), q.q)::float8 AS score
-         FROM ibex_core.memories m, q
-         WHERE m.org_id = $1 AND m.agent_id = $2 AND m.deleted_at IS NULL
-           AND m.status = 'active'
-           AND to_tsvector('english', m.content) @@ q.q
-           AND ($4::text IS NULL OR m.category = $4)
-           AND ($5::float8 IS NULL OR m.confidence >= $5)
-           AND (SELECT count(*) FROM ibex_core.memory_tags t
-                WHERE t.memory_id = m.id AND t.tag = ANY($6)) = cardinality($6::text[])
-         ORDER BY score DESC, m.created_at DESC, m.id DESC
-         LIMIT $7",
-    )
-    .bind(call.org_id)
-    .bind(call.agent_id)
-    .bind(&call.query)
-    .bind(&call.filters.category)
-    .bind(call.filters.min_confidence)
-    .bind(&call.filters.tags)
-    .bind(call.limit.clamp(1, 50))
-    .fetch_all(tx.conn())
-    .await
-    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+    let limit = call.limit.clamp(1, 50);
+    let rows: Vec<(Uuid, f64)> = tx
+        .query(
+            "WITH q AS (SELECT replace(plainto_tsquery('english', $3)::text, '&', '|')::tsquery AS q)
+             SELECT m.id, ts_rank_cd(to_tsvector('english', m.content), q.q)::float8 AS score
+             FROM ibex_core.memories m, q
+             WHERE m.org_id = $1 AND m.agent_id = $2 AND m.deleted_at IS NULL
+               AND m.status = 'active'
+               AND to_tsvector('english', m.content) @@ q.q
+               AND ($4::text IS NULL OR m.category = $4)
+               AND ($5::float8 IS NULL OR m.confidence >= $5)
+               AND (SELECT count(*) FROM ibex_core.memory_tags t
+                    WHERE t.memory_id = m.id AND t.tag = ANY($6)) = cardinality($6::text[])
+             ORDER BY score DESC, m.created_at DESC, m.id DESC
+             LIMIT $7",
+            &[
+                &call.org_id,
+                &call.agent_id,
+                &call.query,
+                &call.filters.category,
+                &call.filters.min_confidence,
+                &call.filters.tags,
+                &limit,
+            ],
+        )
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     tx.commit().await.map_err(unavailable)?;
     let results: Vec<Value> = rows
         .into_iter()

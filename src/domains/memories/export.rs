@@ -282,11 +282,12 @@ impl ExportWorker {
             .await
             .map_err(|_| Failure::Database)?;
         // One statement reads every row: one snapshot, a consistent file.
-        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-            .bind(STATEMENT_TIMEOUT_MS)
-            .execute(tx.conn())
-            .await
-            .map_err(|_| Failure::Database)?;
+        tx.execute(
+            "SELECT set_config('statement_timeout', $1, true)",
+            &[&STATEMENT_TIMEOUT_MS],
+        )
+        .await
+        .map_err(|_| Failure::Database)?;
 
         let mut upload = BufWriter::with_capacity(
             storage.exports.store(),
@@ -300,24 +301,38 @@ impl ExportWorker {
         // After `shutdown` (even a failed one) the writer must not be aborted: it panics.
         let mut shut_down = false;
         let written: Result<(), Failure> = async {
-            let mut query = repo::export_query(job.org_id, job.agent_id, &filters);
-            let mut stream = query.build_query_as::<Memory>().fetch(tx.conn());
-            while let Some(memory) = stream.next().await {
-                let memory = memory.map_err(|e| {
-                    tracing::warn!(job_id = %job.id, problem = %crate::db::error::describe_unavailable(&e), "export read failed");
-                    Failure::Database
-                })?;
+            let query = repo::export_query(job.org_id, job.agent_id, &filters);
+            let read_failed = |e: crate::db::DbError| {
+                tracing::warn!(job_id = %job.id, problem = %e.describe(), "export read failed");
+                Failure::Database
+            };
+            let stream = tx
+                .stream(query.text(), &query.params())
+                .await
+                .map_err(read_failed)?;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(row) = stream.next().await {
+                let memory = row
+                    .map_err(crate::db::DbError::from)
+                    .and_then(|row| <Memory as crate::db::FromRow>::from_row(&row))
+                    .map_err(read_failed)?;
                 encoder.encode(&memory);
                 rows += 1;
                 if encoder.pending() >= CHUNK_BYTES {
                     let chunk = encoder.take();
                     bytes += chunk.len() as i64;
-                    upload.write_all(&chunk).await.map_err(|_| Failure::ObjectStore)?;
+                    upload
+                        .write_all(&chunk)
+                        .await
+                        .map_err(|_| Failure::ObjectStore)?;
                 }
             }
             let chunk = encoder.take();
             bytes += chunk.len() as i64;
-            upload.write_all(&chunk).await.map_err(|_| Failure::ObjectStore)?;
+            upload
+                .write_all(&chunk)
+                .await
+                .map_err(|_| Failure::ObjectStore)?;
             // Completes the multipart upload (or the single PUT of a small file).
             shut_down = true;
             upload.shutdown().await.map_err(|_| Failure::ObjectStore)

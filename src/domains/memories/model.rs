@@ -70,7 +70,7 @@ pub enum ExportFormat {
 }
 
 /// Something an agent remembers, as the memory engine extracted it.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Memory {
     pub id: Uuid,
     pub agent_id: Uuid,

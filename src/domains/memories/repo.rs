@@ -4,11 +4,11 @@
 //! is a single statement that also writes the history, drops the relationships and queues the
 //! proxy's cache eviction and the deletion event in the outbox, so all of it commits or none.
 
-use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::model::{ExportJob, Filters, Memory};
-use crate::db::OrgTx;
+use crate::db::{DbError, FromRow, OrgTx, Sql};
+use crate::domains::agents::repo::read_below_agent;
 use crate::error::ApiError;
 use crate::pagination::{CursorPage, PageRequest, Position};
 
@@ -60,13 +60,7 @@ impl Walk {
 }
 
 /// `WHERE` for the live memories of one agent matching `filters`, on the index `walk` takes.
-fn push_filters(
-    qb: &mut QueryBuilder<'static, Postgres>,
-    org_id: Uuid,
-    agent_id: Uuid,
-    filters: &Filters,
-    walk: Walk,
-) {
+fn push_filters(qb: &mut Sql, org_id: Uuid, agent_id: Uuid, filters: &Filters, walk: Walk) {
     match (walk, &filters.tag) {
         (Walk::Tag, Some(tag)) => {
             qb.push(" WHERE tg.org_id = ")
@@ -103,10 +97,10 @@ fn push_filters(
     }
     let (created_at, _) = walk.position();
     if let Some(after) = filters.created_after {
-        qb.push(format!(" AND {created_at} >= ")).push_bind(after);
+        qb.push(&format!(" AND {created_at} >= ")).push_bind(after);
     }
     if let Some(before) = filters.created_before {
-        qb.push(format!(" AND {created_at} < ")).push_bind(before);
+        qb.push(&format!(" AND {created_at} < ")).push_bind(before);
     }
 }
 
@@ -122,49 +116,45 @@ pub async fn list(
         Walk::Agent
     };
     let (created_at, id) = walk.position();
-    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} {}", walk.from()));
+    let mut qb = Sql::new(format!("SELECT {COLUMNS} {}", walk.from()));
     push_filters(&mut qb, tx.org_id(), agent_id, filters, walk);
     if let Some(after) = page.after {
-        qb.push(format!(" AND ({created_at}, {id}) < ("))
+        qb.push(&format!(" AND ({created_at}, {id}) < ("))
             .push_bind(after.created_at)
             .push(", ")
             .push_bind(after.id)
             .push(")");
     }
-    qb.push(format!(" ORDER BY {created_at} DESC, {id} DESC LIMIT "))
+    qb.push(&format!(" ORDER BY {created_at} DESC, {id} DESC LIMIT "))
         .push_bind(page.fetch_limit());
-    let rows = qb.build_query_as::<Memory>().fetch_all(tx.conn()).await?;
+    let rows = read_below_agent(tx, agent_id, qb.text(), &qb.params())
+        .await?
+        .iter()
+        .map(Memory::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(page.finish(rows, |m| Position {
         created_at: m.created_at,
         id: m.id,
     }))
 }
 
-/// The statement an export streams: every matching memory, newest first. The caller keeps the
-/// builder alive while it reads `build_query_as::<Memory>().fetch(…)` row by row (an export of
-/// 100 000 memories never holds them all).
-pub fn export_query(
-    org_id: Uuid,
-    agent_id: Uuid,
-    filters: &Filters,
-) -> QueryBuilder<'static, Postgres> {
-    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} {}", Walk::Agent.from()));
+/// The statement an export streams: every matching memory, newest first, read row by row with
+/// [`OrgTx::stream`] (an export of 100 000 memories never holds them all).
+pub fn export_query(org_id: Uuid, agent_id: Uuid, filters: &Filters) -> Sql {
+    let mut qb = Sql::new(format!("SELECT {COLUMNS} {}", Walk::Agent.from()));
     push_filters(&mut qb, org_id, agent_id, filters, Walk::Agent);
     qb.push(" ORDER BY m.created_at DESC, m.id DESC");
     qb
 }
 
 pub async fn get(tx: &mut OrgTx, agent_id: Uuid, id: Uuid) -> Result<Memory, ApiError> {
-    sqlx::query_as::<_, Memory>(&format!(
+    let org_id = tx.org_id();
+    let sql = format!(
         "SELECT {COLUMNS} FROM ibex_core.memories m
          WHERE m.org_id = $1 AND m.agent_id = $2 AND m.id = $3 AND m.deleted_at IS NULL"
-    ))
-    .bind(tx.org_id())
-    .bind(agent_id)
-    .bind(id)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or_else(not_found)
+    );
+    let rows = read_below_agent(tx, agent_id, &sql, &[&org_id, &agent_id, &id]).await?;
+    Ok(Memory::from_row(rows.first().ok_or_else(not_found)?)?)
 }
 
 /// The live memories of `agent_id` among `ids`, in the order of `ids` (search results keep the
@@ -174,15 +164,17 @@ pub async fn get_many(
     agent_id: Uuid,
     ids: &[Uuid],
 ) -> Result<Vec<Memory>, ApiError> {
-    let mut rows = sqlx::query_as::<_, Memory>(&format!(
-        "SELECT {COLUMNS} FROM ibex_core.memories m
-         WHERE m.org_id = $1 AND m.agent_id = $2 AND m.id = ANY($3) AND m.deleted_at IS NULL"
-    ))
-    .bind(tx.org_id())
-    .bind(agent_id)
-    .bind(ids)
-    .fetch_all(tx.conn())
-    .await?;
+    let org_id = tx.org_id();
+    let mut rows = tx
+        .fetch_all::<Memory>(
+            &format!(
+                "SELECT {COLUMNS} FROM ibex_core.memories m
+                 WHERE m.org_id = $1 AND m.agent_id = $2 AND m.id = ANY($3)
+                   AND m.deleted_at IS NULL"
+            ),
+            &[&org_id, &agent_id, &ids],
+        )
+        .await?;
     rows.sort_by_key(|m| ids.iter().position(|id| *id == m.id));
     Ok(rows)
 }
@@ -230,7 +222,7 @@ async fn delete_chunk(
     actor: Option<Uuid>,
 ) -> Result<u64, ApiError> {
     let org_id = tx.org_id();
-    let mut qb = QueryBuilder::new("WITH target AS (SELECT m.id FROM ibex_core.memories m");
+    let mut qb = Sql::new("WITH target AS (SELECT m.id FROM ibex_core.memories m");
     match selection {
         Selection::One(id) => {
             qb.push(" WHERE m.org_id = ")
@@ -259,8 +251,9 @@ async fn delete_chunk(
              SELECT ibex_core.uuid_v7(), id, ",
     )
     .push_bind(org_id)
-    .push(", 'delete', ")
+    .push("::uuid, 'delete', ")
     .push_bind(actor)
+    .push("::uuid")
     .push(
         " FROM deleted),
          unlinked AS (
@@ -276,15 +269,15 @@ async fn delete_chunk(
              SELECT ",
     )
     .push_bind(org_id)
-    .push(", ")
+    .push("::uuid, ")
     .push_bind(DELETIONS_CHANNEL)
-    .push(", json_build_object('v', 1, 'org_id', ")
+    .push("::text, json_build_object('v', 1, 'org_id', ")
     .push_bind(org_id)
-    .push(", 'agent_id', ")
+    .push("::uuid, 'agent_id', ")
     .push_bind(agent_id)
-    .push(", 'memory_ids', array_agg(id ORDER BY id))::text, ")
+    .push("::uuid, 'memory_ids', array_agg(id ORDER BY id))::text, ")
     .push_bind(hot_cache_key(org_id, agent_id))
-    .push(", array_agg(id::text ORDER BY id) FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / ")
+    .push("::text, array_agg(id::text ORDER BY id) FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / ")
     .push_bind(IDS_PER_EVENT)
     .push(
         " AS chunk FROM deleted) c GROUP BY chunk),
@@ -298,7 +291,8 @@ async fn delete_chunk(
     .push_bind(agent_id)
     .push(" AND EXISTS (SELECT 1 FROM deleted))
          SELECT count(*) FROM deleted");
-    let deleted: i64 = qb.build_query_scalar().fetch_one(tx.conn()).await?;
+    let row = tx.query_one(qb.text(), &qb.params()).await?;
+    let deleted: i64 = row.try_get(0).map_err(DbError::from)?;
     Ok(deleted as u64)
 }
 
@@ -309,9 +303,29 @@ const JOB_COLUMNS: &str = "id AS job_id, agent_id, format, status, row_count, si
                            created_at, finished_at, error, NULL::text AS download_url, \
                            NULL::timestamptz AS download_expires_at";
 
-impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for ExportJob {
-    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row;
+impl FromRow for Memory {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            agent_id: row.try_get("agent_id")?,
+            session_id: row.try_get("session_id")?,
+            content: row.try_get("content")?,
+            category: row.try_get("category")?,
+            source: row.try_get("source")?,
+            status: row.try_get("status")?,
+            confidence: row.try_get("confidence")?,
+            retrieval_count: row.try_get("retrieval_count")?,
+            last_retrieved_at: row.try_get("last_retrieved_at")?,
+            tags: row.try_get("tags")?,
+            metadata: row.try_get("metadata")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+impl FromRow for ExportJob {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
         Ok(Self {
             job_id: row.try_get("job_id")?,
             agent_id: row.try_get("agent_id")?,
@@ -335,20 +349,25 @@ pub async fn insert_export(
     filters: &Filters,
     created_by: Option<Uuid>,
 ) -> Result<ExportJob, ApiError> {
-    sqlx::query_as::<_, ExportJob>(&format!(
-        "INSERT INTO ibex_core.memory_exports (id, org_id, agent_id, format, filters, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         RETURNING {JOB_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(tx.org_id())
-    .bind(agent_id)
-    .bind(format)
-    .bind(filters.to_json())
-    .bind(created_by)
-    .fetch_one(tx.conn())
-    .await
-    .map_err(Into::into)
+    let org_id = tx.org_id();
+    Ok(tx
+        .fetch_one::<ExportJob>(
+            &format!(
+                "INSERT INTO ibex_core.memory_exports
+                     (id, org_id, agent_id, format, filters, created_by)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 RETURNING {JOB_COLUMNS}"
+            ),
+            &[
+                &Uuid::now_v7(),
+                &org_id,
+                &agent_id,
+                &format,
+                &filters.to_json(),
+                &created_by,
+            ],
+        )
+        .await?)
 }
 
 /// The job and, once it succeeded, the key of its file.
@@ -357,17 +376,17 @@ pub async fn get_export(
     agent_id: Uuid,
     job_id: Uuid,
 ) -> Result<(ExportJob, Option<String>), ApiError> {
-    let row = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS}, object_key FROM ibex_core.memory_exports
-         WHERE org_id = $1 AND agent_id = $2 AND id = $3"
-    ))
-    .bind(tx.org_id())
-    .bind(agent_id)
-    .bind(job_id)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or_else(|| ApiError::not_found("No export job with this id."))?;
-    use sqlx::{FromRow, Row};
+    let org_id = tx.org_id();
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT {JOB_COLUMNS}, object_key FROM ibex_core.memory_exports
+                 WHERE org_id = $1 AND agent_id = $2 AND id = $3"
+            ),
+            &[&org_id, &agent_id, &job_id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("No export job with this id."))?;
     let job = ExportJob::from_row(&row)?;
-    Ok((job, row.try_get("object_key")?))
+    Ok((job, row.try_get("object_key").map_err(DbError::from)?))
 }

@@ -44,7 +44,7 @@ pub async fn list_memories(
     let filters = Filters::parse(&params)?;
     let page = page.resolve(&filters.scope(path.agent_id))?;
     let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
+    // The agent check travels with the read (`read_below_agent`).
     let memories = repo::list(&mut tx, path.agent_id, &filters, &page).await?;
     tx.finish_read();
     Ok(Json(memories))
@@ -65,7 +65,7 @@ pub async fn get_memory(
 ) -> Result<Json<Memory>, ApiError> {
     caller.require(Permissions::MEMORY_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
+    // The agent check travels with the read (`read_below_agent`).
     let memory = repo::get(&mut tx, path.agent_id, path.memory_id).await?;
     tx.finish_read();
     Ok(Json(memory))

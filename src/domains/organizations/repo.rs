@@ -3,13 +3,15 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
+use tokio_postgres::Row;
 
 use super::model::{Deletion, OrgChanges, Organization};
-use crate::db::OrgTx;
+use crate::db::{DbError, FromRow, OrgTx};
 use crate::error::{ApiError, Conflict};
 use crate::events::{self, Event};
+
+const COLUMNS: &str = "o.id, o.name, o.slug, o.tier, o.status, o.billing_email, o.settings,
+                       o.created_at, o.updated_at, d.state, d.requested_at";
 
 const SELECT: &str = "SELECT o.id, o.name, o.slug, o.tier, o.status, o.billing_email, o.settings,
                              o.created_at, o.updated_at, d.state, d.requested_at
@@ -17,79 +19,100 @@ const SELECT: &str = "SELECT o.id, o.name, o.slug, o.tier, o.status, o.billing_e
                       LEFT JOIN ibex_core.org_deletions d ON d.org_id = o.id AND d.state <> 'done'
                       WHERE o.id = $1 AND o.deleted_at IS NULL";
 
-fn from_row(row: PgRow) -> Organization {
-    let deletion = row
-        .get::<Option<String>, _>("state")
-        .zip(row.get::<Option<DateTime<Utc>>, _>("requested_at"))
-        .map(|(state, requested_at)| Deletion {
-            state,
-            requested_at,
-        });
-    Organization {
-        id: row.get("id"),
-        name: row.get("name"),
-        slug: row.get("slug"),
-        tier: row.get("tier"),
-        status: row.get("status"),
-        billing_email: row.get("billing_email"),
-        settings: row.get("settings"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-        deletion,
+impl FromRow for Organization {
+    fn from_row(row: &Row) -> Result<Self, DbError> {
+        let state: Option<String> = row.try_get("state")?;
+        let requested_at: Option<DateTime<Utc>> = row.try_get("requested_at")?;
+        Ok(Organization {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            slug: row.try_get("slug")?,
+            tier: row.try_get("tier")?,
+            status: row.try_get("status")?,
+            billing_email: row.try_get("billing_email")?,
+            settings: row.try_get("settings")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            deletion: state
+                .zip(requested_at)
+                .map(|(state, requested_at)| Deletion {
+                    state,
+                    requested_at,
+                }),
+        })
     }
+}
+
+fn missing() -> ApiError {
+    ApiError::not_found("The organization does not exist.")
 }
 
 pub async fn get(tx: &mut OrgTx) -> Result<Organization, ApiError> {
     let org_id = tx.org_id();
-    sqlx::query(SELECT)
-        .bind(org_id)
-        .fetch_optional(tx.conn())
+    tx.fetch_optional::<Organization>(SELECT, &[&org_id])
         .await?
-        .map(from_row)
-        .ok_or_else(|| ApiError::not_found("The organization does not exist."))
+        .ok_or_else(missing)
 }
 
 /// The organization's status, locked until the transaction ends.
 async fn lock_status(tx: &mut OrgTx) -> Result<String, ApiError> {
     let org_id = tx.org_id();
-    sqlx::query_scalar(
-        "SELECT status FROM ibex_core.organizations
-         WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-    )
-    .bind(org_id)
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or_else(|| ApiError::not_found("The organization does not exist."))
+    let row = tx
+        .query_opt(
+            "SELECT status FROM ibex_core.organizations
+             WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            &[&org_id],
+        )
+        .await?
+        .ok_or_else(missing)?;
+    Ok(row.try_get(0).map_err(DbError::from)?)
 }
 
 pub async fn update(tx: &mut OrgTx, changes: OrgChanges) -> Result<Organization, ApiError> {
-    // An organization being deleted is read-only.
-    if lock_status(tx).await? == "cancelled" {
-        return Err(ApiError::Conflict(Conflict::OrgStatus));
-    }
-    if !changes.is_empty() {
-        let org_id = tx.org_id();
-        let (set_email, email) = match changes.billing_email {
-            None => (false, None),
-            Some(email) => (true, email),
+    if changes.is_empty() {
+        let org = get(tx).await?;
+        return match org.status.as_str() {
+            "cancelled" => Err(ApiError::Conflict(Conflict::OrgStatus)),
+            _ => Ok(org),
         };
-        sqlx::query(
-            "UPDATE ibex_core.organizations
-             SET name = COALESCE($2, name),
-                 billing_email = CASE WHEN $3 THEN $4 ELSE billing_email END,
-                 settings = COALESCE($5, settings),
-                 updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(org_id)
-        .bind(changes.name)
-        .bind(set_email)
-        .bind(email)
-        .bind(changes.settings.map(Value::Object))
-        .execute(tx.conn())
-        .await?;
     }
-    get(tx).await
+    let org_id = tx.org_id();
+    let (set_email, email) = match changes.billing_email {
+        None => (false, None),
+        Some(email) => (true, email),
+    };
+    // One statement: the change, the read-only check on the row it locks (an organization being
+    // deleted is read-only), and the answer.
+    let updated = tx
+        .fetch_optional::<Organization>(
+            &format!(
+                "WITH o AS (
+                     UPDATE ibex_core.organizations
+                     SET name = COALESCE($2, name),
+                         billing_email = CASE WHEN $3 THEN $4 ELSE billing_email END,
+                         settings = COALESCE($5, settings),
+                         updated_at = now()
+                     WHERE id = $1 AND deleted_at IS NULL AND status <> 'cancelled'
+                     RETURNING *)
+                 SELECT {COLUMNS} FROM o
+                 LEFT JOIN ibex_core.org_deletions d ON d.org_id = o.id AND d.state <> 'done'"
+            ),
+            &[
+                &org_id,
+                &changes.name,
+                &set_email,
+                &email,
+                &changes.settings.map(Value::Object),
+            ],
+        )
+        .await?;
+    match updated {
+        Some(org) => Ok(org),
+        None => {
+            get(tx).await?;
+            Err(ApiError::Conflict(Conflict::OrgStatus))
+        }
+    }
 }
 
 /// Suspends the organization and announces it (in the same transaction); already suspended is a
@@ -101,15 +124,21 @@ pub async fn suspend(tx: &mut OrgTx) -> Result<Organization, ApiError> {
         _ => {}
     }
     let org_id = tx.org_id();
-    let now: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE ibex_core.organizations SET status = 'suspended', updated_at = now()
-         WHERE id = $1 RETURNING updated_at",
-    )
-    .bind(org_id)
-    .fetch_one(tx.conn())
-    .await?;
+    let now = updated_at(tx, "suspended").await?;
     events::enqueue(tx, Event::org_suspended(org_id, now)).await?;
     get(tx).await
+}
+
+async fn updated_at(tx: &mut OrgTx, status: &str) -> Result<DateTime<Utc>, ApiError> {
+    let org_id = tx.org_id();
+    let row = tx
+        .query_one(
+            "UPDATE ibex_core.organizations SET status = $2, updated_at = now()
+             WHERE id = $1 RETURNING updated_at",
+            &[&org_id, &status],
+        )
+        .await?;
+    Ok(row.try_get(0).map_err(DbError::from)?)
 }
 
 /// Cancels the organization, blocks its traffic and schedules the GDPR deletion job. Asking again
@@ -117,20 +146,13 @@ pub async fn suspend(tx: &mut OrgTx) -> Result<Organization, ApiError> {
 pub async fn request_deletion(tx: &mut OrgTx) -> Result<Organization, ApiError> {
     let org_id = tx.org_id();
     if lock_status(tx).await? != "cancelled" {
-        let now: DateTime<Utc> = sqlx::query_scalar(
-            "UPDATE ibex_core.organizations SET status = 'cancelled', updated_at = now()
-             WHERE id = $1 RETURNING updated_at",
-        )
-        .bind(org_id)
-        .fetch_one(tx.conn())
-        .await?;
+        let now = updated_at(tx, "cancelled").await?;
         events::enqueue(tx, Event::org_suspended(org_id, now)).await?;
     }
-    sqlx::query(
+    tx.execute(
         "INSERT INTO ibex_core.org_deletions (org_id) VALUES ($1) ON CONFLICT (org_id) DO NOTHING",
+        &[&org_id],
     )
-    .bind(org_id)
-    .execute(tx.conn())
     .await?;
     get(tx).await
 }

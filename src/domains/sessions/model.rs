@@ -21,7 +21,7 @@ pub enum SessionStatus {
 }
 
 /// A conversation an agent had through the proxy.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Session {
     pub id: Uuid,
     pub agent_id: Uuid,

@@ -1,11 +1,10 @@
 //! The sessions' SQL, in an [`OrgTx`]: one statement text per filter combination, each walking
 //! the index of its filter from the cursor.
 
-use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::model::{Session, SessionFilters};
-use crate::db::OrgTx;
+use crate::db::{DbError, FromRow, OrgTx, Sql};
 use crate::error::ApiError;
 use crate::pagination::{CursorPage, PageRequest, Position};
 
@@ -22,7 +21,7 @@ pub async fn list(
     filters: &SessionFilters,
     page: &PageRequest,
 ) -> Result<CursorPage<Session>, ApiError> {
-    let mut qb: QueryBuilder<'static, Postgres> = QueryBuilder::new(format!(
+    let mut qb = Sql::new(format!(
         "SELECT {COLUMNS} FROM ibex_core.sessions WHERE deleted_at IS NULL AND org_id = "
     ));
     qb.push_bind(tx.org_id());
@@ -47,7 +46,7 @@ pub async fn list(
     }
     qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(page.fetch_limit());
-    let rows = qb.build_query_as::<Session>().fetch_all(tx.conn()).await?;
+    let rows = tx.fetch_all::<Session>(qb.text(), &qb.params()).await?;
     Ok(page.finish(rows, |s| Position {
         created_at: s.created_at,
         id: s.id,
@@ -55,15 +54,37 @@ pub async fn list(
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Session, ApiError> {
-    sqlx::query_as::<_, Session>(&format!(
-        "SELECT {COLUMNS} FROM ibex_core.sessions
-         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
-    ))
-    .bind(tx.org_id())
-    .bind(id)
-    .fetch_optional(tx.conn())
+    let org_id = tx.org_id();
+    tx.fetch_optional::<Session>(
+        &format!(
+            "SELECT {COLUMNS} FROM ibex_core.sessions
+             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+        ),
+        &[&org_id, &id],
+    )
     .await?
     .ok_or_else(not_found)
+}
+
+impl FromRow for Session {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            agent_id: row.try_get("agent_id")?,
+            external_id: row.try_get("external_id")?,
+            status: row.try_get("status")?,
+            model: row.try_get("model")?,
+            provider: row.try_get("provider")?,
+            directive_version_id: row.try_get("directive_version_id")?,
+            turn_count: row.try_get("turn_count")?,
+            total_input_tokens: row.try_get("total_input_tokens")?,
+            total_output_tokens: row.try_get("total_output_tokens")?,
+            total_latency_ms: row.try_get("total_latency_ms")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            completed_at: row.try_get("completed_at")?,
+        })
+    }
 }
 
 /// Where the platform's archiver writes a session's archive in the archive bucket.

@@ -13,7 +13,7 @@ pub const NAME: Text = Text::chars(0, 255);
 pub const ROLES: &[&str] = &["owner", "admin", "member", "viewer"];
 
 /// A user of the caller's organization.
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -30,6 +30,21 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
+}
+
+impl crate::db::FromRow for User {
+    fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::db::DbError> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            org_id: row.try_get("org_id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+            role: row.try_get("role")?,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]

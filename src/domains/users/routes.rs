@@ -103,8 +103,7 @@ pub async fn update_user(
     caller.require(Permissions::USER_MANAGE)?;
     let changes = UserChanges::parse(body)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    let owner = caller_is_owner(&mut tx, &caller).await?;
-    let user = repo::update(&mut tx, path.user_id, changes, owner).await?;
+    let user = repo::update(&mut tx, path.user_id, changes, caller.user_id).await?;
     tx.commit().await?;
     Ok(Json(user))
 }
@@ -124,8 +123,7 @@ pub async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permissions::USER_MANAGE)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    let owner = caller_is_owner(&mut tx, &caller).await?;
-    repo::soft_delete(&mut tx, path.user_id, owner).await?;
+    repo::soft_delete(&mut tx, path.user_id, caller.user_id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
