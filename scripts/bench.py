@@ -29,8 +29,13 @@ Analytics (scenarios named "analytics"): a throwaway ClickHouse (`ibex-api dev-c
 `usage?granularity=day` over 30 days and `latency?granularity=hour&percentile=99` over 7 days,
 with the Redis cache off and on, at 4 connections (latency, not throughput, is the target).
 
+Open loop (`--open-loop RATE`, default 1000, 0 for none): GET /v1/agents at a fixed rate for
+10 s (examples/open_loop.rs; latency counted from each request's due time, which corrects
+coordinated omission), for ibex-api, the SQL reference and, with --previous, the previous binary.
+
 usage: scripts/bench.py [--rounds 5] [--seconds 5] [--connections 32] [--out bench-results]
                        [--only SUBSTRING ...]   (run only the scenarios whose names contain one)
+                       [--open-loop 1000] [--previous BIN]
 Needs: cargo, taskset, wrk (installed from Debian's packages when missing).
 """
 
@@ -288,6 +293,8 @@ def main():
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--open-loop", type=int, default=1000, metavar="RATE",
+                        help="requests/s of the open-loop latency run of GET /v1/agents (0: none)")
     parser.add_argument("--previous", default=None,
                         help="an ibex-api binary of an earlier commit, measured beside this one on the same data")
     args = parser.parse_args()
@@ -299,7 +306,7 @@ def main():
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "ibex-api", "--example", "bare_axum",
                     "--example", "axum_grpc_baseline", "--example", "axum_grpc_sql_baseline",
-                    "--example", "otlp_sink"], check=True)
+                    "--example", "otlp_sink", "--example", "open_loop"], check=True)
 
     release = Path("target/release")
     database = subprocess.Popen(["taskset", "-c", LOAD_CORE, str(release / "ibex-api"), "dev-database"],
@@ -426,7 +433,10 @@ def main():
            ("previous commit: GET /v1/agents/{id}, ValidateToken per request",
             f"{local}:{prev_port}/v1/agents/{DEV_AGENT}", (bearer,), "previous"),
            ("previous commit: GET /v1/sessions (20 of 10 000), ValidateToken per request",
-            f"{local}:{prev_port}/v1/sessions", (bearer,), "previous")] if args.previous else []),
+            f"{local}:{prev_port}/v1/sessions", (bearer,), "previous"),
+           ("previous commit: GET memories (20 of an agent's 100 000), ValidateToken per request",
+            f"{local}:{prev_port}/v1/agents/{DEV_AGENT}/memories", (bearer,), "previous")]
+          if args.previous else []),
         ("observability: GET /v1/agents/{id}, metrics and traces off", f"{local}:{api_port}/v1/agents/{DEV_AGENT}", (bearer,), "api"),
         ("observability: GET /v1/agents/{id}, metrics on, traces exported", f"{local}:{obs_port}/v1/agents/{DEV_AGENT}", (bearer,), "observed"),
         ("observability: GET /health, metrics and traces off", f"{local}:{api_port}/health", (), "api"),
@@ -485,6 +495,24 @@ def main():
                 results[name].append(run)
             print(f"round {round_no}: " + ", ".join(f"{r[-1][0]:.0f}" for r in results.values()), flush=True)
         memory = {key: peak_rss_mib(proc.pid) for key, proc in procs.items()}
+        open_loop_lines = []
+        if args.open_loop:
+            # Open loop: a fixed rate, latency counted from when each request was due
+            # (examples/open_loop.rs), so a stall is not hidden by the load backing off.
+            targets = [("ibex-api", api_port, "api"), ("reference (bare axum + tonic + same SQL)", sql_port, "sql")]
+            if args.previous:
+                targets.append(("previous commit", prev_port, "previous"))
+            open_loop_lines = ["", f"Open loop at {args.open_loop} req/s, GET /v1/agents (20 of 10 000), 10 s after "
+                               "2 s of warm-up, generator on core " + LOAD_CORE + " (latency from the due time):", "",
+                               "| Server | requests | errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |",
+                               "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for label, port, key in targets:
+                out = subprocess.run(["taskset", "-c", LOAD_CORE, str(release / "examples/open_loop"),
+                                      f"{local}:{port}/v1/agents", TOKEN, str(args.open_loop), "10", "2"],
+                                     check=True, capture_output=True, text=True).stdout
+                r = __import__("json").loads(out)
+                open_loop_lines.append(f"| {label} | {r['requests']} | {r['errors']} | {r['p50_ms']:.2f} | "
+                                       f"{r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} |")
         memories_lines = []
         if need_memories:
             wait_http(f"{local}:{exp_port}/health")
@@ -538,7 +566,9 @@ def main():
              ("ibex-api GET /v1/agents/{id}, ValidateToken per request",
               "previous commit: GET /v1/agents/{id}, ValidateToken per request"),
              ("ibex-api GET /v1/sessions (20 of 10 000), ValidateToken per request",
-              "previous commit: GET /v1/sessions (20 of 10 000), ValidateToken per request")]
+              "previous commit: GET /v1/sessions (20 of 10 000), ValidateToken per request"),
+             ("ibex-api GET memories (20 of an agent's 100 000), ValidateToken per request",
+              "previous commit: GET memories (20 of an agent's 100 000), ValidateToken per request")]
     if any(new in results and old in results for new, old in pairs):
         lines += ["", "This commit against the previous one, same run, same data (medians; CPU per request from "
                   "/proc, the API process and all PostgreSQL processes):", "",
@@ -552,6 +582,7 @@ def main():
                 p99 = (statistics.median(r[2] for r in results[new]), statistics.median(r[2] for r in results[old]))
                 lines.append(f"| {new.split(',')[0]} | {ratio:.2f}x | {api[0]:.0f} / {api[1]:.0f} | "
                              f"{pg[0]:.0f} / {pg[1]:.0f} | {p99[0]:.2f} / {p99[1]:.2f} |")
+    lines += open_loop_lines
     if memories_lines:
         lines += ["", *memories_lines]
     lines += ["", "Per-round req/s:", ""]
