@@ -19,7 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
 const COLUMNS: &str = "id, org_id, name, slug, status, config, total_sessions, total_memories, \
-                       last_active_at, created_at, updated_at";
+                       last_active_at, created_at, updated_at, version";
 
 #[derive(Clone)]
 struct Reference {

@@ -44,6 +44,8 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{}", .0.message())]
     Conflict(Conflict),
+    #[error("The resource changed since the version named in If-Match; read it again.")]
+    PreconditionFailed,
     #[error("This operation is not implemented yet.")]
     NotImplemented,
     #[error("The authentication service is unavailable; retry shortly.")]
@@ -162,6 +164,7 @@ impl ApiError {
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::AuthUnavailable
             | Self::ServiceUnavailable
@@ -185,6 +188,7 @@ impl ApiError {
             Self::Validation { .. } => "VALIDATION_ERROR",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Conflict(conflict) => conflict.code(),
+            Self::PreconditionFailed => "PRECONDITION_FAILED",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::AuthUnavailable => "AUTH_UNAVAILABLE",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
@@ -209,6 +213,7 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::RequestTimeout,
             StatusCode::CONFLICT => Self::Conflict(Conflict::Generic),
+            StatusCode::PRECONDITION_FAILED => Self::PreconditionFailed,
             StatusCode::NOT_IMPLEMENTED => Self::NotImplemented,
             StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
             s if s.is_client_error() => Self::validation("The request is malformed."),

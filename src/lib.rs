@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod conditional;
 pub mod config;
 pub mod db;
 pub mod devenv;

@@ -28,6 +28,7 @@ use crate::auth::layer::is_public;
         (name = "memories", description = "Agent memories, search, export and deletion."),
         (name = "sessions", description = "Recorded sessions and replay."),
         (name = "analytics", description = "Usage, latency, model and error analytics."),
+        (name = "audit", description = "Who changed what, through the API."),
     )
 )]
 pub struct ApiDoc;

@@ -74,7 +74,7 @@ pub async fn serve(
         let stream = tokio::select! {
             () = &mut stop_accepting => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Typically EMFILE: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
@@ -83,9 +83,20 @@ pub async fn serve(
                 }
             },
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
+        // The peer's address, for the audit trail (`ConnectInfo`, as axum's own server sets it).
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        );
         let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // Client resets and header-read timeouts end up here; they are not server faults.

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use common::*;
 use serde_json::Value;
 
-const DOMAINS: [&str; 8] = [
+const DOMAINS: [&str; 9] = [
     "organizations",
     "users",
     "agents",
@@ -16,6 +16,7 @@ const DOMAINS: [&str; 8] = [
     "memories",
     "sessions",
     "analytics",
+    "audit",
 ];
 
 fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
@@ -377,7 +378,7 @@ async fn openapi_json_is_valid_3_1_and_describes_every_route() {
             }
         }
     }
-    assert_eq!(operations, 41);
+    assert_eq!(operations, 42);
     assert_eq!(tags_seen.len(), DOMAINS.len());
     for domain in DOMAINS {
         assert!(tags_seen.contains(domain), "{domain}");

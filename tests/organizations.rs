@@ -520,8 +520,8 @@ async fn a_killed_deletion_resumes_after_restart() {
     second.wait().unwrap();
     assert_eq!(
         rows_deleted(&mut admin).await,
-        20_001,
-        "every row once: 10 000 agents, 10 001 users"
+        20_002,
+        "every row once: 10 000 agents, 10 001 users, the deletion request's audit event"
     );
     for (table, expected_b) in [("agents", 10_000i64), ("users", 10_000)] {
         let sql = format!("SELECT count(*) FROM ibex_core.{table} WHERE org_id = $1");

@@ -31,6 +31,13 @@ impl Sql {
         self
     }
 
+    /// Adds a parameter without a placeholder: for a fixed statement whose `$n` are written
+    /// out, the parameters in order.
+    pub fn arg<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> &mut Self {
+        self.params.push(Box::new(value));
+        self
+    }
+
     pub fn text(&self) -> &str {
         &self.text
     }

@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod analytics;
+pub mod audit;
 pub mod directives;
 pub mod memories;
 pub mod organizations;
@@ -38,4 +39,5 @@ where
         .merge(memories::router())
         .merge(sessions::router())
         .merge(analytics::router())
+        .merge(audit::router())
 }

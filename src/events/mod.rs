@@ -63,10 +63,10 @@ pub async fn enqueue(tx: &mut OrgTx, event: Event) -> Result<(), ApiError> {
     // trip fewer; if it fails, the whole transaction rolls back with it.
     let mut params = crate::db::Sql::default();
     params
-        .push_bind(org_id)
-        .push_bind(channel)
-        .push_bind(payload)
-        .push_bind(event.delete_key);
+        .arg(org_id)
+        .arg(channel)
+        .arg(payload)
+        .arg(event.delete_key);
     tx.execute_at_commit(
         "INSERT INTO ibex_core.outbox (org_id, channel, payload, delete_key) VALUES ($1, $2, $3, $4)",
         params,

@@ -503,8 +503,21 @@ impl TestApp {
 
     /// A request with `token` and, when there is a body, `Content-Type: application/json`.
     pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+        self.call_with(method, path, token, &[], body).await
+    }
+
+    /// [`TestApp::call`] with more headers.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        extra: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
         let auth = format!("Bearer {token}");
         let mut headers = vec![("Authorization", auth.as_str())];
+        headers.extend_from_slice(extra);
         let bytes = body
             .map(|b| serde_json::to_vec(&b).unwrap())
             .unwrap_or_default();

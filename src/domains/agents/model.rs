@@ -91,6 +91,9 @@ pub struct Agent {
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
+    /// Bumped on every change; the `ETag` header carries it.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 impl crate::db::FromRow for Agent {
@@ -109,6 +112,7 @@ impl crate::db::FromRow for Agent {
             last_active_at: row.try_get("last_active_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            version: row.try_get("version")?,
         })
     }
 }
@@ -176,6 +180,17 @@ pub struct AgentChanges {
 }
 
 impl AgentChanges {
+    /// The names of the fields this change sets, for the audit trail (never their values).
+    pub fn field_names(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("config", self.config.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
     pub fn parse(body: Value) -> Result<Self, ApiError> {
         let mut fields = Fields::new(body)?;
         let name = fields.text("name", NAME);

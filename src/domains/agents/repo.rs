@@ -11,7 +11,7 @@ use crate::pagination::{CursorPage, PageRequest, Position};
 use tokio_postgres::types::ToSql;
 
 const COLUMNS: &str = "id, org_id, name, slug, status, config, total_sessions, total_memories, \
-                       last_active_at, created_at, updated_at";
+                       last_active_at, created_at, updated_at, version";
 
 fn not_found() -> ApiError {
     ApiError::not_found("No agent with this id.")
@@ -151,24 +151,32 @@ pub async fn read_below_agent(
     Ok(rows)
 }
 
-pub async fn update(tx: &mut OrgTx, id: Uuid, changes: AgentChanges) -> Result<Agent, ApiError> {
+/// `if_match`: the versions the change may apply to (`None`: any), checked in the UPDATE itself.
+pub async fn update(
+    tx: &mut OrgTx,
+    id: Uuid,
+    changes: AgentChanges,
+    if_match: Option<Vec<i64>>,
+) -> Result<Agent, ApiError> {
     // An archived agent is read-only (**Decision**: archived is terminal for its settings too).
     if changes.name.is_none() && changes.config.is_none() {
         let agent = get(tx, id).await?;
+        check_version(&agent, if_match.as_deref())?;
         if agent.status == AgentStatus::Archived {
             return Err(ApiError::Conflict(Conflict::AgentStatus));
         }
         return Ok(agent);
     }
     let org_id = tx.org_id();
-    // The status condition is checked on the row the UPDATE locks: no read-then-write race,
-    // and one statement where a locking read and the update were two.
+    // The status and version conditions are checked on the row the UPDATE locks: no
+    // read-then-write race, and one statement where a locking read and the update were two.
     let updated = tx
         .fetch_optional::<Agent>(
             &format!(
                 "UPDATE ibex_core.agents
                  SET name = COALESCE($3, name), config = COALESCE($4, config), updated_at = now()
                  WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL AND status <> 'archived'
+                   AND ($5::int8[] IS NULL OR version = ANY($5))
                  RETURNING {COLUMNS}"
             ),
             &[
@@ -176,44 +184,50 @@ pub async fn update(tx: &mut OrgTx, id: Uuid, changes: AgentChanges) -> Result<A
                 &id,
                 &changes.name,
                 &changes.config.map(Value::Object),
+                &if_match,
             ],
         )
         .await?;
     match updated {
         Some(agent) => Ok(agent),
-        // Missing (404) or archived (409): `get` tells which.
+        // Missing (404), changed since If-Match (412) or archived (409): `get` tells which.
         None => {
-            get(tx, id).await?;
+            check_version(&get(tx, id).await?, if_match.as_deref())?;
             Err(ApiError::Conflict(Conflict::AgentStatus))
         }
     }
 }
 
+/// 412 when `if_match` names versions and the agent has none of them.
+fn check_version(agent: &Agent, if_match: Option<&[i64]>) -> Result<(), ApiError> {
+    match if_match {
+        Some(versions) if !versions.contains(&agent.version) => Err(ApiError::PreconditionFailed),
+        _ => Ok(()),
+    }
+}
+
 /// Soft delete; an agent with (live) sessions in the sessions table must be archived instead.
-pub async fn soft_delete(tx: &mut OrgTx, id: Uuid) -> Result<(), ApiError> {
+pub async fn soft_delete(
+    tx: &mut OrgTx,
+    id: Uuid,
+    if_match: Option<Vec<i64>>,
+) -> Result<(), ApiError> {
     let org_id = tx.org_id();
     let deleted = tx
         .execute(
             "UPDATE ibex_core.agents SET deleted_at = now(), updated_at = now()
              WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL
+               AND ($3::int8[] IS NULL OR version = ANY($3))
                AND NOT EXISTS (SELECT 1 FROM ibex_core.sessions s
                                WHERE s.org_id = $1 AND s.agent_id = $2 AND s.deleted_at IS NULL)",
-            &[&org_id, &id],
+            &[&org_id, &id, &if_match],
         )
         .await?;
     if deleted == 1 {
         return Ok(());
     }
-    let live = tx
-        .query_opt(
-            "SELECT 1 FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
-            &[&org_id, &id],
-        )
-        .await?;
-    match live {
-        None => Err(not_found()),
-        Some(_) => Err(ApiError::Conflict(Conflict::AgentHasSessions)),
-    }
+    check_version(&get(tx, id).await?, if_match.as_deref())?;
+    Err(ApiError::Conflict(Conflict::AgentHasSessions))
 }
 
 /// Moves the agent to `target` if the lifecycle allows it; asking for the current status is a

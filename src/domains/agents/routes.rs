@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::LOCATION;
 use serde_json::Value;
@@ -12,6 +12,8 @@ use serde_json::Value;
 use super::model::{Agent, AgentChanges, AgentFilter, AgentPath, AgentStatus, NewAgent};
 use super::repo;
 use crate::auth::{Caller, Permissions};
+use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
+use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
@@ -56,73 +58,90 @@ pub async fn list_agents(
 pub async fn create_agent(
     State(state): State<AppState>,
     caller: Caller,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     let new = NewAgent::parse(body)?;
     let mut tx = state.db.begin_for(&caller).await?;
     let agent = repo::insert(&mut tx, caller.user_id, new).await?;
+    record(&mut tx, &caller, &audit, "agent.create", agent.id, &[]);
     tx.commit().await?;
     let location = format!("/v1/agents/{}", agent.id);
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(agent)))
 }
 
 #[utoipa::path(get, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Get an agent",
-    params(AgentPath),
+    params(AgentPath, IfNoneMatch),
     responses(
-        (status = 200, description = "The agent.", body = Agent),
+        (status = 200, description = "The agent.", body = Agent,
+            headers(("ETag" = String, description = "The agent's version, for If-Match and If-None-Match."))),
+        (status = 304, description = "Not modified: the If-None-Match tag is current.",
+            headers(("ETag" = String, description = "The agent's version."))),
         (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
     ))]
 pub async fn get_agent(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
-) -> Result<Json<Agent>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<Response, ApiError> {
     let mut tx = state.db.begin_for(&caller).await?;
     let agent = repo::get(&mut tx, path.agent_id).await?;
     tx.finish_read();
-    Ok(Json(agent))
+    Ok(preconditions.read(agent.version, Json(agent)))
 }
 
 #[utoipa::path(patch, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Update an agent",
     description = "Needs `org_settings:write`. Changes only the fields present; `slug` is immutable and `status` changes through the lifecycle operations. An archived agent is read-only.",
-    params(AgentPath),
+    params(AgentPath, IfMatch),
     request_body = crate::domains::agents::model::UpdateAgentBody,
     responses(
-        (status = 200, description = "The updated agent.", body = Agent),
+        (status = 200, description = "The updated agent.", body = Agent,
+            headers(("ETag" = String, description = "The agent's new version."))),
         (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the agent changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn update_agent(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<Agent>, ApiError> {
+) -> Result<Tagged<Json<Agent>>, ApiError> {
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     let changes = AgentChanges::parse(body)?;
+    let changed = changes.field_names();
     let mut tx = state.db.begin_for(&caller).await?;
-    let agent = repo::update(&mut tx, path.agent_id, changes).await?;
+    let if_match = preconditions.if_match_versions();
+    let agent = repo::update(&mut tx, path.agent_id, changes, if_match).await?;
+    record(&mut tx, &caller, &audit, "agent.update", agent.id, &changed);
     tx.commit().await?;
-    Ok(Json(agent))
+    Ok(Tagged(agent.version, Json(agent)))
 }
 
 #[utoipa::path(delete, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Delete an agent",
     description = "Needs `org_settings:write`. Soft delete: the agent disappears from reads and frees its slug. An agent with sessions must be archived instead.",
-    params(AgentPath),
+    params(AgentPath, IfMatch),
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_HAS_SESSIONS: archive the agent instead.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the agent changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn delete_agent(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    repo::soft_delete(&mut tx, path.agent_id).await?;
+    repo::soft_delete(&mut tx, path.agent_id, preconditions.if_match_versions()).await?;
+    record(&mut tx, &caller, &audit, "agent.delete", path.agent_id, &[]);
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -130,19 +149,21 @@ pub async fn delete_agent(
 async fn transition(
     state: AppState,
     caller: Caller,
+    audit: AuditContext,
     path: AgentPath,
-    target: AgentStatus,
+    (target, action): (AgentStatus, &'static str),
 ) -> Result<Json<Agent>, ApiError> {
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     let mut tx = state.db.begin_for(&caller).await?;
     let agent = repo::transition(&mut tx, path.agent_id, target).await?;
+    record(&mut tx, &caller, &audit, action, agent.id, &[]);
     tx.commit().await?;
     Ok(Json(agent))
 }
 
 /// Declares a lifecycle operation: same permission, same answers, one target status.
 macro_rules! lifecycle {
-    ($name:ident, $path:literal, $summary:literal, $target:expr, $from:literal) => {
+    ($name:ident, $path:literal, $summary:literal, $target:expr, $action:literal, $from:literal) => {
         #[utoipa::path(post, path = $path, tag = "agents", summary = $summary,
             description = concat!("Needs `org_settings:write`. Allowed from ", $from,
                 "; asking for the current status is a no-op 200."),
@@ -155,9 +176,10 @@ macro_rules! lifecycle {
         pub async fn $name(
             State(state): State<AppState>,
             caller: Caller,
+            audit: AuditContext,
             ApiPath(path): ApiPath<AgentPath>,
         ) -> Result<Json<Agent>, ApiError> {
-            transition(state, caller, path, $target).await
+            transition(state, caller, audit, path, ($target, $action)).await
         }
     };
 }
@@ -167,6 +189,7 @@ lifecycle!(
     "/v1/agents/{agent_id}/activate",
     "Activate an agent",
     AgentStatus::Active,
+    "agent.activate",
     "`paused`"
 );
 lifecycle!(
@@ -174,6 +197,7 @@ lifecycle!(
     "/v1/agents/{agent_id}/pause",
     "Pause an agent",
     AgentStatus::Paused,
+    "agent.pause",
     "`active`"
 );
 lifecycle!(
@@ -181,5 +205,6 @@ lifecycle!(
     "/v1/agents/{agent_id}/archive",
     "Archive an agent",
     AgentStatus::Archived,
+    "agent.archive",
     "`active`, `paused` or `suspended`; archived is terminal"
 );

@@ -31,6 +31,9 @@ pub struct Directive {
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
+    /// Bumped on every change; the `ETag` header carries it.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 /// A version in the history list (no content).
@@ -101,6 +104,16 @@ pub struct DirectiveChange {
 }
 
 impl DirectiveChange {
+    /// The names of the fields this change sets, for the audit trail (never their values: the
+    /// content is the customer's).
+    pub fn field_names(&self) -> Vec<&'static str> {
+        let mut names = vec!["content"];
+        if self.injection_mode.is_some() {
+            names.push("injection_mode");
+        }
+        names
+    }
+
     pub fn parse(body: Value) -> Result<Self, ApiError> {
         let mut fields = Fields::new(body)?;
         let content = fields.required("content", |f| f.text("content", CONTENT));

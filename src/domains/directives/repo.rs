@@ -19,14 +19,15 @@ fn no_directive() -> ApiError {
 const AGENT_STATUS_FOR_SHARE: &str = "SELECT status FROM ibex_core.agents
      WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL FOR SHARE";
 
-const LOCK: &str = "SELECT d.id, d.is_active, d.last_version_num, d.injection_mode, v.content_hash
+const LOCK: &str = "SELECT d.id, d.is_active, d.last_version_num, d.injection_mode, d.version,
+            v.content_hash
      FROM ibex_core.directives d
      LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id
      WHERE d.org_id = $1 AND d.agent_id = $2
      FOR UPDATE OF d";
 
 const SELECT: &str = "SELECT d.id, d.agent_id, d.injection_mode, d.is_active, v.version_num,
-            v.content, d.created_at, d.updated_at
+            v.content, d.created_at, d.updated_at, d.version
      FROM ibex_core.directives d
      LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id AND d.is_active
      WHERE d.org_id = $1 AND d.agent_id = $2";
@@ -52,6 +53,7 @@ fn locked(row: &tokio_postgres::Row) -> Result<Locked, ApiError> {
             last_version_num: row.try_get("last_version_num")?,
             injection_mode: row.try_get("injection_mode")?,
             active_hash: row.try_get("content_hash")?,
+            version: row.try_get("version")?,
         })
     };
     Ok(read().map_err(DbError::from)?)
@@ -76,7 +78,7 @@ pub async fn get(tx: &mut OrgTx, agent_id: Uuid) -> Result<Directive, ApiError> 
         tx,
         agent_id,
         "SELECT d.id, d.agent_id, d.injection_mode, d.is_active, v.version_num, v.content,
-                d.created_at, d.updated_at
+                d.created_at, d.updated_at, d.version
          FROM ibex_core.directives d
          LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id AND d.is_active
          WHERE d.org_id = $1 AND d.agent_id = $2",
@@ -97,6 +99,7 @@ impl FromRow for Directive {
             content: row.try_get("content")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            version: row.try_get("version")?,
         })
     }
 }
@@ -140,33 +143,28 @@ struct Locked {
     last_version_num: i32,
     injection_mode: String,
     active_hash: Option<String>,
+    /// The directive's version (its `ETag`), for `If-Match`.
+    version: i64,
+}
+
+impl Locked {
+    /// 412 when `if_match` names versions and the locked directive has none of them.
+    fn check_version(&self, if_match: Option<&[i64]>) -> Result<(), ApiError> {
+        match if_match {
+            Some(versions) if !versions.contains(&self.version) => {
+                Err(ApiError::PreconditionFailed)
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 async fn lock(tx: &mut OrgTx, agent_id: Uuid) -> Result<Option<Locked>, ApiError> {
     let org_id = tx.org_id();
-    let row = tx
-        .query_opt(
-            "SELECT d.id, d.is_active, d.last_version_num, d.injection_mode, v.content_hash
-             FROM ibex_core.directives d
-             LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id
-             WHERE d.org_id = $1 AND d.agent_id = $2
-             FOR UPDATE OF d",
-            &[&org_id, &agent_id],
-        )
-        .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let locked = || -> Result<Locked, tokio_postgres::Error> {
-        Ok(Locked {
-            id: row.try_get("id")?,
-            is_active: row.try_get("is_active")?,
-            last_version_num: row.try_get("last_version_num")?,
-            injection_mode: row.try_get("injection_mode")?,
-            active_hash: row.try_get("content_hash")?,
-        })
-    };
-    Ok(Some(locked().map_err(DbError::from)?))
+    match tx.query_opt(LOCK, &[&org_id, &agent_id]).await? {
+        Some(row) => Ok(Some(locked(&row)?)),
+        None => Ok(None),
+    }
 }
 
 pub fn content_hash(content: &str) -> String {
@@ -185,6 +183,7 @@ pub async fn set(
     agent_id: Uuid,
     change: DirectiveChange,
     created_by: Option<Uuid>,
+    if_match: Option<Vec<i64>>,
 ) -> Result<(Outcome, Directive), ApiError> {
     let org_id = tx.org_id();
     // Two first writes at once: one inserts, the other finds the row and waits on its lock.
@@ -208,6 +207,11 @@ pub async fn set(
     let created = !first.pop().unwrap_or_default().is_empty();
     check_writable(&first.pop().unwrap_or_default())?;
     let current = locked(lock_rows.first().ok_or_else(no_directive)?)?;
+    // A directive created by this very request had no version the caller could have seen.
+    if created && if_match.is_some() {
+        return Err(ApiError::PreconditionFailed);
+    }
+    current.check_version(if_match.as_deref())?;
     let hash = content_hash(&change.content);
     if current.is_active && current.active_hash.as_deref() == Some(hash.as_str()) {
         let mode_changes = change
@@ -283,6 +287,7 @@ pub async fn rollback(
     tx: &mut OrgTx,
     agent_id: Uuid,
     version_num: i32,
+    if_match: Option<Vec<i64>>,
 ) -> Result<(Outcome, Directive), ApiError> {
     let org_id = tx.org_id();
     let mut first = tx
@@ -294,6 +299,7 @@ pub async fn rollback(
     let lock_rows = first.pop().unwrap_or_default();
     check_writable(&first.pop().unwrap_or_default())?;
     let current = locked(lock_rows.first().ok_or_else(no_directive)?)?;
+    current.check_version(if_match.as_deref())?;
     if !current.is_active {
         return Err(no_directive());
     }
@@ -333,9 +339,14 @@ pub async fn rollback(
 
 /// Deactivates the directive and clears its pointer; the history stays. Already inactive: a
 /// no-op.
-pub async fn deactivate(tx: &mut OrgTx, agent_id: Uuid) -> Result<Outcome, ApiError> {
+pub async fn deactivate(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    if_match: Option<Vec<i64>>,
+) -> Result<Outcome, ApiError> {
     let org_id = tx.org_id();
     let current = lock(tx, agent_id).await?.ok_or_else(no_directive)?;
+    current.check_version(if_match.as_deref())?;
     if !current.is_active {
         return Ok(Outcome {
             created: false,

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::LOCATION;
 use serde_json::Value;
@@ -16,8 +16,10 @@ use super::model::{
 };
 use super::repo::{self, Outcome};
 use crate::auth::{Caller, Permissions};
+use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::db::OrgTx;
 use crate::domains::agents::AgentPath;
+use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::events::{self, Event};
 use crate::extract::{ApiJson, ApiPath};
@@ -46,46 +48,66 @@ async fn finish(
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/directive", tag = "directives",
     summary = "Get an agent's directive",
     description = "Needs `directive:read`. The directive with its active version (`version_num` and `content` null while deactivated).",
-    params(AgentPath),
+    params(AgentPath, IfNoneMatch),
     responses(
-        (status = 200, description = "The directive.", body = Directive),
+        (status = 200, description = "The directive.", body = Directive,
+            headers(("ETag" = String, description = "The directive's version, for If-Match and If-None-Match."))),
+        (status = 304, description = "Not modified: the If-None-Match tag is current.",
+            headers(("ETag" = String, description = "The directive's version."))),
         (status = 404, description = "NOT_FOUND: no such agent in the organization, or it never had a directive.", body = ErrorResponse),
     ))]
 pub async fn get_directive(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
-) -> Result<Json<Directive>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<Response, ApiError> {
     caller.require(Permissions::DIRECTIVE_READ)?;
     let mut tx = state.db.begin_for(&caller).await?;
     // The agent check travels with the read (`read_below_agent`).
     let directive = repo::get(&mut tx, path.agent_id).await?;
     tx.finish_read();
-    Ok(Json(directive))
+    Ok(preconditions.read(directive.version, Json(directive)))
 }
 
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/directive", tag = "directives",
     summary = "Create or update an agent's directive",
     description = "Needs `directive:write`. A new version N+1 becomes active (`201` when the directive is created, `200` after). Content equal to the active version's creates no version: a no-op `200`, unless `injection_mode` changes. After a DELETE, a POST reactivates the directive with a new version. The proxy learns of every change within a second.",
-    params(AgentPath),
+    params(AgentPath, IfMatch),
     request_body = crate::domains::directives::model::SetDirectiveBody,
     responses(
-        (status = 200, description = "Updated (or unchanged).", body = Directive),
+        (status = 200, description = "Updated (or unchanged).", body = Directive,
+            headers(("ETag" = String, description = "The directive's version."))),
         (status = 201, description = "Created with version 1; `Location` names it.", body = Directive,
-            headers(("Location" = String, description = "/v1/agents/{agent_id}/directive"))),
+            headers(("Location" = String, description = "/v1/agents/{agent_id}/directive"),
+                    ("ETag" = String, description = "The directive's version."))),
         (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the directive changed since the If-Match version (or did not exist yet); nothing changed.", body = ErrorResponse),
     ))]
 pub async fn set_directive(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permissions::DIRECTIVE_WRITE)?;
     let change = DirectiveChange::parse(body)?;
+    let changed = change.field_names();
     let mut tx = state.db.begin_for(&caller).await?;
-    let (outcome, directive) = repo::set(&mut tx, path.agent_id, change, caller.user_id).await?;
+    let if_match = preconditions.if_match_versions();
+    let (outcome, directive) =
+        repo::set(&mut tx, path.agent_id, change, caller.user_id, if_match).await?;
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "directive.set",
+        path.agent_id,
+        &changed,
+    );
     let directive = finish(tx, path.agent_id, outcome, Some(directive)).await?;
     let status = if outcome.created {
         StatusCode::CREATED
@@ -93,27 +115,43 @@ pub async fn set_directive(
         StatusCode::OK
     };
     let location = format!("/v1/agents/{}/directive", path.agent_id);
-    Ok((status, [(LOCATION, location)], Json(directive)))
+    let version = directive.version;
+    Ok(Tagged(
+        version,
+        (status, [(LOCATION, location)], Json(directive)),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/agents/{agent_id}/directive", tag = "directives",
     summary = "Deactivate an agent's directive",
     description = "Needs `directive:revoke`. Deactivates the directive and clears its active version; the history stays. Already inactive: `204` again.",
-    params(AgentPath),
+    params(AgentPath, IfMatch),
     responses(
         (status = 204, description = "Deactivated."),
         (status = 404, description = "NOT_FOUND: no such agent in the organization, or it has no directive.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the directive changed since the If-Match version (or did not exist yet); nothing changed.", body = ErrorResponse),
     ))]
 pub async fn delete_directive(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permissions::DIRECTIVE_REVOKE)?;
     let mut tx = state.db.begin_for(&caller).await?;
     repo::writable_agent(&mut tx, path.agent_id).await?;
-    let outcome = repo::deactivate(&mut tx, path.agent_id).await?;
+    let if_match = preconditions.if_match_versions();
+    let outcome = repo::deactivate(&mut tx, path.agent_id, if_match).await?;
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "directive.deactivate",
+        path.agent_id,
+        &[],
+    );
     finish(tx, path.agent_id, outcome, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -170,24 +208,37 @@ pub async fn get_directive_version(
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/directive/rollback", tag = "directives",
     summary = "Roll back to an earlier version",
     description = "Needs `directive:promote`. Makes version `version_num` active again; creates no version. The active one already: a no-op `200`.",
-    params(AgentPath),
+    params(AgentPath, IfMatch),
     request_body = crate::domains::directives::model::RollbackBody,
     responses(
-        (status = 200, description = "The directive with its new active version.", body = Directive),
+        (status = 200, description = "The directive with its new active version.", body = Directive,
+            headers(("ETag" = String, description = "The directive's version."))),
         (status = 404, description = "NOT_FOUND: no such agent or version, or the directive is deactivated.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the directive changed since the If-Match version (or did not exist yet); nothing changed.", body = ErrorResponse),
     ))]
 pub async fn rollback_directive(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<Directive>, ApiError> {
+) -> Result<Tagged<Json<Directive>>, ApiError> {
     caller.require(Permissions::DIRECTIVE_PROMOTE)?;
     let RollbackTo(version_num) = RollbackTo::parse(body)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    let (outcome, directive) = repo::rollback(&mut tx, path.agent_id, version_num).await?;
-    Ok(Json(
-        finish(tx, path.agent_id, outcome, Some(directive)).await?,
-    ))
+    let if_match = preconditions.if_match_versions();
+    let (outcome, directive) =
+        repo::rollback(&mut tx, path.agent_id, version_num, if_match).await?;
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "directive.rollback",
+        path.agent_id,
+        &["active_version"],
+    );
+    let directive = finish(tx, path.agent_id, outcome, Some(directive)).await?;
+    Ok(Tagged(directive.version, Json(directive)))
 }

@@ -17,6 +17,7 @@ use super::search::MemoryService;
 use crate::auth::{Caller, Permissions};
 use crate::domains::agents::AgentPath;
 use crate::domains::agents::repo::live_status;
+use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::pagination::{CursorPage, Page, PageParams};
@@ -83,6 +84,7 @@ pub async fn delete_memory(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<MemoryPath>,
+    audit: AuditContext,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permissions::MEMORY_DELETE)?;
     let mut tx = state.db.begin_for(&caller).await?;
@@ -97,6 +99,14 @@ pub async fn delete_memory(
     if deleted == 0 {
         return Err(ApiError::not_found("No memory with this id."));
     }
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "memory.delete",
+        path.memory_id,
+        &[],
+    );
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -116,6 +126,7 @@ pub async fn delete_memories(
     ApiPath(path): ApiPath<AgentPath>,
     ApiQuery(confirm): ApiQuery<ConfirmParam>,
     ApiQuery(params): ApiQuery<FilterParams>,
+    audit: AuditContext,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permissions::MEMORY_DELETE)?;
     if confirm.confirm.as_deref() != Some("true") {
@@ -135,6 +146,16 @@ pub async fn delete_memories(
         caller.user_id,
     )
     .await?;
+    // The target is the agent whose memories went; the filters are not recorded (a tag can
+    // be content).
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "memory.bulk_delete",
+        path.agent_id,
+        &[],
+    );
     tx.commit().await?;
     Ok((
         StatusCode::NO_CONTENT,
@@ -207,6 +228,7 @@ pub async fn export_memories(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permissions::MEMORY_BULK_EXPORT)?;
@@ -224,6 +246,14 @@ pub async fn export_memories(
         caller.user_id,
     )
     .await?;
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "memory_export.create",
+        job.job_id,
+        &[],
+    );
     tx.commit().await?;
     state.exports.notify_one();
     let location = format!(

@@ -19,6 +19,7 @@ use crate::storage::Storage;
 /// Every org-scoped table, children before parents. Adding a table to the deletion is one line
 /// here. The organization's row goes last, after the delivered events that mention it.
 pub const CASCADE: &[&str] = &[
+    "ibex_core.audit_events",
     "ibex_core.memory_relationships",
     "ibex_core.memory_tags",
     "ibex_core.memory_versions",

@@ -37,6 +37,9 @@ pub struct Organization {
     /// Present once a deletion is requested, until the organization's row itself is removed.
     #[schema(required = true)]
     pub deletion: Option<Deletion>,
+    /// Bumped on every change; the `ETag` header carries it.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,6 +85,18 @@ pub struct OrgChanges {
 }
 
 impl OrgChanges {
+    /// The names of the fields this change sets, for the audit trail (never their values).
+    pub fn field_names(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("billing_email", self.billing_email.is_some()),
+            ("settings", self.settings.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
     pub fn parse(body: Value) -> Result<Self, ApiError> {
         let mut fields = Fields::new(body)?;
         let name = fields.text("name", NAME);

@@ -11,10 +11,10 @@ use crate::error::{ApiError, Conflict};
 use crate::events::{self, Event};
 
 const COLUMNS: &str = "o.id, o.name, o.slug, o.tier, o.status, o.billing_email, o.settings,
-                       o.created_at, o.updated_at, d.state, d.requested_at";
+                       o.created_at, o.updated_at, o.version, d.state, d.requested_at";
 
 const SELECT: &str = "SELECT o.id, o.name, o.slug, o.tier, o.status, o.billing_email, o.settings,
-                             o.created_at, o.updated_at, d.state, d.requested_at
+                             o.created_at, o.updated_at, o.version, d.state, d.requested_at
                       FROM ibex_core.organizations o
                       LEFT JOIN ibex_core.org_deletions d ON d.org_id = o.id AND d.state <> 'done'
                       WHERE o.id = $1 AND o.deleted_at IS NULL";
@@ -33,6 +33,7 @@ impl FromRow for Organization {
             settings: row.try_get("settings")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            version: row.try_get("version")?,
             deletion: state
                 .zip(requested_at)
                 .map(|(state, requested_at)| Deletion {
@@ -54,23 +55,39 @@ pub async fn get(tx: &mut OrgTx) -> Result<Organization, ApiError> {
         .ok_or_else(missing)
 }
 
-/// The organization's status, locked until the transaction ends.
-async fn lock_status(tx: &mut OrgTx) -> Result<String, ApiError> {
+/// The organization's status, locked until the transaction ends; 412 when `if_match` names
+/// versions and the locked row has none of them.
+async fn lock_status(tx: &mut OrgTx, if_match: Option<&[i64]>) -> Result<String, ApiError> {
     let org_id = tx.org_id();
     let row = tx
         .query_opt(
-            "SELECT status FROM ibex_core.organizations
+            "SELECT status, version FROM ibex_core.organizations
              WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
             &[&org_id],
         )
         .await?
         .ok_or_else(missing)?;
+    let version: i64 = row.try_get(1).map_err(DbError::from)?;
+    check_version(version, if_match)?;
     Ok(row.try_get(0).map_err(DbError::from)?)
 }
 
-pub async fn update(tx: &mut OrgTx, changes: OrgChanges) -> Result<Organization, ApiError> {
+fn check_version(version: i64, if_match: Option<&[i64]>) -> Result<(), ApiError> {
+    match if_match {
+        Some(versions) if !versions.contains(&version) => Err(ApiError::PreconditionFailed),
+        _ => Ok(()),
+    }
+}
+
+/// `if_match`: the versions the change may apply to, checked in the UPDATE itself.
+pub async fn update(
+    tx: &mut OrgTx,
+    changes: OrgChanges,
+    if_match: Option<Vec<i64>>,
+) -> Result<Organization, ApiError> {
     if changes.is_empty() {
         let org = get(tx).await?;
+        check_version(org.version, if_match.as_deref())?;
         return match org.status.as_str() {
             "cancelled" => Err(ApiError::Conflict(Conflict::OrgStatus)),
             _ => Ok(org),
@@ -93,6 +110,7 @@ pub async fn update(tx: &mut OrgTx, changes: OrgChanges) -> Result<Organization,
                          settings = COALESCE($5, settings),
                          updated_at = now()
                      WHERE id = $1 AND deleted_at IS NULL AND status <> 'cancelled'
+                       AND ($6::int8[] IS NULL OR version = ANY($6))
                      RETURNING *)
                  SELECT {COLUMNS} FROM o
                  LEFT JOIN ibex_core.org_deletions d ON d.org_id = o.id AND d.state <> 'done'"
@@ -103,13 +121,15 @@ pub async fn update(tx: &mut OrgTx, changes: OrgChanges) -> Result<Organization,
                 &set_email,
                 &email,
                 &changes.settings.map(Value::Object),
+                &if_match,
             ],
         )
         .await?;
     match updated {
         Some(org) => Ok(org),
+        // Missing (404), changed since If-Match (412) or being deleted (409).
         None => {
-            get(tx).await?;
+            check_version(get(tx).await?.version, if_match.as_deref())?;
             Err(ApiError::Conflict(Conflict::OrgStatus))
         }
     }
@@ -118,7 +138,7 @@ pub async fn update(tx: &mut OrgTx, changes: OrgChanges) -> Result<Organization,
 /// Suspends the organization and announces it (in the same transaction); already suspended is a
 /// no-op that announces nothing.
 pub async fn suspend(tx: &mut OrgTx) -> Result<Organization, ApiError> {
-    match lock_status(tx).await?.as_str() {
+    match lock_status(tx, None).await?.as_str() {
         "suspended" => return get(tx).await,
         "cancelled" => return Err(ApiError::Conflict(Conflict::OrgStatus)),
         _ => {}
@@ -143,9 +163,12 @@ async fn updated_at(tx: &mut OrgTx, status: &str) -> Result<DateTime<Utc>, ApiEr
 
 /// Cancels the organization, blocks its traffic and schedules the GDPR deletion job. Asking again
 /// while it is scheduled is a no-op.
-pub async fn request_deletion(tx: &mut OrgTx) -> Result<Organization, ApiError> {
+pub async fn request_deletion(
+    tx: &mut OrgTx,
+    if_match: Option<Vec<i64>>,
+) -> Result<Organization, ApiError> {
     let org_id = tx.org_id();
-    if lock_status(tx).await? != "cancelled" {
+    if lock_status(tx, if_match.as_deref()).await? != "cancelled" {
         let now = updated_at(tx, "cancelled").await?;
         events::enqueue(tx, Event::org_suspended(org_id, now)).await?;
     }

@@ -4,14 +4,16 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::Value;
 
 use super::model::{OrgChanges, OrgPath, Organization};
 use super::repo;
 use crate::auth::{Caller, Permissions};
+use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::db::OrgTx;
+use crate::domains::audit::{AuditContext, record};
 use crate::domains::users::repo::caller_role;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath};
@@ -35,46 +37,63 @@ async fn require_owner(tx: &mut OrgTx, caller: &Caller) -> Result<(), ApiError> 
 
 #[utoipa::path(get, path = "/v1/organizations/{org_id}", tag = "organizations",
     summary = "Get the caller's organization",
-    params(OrgPath),
+    params(OrgPath, IfNoneMatch),
     responses(
-        (status = 200, description = "The organization; `deletion` is set while a requested deletion is under way.", body = Organization),
+        (status = 200, description = "The organization; `deletion` is set while a requested deletion is under way.", body = Organization,
+            headers(("ETag" = String, description = "The organization's version, for If-Match and If-None-Match."))),
+        (status = 304, description = "Not modified: the If-None-Match tag is current.",
+            headers(("ETag" = String, description = "The organization's version."))),
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
     ))]
 pub async fn get_organization(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<OrgPath>,
-) -> Result<Json<Organization>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<Response, ApiError> {
     own_org(&caller, &path)?;
     let mut tx = state.db.begin_for(&caller).await?;
     let org = repo::get(&mut tx).await?;
     tx.finish_read();
-    Ok(Json(org))
+    Ok(preconditions.read(org.version, Json(org)))
 }
 
 #[utoipa::path(patch, path = "/v1/organizations/{org_id}", tag = "organizations",
     summary = "Update the caller's organization",
     description = "Needs `org_settings:write`. Changes `name`, `billing_email` (null clears it) and `settings` (replaced whole) only.",
-    params(OrgPath),
+    params(OrgPath, IfMatch),
     request_body = crate::domains::organizations::model::UpdateOrganizationBody,
     responses(
-        (status = 200, description = "The updated organization.", body = Organization),
+        (status = 200, description = "The updated organization.", body = Organization,
+            headers(("ETag" = String, description = "The organization's new version."))),
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
         (status = 409, description = "ORG_STATUS_CONFLICT: the organization's deletion is under way.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the organization changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn update_organization(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<OrgPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<Organization>, ApiError> {
+) -> Result<Tagged<Json<Organization>>, ApiError> {
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     own_org(&caller, &path)?;
     let changes = OrgChanges::parse(body)?;
+    let changed = changes.field_names();
     let mut tx = state.db.begin_for(&caller).await?;
-    let org = repo::update(&mut tx, changes).await?;
+    let org = repo::update(&mut tx, changes, preconditions.if_match_versions()).await?;
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "organization.update",
+        org.id,
+        &changed,
+    );
     tx.commit().await?;
-    Ok(Json(org))
+    Ok(Tagged(org.version, Json(org)))
 }
 
 #[utoipa::path(post, path = "/v1/organizations/{org_id}/suspend", tag = "organizations",
@@ -89,6 +108,7 @@ pub async fn update_organization(
 pub async fn suspend_organization(
     State(state): State<AppState>,
     caller: Caller,
+    audit: AuditContext,
     ApiPath(path): ApiPath<OrgPath>,
 ) -> Result<Json<Organization>, ApiError> {
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
@@ -96,6 +116,14 @@ pub async fn suspend_organization(
     let mut tx = state.db.begin_for(&caller).await?;
     require_owner(&mut tx, &caller).await?;
     let org = repo::suspend(&mut tx).await?;
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "organization.suspend",
+        org.id,
+        &[],
+    );
     tx.commit().await?;
     Ok(Json(org))
 }
@@ -103,21 +131,32 @@ pub async fn suspend_organization(
 #[utoipa::path(delete, path = "/v1/organizations/{org_id}", tag = "organizations",
     summary = "Delete the caller's organization (GDPR)",
     description = "Needs `org_settings:write` and an owner. The organization turns `cancelled`, its traffic is blocked as for a suspension, and a background job removes every row it owns for good; `GET` shows `deletion` until the organization's own row goes. Asking again while it runs: 202 again.",
-    params(OrgPath),
+    params(OrgPath, IfMatch),
     responses(
         (status = 202, description = "The deletion is scheduled.", body = Organization),
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the organization changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn delete_organization(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<OrgPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     own_org(&caller, &path)?;
     let mut tx = state.db.begin_for(&caller).await?;
     require_owner(&mut tx, &caller).await?;
-    let org = repo::request_deletion(&mut tx).await?;
+    let org = repo::request_deletion(&mut tx, preconditions.if_match_versions()).await?;
+    record(
+        &mut tx,
+        &caller,
+        &audit,
+        "organization.delete_request",
+        org.id,
+        &[],
+    );
     tx.commit().await?;
     state.deletions.notify_one();
     Ok((StatusCode::ACCEPTED, Json(org)))

@@ -15,6 +15,7 @@ use crate::auth::proto::{
     CreateTokenRequest, ListTokensRequest, ListTokensResponse, RevokeTokenRequest, TokenType,
 };
 use crate::auth::{Caller, CallerToken, Permissions};
+use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiJson;
 use crate::extract::ApiPath;
@@ -96,6 +97,7 @@ pub async fn create_token(
     caller: Caller,
     token: CallerToken,
     request_id: RequestId,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permissions::TOKEN_CREATE)?;
@@ -143,6 +145,7 @@ pub async fn create_token(
         },
         plaintext: created.plaintext,
     };
+    audit_auth_change(&state, &caller, &audit, "token.create", id).await;
     let location = format!("/v1/tokens/{id}");
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)))
 }
@@ -190,6 +193,7 @@ pub async fn delete_token(
     token: CallerToken,
     request_id: RequestId,
     ApiPath(path): ApiPath<TokenPath>,
+    audit: AuditContext,
 ) -> Result<StatusCode, ApiError> {
     // The one rule that depends on the target (DOMAINS.md §1): one's own token needs no bit.
     if caller.token_id != Some(path.token_id) {
@@ -209,5 +213,28 @@ pub async fn delete_token(
         )
         .await?;
     state.auth.forget_token(path.token_id);
+    audit_auth_change(&state, &caller, &audit, "token.revoke", path.token_id).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records a change the auth service made (tokens live there, not in PostgreSQL), in a
+/// transaction of its own once the service has answered: it cannot share one with the change.
+/// If PostgreSQL fails here the change has still happened, so the answer stays a success (an
+/// error would invite a retry that mints a second token) and the gap is logged as an error.
+async fn audit_auth_change(
+    state: &AppState,
+    caller: &Caller,
+    audit: &AuditContext,
+    action: &'static str,
+    token_id: uuid::Uuid,
+) {
+    let written = async {
+        let mut tx = state.db.begin_for(caller).await?;
+        record(&mut tx, caller, audit, action, token_id, &[]);
+        tx.commit().await
+    }
+    .await;
+    if let Err(error) = written {
+        tracing::error!(action, %token_id, code = error.code(), "audit event not written");
+    }
 }

@@ -8,7 +8,7 @@ use crate::db::OrgTx;
 use crate::error::{ApiError, Conflict};
 use crate::pagination::{CursorPage, PageRequest, Position};
 
-const COLUMNS: &str = "id, org_id, email, name, role, status, created_at, updated_at";
+const COLUMNS: &str = "id, org_id, email, name, role, status, created_at, updated_at, version";
 
 fn not_found() -> ApiError {
     ApiError::not_found("No user with this id.")
@@ -163,14 +163,25 @@ fn check_owner_rules(
     Ok(())
 }
 
+/// 412 when `if_match` names versions and `user` (locked) has none of them.
+fn check_version(user: &User, if_match: Option<&[i64]>) -> Result<(), ApiError> {
+    match if_match {
+        Some(versions) if !versions.contains(&user.version) => Err(ApiError::PreconditionFailed),
+        _ => Ok(()),
+    }
+}
+
 /// `caller` is the calling user, if the token has one: only an owner moves the owner role.
+/// `if_match`: the versions the change may apply to, checked on the locked row.
 pub async fn update(
     tx: &mut OrgTx,
     id: Uuid,
     changes: UserChanges,
     caller: Option<Uuid>,
+    if_match: Option<Vec<i64>>,
 ) -> Result<User, ApiError> {
     let (owners, target) = lock_owners_and(tx, id, caller).await?;
+    check_version(&target, if_match.as_deref())?;
     let new_role = changes.role.filter(|role| *role != target.role);
     check_owner_rules(&owners, &target, new_role.or(Some(target.role.as_str())))?;
     if changes.name.is_none() && new_role.is_none() {
@@ -190,8 +201,14 @@ pub async fn update(
 }
 
 /// Soft delete: the user is deactivated and disappears from reads; the email is free again.
-pub async fn soft_delete(tx: &mut OrgTx, id: Uuid, caller: Option<Uuid>) -> Result<(), ApiError> {
+pub async fn soft_delete(
+    tx: &mut OrgTx,
+    id: Uuid,
+    caller: Option<Uuid>,
+    if_match: Option<Vec<i64>>,
+) -> Result<(), ApiError> {
     let (owners, target) = lock_owners_and(tx, id, caller).await?;
+    check_version(&target, if_match.as_deref())?;
     // Removing an owner is removing the owner role.
     check_owner_rules(&owners, &target, None)?;
     let org_id = tx.org_id();

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::LOCATION;
 use serde_json::Value;
@@ -11,7 +11,9 @@ use serde_json::Value;
 use super::model::{NewUser, User, UserChanges, UserPath};
 use super::repo;
 use crate::auth::{Caller, Permissions};
+use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::db::OrgTx;
+use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath};
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
@@ -54,6 +56,7 @@ pub async fn list_users(
 pub async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permissions::USER_MANAGE)?;
@@ -63,67 +66,84 @@ pub async fn create_user(
         return Err(ApiError::InsufficientPermissions);
     }
     let user = repo::insert(&mut tx, new).await?;
+    record(&mut tx, &caller, &audit, "user.create", user.id, &[]);
     tx.commit().await?;
     let location = format!("/v1/users/{}", user.id);
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(user)))
 }
 
 #[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users", summary = "Get a user",
-    params(UserPath),
+    params(UserPath, IfNoneMatch),
     responses(
-        (status = 200, description = "The user.", body = User),
+        (status = 200, description = "The user.", body = User,
+            headers(("ETag" = String, description = "The user's version, for If-Match and If-None-Match."))),
+        (status = 304, description = "Not modified: the If-None-Match tag is current.",
+            headers(("ETag" = String, description = "The user's version."))),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
     ))]
 pub async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<UserPath>,
-) -> Result<Json<User>, ApiError> {
+    preconditions: Preconditions,
+) -> Result<Response, ApiError> {
     let mut tx = state.db.begin_for(&caller).await?;
     let user = repo::get(&mut tx, path.user_id).await?;
     tx.finish_read();
-    Ok(Json(user))
+    Ok(preconditions.read(user.version, Json(user)))
 }
 
 #[utoipa::path(patch, path = "/v1/users/{user_id}", tag = "users", summary = "Update a user",
     description = "Needs `user:manage`. Changes `name` and `role` only. Granting or removing `owner` needs the caller to be an owner; the last owner cannot be demoted.",
-    params(UserPath),
+    params(UserPath, IfMatch),
     request_body = crate::domains::users::model::UpdateUserBody,
     responses(
-        (status = 200, description = "The updated user.", body = User),
+        (status = 200, description = "The updated user.", body = User,
+            headers(("ETag" = String, description = "The user's new version."))),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner keeps the role.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the user changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<UserPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
-) -> Result<Json<User>, ApiError> {
+) -> Result<Tagged<Json<User>>, ApiError> {
     caller.require(Permissions::USER_MANAGE)?;
     let changes = UserChanges::parse(body)?;
+    let changed = changes.field_names();
     let mut tx = state.db.begin_for(&caller).await?;
-    let user = repo::update(&mut tx, path.user_id, changes, caller.user_id).await?;
+    let if_match = preconditions.if_match_versions();
+    let user = repo::update(&mut tx, path.user_id, changes, caller.user_id, if_match).await?;
+    record(&mut tx, &caller, &audit, "user.update", user.id, &changed);
     tx.commit().await?;
-    Ok(Json(user))
+    Ok(Tagged(user.version, Json(user)))
 }
 
 #[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users", summary = "Delete a user",
     description = "Needs `user:manage` (and, for an owner, the caller to be an owner). Soft delete: the user is deactivated and frees its email. The last owner cannot be deleted.",
-    params(UserPath),
+    params(UserPath, IfMatch),
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner cannot be deleted.", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: the user changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn delete_user(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(path): ApiPath<UserPath>,
+    preconditions: Preconditions,
+    audit: AuditContext,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permissions::USER_MANAGE)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    repo::soft_delete(&mut tx, path.user_id, caller.user_id).await?;
+    let if_match = preconditions.if_match_versions();
+    repo::soft_delete(&mut tx, path.user_id, caller.user_id, if_match).await?;
+    record(&mut tx, &caller, &audit, "user.delete", path.user_id, &[]);
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,34 @@
+//! The audit operation: the organization's owners and admins read its trail.
+
+use axum::Json;
+use axum::extract::State;
+
+use super::model::{AuditEvent, AuditFilterParams, AuditFilters};
+use super::repo;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorResponse};
+use crate::extract::ApiQuery;
+use crate::pagination::{CursorPage, Page, PageParams};
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/v1/audit-events", tag = "audit", summary = "List audit events",
+    description = "The organization's owners and admins only: the caller's token must belong to a user who is an active `owner` or `admin` of the organization (no permission bit grants it; an agent's token never can). Every change made through the API, newest first; filters are exact matches and all given apply together; a cursor is valid only with the filters that produced it.",
+    params(PageParams, AuditFilterParams),
+    responses(
+        (status = 200, description = "One page of audit events.", body = CursorPage<AuditEvent>),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS: the caller is not an active owner or admin of the organization.", body = ErrorResponse),
+    ))]
+pub async fn list_audit_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    page: Page,
+    ApiQuery(params): ApiQuery<AuditFilterParams>,
+) -> Result<Json<CursorPage<AuditEvent>>, ApiError> {
+    let user = caller.user_id.ok_or(ApiError::InsufficientPermissions)?;
+    let filters = AuditFilters::parse(&params)?;
+    let page = page.resolve(&filters.scope())?;
+    let mut tx = state.db.begin_for(&caller).await?;
+    let events = repo::list(&mut tx, user, &filters, &page).await?;
+    tx.finish_read();
+    Ok(Json(events))
+}
