@@ -13,20 +13,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;
 
-/// Every permission bit the API checks.
-const ALL: u64 = (1 << 0)
-    | (1 << 2)
-    | (1 << 3)
-    | (1 << 8)
-    | (1 << 9)
-    | (1 << 10)
-    | (1 << 11)
-    | (1 << 17)
-    | (1 << 24)
-    | (1 << 32)
-    | (1 << 35)
-    | (1 << 36)
-    | (1 << 37);
+const ALL: u64 = ALL_PERMISSIONS;
 
 /// POSTs that change nothing (a search is a read with a body).
 const READS_BY_POST: &[&str] = &["search_memories"];

@@ -115,20 +115,7 @@ async fn flights_per_request(
     relay.take() as f64 / count as f64
 }
 
-/// Every permission bit the API checks.
-const ALL: u64 = (1 << 0)
-    | (1 << 2)
-    | (1 << 3)
-    | (1 << 8)
-    | (1 << 9)
-    | (1 << 10)
-    | (1 << 11)
-    | (1 << 17)
-    | (1 << 24)
-    | (1 << 32)
-    | (1 << 35)
-    | (1 << 36)
-    | (1 << 37);
+const ALL: u64 = ALL_PERMISSIONS;
 
 /// Seeds `count` memories of `agent`; returns their ids.
 async fn seed_memories(db: &TestDb, agent: uuid::Uuid, count: usize) -> Vec<uuid::Uuid> {

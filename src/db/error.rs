@@ -160,16 +160,6 @@ impl DbError {
         }
     }
 
-    /// A connection attempt the server refused or could not take yet: worth another try.
-    pub fn is_refused_connect(&self) -> bool {
-        match self {
-            DbError::Postgres(e) | DbError::Pool(deadpool_postgres::PoolError::Backend(e)) => {
-                refused_connect(e)
-            }
-            _ => false,
-        }
-    }
-
     /// A short cause for logs and `/ready`, with no URL, password or row data in it.
     pub fn describe(&self) -> String {
         use deadpool_postgres::PoolError;
@@ -186,7 +176,7 @@ impl DbError {
     }
 }
 
-/// See [`DbError::is_refused_connect`].
+/// A connection attempt the server refused or could not take yet: worth another try.
 pub(super) fn refused_connect(error: &tokio_postgres::Error) -> bool {
     io_source(error).is_some() || matches!(error.code().map(|c| c.code()), Some("57P03" | "53300"))
 }

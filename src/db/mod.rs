@@ -457,55 +457,41 @@ impl OrgTx {
         })
     }
 
+    /// Commits, sending the writes queued by [`OrgTx::execute_at_commit`] in the same flight.
     pub async fn commit(mut self) -> Result<(), ApiError> {
         let at_commit = std::mem::take(&mut self.at_commit);
-        if !at_commit.is_empty() {
-            // Sent with BEGIN if nothing else was; the flight before COMMIT's is this one.
-            let statements: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = at_commit
-                .iter()
-                .map(|(sql, params)| (*sql, params.params()))
-                .collect();
-            let statements: Vec<(&str, Params<'_>)> = statements
-                .iter()
-                .map(|(sql, params)| (*sql, params.as_slice()))
-                .collect();
-            let prepared = self.prepare_all(&statements).await.map_err(DbError::from)?;
-            if let Some(begin) = self.begin.take() {
-                self.open = true;
-                self.client.batch_execute(&begin).now_or_never();
-            }
-            let client = &self.client;
-            let writes = futures_util::future::try_join_all(
-                statements
-                    .iter()
-                    .zip(&prepared)
-                    .map(|((_, params), statement)| client.execute(statement, params)),
-            );
-            let span = crate::observability::traces::client_span("db.commit");
-            let committed = tracing::Instrument::instrument(
-                async { tokio::try_join!(writes, client.batch_execute("COMMIT")) },
-                span,
-            )
-            .await;
-            self.open = false;
-            crate::observability::metrics::record_db_transaction(
-                if committed.is_ok() { "commit" } else { "error" },
-                self.started.elapsed(),
-            );
-            committed.map_err(DbError::from)?;
-            if self.wake_on_commit {
-                self.outbox_wake.notify_one();
-            }
-            return Ok(());
-        }
-        if !self.open {
+        if !self.open && at_commit.is_empty() {
             // Nothing was sent: nothing to commit.
             self.begin = None;
             return Ok(());
         }
+        let statements: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = at_commit
+            .iter()
+            .map(|(sql, params)| (*sql, params.params()))
+            .collect();
+        let statements: Vec<(&str, Params<'_>)> = statements
+            .iter()
+            .map(|(sql, params)| (*sql, params.as_slice()))
+            .collect();
+        let prepared = self.prepare_all(&statements).await.map_err(DbError::from)?;
+        if let Some(begin) = self.begin.take() {
+            // Only queued writes: BEGIN goes out ahead of them, in the same flight.
+            self.open = true;
+            self.client.batch_execute(&begin).now_or_never();
+        }
+        let client = &self.client;
+        let writes = futures_util::future::try_join_all(
+            statements
+                .iter()
+                .zip(&prepared)
+                .map(|((_, params), statement)| client.execute(statement, params)),
+        );
         let span = crate::observability::traces::client_span("db.commit");
-        let committed =
-            tracing::Instrument::instrument(self.client.batch_execute("COMMIT"), span).await;
+        let committed = tracing::Instrument::instrument(
+            async { tokio::try_join!(writes, client.batch_execute("COMMIT")) },
+            span,
+        )
+        .await;
         self.open = false;
         crate::observability::metrics::record_db_transaction(
             if committed.is_ok() { "commit" } else { "error" },

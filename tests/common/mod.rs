@@ -41,6 +41,21 @@ use uuid::Uuid;
 pub const TOKEN: &str =
     "ibex_pat_0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70_q7Yx3kP0vN2mR8sT4wZ6bC1dF5gH9jK0lM2nQ4rS6tU";
 pub const ORG_ID: &str = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70";
+
+/// Every permission bit the API checks.
+pub const ALL_PERMISSIONS: u64 = (1 << 0)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 8)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 11)
+    | (1 << 17)
+    | (1 << 24)
+    | (1 << 32)
+    | (1 << 35)
+    | (1 << 36)
+    | (1 << 37);
 pub const USER_ID: &str = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f71";
 pub const ALLOWED_ORIGIN: &str = "https://dashboard.example.com";
 pub const PERMISSION_READ: u64 = 0b01;
