@@ -10,15 +10,20 @@
 //! 6. panic catching: a panicking handler (or auth client) becomes a 500 the envelope renders;
 //! 7. body limit: oversized bodies are refused before anyone buffers them;
 //! 8. timeout: bounds auth plus handler; the auth deadline is validated to be shorter;
-//! 9. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token.
+//! 9. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token;
+//! 10. rate limit (every authenticated request) and idempotency keys (matched POSTs): inside
+//!     auth, as router layers, because both need the caller.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::FromRef;
+use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -42,6 +47,8 @@ use crate::events::publisher::{self, RedisReady};
 use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
 use crate::middleware::cors::CorsLayer;
 use crate::middleware::envelope::EnvelopeLayer;
+use crate::middleware::idempotency::{self, Idempotency};
+use crate::middleware::rate_limit::{self, RateLimiter};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::observability::routes::RouteTemplates;
 use crate::observability::traces::TraceLayer;
@@ -77,6 +84,10 @@ pub struct App {
     pub memory_service: MemoryService,
     /// The trace store and the analytics cache.
     pub analytics: Arc<Analytics>,
+    /// `None` when limits are off or there is no Redis.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// How long answers to POSTs with an Idempotency-Key are kept.
+    pub idempotency_ttl: Duration,
 }
 
 impl FromRef<App> for AppState {
@@ -116,10 +127,21 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         .url("/openapi.json", openapi.clone())
         // Swagger UI would otherwise send the document to validator.swagger.io.
         .config(utoipa_swagger_ui::Config::default().validator_url("none"));
+    let idempotency = Idempotency {
+        db: app.state.db.clone(),
+        ttl: app.idempotency_ttl,
+        // Past the request timeout the answer is lost anyway; the margin covers the store.
+        lease: (config.request_timeout * 2).max(Duration::from_secs(10)),
+    };
+    let rate_limiter = app.rate_limiter.clone();
+    // Inside the auth layer (both need the caller): the limit first, so a refused request
+    // touches no key; idempotency only on matched routes.
     let router = routes
         .merge(extra_routes)
         .merge(docs)
         .route_layer(ExposeMatchedPathLayer)
+        .route_layer(from_fn_with_state(idempotency, idempotency::layer))
+        .layer(from_fn_with_state(rate_limiter, rate_limit::layer))
         .with_state(app);
 
     ServiceBuilder::new()
@@ -198,6 +220,15 @@ pub fn from_config(
         batch_pause: config.gdpr_batch_pause,
     }
     .spawn();
+    idempotency::spawn_sweep(db.clone());
+    let rate_limiter = match (&config.rate_limits, &redis) {
+        (Some(limits), Some(client)) => Some(Arc::new(RateLimiter::new(
+            client.clone(),
+            limits.clone(),
+            config.rate_limit_timeout,
+        ))),
+        _ => None,
+    };
     let exports = Arc::new(Notify::new());
     ExportWorker {
         db: db.clone(),
@@ -225,6 +256,8 @@ pub fn from_config(
             store: traces,
             cache: AnalyticsCache::new(redis),
         }),
+        rate_limiter,
+        idempotency_ttl: config.idempotency_ttl,
     };
     let app = build(config, app, extra_routes);
     Ok((app, readiness, db))

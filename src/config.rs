@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use http::HeaderValue;
+use uuid::Uuid;
 
 /// Every setting: (environment variable, default, meaning). The README and `.env.example` mirror
 /// this table, and a test keeps them in step.
@@ -116,6 +117,46 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "IBEX_API_REDIS_URL",
         "redis://127.0.0.1:6379",
         "Redis the platform events are published to (redis://[:password@]host:port[/db], rediss:// for TLS). The password is never logged. Empty turns publishing off: events wait in the outbox until it is set.",
+    ),
+    (
+        "IBEX_API_RATE_LIMIT_ENABLED",
+        "true",
+        "Request limits per organization and per token, kept in Redis (IBEX_API_REDIS_URL) and shared by every replica. `false`, or no Redis, turns them off. When Redis does not answer, requests go through (fail open).",
+    ),
+    (
+        "IBEX_API_RATE_LIMIT_ORG_PER_SECOND",
+        "100",
+        "Requests a second an organization may make, sustained, across all its tokens and all replicas.",
+    ),
+    (
+        "IBEX_API_RATE_LIMIT_ORG_BURST",
+        "200",
+        "Requests an organization may make at once before the sustained rate applies.",
+    ),
+    (
+        "IBEX_API_RATE_LIMIT_TOKEN_PER_SECOND",
+        "50",
+        "Requests a second one token may make, sustained.",
+    ),
+    (
+        "IBEX_API_RATE_LIMIT_TOKEN_BURST",
+        "100",
+        "Requests one token may make at once.",
+    ),
+    (
+        "IBEX_API_RATE_LIMIT_ORG_OVERRIDES",
+        "",
+        "Organizations with limits of their own: `ORG_ID=PER_SECOND/BURST` separated by commas, e.g. `0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70=500/1000`.",
+    ),
+    (
+        "IBEX_API_RATE_LIMIT_TIMEOUT_MS",
+        "100",
+        "How long a request waits for the limiter's Redis; past it the request goes through and Redis is left alone for a second.",
+    ),
+    (
+        "IBEX_API_IDEMPOTENCY_TTL_MS",
+        "86400000",
+        "How long the answer to a POST with an Idempotency-Key is kept for its retries (24 hours); expired keys are swept every minute in batches of 1,000.",
     ),
     (
         "IBEX_API_OUTBOX_POLL_MS",
@@ -259,6 +300,10 @@ pub struct Config {
     /// `None` turns publishing off: events wait in the outbox.
     pub redis_url: Option<SecretUrl>,
     pub outbox_poll: Duration,
+    /// `None` turns the rate limits off (also when there is no Redis).
+    pub rate_limits: Option<Limits>,
+    pub rate_limit_timeout: Duration,
+    pub idempotency_ttl: Duration,
     pub gdpr_batch_size: u32,
     pub gdpr_batch_pause: Duration,
     /// `None`: no metrics listener and no recorder.
@@ -271,6 +316,21 @@ pub struct Config {
     pub export_lease: Duration,
     /// `None` turns analytics off (503).
     pub clickhouse: Option<ClickHouseConfig>,
+}
+
+/// A rate-limit bucket's size: `per_second` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// The limits in force: defaults, and organizations with their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub org: Limit,
+    pub token: Limit,
+    pub org_overrides: HashMap<Uuid, Limit>,
 }
 
 /// The trace store's settings.
@@ -466,6 +526,9 @@ impl Config {
             database_statement_timeout: v.millis("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", 1)?,
             redis_url: v.redis_url("IBEX_API_REDIS_URL")?,
             outbox_poll: v.millis("IBEX_API_OUTBOX_POLL_MS", 10)?,
+            rate_limits: v.rate_limits()?,
+            rate_limit_timeout: v.millis("IBEX_API_RATE_LIMIT_TIMEOUT_MS", 1)?,
+            idempotency_ttl: v.millis("IBEX_API_IDEMPOTENCY_TTL_MS", 1_000)?,
             gdpr_batch_size: v.number("IBEX_API_GDPR_BATCH_SIZE", 1, 100_000)? as u32,
             gdpr_batch_pause: v.millis("IBEX_API_GDPR_BATCH_PAUSE_MS", 0)?,
             metrics_addr: match v.get("IBEX_API_METRICS_ADDR") {
@@ -616,6 +679,65 @@ impl Values {
         sqlx::postgres::PgConnectOptions::from_str(url)
             .map_err(|_| err(var, "not a valid PostgreSQL connection URL"))?;
         Ok(SecretUrl::new(url))
+    }
+
+    fn rate_limits(&self) -> Result<Option<Limits>, ConfigError> {
+        let enabled = match self.get("IBEX_API_RATE_LIMIT_ENABLED") {
+            "true" => true,
+            "false" => false,
+            _ => {
+                return Err(err(
+                    "IBEX_API_RATE_LIMIT_ENABLED",
+                    "expected `true` or `false`",
+                ));
+            }
+        };
+        let limit = |rate: &str, burst: &str| -> Result<Limit, ConfigError> {
+            Ok(Limit {
+                per_second: self.number(rate, 1, 1_000_000)? as f64,
+                burst: self.number(burst, 1, 1_000_000)? as u32,
+            })
+        };
+        let org = limit(
+            "IBEX_API_RATE_LIMIT_ORG_PER_SECOND",
+            "IBEX_API_RATE_LIMIT_ORG_BURST",
+        )?;
+        let token = limit(
+            "IBEX_API_RATE_LIMIT_TOKEN_PER_SECOND",
+            "IBEX_API_RATE_LIMIT_TOKEN_BURST",
+        )?;
+        let var = "IBEX_API_RATE_LIMIT_ORG_OVERRIDES";
+        let expected = "expected ORG_ID=PER_SECOND/BURST, comma separated, positive integers";
+        let mut org_overrides = HashMap::new();
+        for entry in self
+            .get(var)
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let (org_id, numbers) = entry.split_once('=').ok_or_else(|| err(var, expected))?;
+            let (rate, burst) = numbers.split_once('/').ok_or_else(|| err(var, expected))?;
+            let org_id = Uuid::try_parse(org_id.trim()).map_err(|_| err(var, expected))?;
+            let (Ok(rate), Ok(burst)) = (rate.trim().parse::<u32>(), burst.trim().parse::<u32>())
+            else {
+                return Err(err(var, expected));
+            };
+            if rate == 0 || burst == 0 {
+                return Err(err(var, expected));
+            }
+            org_overrides.insert(
+                org_id,
+                Limit {
+                    per_second: f64::from(rate),
+                    burst,
+                },
+            );
+        }
+        Ok(enabled.then_some(Limits {
+            org,
+            token,
+            org_overrides,
+        }))
     }
 
     fn redis_url(&self, var: &str) -> Result<Option<SecretUrl>, ConfigError> {

@@ -46,6 +46,18 @@ pub enum ApiError {
     Conflict(Conflict),
     #[error("The resource changed since the version named in If-Match; read it again.")]
     PreconditionFailed,
+    #[error(
+        "This Idempotency-Key was used for a different request (method, path or body); use a new key."
+    )]
+    IdempotencyKeyReused,
+    #[error("A request with this Idempotency-Key is still running; retry once it has finished.")]
+    IdempotencyKeyInUse,
+    #[error(
+        "This Idempotency-Key's first request created a token, whose secret is shown once and never stored, so it is not replayed. If the secret was lost, revoke the token that Location names and create another."
+    )]
+    IdempotencyReplayWithheld,
+    #[error("Too many requests for this organization or token; retry after Retry-After seconds.")]
+    RateLimited { retry_after_secs: u64 },
     #[error("This operation is not implemented yet.")]
     NotImplemented,
     #[error("The authentication service is unavailable; retry shortly.")]
@@ -165,6 +177,11 @@ impl ApiError {
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            // 409 rather than the IETF draft's 422: the platform never answers 422.
+            Self::IdempotencyKeyReused
+            | Self::IdempotencyKeyInUse
+            | Self::IdempotencyReplayWithheld => StatusCode::CONFLICT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             Self::AuthUnavailable
             | Self::ServiceUnavailable
@@ -189,6 +206,10 @@ impl ApiError {
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Conflict(conflict) => conflict.code(),
             Self::PreconditionFailed => "PRECONDITION_FAILED",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Self::IdempotencyReplayWithheld => "IDEMPOTENCY_REPLAY_WITHHELD",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::AuthUnavailable => "AUTH_UNAVAILABLE",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
@@ -214,6 +235,9 @@ impl ApiError {
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::RequestTimeout,
             StatusCode::CONFLICT => Self::Conflict(Conflict::Generic),
             StatusCode::PRECONDITION_FAILED => Self::PreconditionFailed,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited {
+                retry_after_secs: 1,
+            },
             StatusCode::NOT_IMPLEMENTED => Self::NotImplemented,
             StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
             s if s.is_client_error() => Self::validation("The request is malformed."),
@@ -235,6 +259,12 @@ impl ApiError {
             | Self::AnalyticsUnavailable => {
                 Some((header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS)))
             }
+            // The first request is usually done within a second.
+            Self::IdempotencyKeyInUse => Some((header::RETRY_AFTER, HeaderValue::from(1u32))),
+            Self::RateLimited { retry_after_secs } => Some((
+                header::RETRY_AFTER,
+                HeaderValue::from((*retry_after_secs).max(1)),
+            )),
             _ => None,
         };
         let field_errors = match self {

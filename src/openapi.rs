@@ -4,9 +4,12 @@
 //! place, the bearer requirement and every error response the layers can produce, so the
 //! document cannot drift from what the middleware actually does.
 
-use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::path::{HttpMethod, Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
+use utoipa::openapi::{Object, ObjectBuilder, RefOr, Required, Type};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::layer::is_public;
@@ -63,6 +66,16 @@ const ERROR_RESPONSES: &[(&str, &str, &str)] = &[
         "UnsupportedMediaType",
         "UNSUPPORTED_MEDIA_TYPE: the body is not application/json.",
     ),
+    (
+        "409",
+        "IdempotencyConflict",
+        "With an Idempotency-Key: IDEMPOTENCY_KEY_IN_USE (a request with this key is still running; retry after Retry-After seconds), IDEMPOTENCY_KEY_REUSED (the key was used with a different method, path or body) or IDEMPOTENCY_REPLAY_WITHHELD (the key created a token, whose secret is never replayed; Location names it).",
+    ),
+    (
+        "429",
+        "RateLimited",
+        "RATE_LIMITED: the organization's or the token's request rate is spent; retry after Retry-After seconds.",
+    ),
     ("500", "InternalError", "INTERNAL_ERROR."),
     (
         "503",
@@ -104,16 +117,21 @@ impl Modify for CommonResponses {
                     .build(),
             ),
         );
-        for (_, name, description) in ERROR_RESPONSES {
+        for (status, name, description) in ERROR_RESPONSES {
             let content = Content::new(Some(Ref::from_schema_name("ErrorResponse")));
-            components.responses.insert(
-                (*name).to_owned(),
-                ResponseBuilder::new()
-                    .description(*description)
-                    .content("application/json", content)
-                    .build()
-                    .into(),
-            );
+            let mut response = ResponseBuilder::new()
+                .description(*description)
+                .content("application/json", content);
+            if matches!(*status, "409" | "429" | "503") {
+                response = response.header("Retry-After", integer_header(RETRY_AFTER));
+            }
+            let mut response = response.build();
+            if *status != "500" {
+                add_rate_limit_headers(&mut response);
+            }
+            components
+                .responses
+                .insert((*name).to_owned(), response.into());
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
             let public = is_public(path);
@@ -133,8 +151,92 @@ impl Modify for CommonResponses {
                 };
                 if let Some(operation) = slot {
                     add_common(operation, public, method != HttpMethod::Get);
+                    if !public && method == HttpMethod::Post {
+                        add_idempotency(operation);
+                    }
                 }
             }
+        }
+    }
+}
+
+const RETRY_AFTER: &str = "Seconds to wait before retrying.";
+
+fn integer_header(description: &str) -> Header {
+    HeaderBuilder::new()
+        .schema(Some(Object::with_type(Type::Integer)))
+        .description(Some(description))
+        .build()
+}
+
+/// The rate-limit headers every authenticated answer carries (`middleware::rate_limit`).
+fn add_rate_limit_headers(response: &mut Response) {
+    for (name, description) in [
+        (
+            "RateLimit-Limit",
+            "Requests the tighter bucket (organization or token) holds when full.",
+        ),
+        (
+            "RateLimit-Remaining",
+            "Requests that may be made right now.",
+        ),
+        ("RateLimit-Reset", "Seconds until the bucket is full again."),
+    ] {
+        response
+            .headers
+            .insert(name.to_owned(), integer_header(description).into());
+    }
+}
+
+/// `Idempotency-Key` on a POST, its answers, and the replay marker on its successes.
+fn add_idempotency(operation: &mut Operation) {
+    let key = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Makes a retry safe: the first answer (status, body, Location/ETag) is kept for 24 hours for this organization and caller, and a retry with the same key, method, path and body gets it again with `Idempotent-Replayed: true`, doing nothing else. 1 to 255 visible ASCII characters, e.g. a UUID.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[!-~]+$")),
+        ))
+        .build();
+    operation
+        .parameters
+        .get_or_insert_with(Vec::new)
+        .push(key.into());
+    for (status, name, _) in ERROR_RESPONSES {
+        if *status == "409" {
+            match operation.responses.responses.get_mut(*status) {
+                Some(RefOr::T(own)) => own.description.push_str(
+                    " Or, with an Idempotency-Key: IDEMPOTENCY_KEY_IN_USE (still running; Retry-After), IDEMPOTENCY_KEY_REUSED (another request's key) or IDEMPOTENCY_REPLAY_WITHHELD.",
+                ),
+                Some(RefOr::Ref(_)) => {}
+                None => {
+                    operation
+                        .responses
+                        .responses
+                        .insert((*status).to_owned(), Ref::from_response_name(*name).into());
+                }
+            }
+        }
+    }
+    for (status, response) in operation.responses.responses.iter_mut() {
+        if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+            response.headers.insert(
+                "Idempotent-Replayed".to_owned(),
+                HeaderBuilder::new()
+                    .schema(Some(Object::with_type(Type::String)))
+                    .description(Some(
+                        "`true` on an answer replayed for a repeated Idempotency-Key.",
+                    ))
+                    .build()
+                    .into(),
+            );
         }
     }
 }
@@ -146,12 +248,19 @@ fn add_common(operation: &mut Operation, public: bool, takes_body: bool) {
             BEARER_SCHEME,
             Vec::<String>::new(),
         )]);
-        statuses.extend(["401", "403", "503", "504"]);
+        statuses.extend(["401", "403", "429", "503", "504"]);
         if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
             statuses.push("400");
         }
         if takes_body {
             statuses.extend(["400", "413", "415"]);
+        }
+    }
+    if !public {
+        for (status, response) in operation.responses.responses.iter_mut() {
+            if let (true, RefOr::T(response)) = (status.starts_with(['2', '3']), response) {
+                add_rate_limit_headers(response);
+            }
         }
     }
     for status in statuses {

@@ -8,7 +8,8 @@
 //! Every `OPTIONS` request is answered here as a preflight, before auth: a preflight never carries
 //! a token. Allowed origins get the allow headers; any other origin gets none, so the browser
 //! refuses the call. Actual responses (errors included, as this layer sits outside the envelope)
-//! carry `Access-Control-Allow-Origin` and expose `X-Request-ID` for an allowed origin.
+//! carry `Access-Control-Allow-Origin` and expose `X-Request-ID` (and the ETag, rate-limit and
+//! replay headers) for an allowed origin.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,8 +44,15 @@ impl CorsLayer {
             policy: Arc::new(Policy {
                 origins,
                 allow_methods: HeaderValue::from_static("GET,POST,PUT,PATCH,DELETE,OPTIONS"),
-                allow_headers: HeaderValue::from_static("authorization,content-type,x-request-id"),
-                expose_headers: HeaderValue::from_static("x-request-id"),
+                // The dashboard sends preconditions and idempotency keys, and reads versions,
+                // replays and its remaining rate.
+                allow_headers: HeaderValue::from_static(
+                    "authorization,content-type,x-request-id,if-match,if-none-match,idempotency-key",
+                ),
+                expose_headers: HeaderValue::from_static(
+                    "x-request-id,etag,location,retry-after,idempotent-replayed,\
+                     ratelimit-limit,ratelimit-remaining,ratelimit-reset",
+                ),
                 max_age: HeaderValue::from_static("600"),
                 vary_preflight: HeaderValue::from_static(
                     "origin, access-control-request-method, access-control-request-headers",

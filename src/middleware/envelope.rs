@@ -90,8 +90,18 @@ where
     let id = id.unwrap_or_else(RequestId::generate);
     let mut rendered = error.into_envelope(&id.to_string());
     // Keep what the producer said about the resource (Allow, WWW-Authenticate, Retry-After,
-    // CORS) but never its body framing.
-    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+    // CORS, the rate limit, the Location of a withheld replay) but never its body framing.
+    for name in [
+        header::ALLOW,
+        header::WWW_AUTHENTICATE,
+        header::RETRY_AFTER,
+        header::LOCATION,
+    ] {
+        if let Some(value) = parts.headers.remove(&name) {
+            rendered.headers_mut().insert(name, value);
+        }
+    }
+    for name in crate::middleware::rate_limit::HEADERS {
         if let Some(value) = parts.headers.remove(&name) {
             rendered.headers_mut().insert(name, value);
         }

@@ -42,6 +42,7 @@ pub const READY: &str = "ibex_ready";
 pub const DEPENDENCY_UP: &str = "ibex_dependency_up";
 pub const SPANS_DROPPED: &str = "ibex_trace_spans_dropped_total";
 pub const BUILD_INFO: &str = "ibex_build_info";
+pub const RATE_LIMIT_DECISIONS: &str = "ibex_rate_limit_decisions_total";
 
 /// Every counter with a fixed label set, exported at zero from the start: a rule such as
 /// `increase(ibex_db_pool_acquire_timeouts_total[5m]) > 0` must find a series before the first
@@ -56,6 +57,9 @@ fn export_counters_at_zero() {
     }
     metrics::counter!(DB_ACQUIRE_TIMEOUTS).absolute(0);
     metrics::counter!(SPANS_DROPPED).absolute(0);
+    for outcome in ["allowed", "limited", "fail_open"] {
+        metrics::counter!(RATE_LIMIT_DECISIONS, "outcome" => outcome).absolute(0);
+    }
 }
 
 /// Installs the process-wide recorder once (tests start many apps in one process) and returns
@@ -130,6 +134,11 @@ pub fn record_auth_call(outcome: &'static str, elapsed: Duration) {
 pub fn record_cache_lookup(hit: bool) {
     let result = if hit { "hit" } else { "miss" };
     metrics::counter!(AUTH_CACHE, "result" => result).increment(1);
+}
+
+/// One rate-limit decision: `allowed`, `limited` (429) or `fail_open` (Redis did not answer).
+pub fn record_rate_limit(outcome: &'static str) {
+    metrics::counter!(RATE_LIMIT_DECISIONS, "outcome" => outcome).increment(1);
 }
 
 pub fn record_acquire_timeout() {

@@ -20,6 +20,7 @@ use crate::storage::Storage;
 /// here. The organization's row goes last, after the delivered events that mention it.
 pub const CASCADE: &[&str] = &[
     "ibex_core.audit_events",
+    "ibex_core.idempotency_keys",
     "ibex_core.memory_relationships",
     "ibex_core.memory_tags",
     "ibex_core.memory_versions",

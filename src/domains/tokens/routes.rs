@@ -19,6 +19,7 @@ use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiJson;
 use crate::extract::ApiPath;
+use crate::middleware::idempotency::NotReplayable;
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 use crate::request_id::RequestId;
 use crate::state::AppState;
@@ -147,7 +148,14 @@ pub async fn create_token(
     };
     audit_auth_change(&state, &caller, &audit, "token.create", id).await;
     let location = format!("/v1/tokens/{id}");
-    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(body)))
+    // The plaintext is shown this once: never kept for an idempotent replay.
+    let secret = axum::Extension(NotReplayable);
+    Ok((
+        StatusCode::CREATED,
+        [(LOCATION, location)],
+        secret,
+        Json(body),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/tokens/{token_id}", tag = "tokens", summary = "Get a token",

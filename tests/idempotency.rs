@@ -1,0 +1,379 @@
+//! Idempotency keys from outside: a POST retried with the same `Idempotency-Key` gets the first
+//! answer again (`Idempotent-Replayed: true`) and does nothing else; the same key for another
+//! request is 409, a key still running is 409 with Retry-After, a 5xx is not kept, a token's
+//! secret is never kept, keys are the caller's and the organization's own, and expired keys
+//! are swept.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use serde_json::json;
+use sqlx::Row;
+use uuid::Uuid;
+
+const ORG_SETTINGS_WRITE: u64 = 1 << 35;
+const TOKEN_CREATE: u64 = 1 << 36;
+const MEMORY_READ: u64 = 1;
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let mut admin = app.db.admin().await;
+    sqlx::query(sql)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+#[tokio::test]
+async fn a_retried_create_gets_the_first_answer_and_does_nothing_else() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+    let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
+    let key = [("Idempotency-Key", "create-agent-1")];
+    let body = json!({"name": "a", "slug": "a"});
+
+    let first = app
+        .call_with("POST", "/v1/agents", &token, &key, Some(body.clone()))
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert!(first.header("idempotent-replayed").is_none());
+    let again = app
+        .call_with("POST", "/v1/agents", &token, &key, Some(body.clone()))
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json(), first.json(), "the same agent, byte for byte");
+    assert_eq!(again.header("location"), first.header("location"));
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(
+        again.header("content-type"),
+        Some("application/json"),
+        "a replay keeps the content type"
+    );
+    assert_ne!(
+        again.header("x-request-id"),
+        first.header("x-request-id"),
+        "a replay is a request of its own"
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM ibex_core.agents").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM ibex_core.audit_events WHERE action = 'agent.create'"
+        )
+        .await,
+        1
+    );
+
+    // The same key for another body, path or method: refused, nothing done.
+    let other_body = app
+        .call_with(
+            "POST",
+            "/v1/agents",
+            &token,
+            &key,
+            Some(json!({"name": "b", "slug": "b"})),
+        )
+        .await;
+    other_body.assert_error(409, "IDEMPOTENCY_KEY_REUSED");
+    let id = first.json()["id"].as_str().unwrap().to_owned();
+    app.call_with(
+        "POST",
+        &format!("/v1/agents/{id}/pause"),
+        &token,
+        &key,
+        None,
+    )
+    .await
+    .assert_error(409, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM ibex_core.agents").await,
+        1
+    );
+
+    // Another caller's key of the same name is its own.
+    let colleague = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
+    let theirs = app
+        .call_with(
+            "POST",
+            "/v1/agents",
+            &colleague,
+            &key,
+            Some(json!({"name": "c", "slug": "c"})),
+        )
+        .await;
+    assert_eq!(theirs.status, 201, "{}", theirs.text());
+    assert!(theirs.header("idempotent-replayed").is_none());
+
+    // A transition retried: one pause, one audit event.
+    let pause_key = [("Idempotency-Key", "pause-1")];
+    let path = format!("/v1/agents/{id}/pause");
+    let paused = app.call_with("POST", &path, &token, &pause_key, None).await;
+    assert_eq!(paused.status, 200, "{}", paused.text());
+    let replayed = app.call_with("POST", &path, &token, &pause_key, None).await;
+    assert_eq!(replayed.status, 200);
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.json(), paused.json());
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM ibex_core.audit_events WHERE action = 'agent.pause'"
+        )
+        .await,
+        1
+    );
+    // Without a key the same request runs (and, paused already, says so).
+    let unkeyed = app.call("POST", &path, &token, None).await;
+    assert!(unkeyed.header("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn a_malformed_key_is_a_400_naming_the_header() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+    let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
+    let long = "k".repeat(256);
+    for bad in ["", "has space", long.as_str(), "tab\there"] {
+        let reply = app
+            .call_with(
+                "POST",
+                "/v1/agents",
+                &token,
+                &[("Idempotency-Key", bad)],
+                Some(json!({"name": "a", "slug": "a"})),
+            )
+            .await;
+        reply.assert_error(400, "VALIDATION_ERROR");
+        assert_eq!(
+            reply.json()["error"]["field_errors"][0]["field"],
+            "Idempotency-Key",
+            "{bad:?}"
+        );
+    }
+    let longest = "k".repeat(255);
+    let ok = app
+        .call_with(
+            "POST",
+            "/v1/agents",
+            &token,
+            &[("Idempotency-Key", &longest)],
+            Some(json!({"name": "a", "slug": "a"})),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM ibex_core.agents").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_retry_storm_of_fifty_has_one_effect() {
+    let auth = FakeAuth::start().await;
+    let app = Arc::new(TestApp::start(auth.addr, &[]).await);
+    let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
+    let mut storm = Vec::new();
+    for _ in 0..50 {
+        let (app, token) = (Arc::clone(&app), token.clone());
+        storm.push(tokio::spawn(async move {
+            app.call_with(
+                "POST",
+                "/v1/agents",
+                &token,
+                &[("Idempotency-Key", "storm")],
+                Some(json!({"name": "s", "slug": "storm"})),
+            )
+            .await
+        }));
+    }
+    let mut first = Vec::new();
+    let mut replayed = 0;
+    let mut in_use = 0;
+    for reply in storm {
+        let reply = reply.await.unwrap();
+        match (reply.status, reply.header("idempotent-replayed")) {
+            (201, None) => first.push(reply.json()),
+            (201, Some("true")) => replayed += 1,
+            (409, None) => {
+                reply.assert_error(409, "IDEMPOTENCY_KEY_IN_USE");
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                in_use += 1;
+            }
+            other => panic!("unexpected answer {other:?}: {}", reply.text()),
+        }
+    }
+    assert_eq!(first.len(), 1, "exactly one request ran");
+    assert_eq!(replayed + in_use, 49);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM ibex_core.agents").await,
+        1
+    );
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM ibex_core.audit_events").await,
+        1,
+        "one audit event"
+    );
+    // Once settled, every retry is the stored answer.
+    let late = app
+        .call_with(
+            "POST",
+            "/v1/agents",
+            &token,
+            &[("Idempotency-Key", "storm")],
+            Some(json!({"name": "s", "slug": "storm"})),
+        )
+        .await;
+    assert_eq!(late.header("idempotent-replayed"), Some("true"));
+    assert_eq!(late.json(), first[0]);
+}
+
+#[tokio::test]
+async fn an_error_answer_is_replayed_with_the_new_request_id_and_a_5xx_is_not_kept() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+    let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
+    let body = json!({"name": "a", "slug": "taken"});
+    assert_eq!(
+        app.call("POST", "/v1/agents", &token, Some(body.clone()))
+            .await
+            .status,
+        201
+    );
+    let key = [("Idempotency-Key", "conflict")];
+    let refused = app
+        .call_with("POST", "/v1/agents", &token, &key, Some(body.clone()))
+        .await;
+    refused.assert_error(409, "AGENT_SLUG_CONFLICT");
+    let again = app
+        .call_with("POST", "/v1/agents", &token, &key, Some(body))
+        .await;
+    again.assert_error(409, "AGENT_SLUG_CONFLICT");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        again.json()["error"]["request_id"].as_str(),
+        again.header("x-request-id"),
+        "the envelope carries this request's id"
+    );
+
+    // A token creation the auth service failed (503) is not kept: the retry runs again.
+    let creator = auth.stored_token(ORG_ID.parse().unwrap(), None, TOKEN_CREATE | MEMORY_READ);
+    let key = [("Idempotency-Key", "mint")];
+    let token_body = json!({"name": "ci", "permissions": ["memory:read"]});
+    auth.set_token_rpcs(Behavior::fail(tonic::Code::Unavailable));
+    let failed = app
+        .call_with(
+            "POST",
+            "/v1/tokens",
+            &creator,
+            &key,
+            Some(token_body.clone()),
+        )
+        .await;
+    failed.assert_error(503, "AUTH_UNAVAILABLE");
+    auth.set_token_rpcs(Behavior::accept());
+    let minted = app
+        .call_with(
+            "POST",
+            "/v1/tokens",
+            &creator,
+            &key,
+            Some(token_body.clone()),
+        )
+        .await;
+    assert_eq!(minted.status, 201, "{}", minted.text());
+    assert!(minted.header("idempotent-replayed").is_none());
+    let plaintext = minted.json()["plaintext"].as_str().unwrap().to_owned();
+    let rpcs = auth.token_rpc_metadata().len();
+
+    // A token's secret is never kept, so a retry is refused and mints nothing.
+    let retry = app
+        .call_with("POST", "/v1/tokens", &creator, &key, Some(token_body))
+        .await;
+    retry.assert_error(409, "IDEMPOTENCY_REPLAY_WITHHELD");
+    assert_eq!(retry.header("location"), minted.header("location"));
+    assert!(!retry.text().contains(&plaintext));
+    assert_eq!(auth.token_rpc_metadata().len(), rpcs, "nothing minted");
+    let mut admin = app.db.admin().await;
+    let stored: Vec<u8> = sqlx::query_scalar(
+        "SELECT coalesce(body, ''::bytea) FROM ibex_core.idempotency_keys WHERE key = 'mint'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&stored).contains(&plaintext),
+        "the secret is stored nowhere"
+    );
+}
+
+#[tokio::test]
+async fn keys_are_the_organizations_own_and_expire() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[("IBEX_API_IDEMPOTENCY_TTL_MS", "1000")]).await;
+    let org_b = Uuid::now_v7();
+    app.db.add_org(org_b).await;
+    let token_a = auth.token_for_user(
+        ORG_ID.parse().unwrap(),
+        Some(Uuid::nil()),
+        ORG_SETTINGS_WRITE,
+    );
+    // Another organization, the same user id and key: never org A's answer.
+    let token_b = auth.token_for_user(org_b, Some(Uuid::nil()), ORG_SETTINGS_WRITE);
+    let key = [("Idempotency-Key", "shared")];
+    let body = json!({"name": "a", "slug": "a"});
+    let a = app
+        .call_with("POST", "/v1/agents", &token_a, &key, Some(body.clone()))
+        .await;
+    let b = app
+        .call_with("POST", "/v1/agents", &token_b, &key, Some(body.clone()))
+        .await;
+    assert_eq!((a.status, b.status), (201, 201), "{}", b.text());
+    assert!(b.header("idempotent-replayed").is_none());
+    assert_ne!(a.json()["id"], b.json()["id"]);
+    // Under row-level security the app role sees only its organization's keys.
+    let mut admin = app.db.admin().await;
+    let mut tx = sqlx::Connection::begin(&mut admin).await.unwrap();
+    sqlx::query("SET LOCAL ROLE ibex_app")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
+        .bind(org_b.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let seen: Vec<Uuid> = sqlx::query_scalar("SELECT org_id FROM ibex_core.idempotency_keys")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![org_b]);
+    tx.rollback().await.unwrap();
+
+    // Past its lifetime a key is free again (a new body is no reuse), and the sweep removes it.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let fresh = app
+        .call_with(
+            "POST",
+            "/v1/agents",
+            &token_a,
+            &key,
+            Some(json!({"name": "z", "slug": "z"})),
+        )
+        .await;
+    assert_eq!(fresh.status, 201, "{}", fresh.text());
+    assert!(fresh.header("idempotent-replayed").is_none());
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let config = config(auth.addr, &[("IBEX_API_DATABASE_URL", app.db.url.as_str())]);
+    let db = ibex_api::db::Database::connect_lazy(&config).unwrap();
+    let swept = ibex_api::middleware::idempotency::sweep(&db).await.unwrap();
+    assert_eq!(swept, 2);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM ibex_core.idempotency_keys").await,
+        0
+    );
+}
