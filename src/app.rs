@@ -40,7 +40,7 @@ use crate::db::{Database, DatabaseReady};
 use crate::domains::analytics::Analytics;
 use crate::domains::analytics::cache::AnalyticsCache;
 use crate::domains::analytics::store::{ClickHouseReady, TraceStore};
-use crate::domains::memories::export::ExportWorker;
+use crate::domains::memories::export::{ExportWorker, RetryPolicy};
 use crate::domains::memories::search::MemoryService;
 use crate::domains::organizations::deletion::DeletionJob;
 use crate::events::publisher::{self, RedisReady};
@@ -235,6 +235,10 @@ pub fn from_config(
         storage: storage.clone(),
         wake: Arc::clone(&exports),
         lease: config.export_lease,
+        retry: RetryPolicy {
+            window: config.export_retry_window,
+            max_backoff: config.export_retry_max_backoff,
+        },
     }
     .spawn();
     let readiness = Arc::new(Readiness::new(

@@ -229,6 +229,16 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Lease of a running export job, renewed by its worker every third of it; a job whose worker died is taken up again once its lease ran out.",
     ),
     (
+        "IBEX_API_EXPORT_RETRY_WINDOW_MS",
+        "600000",
+        "How long a memory export keeps retrying after the object store or the database failed it, from its first start (10 minutes: a store restart of a few minutes fails no export). Past it the job ends `failed`.",
+    ),
+    (
+        "IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS",
+        "30000",
+        "Longest wait between two attempts of an export; waits start at 1 s and double, each with jitter (between half and all of it).",
+    ),
+    (
         "IBEX_API_CLICKHOUSE_URL",
         "http://127.0.0.1:8123",
         "HTTP endpoint of the ClickHouse trace store the analytics read (`ibex.llm_traces`). Empty turns analytics off: they answer 503 ANALYTICS_UNAVAILABLE.",
@@ -314,6 +324,8 @@ pub struct Config {
     /// `None` when no access key is set: the object store is off.
     pub s3: Option<S3Config>,
     pub export_lease: Duration,
+    pub export_retry_window: Duration,
+    pub export_retry_max_backoff: Duration,
     /// `None` turns analytics off (503).
     pub clickhouse: Option<ClickHouseConfig>,
 }
@@ -542,6 +554,8 @@ impl Config {
             memory_service_timeout: v.millis("IBEX_API_MEMORY_SERVICE_TIMEOUT_MS", 1)?,
             s3: v.s3()?,
             export_lease: v.millis("IBEX_API_EXPORT_LEASE_MS", 300)?,
+            export_retry_window: v.millis("IBEX_API_EXPORT_RETRY_WINDOW_MS", 0)?,
+            export_retry_max_backoff: v.millis("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", 100)?,
             clickhouse: match v.get("IBEX_API_CLICKHOUSE_URL") {
                 "" => None,
                 _ => Some(ClickHouseConfig {

@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use uuid::Uuid;
 
 use axum::Router;
 use ibex_api::auth::{dev, token};
@@ -28,7 +29,7 @@ usage:
                                     (empty) and print its URL; removed on exit
   ibex-api dev-s3                   run only the development S3 server (signature-checking, both
                                     buckets) and print its IBEX_API_S3_* settings; removed on exit
-  ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN]
+  ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN] [--org-token ORG[/USER]=TOKEN ...]
                                     run only the development auth service (loopback only)
   ibex-api openapi                  print the OpenAPI document (what /openapi.json serves)
   ibex-api healthcheck              exit 0 when the local server's /health answers 200";
@@ -41,6 +42,8 @@ enum Command {
     DevAuthServer {
         listen: SocketAddr,
         token: Option<String>,
+        /// More tokens, of other organizations: (org, user, plaintext).
+        org_tokens: Vec<(Uuid, Option<Uuid>, String)>,
     },
     Healthcheck,
     OpenApi,
@@ -78,9 +81,11 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some("dev-auth-server") => {
             let mut listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9091);
             let mut token = None;
+            let mut org_tokens = Vec::new();
             let mut i = 1;
             while i < args.len() {
                 match args[i].as_str() {
+                    "--org-token" => org_tokens.push(parse_org_token(&flag_value(i)?)?),
                     "--listen" => {
                         listen = flag_value(i)?
                             .parse()
@@ -91,7 +96,11 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 }
                 i += 2;
             }
-            Ok(Command::DevAuthServer { listen, token })
+            Ok(Command::DevAuthServer {
+                listen,
+                token,
+                org_tokens,
+            })
         }
         Some(other) => Err(format!("unknown argument `{other}`")),
     }
@@ -121,7 +130,11 @@ async fn main() -> ExitCode {
         Command::DevDatabase => run_dev_database().await,
         Command::DevS3 => run_dev_s3().await,
         Command::DevClickHouse => run_dev_clickhouse().await,
-        Command::DevAuthServer { listen, token } => run_dev_auth_server(listen, token).await,
+        Command::DevAuthServer {
+            listen,
+            token,
+            org_tokens,
+        } => run_dev_auth_server(listen, token, org_tokens).await,
         Command::Serve { dev_token } => run_server(dev_token).await,
     };
     match result {
@@ -443,10 +456,33 @@ async fn run_server(dev_auth: Option<Option<String>>) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_dev_auth_server(listen: SocketAddr, token: Option<String>) -> Result<(), String> {
+/// `ORG_ID[/USER_ID]=PLAINTEXT`: a token of another organization, with every permission (the
+/// soak's tenants).
+fn parse_org_token(value: &str) -> Result<(Uuid, Option<Uuid>, String), String> {
+    let expected = "--org-token needs ORG_ID[/USER_ID]=ibex_pat_...";
+    let (ids, plaintext) = value.split_once('=').ok_or(expected)?;
+    let (org, user) = match ids.split_once('/') {
+        Some((org, user)) => (org, Some(user)),
+        None => (ids, None),
+    };
+    let org = Uuid::try_parse(org).map_err(|_| expected)?;
+    let user = user
+        .map(|u| Uuid::try_parse(u).map_err(|_| expected))
+        .transpose()?;
+    if !token::is_well_formed_pat(plaintext) {
+        return Err(expected.into());
+    }
+    Ok((org, user, plaintext.to_owned()))
+}
+
+async fn run_dev_auth_server(
+    listen: SocketAddr,
+    token: Option<String>,
+    org_tokens: Vec<(Uuid, Option<Uuid>, String)>,
+) -> Result<(), String> {
     telemetry::init(LogFormat::Text, "info");
     let token = dev_token(token)?;
-    let addr = dev::spawn(listen, token.clone())
+    let addr = dev::spawn_with(listen, token.clone(), org_tokens)
         .await
         .map_err(|e| e.to_string())?;
     tracing::warn!(%addr, "development auth service: accepts its token and the tokens minted with it");

@@ -1091,7 +1091,12 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
 async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds() {
     let auth = FakeAuth::start().await;
     let mut s3 = TempS3::start().unwrap();
-    let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
+    let owned = s3_settings(&s3);
+    let mut settings = as_refs(&owned);
+    // A retry window of 3 s instead of 10 minutes: the job gives up within the test.
+    settings.push(("IBEX_API_EXPORT_RETRY_WINDOW_MS", "3000"));
+    settings.push(("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "500"));
+    let app = TestApp::start(auth.addr, &settings).await;
     let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
     let token = auth.token_for(org_a(), MEMORY_EXPORT);
@@ -1141,6 +1146,63 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
         .await;
     let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
+}
+
+/// Regression (issue 17): an export used to give up for good after three attempts, about 7 s of
+/// object-store outage, so a routine restart of the store failed every export in flight. It now
+/// retries, backing off, for the configured window and succeeds once the store is back, with
+/// exactly one object.
+#[tokio::test]
+async fn an_export_outlasts_an_object_store_outage_and_leaves_one_object() {
+    let auth = FakeAuth::start().await;
+    let mut s3 = TempS3::start().unwrap();
+    let owned = s3_settings(&s3);
+    let mut settings = as_refs(&owned);
+    // The default window (10 minutes) with waits capped at 1 s, so the test is short.
+    settings.push(("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "1000"));
+    let app = TestApp::start(auth.addr, &settings).await;
+    let agent = app.db.add_agent(org_a()).await;
+    seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
+    let token = auth.token_for(org_a(), MEMORY_EXPORT);
+    s3.stop();
+    let reply = app
+        .call(
+            "POST",
+            &format!("/v1/agents/{agent}/memories/export"),
+            &token,
+            Some(json!({"format": "json"})),
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    let location = reply.header("location").unwrap().to_owned();
+    let job_id: Uuid = reply.json()["job_id"].as_str().unwrap().parse().unwrap();
+    // Longer than the old give-up (three attempts, ~7 s), and more attempts than it allowed.
+    let outage = Instant::now();
+    loop {
+        let job = app.call("GET", &location, &token, None).await.json();
+        assert_ne!(job["status"], "failed", "gave up during the outage: {job}");
+        assert_ne!(job["status"], "succeeded", "{job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if outage.elapsed() > Duration::from_secs(9) {
+            break;
+        }
+    }
+    let mut admin = app.db.admin().await;
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT attempts FROM ibex_core.memory_exports WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert!(attempts > 3, "kept retrying: {attempts} attempts");
+    s3.restart().unwrap();
+    let job = finished_job(&app, &token, &location).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        count_files(&s3.root().join("ibex-exports")),
+        1,
+        "exactly one object"
+    );
 }
 
 #[tokio::test]

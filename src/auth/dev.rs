@@ -35,7 +35,8 @@ pub fn generate_token() -> String {
     token_with_id(DEV_TOKEN_ID)
 }
 
-fn token_with_id(id: Uuid) -> String {
+/// A well-formed PAT naming `id` as its token id.
+pub fn token_with_id(id: Uuid) -> String {
     let mut secret = [0u8; 32];
     secret[..16].copy_from_slice(Uuid::new_v4().as_bytes());
     secret[16..].copy_from_slice(Uuid::new_v4().as_bytes());
@@ -342,6 +343,16 @@ impl AuthService for DevAuthService {
 
 /// Binds `addr` (which must be loopback) and serves until the process ends.
 pub async fn spawn(addr: SocketAddr, token: String) -> std::io::Result<SocketAddr> {
+    spawn_with(addr, token, Vec::new()).await
+}
+
+/// [`spawn`], knowing more tokens besides: (organization, user, plaintext), each with every
+/// permission (several tenants, for the soak).
+pub async fn spawn_with(
+    addr: SocketAddr,
+    token: String,
+    org_tokens: Vec<(Uuid, Option<Uuid>, String)>,
+) -> std::io::Result<SocketAddr> {
     if !addr.ip().is_loopback() {
         return Err(std::io::Error::other(
             "the dev auth service only binds loopback addresses",
@@ -349,9 +360,24 @@ pub async fn spawn(addr: SocketAddr, token: String) -> std::io::Result<SocketAdd
     }
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let service = DevAuthService::new(token);
+    for (org_id, user_id, plaintext) in org_tokens {
+        service.insert(StoredToken {
+            id: token_id_of(&plaintext).unwrap_or_else(Uuid::now_v7),
+            plaintext,
+            org_id,
+            user_id,
+            agent_id: None,
+            name: "tenant".into(),
+            permissions: -1,
+            created_at: SystemTime::now(),
+            expires_at: None,
+            revoked_at: None,
+        });
+    }
     tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .add_service(AuthServiceServer::new(DevAuthService::new(token)))
+            .add_service(AuthServiceServer::new(service))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await;
         if let Err(error) = served {

@@ -160,6 +160,21 @@ impl TempPostgres {
         // Children of the killed postmaster notice and exit; the next start waits them out.
     }
 
+    /// Shuts the server down keeping the data, as `pg_ctl stop -m fast` (SIGINT: sessions are
+    /// ended, transactions rolled back) or `-m immediate` (SIGQUIT: no shutdown checkpoint, crash
+    /// recovery at the next start); [`TempPostgres::restart`] brings it back. For outage drills.
+    pub fn halt(&mut self, immediate: bool) {
+        self.signal(if immediate {
+            libc::SIGQUIT
+        } else {
+            libc::SIGINT
+        });
+        let started = Instant::now();
+        while self.is_running() && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts the server again on the same port after [`TempPostgres::kill`].
     pub fn restart(&mut self) -> Result<(), String> {
         let bin = server_bin_dir().ok_or_else(|| INSTALL_HINT.to_owned())?;

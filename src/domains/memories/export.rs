@@ -3,8 +3,10 @@
 //! keeps renewing its lease while it works; streams the matching memories from PostgreSQL (under
 //! the job's organization, row-level security on) through an encoder into a multipart upload, so
 //! memory use stays flat whatever the export's size; and records the row count, the size or a
-//! failure code. A job that failed for a passing reason goes back to `pending` with a backoff,
-//! up to [`MAX_ATTEMPTS`].
+//! failure code. A job that failed for a passing reason (the object store or the database away)
+//! goes back to `pending` with an exponential backoff with jitter, for as long as its
+//! [`RetryPolicy`] allows (by default ten minutes from its first start, so a routine restart of the
+//! store, minutes long, fails no export); only then does it end `failed`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +29,30 @@ use super::repo;
 use crate::db::Database;
 use crate::storage::Storage;
 
-/// Attempts before a job is failed for good.
-pub const MAX_ATTEMPTS: i32 = 3;
+/// How long a job keeps retrying, and how far apart its attempts may drift.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// From the job's first start: past it, a failed attempt fails the job for good.
+    pub window: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// 1 s, 2 s, 4 s ... up to `max_backoff`, each between half and all of it (jitter), so the
+    /// jobs that one outage failed together do not all come back in the same instant.
+    pub fn backoff(&self, attempt: i32) -> Duration {
+        let exponential = Duration::from_secs(1 << attempt.clamp(1, 20).saturating_sub(1));
+        exponential
+            .min(self.max_backoff)
+            .mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    /// Whether an attempt that failed after the job had been running `elapsed` may retry.
+    pub fn allows(&self, elapsed: Duration) -> bool {
+        elapsed < self.window
+    }
+}
 /// S3's smallest multipart part; two in flight at most keeps an export's memory bounded.
 const PART_BYTES: usize = 5 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
@@ -68,6 +92,9 @@ struct Claimed {
     format: String,
     filters: Value,
     attempt: i32,
+    /// How long ago the job's first attempt started, measured from the claim.
+    started_ago: Duration,
+    claimed: std::time::Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +103,7 @@ pub struct ExportWorker {
     pub storage: Option<Storage>,
     pub wake: Arc<Notify>,
     pub lease: Duration,
+    pub retry: RetryPolicy,
 }
 
 impl ExportWorker {
@@ -117,7 +145,8 @@ impl ExportWorker {
                  ORDER BY created_at
                  FOR UPDATE SKIP LOCKED
                  LIMIT 1)
-             RETURNING id, org_id, agent_id, format, filters, attempts",
+             RETURNING id, org_id, agent_id, format, filters, attempts,
+                 extract(epoch FROM now() - started_at)::float8 AS started_ago",
         )
         .bind(self.lease.as_secs_f64())
         .fetch_optional(&mut *conn)
@@ -130,6 +159,8 @@ impl ExportWorker {
             format: row.get("format"),
             filters: row.get("filters"),
             attempt: row.get("attempts"),
+            started_ago: Duration::from_secs_f64(row.get::<f64, _>("started_ago").max(0.0)),
+            claimed: std::time::Instant::now(),
         })
     }
 
@@ -172,15 +203,20 @@ impl ExportWorker {
                 tracing::warn!(job_id = %job.id, "export lease lost; another worker has the job");
                 Ok(())
             }
-            Err(failure) if failure != Failure::Invalid && job.attempt < MAX_ATTEMPTS => {
-                tracing::warn!(job_id = %job.id, code = failure.code(), attempt = job.attempt, "export failed; it is retried");
+            Err(failure)
+                if failure != Failure::Invalid
+                    && self.retry.allows(job.started_ago + job.claimed.elapsed()) =>
+            {
+                let backoff = self.retry.backoff(job.attempt);
+                tracing::warn!(job_id = %job.id, code = failure.code(), attempt = job.attempt,
+                    backoff_ms = backoff.as_millis() as u64, "export failed; it is retried");
                 self.finish(
                     &job,
                     "UPDATE ibex_core.memory_exports SET status = 'pending', error = $3,
                          lease_until = now() + make_interval(secs => $4)
                      WHERE id = $1 AND attempts = $2",
                     None,
-                    Some((failure.code(), f64::from(job.attempt * 2))),
+                    Some((failure.code(), backoff.as_secs_f64())),
                 )
                 .await
                 .map(|_| ())
