@@ -373,11 +373,14 @@ def main():
      sink_port, obs_port, obs_metrics_port, met_port, met_metrics_port, exp_port, chn_port,
      chc_port) = (free_port() for _ in range(17))
     auth_addr = f"http://127.0.0.1:{auth_port}"
-    api_env = lambda port, extra=None: {
+    # The rate limiter is off except in its own scenario (it needs Redis, which the other
+    # processes do not have); the previous binary does not know the setting at all.
+    base_env = lambda port, extra=None: {
         "IBEX_API_HOST": "127.0.0.1", "IBEX_API_PORT": str(port), "IBEX_API_AUTH_GRPC_ADDR": auth_addr,
         "IBEX_API_DATABASE_URL": db_url, "IBEX_API_LOG_FORMAT": "json", "IBEX_API_LOG_LEVEL": "info",
         "IBEX_API_METRICS_ADDR": "",
         **(extra or {})}
+    api_env = lambda port, extra=None: base_env(port, {"IBEX_API_RATE_LIMIT_ENABLED": "false", **(extra or {})})
     procs = {
         "auth": spawn([str(release / "ibex-api"), "dev-auth-server", "--listen", f"127.0.0.1:{auth_port}",
                        "--token", TOKEN], LOAD_CORE),
@@ -404,12 +407,26 @@ def main():
     }
     prev_port = free_port()
     if args.previous:
-        procs["previous"] = spawn([str(Path(args.previous).resolve())], SERVER_CORE, api_env(prev_port))
+        procs["previous"] = spawn([str(Path(args.previous).resolve())], SERVER_CORE, base_env(prev_port))
     if need_analytics:
         procs["analytics_nocache"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(chn_port, {
             "IBEX_API_CLICKHOUSE_URL": ch_url, "IBEX_API_REDIS_URL": ""}))
         procs["analytics_cache"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(chc_port, {
             "IBEX_API_CLICKHOUSE_URL": ch_url, "IBEX_API_REDIS_URL": f"redis://127.0.0.1:{redis_port}"}))
+    need_limiter = not args.only or any("rate limit" in o for o in args.only)
+    limit_off_port, limit_on_port = free_port(), free_port()
+    if need_limiter:
+        limiter_redis = free_port()
+        helpers.append(subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(limiter_redis),
+                                         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        limiter = {"IBEX_API_REDIS_URL": f"redis://127.0.0.1:{limiter_redis}",
+                   # Limits far above the load: the cost of the check, never a 429.
+                   "IBEX_API_RATE_LIMIT_ORG_PER_SECOND": "1000000", "IBEX_API_RATE_LIMIT_ORG_BURST": "1000000",
+                   "IBEX_API_RATE_LIMIT_TOKEN_PER_SECOND": "1000000", "IBEX_API_RATE_LIMIT_TOKEN_BURST": "1000000"}
+        procs["limit_off"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(limit_off_port, limiter))
+        procs["limit_on"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(limit_on_port, {
+            **limiter, "IBEX_API_RATE_LIMIT_ENABLED": "true"}))
     if need_memories:
         # Its own process, so its peak RSS is the export's; the bulk delete may take long.
         procs["exporter"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(exp_port, {
@@ -437,6 +454,11 @@ def main():
            ("previous commit: GET memories (20 of an agent's 100 000), ValidateToken per request",
             f"{local}:{prev_port}/v1/agents/{DEV_AGENT}/memories", (bearer,), "previous")]
           if args.previous else []),
+        *([("rate limit: GET /v1/agents/{id}, limiter off (same Redis, publisher on)",
+            f"{local}:{limit_off_port}/v1/agents/{DEV_AGENT}", (bearer,), "limit_off"),
+           ("rate limit: GET /v1/agents/{id}, limiter on (one Lua call to Redis per request)",
+            f"{local}:{limit_on_port}/v1/agents/{DEV_AGENT}", (bearer,), "limit_on")]
+          if need_limiter else []),
         ("observability: GET /v1/agents/{id}, metrics and traces off", f"{local}:{api_port}/v1/agents/{DEV_AGENT}", (bearer,), "api"),
         ("observability: GET /v1/agents/{id}, metrics on, traces exported", f"{local}:{obs_port}/v1/agents/{DEV_AGENT}", (bearer,), "observed"),
         ("observability: GET /health, metrics and traces off", f"{local}:{api_port}/health", (), "api"),
