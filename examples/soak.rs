@@ -98,6 +98,7 @@ struct Record {
     /// 0: no answer (connection refused or reset).
     status: u16,
     op: &'static str,
+    org: usize,
 }
 
 struct Shared {
@@ -176,6 +177,7 @@ impl Shared {
             latency_ms,
             status,
             op,
+            org,
         });
         if status == 0 {
             return None;
@@ -249,92 +251,52 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
     let agent = o.agents[fastrand::usize(..o.agents.len())];
     let roll = fastrand::u32(..100);
     let s = &sh;
-    match roll {
-        0..10 => {
-            s.call(org, M::GET, "/v1/agents?limit=20", None, "list agents", due)
-                .await;
-        }
-        10..20 => {
-            s.call(
-                org,
-                M::GET,
-                &format!("/v1/agents/{agent}"),
-                None,
-                "get agent",
-                due,
-            )
-            .await;
-        }
-        20..30 => {
-            s.call(
-                org,
-                M::GET,
-                &format!("/v1/agents/{agent}/memories?limit=20"),
-                None,
-                "list memories",
-                due,
-            )
-            .await;
-        }
-        30..35 => {
-            s.call(
-                org,
-                M::GET,
-                &format!("/v1/agents/{agent}/directive"),
-                None,
-                "get directive",
-                due,
-            )
-            .await;
-        }
-        35..40 => {
-            s.call(org, M::GET, "/v1/users", None, "list users", due)
-                .await;
-        }
-        40..45 => {
-            s.call(
-                org,
-                M::GET,
-                &format!("/v1/organizations/{}", o.id),
-                None,
-                "get organization",
-                due,
-            )
-            .await;
-        }
-        45..50 => {
-            s.call(org, M::GET, "/v1/sessions", None, "list sessions", due)
-                .await;
-        }
-        50..55 => {
-            s.call(
-                org,
-                M::GET,
-                "/v1/audit-events",
-                None,
-                "list audit events",
-                due,
-            )
-            .await;
-        }
-        55..60 => {
-            let day = |days_ago: i64| {
-                (chrono::Utc::now() - chrono::Duration::days(days_ago))
-                    .format("%Y-%m-%dT00:00:00Z")
-                    .to_string()
-            };
-            let path = format!(
+    // The plain reads: one GET each, by weight.
+    let day = |days_ago: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(days_ago))
+            .format("%Y-%m-%dT00:00:00Z")
+            .to_string()
+    };
+    let read: Option<(&'static str, String)> = match roll {
+        0..10 => Some(("list agents", "/v1/agents?limit=20".into())),
+        10..20 => Some(("get agent", format!("/v1/agents/{agent}"))),
+        20..30 => Some((
+            "list memories",
+            format!("/v1/agents/{agent}/memories?limit=20"),
+        )),
+        30..35 => Some(("get directive", format!("/v1/agents/{agent}/directive"))),
+        35..40 => Some(("list users", "/v1/users".into())),
+        40..45 => Some(("get organization", format!("/v1/organizations/{}", o.id))),
+        45..50 => Some(("list sessions", "/v1/sessions".into())),
+        50..55 => Some(("list audit events", "/v1/audit-events".into())),
+        55..60 => Some((
+            "analytics usage",
+            format!(
                 "/v1/analytics/usage?start={}&end={}&granularity=day",
                 day(30),
                 day(0)
-            );
-            s.call(org, M::GET, &path, None, "analytics usage", due)
-                .await;
-        }
-        60..63 => {
-            s.call(org, M::GET, "/v1/tokens", None, "list tokens", due)
-                .await;
-        }
+            ),
+        )),
+        60..63 => Some(("list tokens", "/v1/tokens".into())),
+        67..70 => Some((
+            "list directive versions",
+            format!("/v1/agents/{agent}/directive/versions"),
+        )),
+        98.. => Some((
+            "analytics latency",
+            format!(
+                "/v1/analytics/latency?start={}&end={}&granularity=day&percentile=99",
+                day(7),
+                day(0)
+            ),
+        )),
+        _ => None,
+    };
+    if let Some((op, path)) = read {
+        s.call(org, M::GET, &path, None, op, due).await;
+        return;
+    }
+    match roll {
         63..67 => {
             let job = {
                 let exports = s.exports.lock().unwrap();
@@ -350,17 +312,6 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
                     let _ = s.client.get(url).send().await;
                 }
             }
-        }
-        67..70 => {
-            s.call(
-                org,
-                M::GET,
-                &format!("/v1/agents/{agent}/directive/versions"),
-                None,
-                "list directive versions",
-                due,
-            )
-            .await;
         }
         70..74 => {
             let slug = format!("soak-{}", Uuid::now_v7().simple());
@@ -502,20 +453,7 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
                 s.exports.lock().unwrap().push((org, agent, id));
             }
         }
-        _ => {
-            let hour = |hours_ago: i64| {
-                (chrono::Utc::now() - chrono::Duration::hours(hours_ago))
-                    .format("%Y-%m-%dT%H:00:00Z")
-                    .to_string()
-            };
-            let path = format!(
-                "/v1/analytics/latency?start={}&end={}&granularity=hour&percentile=99",
-                hour(48),
-                hour(0)
-            );
-            s.call(org, M::GET, &path, None, "analytics latency", due)
-                .await;
-        }
+        _ => {}
     }
 }
 
@@ -1254,6 +1192,54 @@ async fn settle_and_check(
         name: "every answer: no 500, envelope + request id on non-2xx, 503 with Retry-After and a documented code, no row of another org",
         ok: violations == 0,
         detail: format!("{violations} violations (listed below)"),
+    });
+
+    // Every change answered 2xx has its audit event (more events than answers is fine: a write
+    // whose answer was lost with a killed replica may have committed).
+    let audited: &[(&str, &[&str])] = &[
+        ("create agent", &["agent.create"]),
+        ("update agent", &["agent.update"]),
+        ("agent transition", &["agent.pause", "agent.activate"]),
+        ("set directive", &["directive.set"]),
+        ("rollback directive", &["directive.rollback"]),
+        ("create user", &["user.create"]),
+        ("update user", &["user.update"]),
+        ("create token", &["token.create"]),
+        ("revoke token", &["token.revoke"]),
+        ("delete memory", &["memory.delete"]),
+        ("bulk delete memories", &["memory.bulk_delete"]),
+        ("start export", &["memory_export.create"]),
+    ];
+    let records = sh.records.lock().unwrap().clone();
+    let mut missing_events = Vec::new();
+    for org in 0..ORGS - 1 {
+        for (op, actions) in audited {
+            let answered = records
+                .iter()
+                .filter(|r| r.org == org && r.op == *op && (200..300).contains(&r.status))
+                .count() as i64;
+            let actions: Vec<String> = actions.iter().map(|a| (*a).to_owned()).collect();
+            let events: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM ibex_core.audit_events WHERE org_id = $1 AND action = ANY($2)",
+            )
+            .bind(sh.orgs[org].id)
+            .bind(&actions)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or(-1);
+            if events < answered {
+                missing_events.push(format!("{op}: {answered} answered 2xx, {events} events"));
+            }
+        }
+    }
+    checks.push(Check {
+        name: "every change answered 2xx has its audit event",
+        ok: missing_events.is_empty(),
+        detail: if missing_events.is_empty() {
+            "every operation of the mix, both live organizations".into()
+        } else {
+            missing_events.join("; ")
+        },
     });
 
     let deleted_org = sh.orgs[ORGS - 1].id;

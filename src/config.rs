@@ -910,11 +910,45 @@ mod tests {
             ("IBEX_API_REDIS_URL", "http://cache:6379"),
             ("IBEX_API_REDIS_URL", "redis://:pw@cache:notaport"),
             ("IBEX_API_GDPR_BATCH_SIZE", "0"),
+            ("IBEX_API_RATE_LIMIT_ENABLED", "yes"),
+            ("IBEX_API_RATE_LIMIT_ORG_BURST", "0"),
+            ("IBEX_API_RATE_LIMIT_ORG_OVERRIDES", "not-a-uuid=1/2"),
+            (
+                "IBEX_API_RATE_LIMIT_ORG_OVERRIDES",
+                "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70=100",
+            ),
+            (
+                "IBEX_API_RATE_LIMIT_ORG_OVERRIDES",
+                "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70=0/10",
+            ),
+            ("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "5"),
         ];
         for (var, value) in cases {
             let error = load(&[(var, value)]).expect_err(var);
             assert_eq!(error.var, var, "{value}: {error}");
         }
+    }
+
+    #[test]
+    fn rate_limits_have_defaults_overrides_and_an_off_switch() {
+        let limits = load(&[]).unwrap().rate_limits.expect("on by default");
+        assert_eq!((limits.org.per_second, limits.org.burst), (100.0, 200));
+        assert_eq!((limits.token.per_second, limits.token.burst), (50.0, 100));
+        let org = Uuid::from_u128(7);
+        let other = Uuid::from_u128(8);
+        let overrides = format!(" {org}=500/1000 , {other}=1/1 ");
+        let limits = load(&[("IBEX_API_RATE_LIMIT_ORG_OVERRIDES", &overrides)])
+            .unwrap()
+            .rate_limits
+            .unwrap();
+        assert_eq!(limits.org_overrides[&org].burst, 1000);
+        assert_eq!(limits.org_overrides[&other].per_second, 1.0);
+        assert!(
+            load(&[("IBEX_API_RATE_LIMIT_ENABLED", "false")])
+                .unwrap()
+                .rate_limits
+                .is_none()
+        );
     }
 
     #[test]

@@ -186,3 +186,58 @@ async fn migrate_twice_succeeds_twice() {
     assert!(stderr.contains("cannot connect"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+/// Regression (found by the chaos soak): a token change used to happen in the auth service even
+/// while PostgreSQL was away, leaving it without its audit event. Now the database is proven
+/// reachable first: the change is refused (503) and nothing is minted or revoked; once the
+/// database is back the change goes through with its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_change_waits_for_its_audit_trail() {
+    const TOKEN_CREATE: u64 = 1 << 36;
+    const TOKEN_REVOKE: u64 = 1 << 37;
+    let (mut postgres, url) = own_postgres_with_org().await;
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &url)]).await;
+    let creator = auth.stored_token(
+        ORG_ID.parse().unwrap(),
+        None,
+        TOKEN_CREATE | TOKEN_REVOKE | 1,
+    );
+    let body = json!({"name": "ci", "permissions": ["memory:read"]});
+    let minted = app
+        .call("POST", "/v1/tokens", &creator, Some(body.clone()))
+        .await;
+    assert_eq!(minted.status, 201, "{}", minted.text());
+    let revoke = format!("/v1/tokens/{}", minted.json()["id"].as_str().unwrap());
+    let rpcs = auth.token_rpc_metadata().len();
+
+    tokio::task::block_in_place(|| postgres.kill());
+    app.call("POST", "/v1/tokens", &creator, Some(body.clone()))
+        .await
+        .assert_error(503, "SERVICE_UNAVAILABLE");
+    app.call("DELETE", &revoke, &creator, None)
+        .await
+        .assert_error(503, "SERVICE_UNAVAILABLE");
+    assert_eq!(
+        auth.token_rpc_metadata().len(),
+        rpcs,
+        "the auth service was not asked while the audit trail was away"
+    );
+
+    tokio::task::block_in_place(|| postgres.restart()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.call("DELETE", &revoke, &creator, None).await.status != 204 {
+        assert!(Instant::now() < deadline, "the revoke never went through");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM ibex_core.audit_events WHERE target_type = 'token' ORDER BY occurred_at",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(events, ["token.create", "token.revoke"]);
+}

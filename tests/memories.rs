@@ -1087,15 +1087,16 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
     );
 }
 
-#[tokio::test]
-async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds() {
+/// An app on an object store that is then stopped, and an export requested of it: (auth, the
+/// store, the app, the token, the agent, the job's Location, the job id).
+async fn export_with_the_store_down(
+    extra: &[(&'static str, &'static str)],
+) -> (FakeAuth, TempS3, TestApp, String, Uuid, String, Uuid) {
     let auth = FakeAuth::start().await;
     let mut s3 = TempS3::start().unwrap();
     let owned = s3_settings(&s3);
     let mut settings = as_refs(&owned);
-    // A retry window of 3 s instead of 10 minutes: the job gives up within the test.
-    settings.push(("IBEX_API_EXPORT_RETRY_WINDOW_MS", "3000"));
-    settings.push(("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "500"));
+    settings.extend_from_slice(extra);
     let app = TestApp::start(auth.addr, &settings).await;
     let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
@@ -1111,6 +1112,18 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
         .await;
     assert_eq!(reply.status, 202);
     let location = reply.header("location").unwrap().to_owned();
+    let job_id = reply.json()["job_id"].as_str().unwrap().parse().unwrap();
+    (auth, s3, app, token, agent, location, job_id)
+}
+
+#[tokio::test]
+async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds() {
+    // A retry window of 3 s instead of 10 minutes: the job gives up within the test.
+    let (_auth, mut s3, app, token, agent, location, _) = export_with_the_store_down(&[
+        ("IBEX_API_EXPORT_RETRY_WINDOW_MS", "3000"),
+        ("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "500"),
+    ])
+    .await;
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut saw_retry = false;
     let job = loop {
@@ -1154,28 +1167,9 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
 /// exactly one object.
 #[tokio::test]
 async fn an_export_outlasts_an_object_store_outage_and_leaves_one_object() {
-    let auth = FakeAuth::start().await;
-    let mut s3 = TempS3::start().unwrap();
-    let owned = s3_settings(&s3);
-    let mut settings = as_refs(&owned);
     // The default window (10 minutes) with waits capped at 1 s, so the test is short.
-    settings.push(("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "1000"));
-    let app = TestApp::start(auth.addr, &settings).await;
-    let agent = app.db.add_agent(org_a()).await;
-    seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
-    let token = auth.token_for(org_a(), MEMORY_EXPORT);
-    s3.stop();
-    let reply = app
-        .call(
-            "POST",
-            &format!("/v1/agents/{agent}/memories/export"),
-            &token,
-            Some(json!({"format": "json"})),
-        )
-        .await;
-    assert_eq!(reply.status, 202);
-    let location = reply.header("location").unwrap().to_owned();
-    let job_id: Uuid = reply.json()["job_id"].as_str().unwrap().parse().unwrap();
+    let (_auth, mut s3, app, token, _, location, job_id) =
+        export_with_the_store_down(&[("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "1000")]).await;
     // Longer than the old give-up (three attempts, ~7 s), and more attempts than it allowed.
     let outage = Instant::now();
     loop {

@@ -137,6 +137,8 @@ impl RateLimiter {
                     Ok(Err(error)) => error.to_string(),
                     _ => "timed out".to_owned(),
                 };
+                // A fresh connection next time, not one that may be stuck reconnecting.
+                *self.connection.lock().expect("not poisoned") = None;
                 self.fail_open(now_ms, &reason);
                 None
             }
@@ -164,10 +166,6 @@ impl RateLimiter {
         }
         let answer: Result<(i64, i64, i64, i64, i64), _> =
             invocation.invoke_async(&mut connection).await;
-        if answer.is_err() {
-            // A fresh connection next time, not one that may be stuck.
-            *self.connection.lock().expect("not poisoned") = None;
-        }
         let (allowed, limit, remaining, reset_us, retry_us) = answer?;
         let secs = |micros: i64| (micros.max(0) as u64).div_ceil(1_000_000);
         Ok(Decision {

@@ -50,8 +50,12 @@ impl AnalyticsCache {
         skip.is_some_and(|until| Instant::now() < until)
     }
 
-    fn failed(&self) {
+    /// Skips the cache for a while and drops the connection: after an outage of some seconds
+    /// the client's own reconnection has given up, and a kept connection would fail every request
+    /// after each skip for minutes (the chaos soak saw two); a fresh one connects at once.
+    async fn failed(&self) {
         *self.skip_until.lock().expect("not poisoned") = Some(Instant::now() + SKIP_AFTER_FAILURE);
+        *self.conn.lock().await = None;
     }
 
     async fn connection(&self) -> Option<ConnectionManager> {
@@ -65,7 +69,8 @@ impl AnalyticsCache {
             match tokio::time::timeout(OPERATION_TIMEOUT, connect).await {
                 Ok(Ok(conn)) => *slot = Some(conn),
                 _ => {
-                    self.failed();
+                    drop(slot);
+                    self.failed().await;
                     return None;
                 }
             }
@@ -78,7 +83,7 @@ impl AnalyticsCache {
         match tokio::time::timeout(OPERATION_TIMEOUT, conn.get::<_, Option<Vec<u8>>>(key)).await {
             Ok(Ok(hit)) => hit,
             _ => {
-                self.failed();
+                self.failed().await;
                 None
             }
         }
@@ -93,7 +98,7 @@ impl AnalyticsCache {
             tokio::time::timeout(OPERATION_TIMEOUT, set).await,
             Ok(Ok(()))
         ) {
-            self.failed();
+            self.failed().await;
         }
     }
 }

@@ -534,6 +534,29 @@ mod tests {
         assert_eq!(defuse("plain = text"), "plain = text");
         assert_eq!(defuse(""), "");
     }
+
+    #[test]
+    fn retries_back_off_with_jitter_and_outlast_a_two_minute_outage() {
+        let policy = RetryPolicy {
+            window: Duration::from_secs(600),
+            max_backoff: Duration::from_secs(30),
+        };
+        for (attempt, full) in [(1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (40, 30)] {
+            let wait = policy.backoff(attempt);
+            let full = Duration::from_secs(full);
+            assert!(wait >= full / 2 && wait <= full, "{attempt}: {wait:?}");
+        }
+        // Even with every wait at its longest, attempts keep coming through a 2-minute outage:
+        // the window, not an attempt count, ends the job.
+        let mut elapsed = Duration::ZERO;
+        let mut attempt = 1;
+        while elapsed < Duration::from_secs(120) {
+            assert!(policy.allows(elapsed), "gave up at {elapsed:?}");
+            elapsed += Duration::from_secs(30).min(Duration::from_secs(1 << (attempt - 1).min(10)));
+            attempt += 1;
+        }
+        assert!(!policy.allows(Duration::from_secs(600)));
+    }
 }
 
 /// Export jobs waiting and running, for the metrics.

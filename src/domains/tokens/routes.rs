@@ -15,6 +15,7 @@ use crate::auth::proto::{
     CreateTokenRequest, ListTokensRequest, ListTokensResponse, RevokeTokenRequest, TokenType,
 };
 use crate::auth::{Caller, CallerToken, Permissions};
+use crate::db::OrgTx;
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiJson;
@@ -106,6 +107,7 @@ pub async fn create_token(
     if !caller.permissions.contains(new.permissions) {
         return Err(ApiError::PermissionElevationDenied);
     }
+    let trail = AuditTrail::open(&state, &caller).await?;
     let created = state
         .auth
         .client()
@@ -146,7 +148,9 @@ pub async fn create_token(
         },
         plaintext: created.plaintext,
     };
-    audit_auth_change(&state, &caller, &audit, "token.create", id).await;
+    trail
+        .record(&state, &caller, &audit, "token.create", id)
+        .await;
     let location = format!("/v1/tokens/{id}");
     // The plaintext is shown this once: never kept for an idempotent replay.
     let secret = axum::Extension(NotReplayable);
@@ -207,6 +211,7 @@ pub async fn delete_token(
     if caller.token_id != Some(path.token_id) {
         caller.require(Permissions::TOKEN_REVOKE)?;
     }
+    let trail = AuditTrail::open(&state, &caller).await?;
     state
         .auth
         .client()
@@ -221,28 +226,61 @@ pub async fn delete_token(
         )
         .await?;
     state.auth.forget_token(path.token_id);
-    audit_auth_change(&state, &caller, &audit, "token.revoke", path.token_id).await;
+    trail
+        .record(&state, &caller, &audit, "token.revoke", path.token_id)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Records a change the auth service made (tokens live there, not in PostgreSQL), in a
-/// transaction of its own once the service has answered: it cannot share one with the change.
-/// If PostgreSQL fails here the change has still happened, so the answer stays a success (an
-/// error would invite a retry that mints a second token) and the gap is logged as an error.
-async fn audit_auth_change(
-    state: &AppState,
-    caller: &Caller,
-    audit: &AuditContext,
-    action: &'static str,
-    token_id: uuid::Uuid,
-) {
-    let written = async {
+/// The audit event of a change the auth service makes (tokens live there, not in PostgreSQL).
+///
+/// The transaction is opened, and PostgreSQL proven reachable, **before** the auth service is
+/// asked: while the database is away a token change is refused (503) like every other write,
+/// instead of happening without its audit event (the chaos soak found that gap during PostgreSQL
+/// restarts). The event goes out with COMMIT once the service has answered. Should PostgreSQL fail
+/// in between, the change has happened and the answer stays a success (an error would invite a
+/// retry that mints a second token): the event is written by a retrying task instead.
+struct AuditTrail(OrgTx);
+
+impl AuditTrail {
+    async fn open(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
         let mut tx = state.db.begin_for(caller).await?;
-        record(&mut tx, caller, audit, action, token_id, &[]);
-        tx.commit().await
+        // BEGIN and this in one flight: a connection that answers, held for the commit.
+        tx.execute("SELECT 1", &[]).await?;
+        Ok(Self(tx))
     }
-    .await;
-    if let Err(error) = written {
-        tracing::error!(action, %token_id, code = error.code(), "audit event not written");
+
+    async fn record(
+        self,
+        state: &AppState,
+        caller: &Caller,
+        audit: &AuditContext,
+        action: &'static str,
+        token_id: uuid::Uuid,
+    ) {
+        let mut tx = self.0;
+        record(&mut tx, caller, audit, action, token_id, &[]);
+        if let Err(error) = tx.commit().await {
+            tracing::warn!(action, %token_id, code = error.code(), "audit event not written yet: retrying");
+            let (state, caller, audit) = (state.clone(), caller.clone(), audit.clone());
+            tokio::spawn(async move {
+                let mut wait = std::time::Duration::from_millis(250);
+                for _ in 0..12 {
+                    tokio::time::sleep(wait).await;
+                    let written = async {
+                        let mut tx = state.db.begin_for(&caller).await?;
+                        record(&mut tx, &caller, &audit, action, token_id, &[]);
+                        tx.commit().await
+                    }
+                    .await;
+                    if written.is_ok() {
+                        tracing::info!(action, %token_id, "audit event written after a retry");
+                        return;
+                    }
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+                tracing::error!(action, %token_id, "audit event not written");
+            });
+        }
     }
 }
