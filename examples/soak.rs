@@ -10,7 +10,7 @@
 //!
 //! `soak [--seconds N | --minutes N] [--rate R] [--faults all|short] [--out DIR] [--binary PATH]`
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,7 +28,9 @@ use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
 const REPLICAS: usize = 3;
-const ORGS: usize = 3;
+/// The development organization (sessions with archives: replays) first, then seeded tenants;
+/// the last one is deleted during the run.
+const ORGS: usize = 4;
 const AGENTS_PER_ORG: usize = 6;
 const MEMORIES_PER_AGENT: usize = 300;
 /// The pool of each replica (and the 3 platform connections each adds).
@@ -83,6 +85,8 @@ fn args() -> Args {
 
 struct Org {
     id: Uuid,
+    /// Archived sessions (replayable); only the development organization has them.
+    sessions: Vec<Uuid>,
     owner: Uuid,
     token: String,
     agents: Vec<Uuid>,
@@ -260,7 +264,7 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
     let read: Option<(&'static str, String)> = match roll {
         0..10 => Some(("list agents", "/v1/agents?limit=20".into())),
         10..20 => Some(("get agent", format!("/v1/agents/{agent}"))),
-        20..30 => Some((
+        20..26 => Some((
             "list memories",
             format!("/v1/agents/{agent}/memories?limit=20"),
         )),
@@ -297,6 +301,26 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
         return;
     }
     match roll {
+        26..28 => {
+            let path = format!("/v1/agents/{agent}/memories/search");
+            let body = json!({"query": "memory", "limit": 5});
+            s.call(org, M::POST, &path, Some(body), "search memories", due)
+                .await;
+        }
+        28..30 => {
+            // A replay link, then the archive itself from the object store.
+            let Some(&session) = (!o.sessions.is_empty())
+                .then(|| &o.sessions[fastrand::usize(..o.sessions.len())])
+            else {
+                return;
+            };
+            let path = format!("/v1/sessions/{session}/replay");
+            if let Some((200, body)) = s.call(org, M::GET, &path, None, "replay session", due).await
+                && let Some(url) = body["url"].as_str()
+            {
+                let _ = s.client.get(url).send().await;
+            }
+        }
         63..67 => {
             let job = {
                 let exports = s.exports.lock().unwrap();
@@ -867,16 +891,48 @@ async fn main() {
     let clickhouse = TempClickHouse::start().unwrap();
     let s3 = TempS3::start().unwrap();
 
-    let orgs: Vec<Org> = (0..ORGS)
-        .map(|_| Org {
+    let dev_token = ibex_api::auth::dev::generate_token();
+    let mut orgs: Vec<Org> = vec![Org {
+        id: ibex_api::auth::dev::DEV_ORG_ID,
+        sessions: (0..3)
+            .flat_map(|agent| (1..6).map(move |n| ibex_api::devenv::dev_session_id(agent, n)))
+            .collect(),
+        owner: ibex_api::auth::dev::DEV_USER_ID,
+        token: dev_token.clone(),
+        agents: ibex_api::devenv::dev_agent_ids().to_vec(),
+        deleted: AtomicBool::new(false),
+    }];
+    orgs.extend((1..ORGS).map(|_| Org {
             id: Uuid::now_v7(),
+            sessions: Vec::new(),
             owner: Uuid::now_v7(),
             token: token_with_id(Uuid::now_v7()),
             agents: (0..AGENTS_PER_ORG).map(|_| Uuid::now_v7()).collect(),
             deleted: AtomicBool::new(false),
-        })
-        .collect();
-    seed(&db_url, &orgs).await;
+        }));
+    ibex_api::devenv::seed(&db_url).await.unwrap();
+    seed(&db_url, &orgs[1..]).await;
+    // The platform's memory service stand-in (search), in this process, and the session
+    // archives the replays read.
+    let platform = {
+        let mut vars: HashMap<String, String> = s3
+            .settings()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        vars.insert("IBEX_API_DATABASE_URL".into(), db_url.clone());
+        ibex_api::config::Config::load_from(vars).expect("a configuration for the stand-ins")
+    };
+    let storage = ibex_api::storage::Storage::from_config(&platform)
+        .unwrap()
+        .expect("the object store");
+    ibex_api::devenv::seed_archives(&storage).await.unwrap();
+    let memory_service = ibex_api::domains::memories::dev_service::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        ibex_api::db::Database::connect_lazy(&platform).unwrap(),
+    )
+    .await
+    .unwrap();
     let ch_client = clickhouse::Client::default().with_url(clickhouse.url());
     ch::create_schema(&ch_client).await.unwrap();
     let now_unix = std::time::SystemTime::now()
@@ -902,8 +958,10 @@ async fn main() {
         "dev-auth-server".to_owned(),
         "--listen".into(),
         format!("127.0.0.1:{auth_port}"),
+        "--token".into(),
+        dev_token,
     ];
-    for org in &orgs {
+    for org in &orgs[1..] {
         auth_args.push("--org-token".into());
         auth_args.push(format!("{}/{}={}", org.id, org.owner, org.token));
     }
@@ -928,7 +986,10 @@ async fn main() {
                 "IBEX_API_AUTH_GRPC_ADDR".into(),
                 format!("http://127.0.0.1:{auth_port}"),
             ),
-            ("IBEX_API_MEMORY_SERVICE_URL".into(), String::new()),
+            (
+                "IBEX_API_MEMORY_SERVICE_URL".into(),
+                format!("http://{memory_service}"),
+            ),
             ("IBEX_API_METRICS_ADDR".into(), String::new()),
             ("IBEX_API_LOG_FORMAT".into(), "json".into()),
             ("IBEX_API_LOG_LEVEL".into(), "warn".into()),
@@ -1465,7 +1526,7 @@ async fn settle_and_check(
                     .fetch_one(&mut conn)
                     .await
                     .unwrap();
-            intact &= agents >= AGENTS_PER_ORG as i64;
+            intact &= agents >= org.agents.len() as i64;
         }
         checks.push(Check {
             name: "GDPR deletion: done, nothing of the org left anywhere, the other orgs intact",
