@@ -309,13 +309,15 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
         }
         28..30 => {
             // A replay link, then the archive itself from the object store.
-            let Some(&session) = (!o.sessions.is_empty())
-                .then(|| &o.sessions[fastrand::usize(..o.sessions.len())])
+            let Some(&session) =
+                (!o.sessions.is_empty()).then(|| &o.sessions[fastrand::usize(..o.sessions.len())])
             else {
                 return;
             };
             let path = format!("/v1/sessions/{session}/replay");
-            if let Some((200, body)) = s.call(org, M::GET, &path, None, "replay session", due).await
+            if let Some((200, body)) = s
+                .call(org, M::GET, &path, None, "replay session", due)
+                .await
                 && let Some(url) = body["url"].as_str()
             {
                 let _ = s.client.get(url).send().await;
@@ -903,13 +905,13 @@ async fn main() {
         deleted: AtomicBool::new(false),
     }];
     orgs.extend((1..ORGS).map(|_| Org {
-            id: Uuid::now_v7(),
-            sessions: Vec::new(),
-            owner: Uuid::now_v7(),
-            token: token_with_id(Uuid::now_v7()),
-            agents: (0..AGENTS_PER_ORG).map(|_| Uuid::now_v7()).collect(),
-            deleted: AtomicBool::new(false),
-        }));
+        id: Uuid::now_v7(),
+        sessions: Vec::new(),
+        owner: Uuid::now_v7(),
+        token: token_with_id(Uuid::now_v7()),
+        agents: (0..AGENTS_PER_ORG).map(|_| Uuid::now_v7()).collect(),
+        deleted: AtomicBool::new(false),
+    }));
     ibex_api::devenv::seed(&db_url).await.unwrap();
     seed(&db_url, &orgs[1..]).await;
     // The platform's memory service stand-in (search), in this process, and the session
@@ -1297,7 +1299,7 @@ async fn settle_and_check(
         name: "every change answered 2xx has its audit event",
         ok: missing_events.is_empty(),
         detail: if missing_events.is_empty() {
-            "every operation of the mix, both live organizations".into()
+            "every operation of the mix, every live organization".into()
         } else {
             missing_events.join("; ")
         },
