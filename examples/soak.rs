@@ -1081,8 +1081,9 @@ async fn main() {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let t = now();
-                {
-                    let mut infra = infra.lock().unwrap();
+                // Never wait for the lock in this async task: a fault holds it across a blocking
+                // wait (a draining replica's exit), which would stall a worker of this runtime.
+                if let Ok(mut infra) = infra.try_lock() {
                     for replica in &mut infra.replicas {
                         if let Some(pid) = replica.pid() {
                             if let Some(rss) = proc_rss_kb(pid) {
