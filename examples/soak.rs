@@ -2,8 +2,8 @@
 //! S3 server, with the auth stand-in, under an open-loop request mix of several organizations,
 //! while replicas are killed and rolled and the servers behind them restart. At the end it checks
 //! the service's promises against the databases, the object store and the event stream, writes a
-//! report (`results.md`), a per-second timeline (`timeline.csv`) and a plot (`soak.png`), and
-//! exits non-zero when any promise was broken.
+//! report (`results.md`), a per-second timeline (`timeline.csv`), every request (`requests.csv`)
+//! and a plot (`soak.png`), and exits non-zero when any promise was broken.
 //!
 //! `scripts/soak --minutes 10` runs it (building the release binaries first); CI runs the short
 //! form (`--seconds 60 --faults short`).
@@ -1651,6 +1651,15 @@ impl Report<'_> {
             timeline.push(row);
         }
         std::fs::write(out.join("timeline.csv"), csv).unwrap();
+        // Every request, for looking into a tail or a failure the tables only count.
+        let mut requests = String::from("due_s,operation,org,replica,status,latency_ms\n");
+        for r in self.records {
+            requests.push_str(&format!(
+                "{:.3},{},{},{},{},{:.2}\n",
+                r.due, r.op, r.org, r.replica, r.status, r.latency_ms
+            ));
+        }
+        std::fs::write(out.join("requests.csv"), requests).unwrap();
 
         // Recovery per fault: the last failed request it caused after the dependency was back.
         let mut fault_rows = String::new();

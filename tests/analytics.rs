@@ -719,6 +719,60 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     assert_eq!(again, before, "served from the cache again");
 }
 
+/// Regression (the chaos soak: analytics answers of 160-475 ms five seconds into a Redis
+/// outage). Requests that queued behind the cache's connect to Redis each tried again in turn once
+/// it failed, so the queue's last one waited one 150-ms deadline per request ahead of it. Now a
+/// failed connect makes the whole queue skip the cache: a burst costs about one deadline.
+#[tokio::test]
+async fn a_burst_during_a_redis_that_hangs_waits_one_deadline_not_one_per_request() {
+    let ch = clickhouse();
+    // A "Redis" that accepts connections and never answers.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redis_at = format!("redis://{}", hanging.local_addr().unwrap());
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            open.push(socket);
+        }
+    });
+    let (auth, app) = app_with(
+        &ch.url(),
+        &[
+            ("IBEX_API_REDIS_URL", redis_at.as_str()),
+            // Only the cache talks to Redis on the request path here.
+            ("IBEX_API_RATE_LIMIT_ENABLED", "false"),
+        ],
+    )
+    .await;
+    let tenant = Uuid::now_v7();
+    app.db.add_org(tenant).await;
+    let agent = app.db.add_agent(tenant).await;
+    let from = at("2026-06-01T00:00:00Z");
+    insert(&ch.url(), &traffic(tenant, &[agent], from, 86_400, 50, 21)).await;
+    let token = auth.token_for(tenant, TRACE_READ);
+    let path = "/v1/analytics/usage?start=2026-06-01T00:00:00Z&end=2026-06-02T00:00:00Z";
+    // Without Redis in the way, for comparison (the skip after a failure lasts 5 s).
+    let warm = app.call("GET", path, &token, None).await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+
+    // Twenty at once, all arriving while the first connect waits out its deadline. Serialized
+    // retries would take 20 x 150 ms = 3 s; one deadline plus twenty ClickHouse queries is far
+    // below the bound.
+    let started = Instant::now();
+    let replies =
+        futures_util::future::join_all((0..20).map(|_| app.call("GET", path, &token, None))).await;
+    let took = started.elapsed();
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["buckets"][0]["requests"].as_u64(), Some(50));
+    }
+    assert!(
+        took < Duration::from_millis(1_500),
+        "20 requests behind a hanging Redis took {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn clickhouse_down_is_a_fast_503_and_recovers_without_a_restart() {
     let mut ch = TempClickHouse::start().unwrap();
