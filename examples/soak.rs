@@ -128,6 +128,8 @@ struct Shared {
     /// (due, ms late) of every request the generator started: the harness's own health (a
     /// stalled generator fires its overdue requests in one burst), not the service's.
     lags: Mutex<Vec<(f64, f64)>>,
+    /// (organization, agent id) for every agent id an answer carried.
+    seen_agents: Mutex<HashSet<(usize, String)>>,
 }
 
 impl Shared {
@@ -225,29 +227,40 @@ impl Shared {
         }
         let own = self.orgs[org].id.to_string();
         let mut foreign = Vec::new();
-        org_ids(&value, &mut foreign);
+        strings_named(&value, "org_id", &mut foreign);
         if let Some(other) = foreign.iter().find(|id| **id != own) {
             self.violation(format!("{op}: org {own} saw a row of org {other}"));
+        }
+        // Rows without an org_id (memories, sessions, directives, exports) name their agent;
+        // whose agent it is, PostgreSQL tells at the end. Analytics answers are left out: they
+        // are traces, whose agent ids need not be agents of the database.
+        if !op.starts_with("analytics") {
+            let mut agents = Vec::new();
+            strings_named(&value, "agent_id", &mut agents);
+            if !agents.is_empty() {
+                let mut seen = self.seen_agents.lock().unwrap();
+                seen.extend(agents.into_iter().map(|agent| (org, agent)));
+            }
         }
         Some((status, value))
     }
 }
 
-/// Every `org_id` anywhere in an answer.
-fn org_ids(value: &Value, out: &mut Vec<String>) {
+/// Every string under `name` anywhere in an answer.
+fn strings_named(value: &Value, name: &str, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             for (key, v) in map {
-                if key == "org_id" {
+                if key == name {
                     if let Some(s) = v.as_str() {
                         out.push(s.to_owned());
                     }
                 } else {
-                    org_ids(v, out);
+                    strings_named(v, name, out);
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| org_ids(v, out)),
+        Value::Array(items) => items.iter().for_each(|v| strings_named(v, name, out)),
         _ => {}
     }
 }
@@ -1064,6 +1077,7 @@ async fn main() {
         exports: Mutex::new(Vec::new()),
         in_flight: (0..REPLICAS).map(|_| AtomicUsize::new(0)).collect(),
         lags: Mutex::default(),
+        seen_agents: Mutex::default(),
     });
     let infra = Arc::new(Mutex::new(Infra {
         pg,
@@ -1273,6 +1287,47 @@ async fn settle_and_check(
         name: "every answer: no 500, envelope + request id on non-2xx, 503 with Retry-After and a documented code, no row of another org",
         ok: violations == 0,
         detail: format!("{violations} violations (listed below)"),
+    });
+
+    // Every agent id an organization was shown is one of its own agents. An id PostgreSQL no
+    // longer has can only have been the deleted organization's, shown to that organization.
+    let seen: Vec<(usize, String)> = sh.seen_agents.lock().unwrap().iter().cloned().collect();
+    let ids: Vec<Uuid> = seen
+        .iter()
+        .filter_map(|(_, id)| Uuid::parse_str(id).ok())
+        .collect();
+    let owners: HashMap<Uuid, Uuid> = sqlx::query_as::<_, (Uuid, Uuid)>(
+        "SELECT id, org_id FROM ibex_core.agents WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let mut foreign = Vec::new();
+    for (org, id) in &seen {
+        let o = &sh.orgs[*org];
+        let owner = Uuid::parse_str(id)
+            .ok()
+            .and_then(|id| owners.get(&id).copied());
+        let own = match owner {
+            Some(owner) => owner == o.id,
+            None => o.deleted.load(Ordering::Relaxed),
+        };
+        if !own {
+            foreign.push(format!("org {} saw agent {id} (owner {owner:?})", o.id));
+        }
+    }
+    checks.push(Check {
+        name: "no answer without an org_id showed another organization's agent (every agent_id checked against its owner in PostgreSQL)",
+        ok: foreign.is_empty(),
+        detail: format!(
+            "{} distinct (organization, agent) pairs seen, {} foreign {:?}",
+            seen.len(),
+            foreign.len(),
+            &foreign[..foreign.len().min(5)]
+        ),
     });
 
     // Every change answered 2xx has its audit event (more events than answers is fine: a write
