@@ -1660,6 +1660,23 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// A "Requests by ..." table: per key, how many answers of each status.
+fn statuses_by(what: &str, answers: impl Iterator<Item = (String, u16)>) -> String {
+    let mut counts: BTreeMap<String, BTreeMap<u16, usize>> = BTreeMap::new();
+    for (key, status) in answers {
+        *counts.entry(key).or_default().entry(status).or_default() += 1;
+    }
+    let mut md = format!(
+        "## Requests by {}\n\n| {what} | Answers (status: count; 0 = no answer) |\n|---|---|\n",
+        what.to_lowercase()
+    );
+    for (key, statuses) in &counts {
+        let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        md.push_str(&format!("| {key} | {} |\n", statuses.join(", ")));
+    }
+    md
+}
+
 fn failed(r: &Record) -> bool {
     r.status == 0 || r.status >= 500
 }
@@ -1857,40 +1874,17 @@ impl Report<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let mut per_op: BTreeMap<&str, BTreeMap<u16, usize>> = BTreeMap::new();
-        for r in self.records {
-            *per_op.entry(r.op).or_default().entry(r.status).or_default() += 1;
-        }
-        md.push_str("## Requests by operation\n\n| Operation | Answers (status: count; 0 = no answer) |\n|---|---|\n");
-        for (op, statuses) in &per_op {
-            md.push_str(&format!(
-                "| {op} | {} |\n",
-                statuses
-                    .iter()
-                    .map(|(s, n)| format!("{s}: {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let mut per_replica: BTreeMap<usize, BTreeMap<u16, usize>> = BTreeMap::new();
-        for r in self.records {
-            *per_replica
-                .entry(r.replica)
-                .or_default()
-                .entry(r.status)
-                .or_default() += 1;
-        }
-        md.push_str("\n## Requests by replica\n\n| Replica | Answers (status: count; 0 = no answer) |\n|---|---|\n");
-        for (replica, statuses) in &per_replica {
-            md.push_str(&format!(
-                "| {replica} | {} |\n",
-                statuses
-                    .iter()
-                    .map(|(s, n)| format!("{s}: {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
+        md.push_str(&statuses_by(
+            "Operation",
+            self.records.iter().map(|r| (r.op.to_owned(), r.status)),
+        ));
+        md.push('\n');
+        md.push_str(&statuses_by(
+            "Replica",
+            self.records
+                .iter()
+                .map(|r| (r.replica.to_string(), r.status)),
+        ));
         let mut lags: Vec<f64> = self.lags.iter().map(|(_, lag)| *lag).collect();
         lags.sort_by(f64::total_cmp);
         let late_seconds = generator_lag.iter().filter(|lag| **lag > 100.0).count();
