@@ -16,6 +16,7 @@ use uuid::Uuid;
 const ORG_SETTINGS_WRITE: u64 = 1 << 35;
 const TOKEN_CREATE: u64 = 1 << 36;
 const MEMORY_READ: u64 = 1;
+const MEMORY_BULK_EXPORT: u64 = 1 << 3;
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
     let mut admin = app.db.admin().await;
@@ -130,6 +131,47 @@ async fn a_retried_create_gets_the_first_answer_and_does_nothing_else() {
     // Without a key the same request runs (and, paused already, says so).
     let unkeyed = app.call("POST", &path, &token, None).await;
     assert!(unkeyed.header("idempotent-replayed").is_none());
+}
+
+/// An export retried with its key: one job, the same job in both answers.
+#[tokio::test]
+async fn a_retried_export_is_one_job() {
+    let auth = FakeAuth::start().await;
+    let s3 = TempS3::start().unwrap();
+    let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
+    let token = auth.token_for(
+        ORG_ID.parse().unwrap(),
+        ORG_SETTINGS_WRITE | MEMORY_BULK_EXPORT,
+    );
+    let agent = app
+        .call(
+            "POST",
+            "/v1/agents",
+            &token,
+            Some(json!({"name": "e", "slug": "e"})),
+        )
+        .await;
+    assert_eq!(agent.status, 201, "{}", agent.text());
+    let path = format!(
+        "/v1/agents/{}/memories/export",
+        agent.json()["id"].as_str().unwrap()
+    );
+    let key = [("Idempotency-Key", "export-1")];
+    let body = json!({"format": "csv"});
+    let started = app
+        .call_with("POST", &path, &token, &key, Some(body.clone()))
+        .await;
+    assert_eq!(started.status, 202, "{}", started.text());
+    let again = app.call_with("POST", &path, &token, &key, Some(body)).await;
+    assert_eq!(again.status, 202, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.header("location"), started.header("location"));
+    assert_eq!(again.json()["id"], started.json()["id"]);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM ibex_core.memory_exports").await,
+        1,
+        "one export job"
+    );
 }
 
 #[tokio::test]
