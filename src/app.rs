@@ -51,6 +51,7 @@ use crate::middleware::idempotency::{self, Idempotency};
 use crate::middleware::rate_limit::{self, RateLimiter};
 use crate::middleware::request_id::RequestIdLayer;
 use crate::observability::routes::RouteTemplates;
+use crate::pagination::CursorKeys;
 use crate::observability::traces::TraceLayer;
 use crate::readiness::{Readiness, ReadinessCheck};
 use crate::state::AppState;
@@ -142,6 +143,7 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         .route_layer(ExposeMatchedPathLayer)
         .route_layer(from_fn_with_state(idempotency, idempotency::layer))
         .layer(from_fn_with_state(rate_limiter, rate_limit::layer))
+        .layer(axum::Extension(cursor_keys(config)))
         .with_state(app);
 
     ServiceBuilder::new()
@@ -160,6 +162,18 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         // Wrapping the router as a service (not `Router::layer`) puts the stack in front of
         // routing itself.
         .service(router)
+}
+
+/// The keys list cursors are signed with; without configured ones, a key of this process.
+fn cursor_keys(config: &Config) -> CursorKeys {
+    if config.cursor_keys.is_empty() {
+        tracing::warn!(
+            "IBEX_API_CURSOR_KEYS is not set: list cursors are signed with a key of this process and work only on this replica"
+        );
+        return CursorKeys::ephemeral();
+    }
+    let secrets: Vec<&str> = config.cursor_keys.iter().map(|k| k.expose()).collect();
+    CursorKeys::new(&secrets)
 }
 
 /// What `/metrics` samples at scrape time: the pool, the outbox backlog, the export queue.

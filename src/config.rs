@@ -159,6 +159,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "How long the answer to a POST with an Idempotency-Key is kept for its retries (24 hours); expired keys are swept every minute in batches of 1,000.",
     ),
     (
+        "IBEX_API_CURSOR_KEYS",
+        "",
+        "Secrets that sign list cursors (HMAC-SHA256), separated by commas, each at least 32 characters: the first signs, every one verifies, so a rotation puts the new key first and keeps the old one for a while. Every replica needs the same keys. Empty: a random key per process, and a cursor works only on the replica that issued it. Never logged.",
+    ),
+    (
         "IBEX_API_OUTBOX_POLL_MS",
         "250",
         "How often the event publisher looks for events committed by other replicas (this replica's own are published at once).",
@@ -314,6 +319,8 @@ pub struct Config {
     pub rate_limits: Option<Limits>,
     pub rate_limit_timeout: Duration,
     pub idempotency_ttl: Duration,
+    /// Cursor signing keys, the signing one first; empty: a random key of this process.
+    pub cursor_keys: Vec<Secret>,
     pub gdpr_batch_size: u32,
     pub gdpr_batch_pause: Duration,
     /// `None`: no metrics listener and no recorder.
@@ -541,6 +548,7 @@ impl Config {
             rate_limits: v.rate_limits()?,
             rate_limit_timeout: v.millis("IBEX_API_RATE_LIMIT_TIMEOUT_MS", 1)?,
             idempotency_ttl: v.millis("IBEX_API_IDEMPOTENCY_TTL_MS", 1_000)?,
+            cursor_keys: v.cursor_keys("IBEX_API_CURSOR_KEYS")?,
             gdpr_batch_size: v.number("IBEX_API_GDPR_BATCH_SIZE", 1, 100_000)? as u32,
             gdpr_batch_pause: v.millis("IBEX_API_GDPR_BATCH_PAUSE_MS", 0)?,
             metrics_addr: match v.get("IBEX_API_METRICS_ADDR") {
@@ -671,6 +679,20 @@ impl Values {
                 }
                 HeaderValue::from_str(origin)
                     .map_err(|_| err(var, format!("`{origin}` is not a valid origin")))
+            })
+            .collect()
+    }
+
+    fn cursor_keys(&self, var: &str) -> Result<Vec<Secret>, ConfigError> {
+        self.get(var)
+            .split(',')
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(|key| {
+                if key.len() < 32 {
+                    return Err(err(var, "each key must be at least 32 characters"));
+                }
+                Ok(Secret::new(key))
             })
             .collect()
     }

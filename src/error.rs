@@ -29,6 +29,18 @@ pub enum ApiError {
     PermissionElevationDenied,
     #[error("{0}")]
     NotFound(Cow<'static, str>),
+    /// An agent id in a body or query string names no live agent of the caller's organization.
+    #[error("No agent with this id in the organization.")]
+    AgentNotFound,
+    /// A user id in a body or query string names no user of the caller's organization.
+    #[error("No user with this id in the organization.")]
+    UserNotFound,
+    /// A role change the role order forbids the caller (owner > admin > member > viewer).
+    #[error("Roles can be granted or taken away only below the caller's own role; only an owner grants or removes owner, and no one raises their own role.")]
+    RoleNotGrantable,
+    /// A cursor that this service did not issue for this list, filters and organization.
+    #[error("The cursor is not one this list returned; start again without a cursor.")]
+    InvalidCursor,
     #[error("This method is not allowed on this path.")]
     MethodNotAllowed,
     #[error("The request body exceeds the size limit.")]
@@ -166,10 +178,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingToken | Self::InvalidToken => StatusCode::UNAUTHORIZED,
-            Self::InsufficientPermissions | Self::PermissionElevationDenied => {
-                StatusCode::FORBIDDEN
-            }
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::InsufficientPermissions
+            | Self::PermissionElevationDenied
+            | Self::RoleNotGrantable => StatusCode::FORBIDDEN,
+            Self::NotFound(_) | Self::AgentNotFound | Self::UserNotFound => StatusCode::NOT_FOUND,
+            Self::InvalidCursor => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -199,6 +212,10 @@ impl ApiError {
             Self::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
             Self::PermissionElevationDenied => "PERMISSION_ELEVATION_DENIED",
             Self::NotFound(_) => "NOT_FOUND",
+            Self::AgentNotFound => "AGENT_NOT_FOUND",
+            Self::UserNotFound => "USER_NOT_FOUND",
+            Self::RoleNotGrantable => "ROLE_NOT_GRANTABLE",
+            Self::InvalidCursor => "INVALID_CURSOR",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
@@ -269,6 +286,12 @@ impl ApiError {
         };
         let field_errors = match self {
             Self::Validation { field_errors, .. } if !field_errors.is_empty() => Some(field_errors),
+            // Named like every other parameter error, for clients that read `field_errors`.
+            Self::InvalidCursor => Some(vec![FieldError {
+                field: "cursor".to_owned(),
+                code: "INVALID_CURSOR",
+                message: "is not a cursor this list returned".to_owned(),
+            }]),
             _ => None,
         };
         let body = ErrorResponse {

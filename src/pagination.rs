@@ -2,14 +2,20 @@
 //! costs the same deep in a list as on page one, and rows inserted while a client pages neither
 //! repeat nor hide rows it has not reached.
 //!
-//! The cursor is opaque to clients: base64url of a version byte, a fingerprint of the list and
-//! its filters, and the position (microsecond timestamp, id) of the page's last row. A cursor
-//! that does not decode, or was made by another list or other filters, is a 400 on `cursor`.
+//! The cursor is opaque to clients and tamper-evident: base64url of a version byte, the position
+//! (microsecond timestamp, id) of the page's last row, and an HMAC-SHA256 tag (16 bytes) over
+//! the organization, the list with its filters and the position, keyed from the configuration
+//! (`IBEX_API_CURSOR_KEYS`; older keys still verify during a rotation). A cursor that does not
+//! decode, was changed, or was made for another organization, list or filters is a 400
+//! INVALID_CURSOR.
+
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -19,10 +25,16 @@ use crate::error::ApiError;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
 
-const CURSOR_VERSION: u8 = 1;
+/// Version 3: signed (1 and 2, unsigned, are refused).
+const CURSOR_VERSION: u8 = 3;
 /// A cursor wrapping another service's own cursor (the auth service's token list).
-const FOREIGN_CURSOR_VERSION: u8 = 2;
-const CURSOR_LEN: usize = 1 + 8 + 8 + 16;
+const FOREIGN_CURSOR_VERSION: u8 = 4;
+/// The version byte, the microsecond timestamp and the id.
+const POSITION_LEN: usize = 1 + 8 + 16;
+/// A truncated HMAC-SHA256: 128 bits, beyond guessing at any request rate.
+const TAG_LEN: usize = 16;
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// One page of a list. `total` is always null: counting would cost a full scan on every page.
 #[derive(Debug, Serialize)]
@@ -151,9 +163,97 @@ impl ListScope {
         self
     }
 
-    fn fingerprint(&self) -> [u8; 8] {
-        let digest = self.0.clone().finalize();
-        digest[..8].try_into().expect("8 bytes of a SHA-256")
+    fn digest(&self) -> [u8; 32] {
+        self.0.clone().finalize().into()
+    }
+}
+
+/// The keys cursors are signed with: the first signs, every one verifies (a rotation adds the
+/// new key in front and keeps the old one until the cursors it signed have aged out).
+#[derive(Clone)]
+pub struct CursorKeys(Arc<Vec<HmacSha256>>);
+
+impl std::fmt::Debug for CursorKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CursorKeys({} keys, ***)", self.0.len())
+    }
+}
+
+impl CursorKeys {
+    /// `secrets`: at least one; the configuration checks their length.
+    pub fn new<S: AsRef<[u8]>>(secrets: &[S]) -> Self {
+        assert!(!secrets.is_empty(), "at least one cursor key");
+        Self(Arc::new(
+            secrets
+                .iter()
+                .map(|s| HmacSha256::new_from_slice(s.as_ref()).expect("HMAC takes any key"))
+                .collect(),
+        ))
+    }
+
+    /// A key of this process only, for a configuration that names none: cursors then work
+    /// only on the replica that issued them.
+    pub fn ephemeral() -> Self {
+        let secret: [u8; 32] = std::array::from_fn(|_| fastrand::u8(..));
+        Self::new(&[secret])
+    }
+
+    fn tag(key: &HmacSha256, binding: &Binding, payload: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = key.clone();
+        mac.update(binding.org.as_bytes());
+        mac.update(&binding.scope);
+        mac.update(payload);
+        let full = mac.finalize().into_bytes();
+        full[..TAG_LEN].try_into().expect("16 bytes of a SHA-256 HMAC")
+    }
+
+    fn sign(&self, binding: &Binding, payload: &[u8]) -> [u8; TAG_LEN] {
+        Self::tag(&self.0[0], binding, payload)
+    }
+
+    /// Any key's tag, compared in constant time.
+    fn verify(&self, binding: &Binding, payload: &[u8], tag: &[u8]) -> bool {
+        self.0.iter().any(|key| {
+            let expected = Self::tag(key, binding, payload);
+            tag.len() == TAG_LEN
+                && expected
+                    .iter()
+                    .zip(tag)
+                    .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                    == 0
+        })
+    }
+}
+
+/// What a cursor is bound to: the organization, and the list with its filters.
+#[derive(Debug, Clone)]
+struct Binding {
+    keys: CursorKeys,
+    org: Uuid,
+    scope: [u8; 32],
+}
+
+impl Binding {
+    /// base64url of `payload` (version byte first) and its tag.
+    fn seal(&self, mut payload: Vec<u8>) -> String {
+        let tag = self.keys.sign(self, &payload);
+        payload.extend_from_slice(&tag);
+        URL_SAFE_NO_PAD.encode(payload)
+    }
+
+    /// The payload of a cursor this binding sealed with `version`, or 400 INVALID_CURSOR.
+    fn open(&self, cursor: &str, version: u8) -> Result<Vec<u8>, ApiError> {
+        let mut bytes = URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| ApiError::InvalidCursor)?;
+        if bytes.len() <= 1 + TAG_LEN || bytes[0] != version {
+            return Err(ApiError::InvalidCursor);
+        }
+        let tag = bytes.split_off(bytes.len() - TAG_LEN);
+        if !self.keys.verify(self, &bytes, &tag) {
+            return Err(ApiError::InvalidCursor);
+        }
+        Ok(bytes)
     }
 }
 
@@ -162,7 +262,7 @@ impl ListScope {
 pub struct PageRequest {
     pub limit: u32,
     pub after: Option<Position>,
-    scope: [u8; 8],
+    binding: Binding,
 }
 
 impl PageRequest {
@@ -191,31 +291,23 @@ impl PageRequest {
     }
 
     fn encode(&self, position: Position) -> String {
-        let mut bytes = Vec::with_capacity(CURSOR_LEN);
+        let mut bytes = Vec::with_capacity(POSITION_LEN + TAG_LEN);
         bytes.push(CURSOR_VERSION);
-        bytes.extend_from_slice(&self.scope);
         bytes.extend_from_slice(&position.created_at.timestamp_micros().to_be_bytes());
         bytes.extend_from_slice(position.id.as_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
+        self.binding.seal(bytes)
     }
 }
 
-fn bad_cursor() -> ApiError {
-    ApiError::field(
-        "cursor",
-        "INVALID_CURSOR",
-        "is not a cursor this list returned",
-    )
-}
-
-fn decode(cursor: &str, scope: [u8; 8]) -> Result<Position, ApiError> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad_cursor())?;
-    if bytes.len() != CURSOR_LEN || bytes[0] != CURSOR_VERSION || bytes[1..9] != scope {
-        return Err(bad_cursor());
+fn decode(cursor: &str, binding: &Binding) -> Result<Position, ApiError> {
+    let bytes = binding.open(cursor, CURSOR_VERSION)?;
+    if bytes.len() != POSITION_LEN {
+        return Err(ApiError::InvalidCursor);
     }
-    let micros = i64::from_be_bytes(bytes[9..17].try_into().expect("8 bytes"));
-    let created_at = DateTime::from_timestamp_micros(micros).ok_or_else(bad_cursor)?;
-    let id = Uuid::from_slice(&bytes[17..]).map_err(|_| bad_cursor())?;
+    let micros = i64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes"));
+    let created_at =
+        DateTime::from_timestamp_micros(micros).ok_or(ApiError::InvalidCursor)?;
+    let id = Uuid::from_slice(&bytes[9..]).map_err(|_| ApiError::InvalidCursor)?;
     Ok(Position { created_at, id })
 }
 
@@ -225,6 +317,8 @@ fn decode(cursor: &str, scope: [u8; 8]) -> Result<Position, ApiError> {
 pub struct Page {
     limit: u32,
     cursor: Option<String>,
+    keys: CursorKeys,
+    org: Uuid,
 }
 
 /// A validated page request over another service's list: its own cursor, unwrapped and checked.
@@ -232,21 +326,28 @@ pub struct Page {
 pub struct ForeignPageRequest {
     pub limit: u32,
     pub after: Option<String>,
-    scope: [u8; 8],
+    binding: Binding,
 }
 
 impl ForeignPageRequest {
-    /// Our opaque cursor around the other service's `cursor`.
+    /// Our opaque, signed cursor around the other service's `cursor`.
     pub fn wrap(&self, cursor: &str) -> String {
-        let mut bytes = Vec::with_capacity(9 + cursor.len());
+        let mut bytes = Vec::with_capacity(1 + cursor.len() + TAG_LEN);
         bytes.push(FOREIGN_CURSOR_VERSION);
-        bytes.extend_from_slice(&self.scope);
         bytes.extend_from_slice(cursor.as_bytes());
-        URL_SAFE_NO_PAD.encode(bytes)
+        self.binding.seal(bytes)
     }
 }
 
 impl Page {
+    fn binding(&self, scope: &ListScope) -> Binding {
+        Binding {
+            keys: self.keys.clone(),
+            org: self.org,
+            scope: scope.digest(),
+        }
+    }
+
     /// Like [`Page::resolve`], for a list another service pages: the inner cursor must pass
     /// `valid` before it is ever sent on.
     pub fn resolve_foreign(
@@ -254,17 +355,15 @@ impl Page {
         scope: &ListScope,
         valid: fn(&str) -> bool,
     ) -> Result<ForeignPageRequest, ApiError> {
-        let scope = scope.fingerprint();
+        let binding = self.binding(scope);
         let after = match self.cursor.as_deref() {
             None => None,
             Some(cursor) => {
-                let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad_cursor())?;
-                if bytes.len() < 10 || bytes[0] != FOREIGN_CURSOR_VERSION || bytes[1..9] != scope {
-                    return Err(bad_cursor());
-                }
-                let inner = String::from_utf8(bytes[9..].to_vec()).map_err(|_| bad_cursor())?;
+                let bytes = binding.open(cursor, FOREIGN_CURSOR_VERSION)?;
+                let inner =
+                    String::from_utf8(bytes[1..].to_vec()).map_err(|_| ApiError::InvalidCursor)?;
                 if !valid(&inner) {
-                    return Err(bad_cursor());
+                    return Err(ApiError::InvalidCursor);
                 }
                 Some(inner)
             }
@@ -272,20 +371,20 @@ impl Page {
         Ok(ForeignPageRequest {
             limit: self.limit,
             after,
-            scope,
+            binding,
         })
     }
 
     pub fn resolve(self, scope: &ListScope) -> Result<PageRequest, ApiError> {
-        let scope = scope.fingerprint();
+        let binding = self.binding(scope);
         let after = match self.cursor.as_deref() {
             None => None,
-            Some(cursor) => Some(decode(cursor, scope)?),
+            Some(cursor) => Some(decode(cursor, &binding)?),
         };
         Ok(PageRequest {
             limit: self.limit,
             after,
-            scope,
+            binding,
         })
     }
 }
@@ -313,9 +412,22 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
                     )
                 })?,
         };
+        // Both come from the layers in front of every list: the keys from the application, the
+        // organization from the auth layer.
+        let keys = parts
+            .extensions
+            .get::<CursorKeys>()
+            .cloned()
+            .ok_or(ApiError::Internal)?;
+        let org = parts
+            .extensions
+            .get::<crate::auth::Caller>()
+            .map_or(Uuid::nil(), |caller| caller.org_id);
         Ok(Self {
             limit,
             cursor: params.cursor,
+            keys,
+            org,
         })
     }
 }
@@ -324,41 +436,110 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
 mod tests {
     use super::*;
 
-    fn page(limit: u32, cursor: Option<String>) -> Page {
-        Page { limit, cursor }
+    fn keys() -> CursorKeys {
+        CursorKeys::new(&["a key of at least thirty-two bytes!!"])
+    }
+
+    fn page_with(keys: &CursorKeys, org: Uuid, cursor: Option<String>) -> Page {
+        Page {
+            limit: 2,
+            cursor,
+            keys: keys.clone(),
+            org,
+        }
+    }
+
+    fn first_cursor(keys: &CursorKeys, org: Uuid, scope: &ListScope, at: Position) -> String {
+        let request = page_with(keys, org, None).resolve(scope).unwrap();
+        let finished = request.finish(vec![1u8, 2, 3], |_| at);
+        assert_eq!(finished.items, vec![1, 2]);
+        finished.next_cursor.unwrap()
     }
 
     #[test]
-    fn cursors_round_trip_within_their_list_only() {
+    fn cursors_round_trip_within_their_org_and_list_only() {
+        let (keys, org) = (keys(), Uuid::now_v7());
         let agents = ListScope::new("agents").filter("status", None);
-        let request = page(2, None).resolve(&agents).unwrap();
         let position = Position {
             created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
             id: Uuid::now_v7(),
         };
-        let rows = vec![1u8, 2, 3];
-        let finished = request.finish(rows, |_| position);
-        assert_eq!(finished.items, vec![1, 2]);
-        let cursor = finished.next_cursor.unwrap();
-        assert_eq!(cursor.len(), 44);
-
-        let next = page(2, Some(cursor.clone())).resolve(&agents).unwrap();
+        let cursor = first_cursor(&keys, org, &agents, position);
+        assert_eq!(cursor.len(), 55);
+        let next = page_with(&keys, org, Some(cursor.clone()))
+            .resolve(&agents)
+            .unwrap();
         assert_eq!(next.after, Some(position));
 
+        let refused = |keys: &CursorKeys, org: Uuid, scope: &ListScope, cursor: &str| {
+            matches!(
+                page_with(keys, org, Some(cursor.to_owned())).resolve(scope),
+                Err(ApiError::InvalidCursor)
+            )
+        };
         let filtered = ListScope::new("agents").filter("status", Some("active"));
-        assert!(page(2, Some(cursor.clone())).resolve(&filtered).is_err());
-        let users = ListScope::new("users");
-        assert!(page(2, Some(cursor.clone())).resolve(&users).is_err());
-        for bad in ["", "x", "!!!!", &cursor[..43], &format!("{cursor}A")] {
-            assert!(page(2, Some(bad.into())).resolve(&agents).is_err(), "{bad}");
+        assert!(refused(&keys, org, &filtered, &cursor));
+        assert!(refused(&keys, org, &ListScope::new("users"), &cursor));
+        assert!(refused(&keys, Uuid::now_v7(), &agents, &cursor), "another org");
+        let other_key = CursorKeys::new(&["another key of thirty-two bytes or more"]);
+        assert!(refused(&other_key, org, &agents, &cursor));
+        for bad in ["", "x", "!!!!", &cursor[..54], &format!("{cursor}A")] {
+            assert!(refused(&keys, org, &agents, bad), "{bad}");
+        }
+        // Every flipped bit of the decoded cursor is noticed.
+        let raw = URL_SAFE_NO_PAD.decode(&cursor).unwrap();
+        for byte in 0..raw.len() {
+            let mut flipped = raw.clone();
+            flipped[byte] ^= 0x01;
+            assert!(refused(&keys, org, &agents, &URL_SAFE_NO_PAD.encode(flipped)));
         }
     }
 
     #[test]
+    fn a_rotation_keeps_old_cursors_valid() {
+        let org = Uuid::now_v7();
+        let scope = ListScope::new("users");
+        let old = CursorKeys::new(&["the old key, thirty-two bytes long.."]);
+        let rotated = CursorKeys::new(&[
+            "the new key, thirty-two bytes long..",
+            "the old key, thirty-two bytes long..",
+        ]);
+        let at = Position {
+            created_at: Utc::now(),
+            id: Uuid::now_v7(),
+        };
+        let issued_before = first_cursor(&old, org, &scope, at);
+        assert!(page_with(&rotated, org, Some(issued_before)).resolve(&scope).is_ok());
+        let issued_after = first_cursor(&rotated, org, &scope, at);
+        assert!(page_with(&old, org, Some(issued_after)).resolve(&scope).is_err());
+    }
+
+    #[test]
+    fn foreign_cursors_are_signed_too() {
+        let (keys, org) = (keys(), Uuid::now_v7());
+        let scope = ListScope::new("tokens");
+        let first = page_with(&keys, org, None)
+            .resolve_foreign(&scope, |_| true)
+            .unwrap();
+        let wrapped = first.wrap("123|inner");
+        let next = page_with(&keys, org, Some(wrapped.clone()))
+            .resolve_foreign(&scope, |_| true)
+            .unwrap();
+        assert_eq!(next.after.as_deref(), Some("123|inner"));
+        assert!(
+            page_with(&keys, Uuid::now_v7(), Some(wrapped))
+                .resolve_foreign(&scope, |_| true)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn the_last_page_has_no_cursor() {
-        let request = page(3, None).resolve(&ListScope::new("x")).unwrap();
-        let finished = request.finish(vec![1u8, 2, 3], |_| unreachable!());
-        assert_eq!(finished.items.len(), 3);
+        let request = page_with(&keys(), Uuid::nil(), None)
+            .resolve(&ListScope::new("x"))
+            .unwrap();
+        let finished = request.finish(vec![1u8, 2], |_| unreachable!());
+        assert_eq!(finished.items.len(), 2);
         assert!(finished.next_cursor.is_none());
     }
 }

@@ -157,6 +157,12 @@ where
             req.extensions_mut().insert(token);
             let mut response: Response<Body> = inner.call(req).await?;
             response.extensions_mut().insert(caller);
+            // An authenticated answer is one caller's data: no shared or browser cache keeps
+            // it (OWASP REST Security Cheat Sheet). ETag and If-None-Match still revalidate.
+            response.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
             Ok(response)
         })
     }

@@ -148,12 +148,18 @@ impl Database {
     async fn begin_tenant(&self, org_id: Uuid) -> Result<OrgTx, ApiError> {
         let started = std::time::Instant::now();
         let client = self.tenants.get().await.map_err(DbError::from)?;
-        // BEGIN, the role and the tenant in one simple-query message, sent with the first
-        // statement. The org id is a `Uuid` (from the auth service or a job's own row),
-        // rendered as 36 hex digits and dashes, never client text.
+        // BEGIN, the role, the tenant and the request's id in one simple-query message, sent
+        // with the first statement. Both ids are `Uuid`s (the org from the auth service or a
+        // job's own row, the request id validated by the request-id layer), rendered as hex
+        // digits and dashes, never client text. Outbox rows take the request id from it as
+        // their column default, whichever task writes them.
+        let request_id = crate::request_id::current()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
         let begin = format!(
             "BEGIN; SET LOCAL ROLE ibex_app; \
-             SELECT set_config('app.current_org_id', '{}', true)",
+             SELECT set_config('app.current_org_id', '{}', true), \
+                    set_config('app.request_id', '{request_id}', true)",
             org_id.hyphenated()
         );
         Ok(OrgTx {

@@ -5,8 +5,9 @@
 //! about 5,000 instructions per request, an eighth of the whole `/health` request. Here the
 //! policy is shared behind an `Arc` and every header value is built once, at start-up.
 //!
-//! Every `OPTIONS` request is answered here as a preflight, before auth: a preflight never carries
-//! a token. Allowed origins get the allow headers; any other origin gets none, so the browser
+//! A CORS preflight (an `OPTIONS` with both `Origin` and `Access-Control-Request-Method`) is
+//! answered here, before auth: a preflight never carries a token. Any other `OPTIONS` is an
+//! ordinary request and goes on to auth (401 without a token) like any other method. Allowed origins get the allow headers; any other origin gets none, so the browser
 //! refuses the call. Actual responses (errors included, as this layer sits outside the envelope)
 //! carry `Access-Control-Allow-Origin` and expose `X-Request-ID` (and the ETag, rate-limit and
 //! replay headers) for an allowed origin.
@@ -120,7 +121,12 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let allowed = self.policy.allowed(req.headers().get(header::ORIGIN));
-        if req.method() == Method::OPTIONS {
+        let preflight = req.method() == Method::OPTIONS
+            && req.headers().contains_key(header::ORIGIN)
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if preflight {
             let response = self.policy.preflight(allowed);
             return Box::pin(async move { Ok(response) });
         }

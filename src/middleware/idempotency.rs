@@ -130,15 +130,17 @@ pub async fn layer(State(idempotency): State<Idempotency>, req: Request, next: N
             let request = Request::from_parts(parts, Body::from(body));
             // Its own task: a client hanging up must not cancel the work between its effect
             // and the stored answer.
-            let run = tokio::spawn(
-                async move {
-                    let response = next.run(request).await;
-                    idempotency
-                        .settle(&caller, &scope, &fingerprint, response)
-                        .await
-                }
-                .in_current_span(),
-            );
+            // The task re-enters the request's id (a task-local does not follow a spawn), so
+            // its log lines, audit events and outbox rows name the request.
+            let work = async move {
+                let response = next.run(request).await;
+                idempotency
+                    .settle(&caller, &scope, &fingerprint, response)
+                    .await
+            }
+            .in_current_span();
+            let id = request_id.unwrap_or_else(RequestId::generate);
+            let run = tokio::spawn(crate::request_id::scoped(id, || work));
             run.await
                 .unwrap_or_else(|_| ApiError::Internal.into_response())
         }

@@ -1,11 +1,13 @@
 //! The outermost layer: assigns each request its id ([`crate::request_id`]), makes it current
-//! for the request's task and echoes it exactly once in `X-Request-ID`.
+//! for the request's task and echoes it exactly once in `X-Request-ID`; it also stamps
+//! `X-Content-Type-Options: nosniff` on every answer.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::header::X_CONTENT_TYPE_OPTIONS;
+use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
 use crate::request_id::{RequestId, X_REQUEST_ID, scoped};
@@ -51,6 +53,11 @@ where
             let mut response = future.await?;
             // `insert` replaces any value a handler set: the header appears exactly once.
             response.headers_mut().insert(&X_REQUEST_ID, header);
+            // Every answer, whoever produced it: browsers never guess a type from the body
+            // (OWASP REST Security Cheat Sheet).
+            response
+                .headers_mut()
+                .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             Ok(response)
         })
     }

@@ -133,6 +133,20 @@ pub async fn read_below_agent(
     sql: &str,
     params: crate::db::Params<'_>,
 ) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+    read_if_agent(tx, agent_id, not_found(), sql, params).await
+}
+
+/// Like [`read_below_agent`], for an agent id a query string carries (a filter): `missing` is
+/// the answer when the id names no live agent of the organization (docs: an id in a body or a
+/// query must name a live object of the caller's organization; a foreign id and an unknown one
+/// answer alike).
+pub async fn read_if_agent(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    missing: ApiError,
+    sql: &str,
+    params: crate::db::Params<'_>,
+) -> Result<Vec<tokio_postgres::Row>, ApiError> {
     let org_id = tx.org_id();
     let mut results = tx
         .query_pipelined(&[
@@ -146,9 +160,22 @@ pub async fn read_below_agent(
         .await?;
     let rows = results.pop().unwrap_or_default();
     if results.pop().unwrap_or_default().is_empty() {
-        return Err(not_found());
+        return Err(missing);
     }
     Ok(rows)
+}
+
+/// 404 AGENT_NOT_FOUND unless `agent_id` is a live agent of the transaction's organization:
+/// what an agent id in a request body must name before anything acts on it.
+pub async fn require_live_agent(tx: &mut OrgTx, agent_id: Uuid) -> Result<(), ApiError> {
+    let org_id = tx.org_id();
+    tx.query_opt(
+        "SELECT 1 FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
+        &[&org_id, &agent_id],
+    )
+    .await?
+    .map(|_| ())
+    .ok_or(ApiError::AgentNotFound)
 }
 
 /// `if_match`: the versions the change may apply to (`None`: any), checked in the UPDATE itself.

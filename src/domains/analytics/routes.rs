@@ -1,5 +1,5 @@
 //! The four analytics operations; all need `trace:read`. Each validates its parameters, checks a
-//! given `agent_id` against the caller's organization (404 like an unknown agent), then answers
+//! given `agent_id` against the caller's organization (404 AGENT_NOT_FOUND for a foreign or unknown one), then answers
 //! from the cache or from ClickHouse, filling every bucket of the range.
 
 use std::collections::BTreeMap;
@@ -42,7 +42,12 @@ where
     let query = Query::parse(params)?;
     if let Some(agent_id) = query.agent_id {
         let mut tx = state.db.begin_for(caller).await?;
-        live_status(&mut tx, agent_id, false).await?;
+        live_status(&mut tx, agent_id, false)
+            .await
+            .map_err(|error| match error {
+                ApiError::NotFound(_) => ApiError::AgentNotFound,
+                other => other,
+            })?;
         tx.finish_read();
     }
     let key = cache::key(caller.org_id, &query.normalized(endpoint));

@@ -51,7 +51,13 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditContext {
                     .collect()
             });
         Ok(Self {
-            request_id: crate::request_id::current()
+            // The request's own extension first: it travels with the request into any task
+            // (the idempotency layer runs handlers in one of their own).
+            request_id: parts
+                .extensions
+                .get::<crate::request_id::RequestId>()
+                .copied()
+                .or_else(crate::request_id::current)
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
             client_ip: forwarded.or(peer),

@@ -111,20 +111,27 @@ pub async fn list(
     qb.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
         .push_bind(page.fetch_limit());
     let params = qb.params();
+    // The caller's role and, for an `actor_id` filter, whether it names a user of the
+    // organization (deleted ones too: the trail is history), in the same flight as the page.
     let mut results = tx
         .query_pipelined(&[
             (
-                "SELECT role FROM ibex_core.users
+                "SELECT $3::uuid IS NULL OR EXISTS (
+                     SELECT 1 FROM ibex_core.users a WHERE a.org_id = $1 AND a.id = $3)
+                 FROM ibex_core.users
                  WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL AND status = 'active'
                    AND role IN ('owner', 'admin')",
-                &[&org_id, &user],
+                &[&org_id, &user, &filters.actor_id],
             ),
             (qb.text(), &params),
         ])
         .await?;
     let rows = results.pop().unwrap_or_default();
-    if results.pop().unwrap_or_default().is_empty() {
+    let Some(check) = results.pop().unwrap_or_default().into_iter().next() else {
         return Err(ApiError::InsufficientPermissions);
+    };
+    if !check.try_get::<_, bool>(0).map_err(crate::db::DbError::from)? {
+        return Err(ApiError::UserNotFound);
     }
     let events = rows
         .iter()

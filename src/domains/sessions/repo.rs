@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::model::{Session, SessionFilters};
 use crate::db::{DbError, FromRow, OrgTx, Sql};
+use crate::domains::agents::repo::read_if_agent;
 use crate::error::ApiError;
 use crate::pagination::{CursorPage, PageRequest, Position};
 
@@ -46,7 +47,24 @@ pub async fn list(
     }
     qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(page.fetch_limit());
-    let rows = tx.fetch_all::<Session>(qb.text(), &qb.params()).await?;
+    let rows = match filters.agent_id {
+        // The filter's agent must be the organization's (404 AGENT_NOT_FOUND), checked in the
+        // same flight as the page.
+        Some(agent_id) => {
+            let rows = read_if_agent(
+                tx,
+                agent_id,
+                ApiError::AgentNotFound,
+                qb.text(),
+                &qb.params(),
+            )
+            .await?;
+            rows.iter()
+                .map(Session::from_row)
+                .collect::<Result<Vec<_>, DbError>>()?
+        }
+        None => tx.fetch_all::<Session>(qb.text(), &qb.params()).await?,
+    };
     Ok(page.finish(rows, |s| Position {
         created_at: s.created_at,
         id: s.id,

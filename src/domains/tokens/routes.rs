@@ -16,6 +16,7 @@ use crate::auth::proto::{
 };
 use crate::auth::{Caller, CallerToken, Permissions};
 use crate::db::OrgTx;
+use crate::domains::agents::repo::require_live_agent;
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiJson;
@@ -107,7 +108,8 @@ pub async fn create_token(
     if !caller.permissions.contains(new.permissions) {
         return Err(ApiError::PermissionElevationDenied);
     }
-    let trail = AuditTrail::open(&state, &caller).await?;
+    // The agent must be the organization's before the auth service hears of it.
+    let trail = AuditTrail::open(&state, &caller, new.agent_id).await?;
     let created = state
         .auth
         .client()
@@ -211,7 +213,7 @@ pub async fn delete_token(
     if caller.token_id != Some(path.token_id) {
         caller.require(Permissions::TOKEN_REVOKE)?;
     }
-    let trail = AuditTrail::open(&state, &caller).await?;
+    let trail = AuditTrail::open(&state, &caller, None).await?;
     state
         .auth
         .client()
@@ -243,10 +245,21 @@ pub async fn delete_token(
 struct AuditTrail(OrgTx);
 
 impl AuditTrail {
-    async fn open(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
+    /// `agent_id`: the agent a new token is bound to, which must be a live agent of the
+    /// caller's organization (404 AGENT_NOT_FOUND otherwise, and nothing minted).
+    async fn open(
+        state: &AppState,
+        caller: &Caller,
+        agent_id: Option<uuid::Uuid>,
+    ) -> Result<Self, ApiError> {
         let mut tx = state.db.begin_for(caller).await?;
         // BEGIN and this in one flight: a connection that answers, held for the commit.
-        tx.execute("SELECT 1", &[]).await?;
+        match agent_id {
+            Some(agent_id) => require_live_agent(&mut tx, agent_id).await?,
+            None => {
+                tx.execute("SELECT 1", &[]).await?;
+            }
+        }
         Ok(Self(tx))
     }
 

@@ -101,12 +101,49 @@ pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<User, ApiError> {
     .ok_or_else(not_found)
 }
 
-/// Who may change the owner role, locked for the rest of the transaction.
+/// The role order, highest first: a caller grants and takes away only roles below its own, and
+/// only an owner grants or removes `owner` (docs: issue 27, OWASP API5 "broken function level
+/// authorization"; GitHub's and Stripe's team roles work the same way).
+pub fn rank(role: &str) -> u8 {
+    match role {
+        "owner" => 3,
+        "admin" => 2,
+        "member" => 1,
+        _ => 0,
+    }
+}
+
+/// May a caller whose role is `caller` (`None`: no active user, such as an agent's token) give
+/// a user the role `to`, taking `from` away (`None`: a new user)? `own` is a change to the
+/// caller's own user, which may only go down.
+pub fn may_change_role(caller: Option<&str>, from: Option<&str>, to: Option<&str>, own: bool) -> bool {
+    if from == to {
+        return true;
+    }
+    let Some(caller) = caller else {
+        return false;
+    };
+    if own {
+        // Stepping down is always allowed (the last-owner rule still applies); up never.
+        return match (from, to) {
+            (Some(from), Some(to)) => rank(to) < rank(from),
+            (Some(_), None) => true,
+            _ => false,
+        };
+    }
+    if caller == "owner" {
+        return true;
+    }
+    let below = |role: Option<&str>| role.is_none_or(|role| rank(role) < rank(caller));
+    below(from) && below(to)
+}
+
+/// Who may change roles, locked for the rest of the transaction.
 struct Owners {
     /// Every live owner's id.
     ids: Vec<Uuid>,
-    /// The caller is an active owner.
-    caller_is_owner: bool,
+    /// The caller's role, if the caller is an active user of the organization.
+    caller_role: Option<String>,
 }
 
 /// Locks, in one statement, every live owner of the organization and the target: two requests
@@ -122,10 +159,11 @@ async fn lock_owners_and(
         .fetch_all::<User>(
             &format!(
                 "SELECT {COLUMNS} FROM ibex_core.users
-                 WHERE org_id = $1 AND deleted_at IS NULL AND (role = 'owner' OR id = $2)
+                 WHERE org_id = $1 AND deleted_at IS NULL
+                   AND (role = 'owner' OR id = $2 OR id = $3)
                  ORDER BY id FOR UPDATE"
             ),
-            &[&org_id, &id],
+            &[&org_id, &id, &caller],
         )
         .await?;
     let owners = Owners {
@@ -134,9 +172,10 @@ async fn lock_owners_and(
             .filter(|u| u.role == "owner")
             .map(|u| u.id)
             .collect(),
-        caller_is_owner: rows
+        caller_role: rows
             .iter()
-            .any(|u| Some(u.id) == caller && u.role == "owner" && u.status == "active"),
+            .find(|u| Some(u.id) == caller && u.status == "active")
+            .map(|u| u.role.clone()),
     };
     let target = rows
         .into_iter()
@@ -145,18 +184,24 @@ async fn lock_owners_and(
     Ok((owners, target))
 }
 
-/// The owner role moves only by an owner's hand, and never away from the last owner.
-fn check_owner_rules(
+/// The role order (see [`may_change_role`]), and the owner role never away from the last owner.
+/// `new_role`: `None` removes the user.
+fn check_role_rules(
     owners: &Owners,
+    caller: Option<Uuid>,
     target: &User,
     new_role: Option<&str>,
 ) -> Result<(), ApiError> {
-    let was_owner = target.role == "owner";
-    let becomes_owner = new_role == Some("owner");
-    let loses_owner = was_owner && new_role != Some("owner");
-    if (becomes_owner && !was_owner || loses_owner) && !owners.caller_is_owner {
-        return Err(ApiError::InsufficientPermissions);
+    let own = caller == Some(target.id);
+    if !may_change_role(
+        owners.caller_role.as_deref(),
+        Some(&target.role),
+        new_role,
+        own,
+    ) {
+        return Err(ApiError::RoleNotGrantable);
     }
+    let loses_owner = target.role == "owner" && new_role != Some("owner");
     if loses_owner && owners.ids.iter().filter(|id| **id != target.id).count() == 0 {
         return Err(ApiError::Conflict(Conflict::LastOwner));
     }
@@ -183,7 +228,12 @@ pub async fn update(
     let (owners, target) = lock_owners_and(tx, id, caller).await?;
     check_version(&target, if_match.as_deref())?;
     let new_role = changes.role.filter(|role| *role != target.role);
-    check_owner_rules(&owners, &target, new_role.or(Some(target.role.as_str())))?;
+    check_role_rules(
+        &owners,
+        caller,
+        &target,
+        new_role.or(Some(target.role.as_str())),
+    )?;
     if changes.name.is_none() && new_role.is_none() {
         return Ok(target);
     }
@@ -209,8 +259,8 @@ pub async fn soft_delete(
 ) -> Result<(), ApiError> {
     let (owners, target) = lock_owners_and(tx, id, caller).await?;
     check_version(&target, if_match.as_deref())?;
-    // Removing an owner is removing the owner role.
-    check_owner_rules(&owners, &target, None)?;
+    // Removing a user is taking its role away.
+    check_role_rules(&owners, caller, &target, None)?;
     let org_id = tx.org_id();
     tx.execute(
         "UPDATE ibex_core.users SET deleted_at = now(), status = 'deactivated', updated_at = now()

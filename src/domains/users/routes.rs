@@ -12,16 +12,12 @@ use super::model::{NewUser, User, UserChanges, UserPath};
 use super::repo;
 use crate::auth::{Caller, Permissions};
 use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
-use crate::db::OrgTx;
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiPath};
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 use crate::state::AppState;
 
-async fn caller_is_owner(tx: &mut OrgTx, caller: &Caller) -> Result<bool, ApiError> {
-    Ok(repo::caller_role(tx, caller.user_id).await?.as_deref() == Some("owner"))
-}
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List users",
     description = "The organization's live users, newest first.",
@@ -40,7 +36,7 @@ pub async fn list_users(
 }
 
 #[utoipa::path(post, path = "/v1/users", tag = "users", summary = "Invite a user",
-    description = "Needs `user:manage`; an `owner` role needs the caller to be an owner. The user starts `invited`.",
+    description = "Needs `user:manage`, and the caller's user may invite only with a role below its own (owner > admin > member > viewer; an owner invites any role, an agent's token none). The user starts `invited`.",
     request_body = crate::domains::users::model::CreateUserBody,
     responses(
         (status = 201, description = "Invited; `Location` names the new user.", body = User,
@@ -50,6 +46,7 @@ pub async fn list_users(
                 ("UpdateUser" = (operation_id = "update_user", parameters(("user_id" = "$response.body#/id")))),
                 ("DeleteUser" = (operation_id = "delete_user", parameters(("user_id" = "$response.body#/id")))),
             )),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the role is not below the caller's own.", body = ErrorResponse),
         (status = 404, description = "NOT_FOUND: the caller's organization no longer exists (deleted).", body = ErrorResponse),
         (status = 409, description = "USER_EMAIL_CONFLICT: a live user of the organization has this email.", body = ErrorResponse),
     ))]
@@ -62,8 +59,9 @@ pub async fn create_user(
     caller.require(Permissions::USER_MANAGE)?;
     let new = NewUser::parse(body)?;
     let mut tx = state.db.begin_for(&caller).await?;
-    if new.role == "owner" && !caller_is_owner(&mut tx, &caller).await? {
-        return Err(ApiError::InsufficientPermissions);
+    let caller_role = repo::caller_role(&mut tx, caller.user_id).await?;
+    if !repo::may_change_role(caller_role.as_deref(), None, Some(&new.role), false) {
+        return Err(ApiError::RoleNotGrantable);
     }
     let user = repo::insert(&mut tx, new).await?;
     record(&mut tx, &caller, &audit, "user.create", user.id, &[]);
@@ -94,12 +92,13 @@ pub async fn get_user(
 }
 
 #[utoipa::path(patch, path = "/v1/users/{user_id}", tag = "users", summary = "Update a user",
-    description = "Needs `user:manage`. Changes `name` and `role` only. Granting or removing `owner` needs the caller to be an owner; the last owner cannot be demoted.",
+    description = "Needs `user:manage`. Changes `name` and `role` only. A role change follows the role order owner > admin > member > viewer: the caller may take away and grant only roles below its own, only an owner grants or removes `owner`, and a caller may lower its own role but never raise it. The last owner cannot be demoted.",
     params(UserPath, IfMatch),
     request_body = crate::domains::users::model::UpdateUserBody,
     responses(
         (status = 200, description = "The updated user.", body = User,
             headers(("ETag" = String, description = "The user's new version."))),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the role order forbids this change; nothing changed.", body = ErrorResponse),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner keeps the role.", body = ErrorResponse),
         (status = 412, description = "PRECONDITION_FAILED: the user changed since the If-Match version; nothing changed.", body = ErrorResponse),
@@ -124,10 +123,11 @@ pub async fn update_user(
 }
 
 #[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users", summary = "Delete a user",
-    description = "Needs `user:manage` (and, for an owner, the caller to be an owner). Soft delete: the user is deactivated and frees its email. The last owner cannot be deleted.",
+    description = "Needs `user:manage`, and the user's role must be below the caller's own (an owner removes anyone; anyone may remove themselves). Soft delete: the user is deactivated and frees its email. The last owner cannot be deleted.",
     params(UserPath, IfMatch),
     responses(
         (status = 204, description = "Deleted."),
+        (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the user's role is not below the caller's.", body = ErrorResponse),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner cannot be deleted.", body = ErrorResponse),
         (status = 412, description = "PRECONDITION_FAILED: the user changed since the If-Match version; nothing changed.", body = ErrorResponse),
