@@ -7,11 +7,13 @@
 //! 3. access log: sees the final status of everything, including refusals;
 //! 4. CORS: answers preflights before auth, and decorates every error the inner layers produce;
 //! 5. envelope: turns any error response from below into the platform's JSON envelope;
-//! 6. panic catching: a panicking handler (or auth client) becomes a 500 the envelope renders;
-//! 7. body limit: oversized bodies are refused before anyone buffers them;
-//! 8. timeout: bounds auth plus handler; the auth deadline is validated to be shorter;
-//! 9. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token;
-//! 10. rate limit (every authenticated request) and idempotency keys (matched POSTs): inside
+//! 6. request limits: header count and size and the target's length, with the envelope (the HTTP
+//!    server's own limits sit far above them, since it answers without one);
+//! 7. panic catching: a panicking handler (or auth client) becomes a 500 the envelope renders;
+//! 8. body limit: oversized bodies are refused before anyone buffers them;
+//! 9. timeout: bounds auth plus handler; the auth deadline is validated to be shorter;
+//! 10. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token;
+//! 11. rate limit (every authenticated request) and idempotency keys (matched POSTs): inside
 //!     auth, as router layers, because both need the caller.
 
 use std::convert::Infallible;
@@ -50,6 +52,7 @@ use crate::middleware::envelope::EnvelopeLayer;
 use crate::middleware::idempotency::{self, Idempotency};
 use crate::middleware::rate_limit::{self, RateLimiter};
 use crate::middleware::request_id::RequestIdLayer;
+use crate::middleware::request_limits::RequestLimitsLayer;
 use crate::observability::routes::RouteTemplates;
 use crate::pagination::CursorKeys;
 use crate::observability::traces::TraceLayer;
@@ -152,6 +155,7 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         .layer(AccessLogLayer::new(templates))
         .layer(CorsLayer::new(config.cors_allowed_origins.clone()))
         .layer(EnvelopeLayer)
+        .layer(RequestLimitsLayer)
         .layer(CatchPanicLayer::new())
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

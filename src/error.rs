@@ -45,6 +45,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("The request body exceeds the size limit.")]
     PayloadTooLarge,
+    #[error("The request's header section is too large or has too many headers.")]
+    HeadersTooLarge,
+    #[error("The request's path and query are too long.")]
+    UriTooLong,
     #[error("The request body must be sent as Content-Type: application/json.")]
     UnsupportedMediaType,
     #[error("{message}")]
@@ -185,6 +189,8 @@ impl ApiError {
             Self::InvalidCursor => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation { .. } => StatusCode::BAD_REQUEST,
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -218,6 +224,8 @@ impl ApiError {
             Self::InvalidCursor => "INVALID_CURSOR",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Self::UriTooLong => "URI_TOO_LONG",
             Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             Self::Validation { .. } => "VALIDATION_ERROR",
             Self::RequestTimeout => "REQUEST_TIMEOUT",
@@ -248,6 +256,8 @@ impl ApiError {
             }
             StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Self::HeadersTooLarge,
+            StatusCode::URI_TOO_LONG => Self::UriTooLong,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::RequestTimeout,
             StatusCode::CONFLICT => Self::Conflict(Conflict::Generic),

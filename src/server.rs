@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::app::HttpService;
 use crate::config::Config;
+use crate::middleware::request_limits;
 use crate::readiness::Readiness;
 
 #[derive(Debug, Clone, Copy)]
@@ -51,9 +52,13 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let mut builder = http1::Builder::new();
+    // The server reads far more than a request may carry, so that the request-limits layer
+    // answers the real limits with the envelope and a request id (hyper's own answer is bare).
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+        .header_read_timeout(options.header_read_timeout)
+        .max_headers(request_limits::SERVER_MAX_HEADERS)
+        .max_header_size(request_limits::SERVER_MAX_HEADER_BYTES);
 
     let stop_accepting = async {
         shutdown.await;

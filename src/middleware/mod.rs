@@ -9,3 +9,4 @@ pub mod envelope;
 pub mod idempotency;
 pub mod rate_limit;
 pub mod request_id;
+pub mod request_limits;
