@@ -42,6 +42,7 @@ Needs: cargo, taskset, wrk (installed from Debian's packages when missing).
 import argparse
 import base64
 import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -55,6 +56,8 @@ from pathlib import Path
 
 TOKEN = "ibex_pat_0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f72_benchmarkTokenNotASecret00000000000000000"
 DEV_ORG = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70"
+# Every ibex-api of a run signs cursors with it, so the script can make deep cursors itself.
+BENCH_CURSOR_KEY = "bench-cursor-key-of-at-least-32-characters"
 # A seeded agent of the development org (src/devenv/mod.rs).
 DEV_AGENT = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e7001"
 SERVER_CORE, LOAD_CORE = "0", "1"
@@ -194,9 +197,13 @@ def memories_cursor_at(url, agent, depth, tag=None):
                         ("tag", tag), ("created_after", None), ("created_before", None)]:
         scope.update(b"\x00" + name.encode())
         scope.update(b"\x01" + value.encode() if value is not None else b"\x02")
-    raw = (bytes([1]) + scope.digest()[:8] + int(micros).to_bytes(8, "big", signed=True)
-           + bytes.fromhex(memory_id.replace("-", "")))
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    # Signed like src/pagination.rs: HMAC-SHA256 over the organization, the list's scope and the
+    # payload, keyed with the key every server of this run is given (BENCH_CURSOR_KEY).
+    payload = (bytes([3]) + int(micros).to_bytes(8, "big", signed=True)
+               + bytes.fromhex(memory_id.replace("-", "")))
+    tag = hmac.new(BENCH_CURSOR_KEY.encode(), bytes.fromhex(DEV_ORG.replace("-", "")) + scope.digest()
+                   + payload, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(payload + tag).rstrip(b"=").decode()
 
 
 def seed_sessions(url, count):
@@ -380,7 +387,9 @@ def main():
         "IBEX_API_DATABASE_URL": db_url, "IBEX_API_LOG_FORMAT": "json", "IBEX_API_LOG_LEVEL": "info",
         "IBEX_API_METRICS_ADDR": "",
         **(extra or {})}
-    api_env = lambda port, extra=None: base_env(port, {"IBEX_API_RATE_LIMIT_ENABLED": "false", **(extra or {})})
+    api_env = lambda port, extra=None: base_env(port, {"IBEX_API_RATE_LIMIT_ENABLED": "false",
+                                                       "IBEX_API_CURSOR_KEYS": BENCH_CURSOR_KEY,
+                                                       **(extra or {})})
     procs = {
         "auth": spawn([str(release / "ibex-api"), "dev-auth-server", "--listen", f"127.0.0.1:{auth_port}",
                        "--token", TOKEN], LOAD_CORE),
@@ -407,7 +416,9 @@ def main():
     }
     prev_port = free_port()
     if args.previous:
-        procs["previous"] = spawn([str(Path(args.previous).resolve())], SERVER_CORE, base_env(prev_port))
+        # Without this commit's settings, which an older binary refuses as unknown.
+        previous_env = {k: v for k, v in base_env(prev_port).items() if k != "IBEX_API_CURSOR_KEYS"}
+        procs["previous"] = spawn([str(Path(args.previous).resolve())], SERVER_CORE, previous_env)
     if need_analytics:
         procs["analytics_nocache"] = spawn([str(release / "ibex-api")], SERVER_CORE, api_env(chn_port, {
             "IBEX_API_CLICKHOUSE_URL": ch_url, "IBEX_API_REDIS_URL": ""}))

@@ -36,7 +36,9 @@ pub enum ApiError {
     #[error("No user with this id in the organization.")]
     UserNotFound,
     /// A role change the role order forbids the caller (owner > admin > member > viewer).
-    #[error("Roles can be granted or taken away only below the caller's own role; only an owner grants or removes owner, and no one raises their own role.")]
+    #[error(
+        "Roles can be granted or taken away only below the caller's own role; only an owner grants or removes owner, and no one raises their own role."
+    )]
     RoleNotGrantable,
     /// A cursor that this service did not issue for this list, filters and organization.
     #[error("The cursor is not one this list returned; start again without a cursor.")]

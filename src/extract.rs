@@ -84,9 +84,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 }
             })?;
         let value = unique_keys::parse(&bytes)?;
-        serde_json::from_value(value)
-            .map(Self)
-            .map_err(|_| ApiError::validation("The request body does not match the expected schema."))
+        serde_json::from_value(value).map(Self).map_err(|_| {
+            ApiError::validation("The request body does not match the expected schema.")
+        })
     }
 }
 
@@ -98,7 +98,12 @@ fn is_json(headers: &http::HeaderMap) -> bool {
     else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
@@ -238,7 +243,10 @@ mod unique_keys {
 
         #[test]
         fn repeated_keys_are_named_at_any_depth() {
-            assert_eq!(duplicate_at(r#"{"role":"admin","role":"owner"}"#).as_deref(), Some("role"));
+            assert_eq!(
+                duplicate_at(r#"{"role":"admin","role":"owner"}"#).as_deref(),
+                Some("role")
+            );
             assert_eq!(
                 duplicate_at(r#"{"a":{"b":[{"c":1},{"c":1,"c":2}]}}"#).as_deref(),
                 Some("a.b[1].c")

@@ -18,7 +18,7 @@ use crate::auth::layer::is_public;
 #[openapi(
     info(
         title = "IBEX Management API",
-        description = "Manage organizations, users, agents, tokens, directives, memories, sessions and analytics of the IBEX platform. Every `/v1` operation needs `Authorization: Bearer <IBEX personal access token>`. Every error is `{\"error\": {\"code\", \"message\", \"request_id\"}}`.",
+        description = "Manage organizations, users, agents, tokens, directives, memories, sessions and analytics of the IBEX platform. Every `/v1` operation needs `Authorization: Bearer <IBEX personal access token>`. Every error is `{\"error\": {\"code\", \"message\", \"request_id\"}}`.\n\nRules every operation follows: an id in a body or query string must name a live object of the caller's organization (404 `AGENT_NOT_FOUND` / `USER_NOT_FOUND`, the same for another organization's id and an unknown one); user roles follow the order owner > admin > member > viewer (a caller grants and takes away only roles below its own, only an owner moves `owner`, no one raises their own role: 403 `ROLE_NOT_GRANTABLE`); a JSON key repeated in any object is 400 `VALIDATION_ERROR` (`DUPLICATE_KEY`); list cursors are signed and bound to the organization, list and filters (anything else 400 `INVALID_CURSOR`). Every answer carries `X-Content-Type-Options: nosniff`, every authenticated answer `Cache-Control: no-store`.",
     ),
     components(schemas(crate::error::ErrorResponse, crate::error::ErrorDetail, crate::error::FieldError)),
     tags(
@@ -52,7 +52,17 @@ const ERROR_RESPONSES: &[(&str, &str, &str)] = &[
     (
         "400",
         "BadRequest",
-        "VALIDATION_ERROR: malformed path, query or body.",
+        "VALIDATION_ERROR: malformed path, query or body (a repeated JSON key included), or INVALID_CURSOR: a list cursor this list did not issue to this organization with these filters, or an altered one.",
+    ),
+    (
+        "414",
+        "UriTooLong",
+        "URI_TOO_LONG: the path and query exceed 8 KiB.",
+    ),
+    (
+        "431",
+        "HeadersTooLarge",
+        "HEADERS_TOO_LARGE: more than 100 headers, or a request line and header section over 32 KiB.",
     ),
     ("401", "Unauthorized", "MISSING_TOKEN or INVALID_TOKEN."),
     ("403", "Forbidden", "INSUFFICIENT_PERMISSIONS."),
@@ -242,7 +252,8 @@ fn add_idempotency(operation: &mut Operation) {
 }
 
 fn add_common(operation: &mut Operation, public: bool, takes_body: bool) {
-    let mut statuses = vec!["500"];
+    // The request limits apply to every request, public or not.
+    let mut statuses = vec!["414", "431", "500"];
     if !public {
         operation.security = Some(vec![SecurityRequirement::new(
             BEARER_SCHEME,

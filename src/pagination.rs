@@ -14,8 +14,8 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -108,7 +108,9 @@ impl<T: ToSchema> ToSchema for CursorPage<T> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// Cursor returned as `next_cursor` by the previous page of the same list and filters.
+    /// Cursor returned as `next_cursor` by the previous page of the same list and filters, for
+    /// the same organization. Opaque and signed: any other value, or one changed in any way, is
+    /// `400 INVALID_CURSOR`.
     #[param(pattern = "^[A-Za-z0-9_-]{1,512}$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 100 (default 20).
@@ -204,7 +206,9 @@ impl CursorKeys {
         mac.update(&binding.scope);
         mac.update(payload);
         let full = mac.finalize().into_bytes();
-        full[..TAG_LEN].try_into().expect("16 bytes of a SHA-256 HMAC")
+        full[..TAG_LEN]
+            .try_into()
+            .expect("16 bytes of a SHA-256 HMAC")
     }
 
     fn sign(&self, binding: &Binding, payload: &[u8]) -> [u8; TAG_LEN] {
@@ -305,8 +309,7 @@ fn decode(cursor: &str, binding: &Binding) -> Result<Position, ApiError> {
         return Err(ApiError::InvalidCursor);
     }
     let micros = i64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes"));
-    let created_at =
-        DateTime::from_timestamp_micros(micros).ok_or(ApiError::InvalidCursor)?;
+    let created_at = DateTime::from_timestamp_micros(micros).ok_or(ApiError::InvalidCursor)?;
     let id = Uuid::from_slice(&bytes[9..]).map_err(|_| ApiError::InvalidCursor)?;
     Ok(Position { created_at, id })
 }
@@ -480,7 +483,10 @@ mod tests {
         let filtered = ListScope::new("agents").filter("status", Some("active"));
         assert!(refused(&keys, org, &filtered, &cursor));
         assert!(refused(&keys, org, &ListScope::new("users"), &cursor));
-        assert!(refused(&keys, Uuid::now_v7(), &agents, &cursor), "another org");
+        assert!(
+            refused(&keys, Uuid::now_v7(), &agents, &cursor),
+            "another org"
+        );
         let other_key = CursorKeys::new(&["another key of thirty-two bytes or more"]);
         assert!(refused(&other_key, org, &agents, &cursor));
         for bad in ["", "x", "!!!!", &cursor[..54], &format!("{cursor}A")] {
@@ -491,7 +497,12 @@ mod tests {
         for byte in 0..raw.len() {
             let mut flipped = raw.clone();
             flipped[byte] ^= 0x01;
-            assert!(refused(&keys, org, &agents, &URL_SAFE_NO_PAD.encode(flipped)));
+            assert!(refused(
+                &keys,
+                org,
+                &agents,
+                &URL_SAFE_NO_PAD.encode(flipped)
+            ));
         }
     }
 
@@ -509,9 +520,17 @@ mod tests {
             id: Uuid::now_v7(),
         };
         let issued_before = first_cursor(&old, org, &scope, at);
-        assert!(page_with(&rotated, org, Some(issued_before)).resolve(&scope).is_ok());
+        assert!(
+            page_with(&rotated, org, Some(issued_before))
+                .resolve(&scope)
+                .is_ok()
+        );
         let issued_after = first_cursor(&rotated, org, &scope, at);
-        assert!(page_with(&old, org, Some(issued_after)).resolve(&scope).is_err());
+        assert!(
+            page_with(&old, org, Some(issued_after))
+                .resolve(&scope)
+                .is_err()
+        );
     }
 
     #[test]

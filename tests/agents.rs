@@ -580,7 +580,7 @@ async fn list_filters_and_cursors_belong_to_their_list() {
             // An altered position byte can still decode; it must then be a valid page.
             continue;
         } else {
-            body.assert_error(400, "VALIDATION_ERROR")
+            body.assert_error(400, "INVALID_CURSOR")
         };
         assert_eq!(body["error"]["field_errors"][0]["field"], "cursor", "{bad}");
     }

@@ -535,7 +535,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
                 None,
             )
             .await
-            .assert_error(404, "NOT_FOUND");
+            .assert_error(404, "AGENT_NOT_FOUND");
         }
     }
     // Without trace:read: 403.

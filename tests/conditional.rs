@@ -210,7 +210,13 @@ async fn users_the_organization_and_directives_carry_tags_too() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[]).await;
     let org: Uuid = ORG_ID.parse().unwrap();
-    let token = auth.token_for(org, ORG_SETTINGS_WRITE | USER_MANAGE | DIRECTIVE_ALL);
+    // An owner's token: inviting grants a role, which needs a user in the role order.
+    let owner = app.db.add_user(org, "owner").await;
+    let token = auth.token_for_user(
+        org,
+        Some(owner),
+        ORG_SETTINGS_WRITE | USER_MANAGE | DIRECTIVE_ALL,
+    );
 
     // The organization.
     let org_path = format!("/v1/organizations/{ORG_ID}");

@@ -151,7 +151,7 @@ async fn parameter_errors_name_the_field_without_echoing_it() {
     let body = app
         .get_authed("/v1/agents?limit=100&cursor=SECRET-MARKER")
         .await
-        .assert_error(400, "VALIDATION_ERROR");
+        .assert_error(400, "INVALID_CURSOR");
     assert_eq!(body["error"]["field_errors"][0]["field"], "cursor");
     assert!(!body.to_string().contains("SECRET-MARKER"));
 }

@@ -96,7 +96,8 @@ async fn secrets_never_reach_the_logs() {
         .call("POST", "/v1/agents", &writer, Some(agent))
         .await
         .assert_error(409, "AGENT_SLUG_CONFLICT");
-    let manager = auth.token_for(ORG_ID.parse().unwrap(), 1 << 32);
+    let admin = app.db.add_user(ORG_ID.parse().unwrap(), "admin").await;
+    let manager = auth.token_for_user(ORG_ID.parse().unwrap(), Some(admin), 1 << 32);
     let invited = db_app
         .call(
             "POST",

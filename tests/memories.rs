@@ -278,7 +278,7 @@ async fn every_filter_and_pair_of_filters_pages_each_match_exactly_once() {
         format!("/v1/agents/{other_agent}/memories?tag=vip&cursor={cursor}"),
     ] {
         let reply = app.call("GET", &other, &token, None).await;
-        let body = reply.assert_error(400, "VALIDATION_ERROR");
+        let body = reply.assert_error(400, "INVALID_CURSOR");
         assert_eq!(
             body["error"]["field_errors"][0]["field"], "cursor",
             "{other}"

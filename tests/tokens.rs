@@ -223,7 +223,7 @@ async fn checks_made_before_the_auth_service_is_asked() {
                 None,
             )
             .await
-            .assert_error(400, "VALIDATION_ERROR");
+            .assert_error(400, "INVALID_CURSOR");
         assert_eq!(error["error"]["field_errors"][0]["field"], "cursor");
     }
     assert!(

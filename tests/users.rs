@@ -188,7 +188,7 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
             Some(json!({"email": "o@x.example", "role": "owner"})),
         )
         .await
-        .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+        .assert_error(403, "ROLE_NOT_GRANTABLE");
     let member = invite(&s, &s.admin_token, json!({"email": "m@x.example"})).await;
     let member_path = format!("/v1/users/{}", member["id"].as_str().unwrap());
     s.app
@@ -199,7 +199,7 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
             Some(json!({"role": "owner"})),
         )
         .await
-        .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+        .assert_error(403, "ROLE_NOT_GRANTABLE");
     let owner_path = format!("/v1/users/{}", s.owner);
     s.app
         .call(
@@ -209,11 +209,11 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
             Some(json!({"role": "admin"})),
         )
         .await
-        .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+        .assert_error(403, "ROLE_NOT_GRANTABLE");
     s.app
         .call("DELETE", &owner_path, &s.admin_token, None)
         .await
-        .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+        .assert_error(403, "ROLE_NOT_GRANTABLE");
 
     // The only owner can neither step down nor be deleted.
     s.app

@@ -43,10 +43,7 @@ pub struct RequestLimits<S> {
 
 /// The limit `req` exceeds, if any.
 fn check<B>(req: &Request<B>) -> Result<(), ApiError> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or(0, |pq| pq.as_str().len());
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > MAX_URI_BYTES {
         return Err(ApiError::UriTooLong);
     }

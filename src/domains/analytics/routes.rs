@@ -102,7 +102,7 @@ fn buckets<R, B>(
     params(UsageParams),
     responses(
         (status = 200, description = "The series.", body = UsageSeries),
-        (status = 404, description = "NOT_FOUND: `agent_id` is not an agent of the organization.", body = ErrorResponse),
+        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
         (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]
@@ -156,7 +156,7 @@ pub async fn usage(
     params(LatencyParams),
     responses(
         (status = 200, description = "The series.", body = LatencySeries),
-        (status = 404, description = "NOT_FOUND: `agent_id` is not an agent of the organization.", body = ErrorResponse),
+        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
         (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]
@@ -209,7 +209,7 @@ pub async fn latency(
     params(ModelsParams),
     responses(
         (status = 200, description = "The breakdown.", body = ModelBreakdown),
-        (status = 404, description = "NOT_FOUND: `agent_id` is not an agent of the organization.", body = ErrorResponse),
+        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
         (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]
@@ -253,7 +253,7 @@ pub async fn models(
     params(ErrorsParams),
     responses(
         (status = 200, description = "The series.", body = ErrorSeries),
-        (status = 404, description = "NOT_FOUND: `agent_id` is not an agent of the organization.", body = ErrorResponse),
+        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
         (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]

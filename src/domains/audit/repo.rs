@@ -130,7 +130,10 @@ pub async fn list(
     let Some(check) = results.pop().unwrap_or_default().into_iter().next() else {
         return Err(ApiError::InsufficientPermissions);
     };
-    if !check.try_get::<_, bool>(0).map_err(crate::db::DbError::from)? {
+    if !check
+        .try_get::<_, bool>(0)
+        .map_err(crate::db::DbError::from)?
+    {
         return Err(ApiError::UserNotFound);
     }
     let events = rows

@@ -17,6 +17,7 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "One page of audit events.", body = CursorPage<AuditEvent>),
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: the caller is not an active owner or admin of the organization.", body = ErrorResponse),
+        (status = 404, description = "USER_NOT_FOUND: `actor_id` is not a user of the organization (deleted users count: the trail is history).", body = ErrorResponse),
     ))]
 pub async fn list_audit_events(
     State(state): State<AppState>,

@@ -60,8 +60,10 @@ impl Walk {
 }
 
 /// `WHERE` for the live memories of one agent matching `filters`, on the index `walk` takes.
+/// The tag rows carry their memory's status, category, source and liveness (migration 0011),
+/// so a tag walk tests every filter on the index it walks, never on the joined memory.
 fn push_filters(qb: &mut Sql, org_id: Uuid, agent_id: Uuid, filters: &Filters, walk: Walk) {
-    match (walk, &filters.tag) {
+    let row = match (walk, &filters.tag) {
         (Walk::Tag, Some(tag)) => {
             qb.push(" WHERE tg.org_id = ")
                 .push_bind(org_id)
@@ -69,23 +71,27 @@ fn push_filters(qb: &mut Sql, org_id: Uuid, agent_id: Uuid, filters: &Filters, w
                 .push_bind(agent_id)
                 .push(" AND tg.tag = ")
                 .push_bind(tag.clone())
-                .push(" AND m.org_id = ")
+                .push(" AND tg.live AND m.org_id = ")
                 .push_bind(org_id);
+            "tg"
         }
         _ => {
             qb.push(" WHERE m.org_id = ")
                 .push_bind(org_id)
                 .push(" AND m.agent_id = ")
-                .push_bind(agent_id);
+                .push_bind(agent_id)
+                .push(" AND m.deleted_at IS NULL");
+            "m"
         }
-    }
-    qb.push(" AND m.deleted_at IS NULL AND m.status = ")
+    };
+    qb.push(&format!(" AND {row}.status = "))
         .push_bind(filters.status);
     if let Some(category) = filters.category {
-        qb.push(" AND m.category = ").push_bind(category);
+        qb.push(&format!(" AND {row}.category = "))
+            .push_bind(category);
     }
     if let Some(source) = filters.source {
-        qb.push(" AND m.source = ").push_bind(source);
+        qb.push(&format!(" AND {row}.source = ")).push_bind(source);
     }
     if let (Walk::Agent, Some(tag)) = (walk, &filters.tag) {
         qb.push(

@@ -14,7 +14,10 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", summary = "List sessions",
     description = "Needs `session:read`. Newest first. Filters are exact matches and all given apply together; a cursor is valid only with the filters that produced it.",
     params(PageParams, SessionFilterParams),
-    responses((status = 200, description = "One page of sessions.", body = CursorPage<Session>)))]
+    responses(
+        (status = 200, description = "One page of sessions.", body = CursorPage<Session>),
+        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
+    ))]
 pub async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,

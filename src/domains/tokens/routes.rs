@@ -85,7 +85,7 @@ pub async fn list_tokens(
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Create a token",
-    description = "Needs `token:create`, and every permission asked for must be one the caller's own token holds. The answer carries the token's `plaintext` this once.",
+    description = "Needs `token:create`, and every permission asked for must be one the caller's own token holds. `agent_id`, when given, must be a live agent of the caller's organization (checked before the auth service is asked). The answer carries the token's `plaintext` this once.",
     request_body = crate::domains::tokens::model::CreateTokenBody,
     responses(
         (status = 201, description = "Created; `plaintext` is shown this once.", body = CreatedToken,
@@ -94,6 +94,7 @@ pub async fn list_tokens(
                 ("GetToken" = (operation_id = "get_token", parameters(("token_id" = "$response.body#/id")))),
                 ("DeleteToken" = (operation_id = "delete_token", parameters(("token_id" = "$response.body#/id")))),
             )),
+        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike); nothing minted.", body = ErrorResponse),
     ))]
 pub async fn create_token(
     State(state): State<AppState>,

@@ -116,7 +116,12 @@ pub fn rank(role: &str) -> u8 {
 /// May a caller whose role is `caller` (`None`: no active user, such as an agent's token) give
 /// a user the role `to`, taking `from` away (`None`: a new user)? `own` is a change to the
 /// caller's own user, which may only go down.
-pub fn may_change_role(caller: Option<&str>, from: Option<&str>, to: Option<&str>, own: bool) -> bool {
+pub fn may_change_role(
+    caller: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+    own: bool,
+) -> bool {
     if from == to {
         return true;
     }

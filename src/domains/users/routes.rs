@@ -18,7 +18,6 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 use crate::state::AppState;
 
-
 #[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List users",
     description = "The organization's live users, newest first.",
     params(PageParams),
