@@ -63,3 +63,7 @@ CREATE INDEX memory_tags_category_list_idx
 CREATE INDEX memory_tags_source_list_idx
     ON ibex_core.memory_tags (org_id, agent_id, tag, status, source, created_at DESC, memory_id DESC)
     WHERE live;
+
+-- The trigger runs as the role that updates the memory (the API's `ibex_app`, under row-level
+-- security): it may change these four columns of the tag rows and nothing else.
+GRANT UPDATE (status, category, source, live) ON ibex_core.memory_tags TO ibex_app;
