@@ -14,6 +14,8 @@ use ibex_api::auth::proto::ValidateTokenRequest;
 use ibex_api::auth::proto::auth_service_client::AuthServiceClient;
 use ibex_api::db::FromRow;
 use ibex_api::domains::agents::Agent;
+use ibex_api::domains::memories::model::{Filters, Memory};
+use ibex_api::domains::memories::repo::list_statement;
 use tokio_postgres::types::ToSql;
 use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
@@ -76,6 +78,52 @@ async fn one(State(reference): State<Reference>, Path(id): Path<Uuid>) -> Json<A
     Json(rows.pop().unwrap())
 }
 
+/// A page of an agent's memories as the API must read it: the agent's liveness check and the
+/// page (the API's own statement) in the same flight as BEGIN and ROLLBACK.
+async fn memories(
+    State(reference): State<Reference>,
+    Path(agent): Path<Uuid>,
+) -> Json<Vec<Memory>> {
+    let org = reference.org().await;
+    let filters = Filters {
+        category: None,
+        status: "active",
+        source: None,
+        tag: None,
+        created_after: None,
+        created_before: None,
+    };
+    let page = list_statement(org, agent, &filters, None, 21);
+    let client = reference.pool.get().await.unwrap();
+    let check = client
+        .prepare_cached(
+            "SELECT status FROM ibex_core.agents \
+             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .await
+        .unwrap();
+    let statement = client.prepare_cached(page.text()).await.unwrap();
+    let begin = format!(
+        "BEGIN; SET LOCAL ROLE ibex_app; \
+         SELECT set_config('app.current_org_id', '{}', true)",
+        org.hyphenated()
+    );
+    let (check_params, page_params): (&[&(dyn ToSql + Sync)], _) = (&[&org, &agent], page.params());
+    let ((), agent_rows, rows, ()) = tokio::try_join!(
+        client.batch_execute(&begin),
+        client.query(&check, check_params),
+        client.query(&statement, &page_params),
+        client.batch_execute("ROLLBACK"),
+    )
+    .unwrap();
+    assert!(!agent_rows.is_empty(), "the agent exists");
+    Json(
+        rows.iter()
+            .map(|row| Memory::from_row(row).unwrap())
+            .collect(),
+    )
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -104,6 +152,7 @@ async fn main() {
         .route("/health", get(|| async { "ok" }))
         .route("/v1/agents", get(list))
         .route("/v1/agents/{agent_id}", get(one))
+        .route("/v1/agents/{agent_id}/memories", get(memories))
         .with_state(reference);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

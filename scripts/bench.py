@@ -475,6 +475,8 @@ def main():
         ("observability: GET /health, metrics and traces off", f"{local}:{api_port}/health", (), "api"),
         ("observability: GET /health, metrics on, traces exported", f"{local}:{obs_port}/health", (), "observed"),
         ("observability: GET /health, metrics on, traces off", f"{local}:{met_port}/health", (), "metrics_only"),
+        ("reference: bare axum + tonic + same SQL, memories",
+         f"{local}:{sql_port}/v1/agents/{DEV_AGENT}/memories", (), "sql"),
         ("ibex-api GET memories (20 of an agent's 100 000), ValidateToken per request",
          f"{local}:{api_port}/v1/agents/{DEV_AGENT}/memories", (bearer,), "api"),
         ("ibex-api GET memories?tag=vip (20 of 10 000 tagged), ValidateToken per request",
@@ -565,12 +567,13 @@ def main():
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     list_ref = results.get("reference: bare axum + tonic + same SQL, list of 20")
+    memories_ref = results.get("reference: bare axum + tonic + same SQL, memories")
     one_ref = results.get("reference: bare axum + tonic + same SQL, one agent")
     for name, _, _, proc_key in scenarios:
         runs = results[name]
         ratios = [run[0] / base[0] for run, base in zip(runs, baseline)]
-        reference = (list_ref if name.startswith(("ibex-api GET /v1/agents (", "ibex-api GET memories",
-                                                  "ibex-api GET /v1/sessions"))
+        reference = (list_ref if name.startswith(("ibex-api GET /v1/agents (", "ibex-api GET /v1/sessions"))
+                     else memories_ref if name.startswith("ibex-api GET memories")
                      else one_ref if name.startswith("ibex-api GET /v1/agents/{id}") else None)
         to_reference = (f"{statistics.median(r[0] / b[0] for r, b in zip(runs, reference)):.1%}"
                         if reference else "")

@@ -343,6 +343,16 @@ impl ForeignPageRequest {
 }
 
 impl Page {
+    /// A page request made outside the extractor (the cursor benchmark, `examples/cursor_cost.rs`).
+    pub fn new(limit: u32, cursor: Option<String>, keys: CursorKeys, org: Uuid) -> Self {
+        Self {
+            limit,
+            cursor,
+            keys,
+            org,
+        }
+    }
+
     fn binding(&self, scope: &ListScope) -> Binding {
         Binding {
             keys: self.keys.clone(),

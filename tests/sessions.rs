@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use common::*;
-use serde_json::json;
+
 use uuid::Uuid;
 
 const SESSION_READ: u64 = 1 << 17;

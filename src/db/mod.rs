@@ -85,8 +85,15 @@ impl Database {
 
         let mut pg = tokio_postgres::Config::from_str(config.database_url.expose())
             .map_err(|_| invalid())?;
+        // Custom plans always: a list's best index depends on its filters' values (a tag on half
+        // the memories or on a few hundred, an actor behind a third of the audit log or one
+        // event in 200), and the generic plan PostgreSQL settles on after five executions of a
+        // prepared statement cannot see them (docs: issue 27, part 4; BENCHMARKS.md "Filtered
+        // lists at a million rows"). Statements stay prepared: only planning is per execution.
         pg.application_name("ibex-api")
-            .options(format!("-c statement_timeout={statement_timeout}"))
+            .options(format!(
+                "-c statement_timeout={statement_timeout} -c plan_cache_mode=force_custom_plan"
+            ))
             .connect_timeout(config.database_acquire_timeout);
         // Fast recycling: a connection comes back without a ping; one the server closed (a
         // restart) is noticed by its own connection task and dropped at the next draw, and one

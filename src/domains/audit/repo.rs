@@ -69,15 +69,14 @@ impl FromRow for AuditEvent {
     }
 }
 
-/// One page of the organization's events, newest first, if `user` is an active owner or admin
-/// of it (the role check travels in the same flight as the page); 403 otherwise.
-pub async fn list(
-    tx: &mut OrgTx,
-    user: Uuid,
+/// The statement of one page: `limit` rows after `after`. Public for the plan benchmark
+/// (`examples/list_plans.rs`), which runs exactly what the API runs.
+pub fn list_statement(
+    org_id: Uuid,
     filters: &AuditFilters,
-    page: &PageRequest,
-) -> Result<CursorPage<AuditEvent>, ApiError> {
-    let org_id = tx.org_id();
+    after: Option<Position>,
+    limit: i64,
+) -> Sql {
     let mut qb = Sql::new(format!(
         "SELECT {COLUMNS} FROM ibex_core.audit_events WHERE org_id = "
     ));
@@ -101,7 +100,7 @@ pub async fn list(
     if let Some(until) = filters.until {
         qb.push(" AND occurred_at < ").push_bind(until);
     }
-    if let Some(after) = page.after {
+    if let Some(after) = after {
         qb.push(" AND (occurred_at, id) < (")
             .push_bind(after.created_at)
             .push(", ")
@@ -109,7 +108,20 @@ pub async fn list(
             .push(")");
     }
     qb.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
-        .push_bind(page.fetch_limit());
+        .push_bind(limit);
+    qb
+}
+
+/// One page of the organization's events, newest first, if `user` is an active owner or admin
+/// of it (the role check travels in the same flight as the page); 403 otherwise.
+pub async fn list(
+    tx: &mut OrgTx,
+    user: Uuid,
+    filters: &AuditFilters,
+    page: &PageRequest,
+) -> Result<CursorPage<AuditEvent>, ApiError> {
+    let org_id = tx.org_id();
+    let qb = list_statement(org_id, filters, page.after, page.fetch_limit());
     let params = qb.params();
     // The caller's role and, for an `actor_id` filter, whether it names a user of the
     // organization (deleted ones too: the trail is history), in the same flight as the page.

@@ -23,7 +23,8 @@ pub fn hot_cache_key(org_id: Uuid, agent_id: Uuid) -> String {
     format!("{org_id}:hot_memories:{agent_id}")
 }
 
-const COLUMNS: &str = "m.id, m.agent_id, m.session_id, m.content, m.category, m.source, m.status, \
+/// What a memory answer carries (its tags included); public for the plan benchmark.
+pub const COLUMNS: &str = "m.id, m.agent_id, m.session_id, m.content, m.category, m.source, m.status, \
      m.confidence, m.retrieval_count, m.last_retrieved_at, m.metadata, m.created_at, m.updated_at, \
      ARRAY(SELECT t.tag FROM ibex_core.memory_tags t WHERE t.memory_id = m.id ORDER BY t.tag) AS tags";
 
@@ -110,12 +111,15 @@ fn push_filters(qb: &mut Sql, org_id: Uuid, agent_id: Uuid, filters: &Filters, w
     }
 }
 
-pub async fn list(
-    tx: &mut OrgTx,
+/// The statement of one page: `limit` rows after `after`. Public for the plan benchmark
+/// (`examples/list_plans.rs`), which runs exactly what the API runs.
+pub fn list_statement(
+    org_id: Uuid,
     agent_id: Uuid,
     filters: &Filters,
-    page: &PageRequest,
-) -> Result<CursorPage<Memory>, ApiError> {
+    after: Option<Position>,
+    limit: i64,
+) -> Sql {
     let walk = if filters.tag.is_some() {
         Walk::Tag
     } else {
@@ -123,8 +127,8 @@ pub async fn list(
     };
     let (created_at, id) = walk.position();
     let mut qb = Sql::new(format!("SELECT {COLUMNS} {}", walk.from()));
-    push_filters(&mut qb, tx.org_id(), agent_id, filters, walk);
-    if let Some(after) = page.after {
+    push_filters(&mut qb, org_id, agent_id, filters, walk);
+    if let Some(after) = after {
         qb.push(&format!(" AND ({created_at}, {id}) < ("))
             .push_bind(after.created_at)
             .push(", ")
@@ -132,7 +136,23 @@ pub async fn list(
             .push(")");
     }
     qb.push(&format!(" ORDER BY {created_at} DESC, {id} DESC LIMIT "))
-        .push_bind(page.fetch_limit());
+        .push_bind(limit);
+    qb
+}
+
+pub async fn list(
+    tx: &mut OrgTx,
+    agent_id: Uuid,
+    filters: &Filters,
+    page: &PageRequest,
+) -> Result<CursorPage<Memory>, ApiError> {
+    let qb = list_statement(
+        tx.org_id(),
+        agent_id,
+        filters,
+        page.after,
+        page.fetch_limit(),
+    );
     let rows = read_below_agent(tx, agent_id, qb.text(), &qb.params())
         .await?
         .iter()

@@ -17,15 +17,18 @@ pub fn not_found() -> ApiError {
     ApiError::not_found("No session with this id.")
 }
 
-pub async fn list(
-    tx: &mut OrgTx,
+/// The statement of one page: `limit` rows after `after`. Public for the plan benchmark
+/// (`examples/list_plans.rs`), which runs exactly what the API runs.
+pub fn list_statement(
+    org_id: Uuid,
     filters: &SessionFilters,
-    page: &PageRequest,
-) -> Result<CursorPage<Session>, ApiError> {
+    after: Option<Position>,
+    limit: i64,
+) -> Sql {
     let mut qb = Sql::new(format!(
         "SELECT {COLUMNS} FROM ibex_core.sessions WHERE deleted_at IS NULL AND org_id = "
     ));
-    qb.push_bind(tx.org_id());
+    qb.push_bind(org_id);
     if let Some(agent_id) = filters.agent_id {
         qb.push(" AND agent_id = ").push_bind(agent_id);
     }
@@ -38,7 +41,7 @@ pub async fn list(
     if let Some(before) = filters.started_before {
         qb.push(" AND created_at < ").push_bind(before);
     }
-    if let Some(after) = page.after {
+    if let Some(after) = after {
         qb.push(" AND (created_at, id) < (")
             .push_bind(after.created_at)
             .push(", ")
@@ -46,7 +49,16 @@ pub async fn list(
             .push(")");
     }
     qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(page.fetch_limit());
+        .push_bind(limit);
+    qb
+}
+
+pub async fn list(
+    tx: &mut OrgTx,
+    filters: &SessionFilters,
+    page: &PageRequest,
+) -> Result<CursorPage<Session>, ApiError> {
+    let qb = list_statement(tx.org_id(), filters, page.after, page.fetch_limit());
     let rows = match filters.agent_id {
         // The filter's agent must be the organization's (404 AGENT_NOT_FOUND), checked in the
         // same flight as the page.

@@ -59,7 +59,7 @@ pub async fn create_user(
     let new = NewUser::parse(body)?;
     let mut tx = state.db.begin_for(&caller).await?;
     let caller_role = repo::caller_role(&mut tx, caller.user_id).await?;
-    if !repo::may_change_role(caller_role.as_deref(), None, Some(&new.role), false) {
+    if !repo::may_change_role(caller_role.as_deref(), None, Some(new.role), false) {
         return Err(ApiError::RoleNotGrantable);
     }
     let user = repo::insert(&mut tx, new).await?;
