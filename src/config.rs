@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use uuid::Uuid;
 
-/// Every setting: (environment variable, default, meaning). The README and `.env.example` mirror
+/// Every setting: (environment variable, default, meaning). docs/configuration.md and `.env.example` mirror
 /// this table, and a test keeps them in step.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
@@ -507,10 +507,7 @@ impl Config {
             .keys()
             .find(|k| !SETTINGS.iter().any(|(name, _, _)| name == k))
         {
-            return Err(err(
-                unknown,
-                "unknown setting (see the README's configuration table)",
-            ));
+            return Err(err(unknown, "unknown setting (see docs/configuration.md)"));
         }
         let v = Values(vars);
         let config = Self {

@@ -349,7 +349,7 @@ pub struct ErrorResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable UPPER_SNAKE_CASE code; see the README's error table.
+    /// Stable UPPER_SNAKE_CASE code; see docs/errors.md.
     #[schema(example = "VALIDATION_ERROR")]
     pub code: String,
     /// Human-readable explanation; never echoes request content.

@@ -15,7 +15,7 @@ use ibex_api::{app, db, devenv, healthcheck, server, telemetry};
 
 const USAGE: &str = "\
 usage:
-  ibex-api                          serve, configured by IBEX_API_* variables (see README)
+  ibex-api                          serve, configured by IBEX_API_* variables (see docs/configuration.md)
   ibex-api --dev [--dev-token TOKEN]
                                     serve on loopback with an embedded development auth service
                                     (its token printed at start-up; tokens minted through

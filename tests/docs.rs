@@ -460,14 +460,15 @@ async fn docs_serve_swagger_ui_from_the_binary() {
 }
 
 #[test]
-fn readme_and_env_example_document_every_setting_and_code() {
+fn the_docs_and_env_example_document_every_setting_and_code() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let configuration = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
+    let errors = std::fs::read_to_string(format!("{root}/docs/errors.md")).unwrap();
     let env_example = std::fs::read_to_string(format!("{root}/.env.example")).unwrap();
     for (name, default, _) in ibex_api::config::SETTINGS {
         assert!(
-            readme.contains(&format!("| `{name}` |")),
-            "README lacks {name}"
+            configuration.contains(&format!("| `{name}` |")),
+            "docs/configuration.md lacks {name}"
         );
         let line = if default.is_empty() {
             format!("#{name}=")
@@ -508,6 +509,6 @@ fn readme_and_env_example_document_every_setting_and_code() {
     .chain(ibex_api::error::Conflict::ALL.map(ApiError::Conflict));
     for error in every_code {
         let row = format!("| `{}` | {} |", error.code(), error.status().as_u16());
-        assert!(readme.contains(&row), "README error table lacks {row}");
+        assert!(errors.contains(&row), "docs/errors.md lacks {row}");
     }
 }

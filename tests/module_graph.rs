@@ -1,5 +1,5 @@
-//! The module graph has no circles: dependencies point one way, down the layers the README's
-//! Layout section draws. A node is a top-level module of the crate (`db`, `observability`, ...),
+//! The module graph has no circles: dependencies point one way, down the layers ARCHITECTURE.md's
+//! "Where each concern lives" draws. A node is a top-level module of the crate (`db`, `observability`, ...),
 //! except under `domains`, where each domain is its own node (`domains::agents`); an edge is any
 //! `crate::` path in the code (a `use` line or a full path inline). Files inside one node may
 //! use each other freely (a domain's `routes` and its `mod`).

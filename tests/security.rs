@@ -631,7 +631,7 @@ async fn oversized_heads_get_the_envelope_with_a_request_id() {
     headers.push((name, value.as_str()));
     let reply = request(app.addr, "GET", "/v1/agents", &headers, b"").await;
     assert_ne!(reply.status, 431);
-    // Beyond what the server reads at all: hyper's own bare answer (the README says so).
+    // Beyond what the server reads at all: hyper's own bare answer (docs/errors.md says so).
     let huge = "y".repeat(200 * 1024);
     let reply = request(app.addr, "GET", "/v1/agents", &[("X-Huge", &huge)], b"").await;
     assert_eq!(reply.status, 431);

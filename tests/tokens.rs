@@ -282,7 +282,7 @@ async fn the_auth_services_own_cursor_is_wrapped() {
     assert_eq!(unique.len(), 6);
 }
 
-/// The auth service's answers map as DOMAINS.md §5 says, and its message is never passed on.
+/// The auth service's answers map as docs/domains/tokens.md says, and its message is never passed on.
 #[tokio::test]
 async fn auth_service_answers_map_to_the_envelope() {
     let auth = FakeAuth::start().await;

@@ -196,7 +196,7 @@ impl AuthClient {
         request
     }
 
-    /// Runs a management call under the auth deadline and maps its status as DOMAINS.md §5 says.
+    /// Runs a management call under the auth deadline and maps its status as docs/domains/tokens.md says.
     /// The auth service's message is never passed on: it may quote the request.
     async fn management<T>(
         &self,

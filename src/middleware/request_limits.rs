@@ -4,7 +4,7 @@
 //!
 //! The server's limits are raised well above these ([`SERVER_MAX_HEADERS`],
 //! [`SERVER_MAX_HEADER_BYTES`]); only a request beyond those, which cannot be read without
-//! holding an unbounded buffer, still gets hyper's bare answer (README, "Errors").
+//! holding an unbounded buffer, still gets hyper's bare answer (docs/errors.md).
 
 use std::future::Future;
 use std::pin::Pin;

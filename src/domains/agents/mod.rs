@@ -1,4 +1,4 @@
-//! Agents (DOMAINS.md §3): the AI agents an organization runs through the proxy.
+//! Agents (docs/domains/agents.md): the AI agents an organization runs through the proxy.
 //!
 //! `model` holds the types and lifecycle rules, `repo` the SQL, `routes` the operations.
 

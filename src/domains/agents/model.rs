@@ -11,7 +11,7 @@ use crate::fields::{Fields, Text};
 
 pub const NAME: Text = Text::chars(1, 255);
 pub const SLUG: Text = Text::chars(1, 100).shaped(is_slug, "lowercase letters, digits and hyphens");
-/// Largest `config`, serialized (**Decision** of DOMAINS.md §3).
+/// Largest `config`, serialized (**Decision**, docs/domains/agents.md).
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
 fn is_slug(text: &str) -> bool {

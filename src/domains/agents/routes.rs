@@ -1,5 +1,5 @@
 //! The eight agent operations. Reads need any valid token of the organization; writes need
-//! `org_settings:write` (DOMAINS.md §2), checked before anything else so a refusal says nothing
+//! `org_settings:write` (docs/api.md, "Permissions"), checked before anything else so a refusal says nothing
 //! about which ids exist.
 
 use axum::Json;

@@ -1,4 +1,4 @@
-//! Analytics (DOMAINS.md §9): usage, latency, model mix and errors of the caller's organization,
+//! Analytics (docs/domains/analytics.md): usage, latency, model mix and errors of the caller's organization,
 //! read from the platform's ClickHouse trace store, with a Redis cache in front.
 //!
 //! `model` holds the parameters, buckets and answers, `store` the ClickHouse queries, `cache`

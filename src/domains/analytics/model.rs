@@ -89,7 +89,7 @@ impl Granularity {
         all
     }
 
-    /// Seconds an answer is cached (DOMAINS.md §9).
+    /// Seconds an answer is cached (docs/domains/analytics.md).
     pub fn cache_ttl_secs(self) -> u64 {
         match self {
             Self::Hour | Self::Day => 60,

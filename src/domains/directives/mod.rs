@@ -1,4 +1,4 @@
-//! Directives (DOMAINS.md §6): an agent's standing instruction, with an append-only version
+//! Directives (docs/domains/directives.md): an agent's standing instruction, with an append-only version
 //! history, announced to the proxy on every change.
 //!
 //! `model` holds the types and body rules, `repo` the SQL, `routes` the operations.

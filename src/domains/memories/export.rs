@@ -434,7 +434,7 @@ enum Encoder {
     Json(Vec<u8>),
 }
 
-/// Columns of the CSV, in order (DOMAINS.md §7).
+/// Columns of the CSV, in order (docs/domains/memories.md).
 pub const CSV_COLUMNS: [&str; 7] = [
     "id",
     "category",

@@ -1,4 +1,4 @@
-//! Memories (DOMAINS.md §7): what the memory engine keeps for an agent. Operators list, read,
+//! Memories (docs/domains/memories.md): what the memory engine keeps for an agent. Operators list, read,
 //! search (through the platform's memory service), delete (one or in bulk, with the proxy told at
 //! once) and export them (background jobs writing to the object store).
 //!

@@ -1,4 +1,4 @@
-//! Organizations (DOMAINS.md §4): the caller's tenant, its suspension and its GDPR deletion.
+//! Organizations (docs/domains/organizations.md): the caller's tenant, its suspension and its GDPR deletion.
 //!
 //! `model` holds the types, `repo` the SQL, `routes` the operations, `deletion` the background
 //! job that removes a deleted organization's rows.

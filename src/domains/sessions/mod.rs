@@ -1,4 +1,4 @@
-//! Sessions (DOMAINS.md §8): the proxy's record of each conversation, and replay links to the
+//! Sessions (docs/domains/sessions.md): the proxy's record of each conversation, and replay links to the
 //! archives the platform's archiver writes to the object store.
 //!
 //! `model` holds the types and filters, `repo` the SQL, `routes` the operations.

@@ -1,4 +1,4 @@
-//! Tokens (DOMAINS.md §5): personal access tokens, owned by the auth service and managed through
+//! Tokens (docs/domains/tokens.md): personal access tokens, owned by the auth service and managed through
 //! it on the caller's behalf.
 //!
 //! `model` holds the types and the create body's rules, `routes` the operations (there is no

@@ -68,7 +68,7 @@ pub struct CreateTokenBody {
     agent_id: Option<Uuid>,
 }
 
-/// The JSON names of the permission bits (DOMAINS.md §2).
+/// The JSON names of the permission bits (docs/api.md, "Permissions").
 #[derive(Debug, ToSchema)]
 #[schema(as = PermissionName)]
 #[allow(dead_code)]

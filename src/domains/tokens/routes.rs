@@ -210,7 +210,7 @@ pub async fn delete_token(
     ApiPath(path): ApiPath<TokenPath>,
     audit: AuditContext,
 ) -> Result<StatusCode, ApiError> {
-    // The one rule that depends on the target (DOMAINS.md §1): one's own token needs no bit.
+    // The one rule that depends on the target (docs/api.md): one's own token needs no bit.
     if caller.token_id != Some(path.token_id) {
         caller.require(Permissions::TOKEN_REVOKE)?;
     }

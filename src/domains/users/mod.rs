@@ -1,4 +1,4 @@
-//! Users (DOMAINS.md §4): the people of an organization and their roles.
+//! Users (docs/domains/users.md): the people of an organization and their roles.
 //!
 //! `model` holds the types and role rules, `repo` the SQL, `routes` the operations.
 
