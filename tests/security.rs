@@ -750,3 +750,30 @@ async fn every_answer_is_nosniff_and_authenticated_ones_are_no_store() {
             .unwrap();
     assert_eq!(row.get::<String, _>(0), reply.request_id());
 }
+
+/// Lists whose filters' indexes compete are planned for their values; the rest keep the
+/// connection's cached plan (issue 27, part 4).
+#[tokio::test]
+async fn competing_filters_plan_for_their_values() {
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[]).await;
+    let config = config(auth.addr, &[("IBEX_API_DATABASE_URL", app.db.url.as_str())]);
+    let db = ibex_api::db::Database::connect_lazy(&config).unwrap();
+    let caller = ibex_api::auth::Caller {
+        org_id: org_a(),
+        user_id: None,
+        agent_id: None,
+        token_id: None,
+        permissions: ibex_api::auth::Permissions(0),
+        expires_at: None,
+    };
+    for (for_values, expected) in [(false, "auto"), (true, "force_custom_plan")] {
+        let mut tx = db.begin_for(&caller).await.unwrap();
+        if for_values {
+            tx.plan_for_values();
+        }
+        let rows = tx.query("SHOW plan_cache_mode", &[]).await.unwrap();
+        assert_eq!(rows[0].get::<_, String>(0), expected);
+        tx.finish_read();
+    }
+}

@@ -85,15 +85,8 @@ impl Database {
 
         let mut pg = tokio_postgres::Config::from_str(config.database_url.expose())
             .map_err(|_| invalid())?;
-        // Custom plans always: a list's best index depends on its filters' values (a tag on half
-        // the memories or on a few hundred, an actor behind a third of the audit log or one
-        // event in 200), and the generic plan PostgreSQL settles on after five executions of a
-        // prepared statement cannot see them (docs: issue 27, part 4; BENCHMARKS.md "Filtered
-        // lists at a million rows"). Statements stay prepared: only planning is per execution.
         pg.application_name("ibex-api")
-            .options(format!(
-                "-c statement_timeout={statement_timeout} -c plan_cache_mode=force_custom_plan"
-            ))
+            .options(format!("-c statement_timeout={statement_timeout}"))
             .connect_timeout(config.database_acquire_timeout);
         // Fast recycling: a connection comes back without a ping; one the server closed (a
         // restart) is noticed by its own connection task and dropped at the next draw, and one
@@ -295,6 +288,20 @@ impl std::fmt::Debug for OrgTx {
 }
 
 impl OrgTx {
+    /// Plans this transaction's statements for their parameters' values (a custom plan each
+    /// time), where the best index depends on them: two filters whose indexes compete (a category
+    /// on half the memories and a source on 2%, an actor behind a third of the audit log and an
+    /// action on one event in 200). Statements are prepared and cached per connection, and after
+    /// five executions PostgreSQL may settle on a generic plan that cannot see the values
+    /// (BENCHMARKS.md, "Filtered lists at a million rows"). Costs the planning of each execution,
+    /// so lists whose statement has one sensible index keep the cached plan. Travels with BEGIN:
+    /// call it before the first statement.
+    pub fn plan_for_values(&mut self) {
+        if let Some(begin) = &mut self.begin {
+            begin.push_str("; SET LOCAL plan_cache_mode = force_custom_plan");
+        }
+    }
+
     /// The organization every statement of this transaction is confined to.
     pub fn org_id(&self) -> Uuid {
         self.org_id

@@ -121,6 +121,16 @@ pub async fn list(
     page: &PageRequest,
 ) -> Result<CursorPage<AuditEvent>, ApiError> {
     let org_id = tx.org_id();
+    // Each filter has its own index; with two or more, the best depends on their values.
+    let filtered = [
+        filters.actor_id.is_some(),
+        filters.action.is_some(),
+        filters.target_type.is_some(),
+        filters.target_id.is_some(),
+    ];
+    if filtered.iter().filter(|on| **on).count() >= 2 {
+        tx.plan_for_values();
+    }
     let qb = list_statement(org_id, filters, page.after, page.fetch_limit());
     let params = qb.params();
     // The caller's role and, for an `actor_id` filter, whether it names a user of the

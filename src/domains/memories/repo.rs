@@ -146,6 +146,11 @@ pub async fn list(
     filters: &Filters,
     page: &PageRequest,
 ) -> Result<CursorPage<Memory>, ApiError> {
+    // Category and source together: their indexes compete, and which is better depends on
+    // the values. Any other combination has exactly one index that tests every filter.
+    if filters.category.is_some() && filters.source.is_some() {
+        tx.plan_for_values();
+    }
     let qb = list_statement(
         tx.org_id(),
         agent_id,
