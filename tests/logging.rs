@@ -1,6 +1,7 @@
 //! No token, Authorization header, body or query value ever reaches a log line, at any level,
 //! from this crate or from the HTTP and gRPC libraries under it.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::io::Write;
@@ -146,7 +147,9 @@ async fn secrets_never_reach_the_logs() {
         .await;
     assert_eq!(minted.status, 201, "{}", minted.text());
     let plaintext = minted.json()["plaintext"].as_str().unwrap().to_owned();
-    let minted_secret = plaintext.rsplit('_').next().unwrap().to_owned();
+    // `ibex_pat_<uuid>_<secret>`: the secret is everything after the id (it may hold `_`
+    // itself, so the last `_`-separated piece can be a single letter).
+    let minted_secret = plaintext.splitn(4, '_').nth(3).unwrap().to_owned();
     db_app.call("GET", "/v1/agents", &plaintext, None).await;
     // Memories: content, tags and metadata, through list, search, delete and export.
     let memories_app = memories_round(&auth, &db_app).await;

@@ -1,5 +1,6 @@
 //! Prometheus metrics: on their own listener only, bounded labels, the documented series.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -3,6 +3,7 @@
 //! context travels on to the auth service. One test per binary: the tracing subscriber and its
 //! exporter are the process's.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::sync::{Arc, Mutex};

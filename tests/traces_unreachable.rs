@@ -1,6 +1,7 @@
 //! A collector that is not there costs dropped spans, counted, never latency. One test per
 //! binary: the exporter is the process's.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,11 +1,9 @@
 //! Organizations end to end: permissions and roles, suspension events through a real Redis,
 //! and the GDPR deletion job.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -117,7 +115,10 @@ async fn only_the_callers_own_org_and_only_owners_suspend_or_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspension_is_published_and_survives_a_redis_outage() {
     let auth = FakeAuth::start().await;
-    let url = redis_url();
+    // A redis-server of its own: this test takes it away, and the shared one serves
+    // every other test of the run.
+    let mut own_redis = TempRedis::start().unwrap();
+    let url = own_redis.url();
     let app = TestApp::start(auth.addr, &[("IBEX_API_REDIS_URL", &url)]).await;
     let owner = app.db.add_user(org_a(), "owner").await;
     let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE);
@@ -125,7 +126,7 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
     let ready = app.get("/ready", &[]).await.json();
     assert_eq!(ready["checks"]["redis"]["status"], "ok", "{ready}");
 
-    let mut events = subscribe("ibex:token:revocations").await;
+    let mut events = subscribe_at(&url, "ibex:token:revocations").await;
     let started = Instant::now();
     let reply = app
         .call("POST", &format!("{mine}/suspend"), &token, None)
@@ -167,7 +168,7 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
         .execute(&mut admin)
         .await
         .unwrap();
-    tokio::task::block_in_place(|| redis().lock().unwrap().stop());
+    tokio::task::block_in_place(|| own_redis.stop());
     let reply = app
         .call("POST", &format!("{mine}/suspend"), &token, None)
         .await;
@@ -190,8 +191,8 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
         .execute(&mut admin)
         .await
         .unwrap();
-    tokio::task::block_in_place(|| redis().lock().unwrap().restart()).unwrap();
-    let mut events = subscribe("ibex:token:revocations").await;
+    tokio::task::block_in_place(|| own_redis.restart()).unwrap();
+    let mut events = subscribe_at(&url, "ibex:token:revocations").await;
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(ibex_api::events::publisher::PUBLISHER_LOCK)
         .execute(&mut admin)

@@ -3,9 +3,7 @@
 //! every answer; per-organization overrides; probes and the docs never limited; and a Redis
 //! that is down or hangs lets requests through (fail open) and counts it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio::net::TcpListener;
 use uuid::Uuid;

@@ -3,14 +3,12 @@
 //! tolerance, UTC bucket edges, tenancy, bad and hostile parameters, the Redis cache, and
 //! ClickHouse outages.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
-use common::*;
 use ibex_api::devenv::clickhouse::TempClickHouse;
 use serde_json::Value;
 use uuid::Uuid;
@@ -654,7 +652,10 @@ async fn bad_and_hostile_parameters_are_400s_or_correct_empty_answers() {
 async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     use redis::AsyncCommands;
     let ch = clickhouse();
-    let redis_at = redis_url();
+    // A redis-server of its own: this test takes it away, and the shared one serves
+    // every other test of the run.
+    let mut own_redis = TempRedis::start().unwrap();
+    let redis_at = own_redis.url();
     let (auth, app) = app_with(&ch.url(), &[("IBEX_API_REDIS_URL", redis_at.as_str())]).await;
     let tenant = Uuid::now_v7();
     app.db.add_org(tenant).await;
@@ -691,7 +692,7 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     assert!((61..=300).contains(&ttl), "week answers live 300 s: {ttl}");
 
     // Redis down: fresh, correct answers, no error, no hang.
-    redis().lock().unwrap().stop();
+    own_redis.stop();
     let started = Instant::now();
     let other =
         "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-04T12:00:00Z&granularity=hour";
@@ -705,7 +706,7 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(app.call("GET", path, &token, None).await.status, 200);
     }
-    redis().lock().unwrap().restart().unwrap();
+    own_redis.restart().unwrap();
 
     // Redis back: once the skip after the failure (5 s) is over, the cache serves again at once
     // (regression, found by the chaos soak: the broken connection was kept, and every request

@@ -1,10 +1,8 @@
 //! The published OpenAPI document and Swagger UI, fetched from the running app.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const DOMAINS: [&str; 9] = [

@@ -1,10 +1,8 @@
 //! Agents end to end over real HTTP, a real tonic auth server and a real PostgreSQL.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -1,11 +1,9 @@
 //! The database as a dependency: outages, slow statements, an old schema, migrations.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn ibex_api() -> Command {

@@ -22,7 +22,7 @@ use ibex_api::auth::proto::{
 use ibex_api::auth::{Caller, Permissions};
 use ibex_api::config::Config;
 use ibex_api::devenv::postgres::TempPostgres;
-use ibex_api::devenv::redis::TempRedis;
+pub use ibex_api::devenv::redis::TempRedis;
 use ibex_api::error::ApiError;
 use ibex_api::extract::ApiJson;
 use ibex_api::readiness::Readiness;
@@ -555,9 +555,14 @@ pub fn redis_url() -> String {
     redis().lock().unwrap().url()
 }
 
-/// A subscription to `channel`, ready when this returns.
+/// A subscription to `channel` on the shared redis-server, ready when this returns.
 pub async fn subscribe(channel: &str) -> redis::aio::PubSub {
-    let client = redis::Client::open(redis_url()).unwrap();
+    subscribe_at(&redis_url(), channel).await
+}
+
+/// A subscription to `channel` on the redis-server at `url`, ready when this returns.
+pub async fn subscribe_at(url: &str, channel: &str) -> redis::aio::PubSub {
+    let client = redis::Client::open(url).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe(channel).await.unwrap();
     pubsub

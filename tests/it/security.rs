@@ -3,11 +3,9 @@
 //! strings, self-promotion, duplicate JSON keys, forged and foreign cursors, answers made before
 //! the router, non-preflight OPTIONS, and the headers every answer must carry.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;

@@ -4,11 +4,9 @@
 //! values; the list is for owners and admins, filters and pages, and sees only its own
 //! organization; the table refuses UPDATE and DELETE; the GDPR deletion removes the events.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;

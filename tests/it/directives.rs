@@ -1,11 +1,9 @@
 //! Directives end to end: versions, rollback, deactivation, races, limits, tenancy, and the
 //! announcements the proxy relies on, through a real PostgreSQL and a real Redis.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -422,13 +420,16 @@ async fn versions_are_append_only_in_the_database() {
 /// second; while Redis is down, three changes queue and arrive in order once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_is_announced_in_order() {
-    let url = redis_url();
+    // A redis-server of its own: this test takes it away, and the shared one serves
+    // every other test of the run.
+    let mut own_redis = TempRedis::start().unwrap();
+    let url = own_redis.url();
     let s = setup(&[("IBEX_API_REDIS_URL", &url)]).await;
     let channel = format!("ibex:directive:updates:{}", s.agent);
     let key = format!("directive:{}", s.agent);
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut redis_conn = client.get_multiplexed_async_connection().await.unwrap();
-    let mut events = subscribe(&channel).await;
+    let mut events = subscribe_at(&url, &channel).await;
 
     let mut latencies = Vec::new();
     let steps: Vec<(&str, String, Option<Value>, Value)> = vec![
@@ -504,7 +505,7 @@ async fn every_change_is_announced_in_order() {
     drop(events);
 
     // Redis down while three changes commit.
-    tokio::task::block_in_place(|| redis().lock().unwrap().stop());
+    tokio::task::block_in_place(|| own_redis.stop());
     for content in ["a", "b", "c"] {
         let reply = s.set(json!({"content": content})).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -515,8 +516,8 @@ async fn every_change_is_announced_in_order() {
         .execute(&mut admin)
         .await
         .unwrap();
-    tokio::task::block_in_place(|| redis().lock().unwrap().restart()).unwrap();
-    let mut events = subscribe(&channel).await;
+    tokio::task::block_in_place(|| own_redis.restart()).unwrap();
+    let mut events = subscribe_at(&url, &channel).await;
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(ibex_api::events::publisher::PUBLISHER_LOCK)
         .execute(&mut admin)

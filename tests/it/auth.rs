@@ -1,10 +1,8 @@
 //! The auth layer against a real tonic auth server: strict as the platform, fail closed.
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use crate::common::*;
 use ibex_api::auth::proto::ValidateTokenResponse;
 use tonic::Code;
 

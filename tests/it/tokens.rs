@@ -1,11 +1,9 @@
 //! Tokens end to end through a real tonic auth server (its token RPCs backed by the in-memory
 //! store of the development service, or scripted to fail).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;

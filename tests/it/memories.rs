@@ -2,13 +2,11 @@
 //! proxy's cache eviction and the deletion events), an embedded S3 server that checks SigV4
 //! signatures (exports, pre-signed downloads), and a scriptable memory service on loopback.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -444,7 +442,10 @@ async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
 async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
     use redis::AsyncCommands;
     let auth = FakeAuth::start().await;
-    let redis_url = redis_url();
+    // A redis-server of its own: this test takes it away, and the shared one serves
+    // every other test of the run.
+    let mut own_redis = TempRedis::start().unwrap();
+    let redis_url = own_redis.url();
     let app = TestApp::start(auth.addr, &[("IBEX_API_REDIS_URL", redis_url.as_str())]).await;
     let agent = app.db.add_agent(org_a()).await;
     let memories: Vec<Seed> = (0..10).map(|n| Seed::new(org_a(), agent, n * 3)).collect();
@@ -467,7 +468,7 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
     for (i, m) in memories.iter().enumerate() {
         let _: () = conn.zadd(&hot_key, m.id.to_string(), i).await.unwrap();
     }
-    let mut events = subscribe("ibex:memory:deletions").await;
+    let mut events = subscribe_at(&redis_url, "ibex:memory:deletions").await;
     let token = auth.token_for(org_a(), ALL);
     let path = format!("/v1/agents/{agent}/memories/{one}");
 
@@ -512,7 +513,7 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
         .assert_error(404, "NOT_FOUND");
 
     // Redis down: the bulk delete commits, its events wait and arrive once Redis is back.
-    redis().lock().unwrap().stop();
+    own_redis.stop();
     let reply = app
         .call(
             "DELETE",
@@ -531,9 +532,9 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
         Some(active_left.to_string().as_str())
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    redis().lock().unwrap().restart().unwrap();
+    own_redis.restart().unwrap();
     // The subscription died with the server: subscribe again, then wait for the backlog.
-    let mut events = subscribe("ibex:memory:deletions").await;
+    let mut events = subscribe_at(&redis_url, "ibex:memory:deletions").await;
     let event = next_message(&mut events, Duration::from_secs(10))
         .await
         .expect("the queued deletion event");
@@ -791,7 +792,7 @@ async fn search_with_the_service_down_and_with_the_dev_stand_in() {
             .await
             .unwrap();
     let url = format!("http://{stand_in}");
-    let app2 = TestApp::start_with(common::config(
+    let app2 = TestApp::start_with(crate::common::config(
         auth.addr,
         &[
             ("IBEX_API_DATABASE_URL", app.db.url.as_str()),

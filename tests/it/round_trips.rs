@@ -7,14 +7,12 @@
 //! Background jobs (the export worker, the deletion job) share the pool: over 40 requests they
 //! add a fraction of a flight per request, hence the half-flight margin in the assertions.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -4,11 +4,9 @@
 //! secret is never kept, keys are the caller's and the organization's own, and expired keys
 //! are swept.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;

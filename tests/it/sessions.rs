@@ -1,12 +1,10 @@
 //! Sessions end to end: filters and keyset pages, tenancy, and replay links signed for a real S3
 //! server that checks signatures (missing archive, tampering, expiry, the store down).
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
-use common::*;
 
 use uuid::Uuid;
 

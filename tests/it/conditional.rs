@@ -4,11 +4,9 @@
 //! itself so that two writers with the same tag cannot both win; `If-None-Match` on a read
 //! answers 304.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use uuid::Uuid;
 

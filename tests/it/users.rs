@@ -1,10 +1,8 @@
 //! Users end to end: invitations, roles, the last owner, tenancy.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -1,8 +1,6 @@
 //! Every error path of the skeleton answers the envelope, over real HTTP against the real stack.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn unknown_route_and_wrong_method() {
