@@ -34,7 +34,7 @@ cargo build --release --locked --bin ibex-api
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$PORT"
 # Rate limits far above what one fuzzing worker sends: every answer is checked and carries the
-# RateLimit headers, but a 429 would only be the fuzzer's speed (tests/rate_limits.rs covers them).
+# RateLimit headers, but a 429 would only be the fuzzer's speed (tests/it/rate_limits.rs covers them).
 IBEX_API_PORT=$PORT IBEX_API_LOG_FORMAT=json IBEX_API_LOG_LEVEL=warn IBEX_API_SHUTDOWN_GRACE_MS=0 \
   IBEX_API_RATE_LIMIT_ORG_PER_SECOND=100000 IBEX_API_RATE_LIMIT_ORG_BURST=100000 \
   IBEX_API_RATE_LIMIT_TOKEN_PER_SECOND=100000 IBEX_API_RATE_LIMIT_TOKEN_BURST=100000 \

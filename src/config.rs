@@ -101,7 +101,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "IBEX_API_DATABASE_MAX_CONNECTIONS",
         "10",
-        "Most connections the pool opens to PostgreSQL.",
+        "Most connections the request pool opens to PostgreSQL (the background jobs' pool adds 3).",
     ),
     (
         "IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS",
@@ -121,7 +121,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "IBEX_API_RATE_LIMIT_ENABLED",
         "true",
-        "Request limits per organization and per token, kept in Redis (IBEX_API_REDIS_URL) and shared by every replica. `false`, or no Redis, turns them off. When Redis does not answer, requests go through (fail open).",
+        "Request limits per organization and per token, kept in Redis (`IBEX_API_REDIS_URL`) and shared by every replica. `false`, or no Redis, turns them off. When Redis does not answer, requests go through (fail open).",
     ),
     (
         "IBEX_API_RATE_LIMIT_ORG_PER_SECOND",
@@ -280,6 +280,35 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "How long a /ready result is served again before the checks re-run. /ready needs no token: this bounds the auth-service probes anyone can cause to one per period. 0 re-runs them every time.",
     ),
 ];
+
+/// The configuration table of `docs/configuration.md`, made from [`SETTINGS`]
+/// (`ibex-api config --markdown`; a test keeps the committed file in step).
+pub fn markdown_table() -> String {
+    let mut table = String::from("| Variable | Default | Meaning |\n|---|---|---|\n");
+    for (name, default, meaning) in SETTINGS {
+        let default = if default.is_empty() {
+            "(empty)".to_owned()
+        } else {
+            format!("`{default}`")
+        };
+        table.push_str(&format!("| `{name}` | {default} | {meaning} |\n"));
+    }
+    table
+}
+
+/// `.env.example`, made from [`SETTINGS`] (`ibex-api config --env`; a test keeps the committed
+/// file in step). A setting whose default is empty is shown commented out.
+pub fn env_example() -> String {
+    let mut text = String::from(
+        "# IBEX management API configuration. Every variable is optional; the values shown are the defaults.\n\
+         # Copy to .env and export it (set -a; . ./.env; set +a) or set the variables in your deployment.\n",
+    );
+    for (name, default, meaning) in SETTINGS {
+        let comment = if default.is_empty() { "#" } else { "" };
+        text.push_str(&format!("\n# {meaning}\n{comment}{name}={default}\n"));
+    }
+    text
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -32,6 +32,8 @@ usage:
   ibex-api dev-auth-server [--listen 127.0.0.1:9091] [--token TOKEN] [--org-token ORG[/USER]=TOKEN ...]
                                     run only the development auth service (loopback only)
   ibex-api openapi                  print the OpenAPI document (what /openapi.json serves)
+  ibex-api config --markdown|--env  print the settings as docs/configuration.md's table or as
+                                    .env.example
   ibex-api healthcheck              exit 0 when the local server's /health answers 200";
 
 /// What the command line asked for.
@@ -47,6 +49,8 @@ enum Command {
     },
     Healthcheck,
     OpenApi,
+    /// The settings table: `true` as Markdown, `false` as `.env.example`.
+    ConfigTable(bool),
     Migrate,
     DevDatabase,
     DevS3,
@@ -66,6 +70,10 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some("healthcheck") if args.len() == 1 => Ok(Command::Healthcheck),
         Some("migrate") if args.len() == 1 => Ok(Command::Migrate),
         Some("openapi") if args.len() == 1 => Ok(Command::OpenApi),
+        Some("config") if args.len() == 2 && args[1] == "--markdown" => {
+            Ok(Command::ConfigTable(true))
+        }
+        Some("config") if args.len() == 2 && args[1] == "--env" => Ok(Command::ConfigTable(false)),
         Some("dev-database") if args.len() == 1 => Ok(Command::DevDatabase),
         Some("dev-s3") if args.len() == 1 => Ok(Command::DevS3),
         Some("dev-clickhouse") if args.len() == 1 => Ok(Command::DevClickHouse),
@@ -126,6 +134,15 @@ async fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
         Command::OpenApi => print_openapi(),
+        Command::ConfigTable(markdown) => {
+            let text = if markdown {
+                ibex_api::config::markdown_table()
+            } else {
+                ibex_api::config::env_example()
+            };
+            print!("{text}");
+            Ok(())
+        }
         Command::Migrate => run_migrate().await,
         Command::DevDatabase => run_dev_database().await,
         Command::DevS3 => run_dev_s3().await,
