@@ -1,7 +1,9 @@
 //! IBEX management API: the operator-facing HTTP API of the IBEX platform.
 
 pub mod app;
+pub mod application;
 pub mod auth;
+pub mod cli;
 pub mod conditional;
 pub mod config;
 pub mod db;

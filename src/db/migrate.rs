@@ -63,3 +63,17 @@ pub async fn check_current(conn: &mut PgConnection) -> Result<String, String> {
         )),
     }
 }
+
+/// `ibex-api migrate`: applies pending migrations to IBEX_API_DATABASE_URL and says where the
+/// schema stands.
+pub async fn command() -> Result<(), String> {
+    let config = crate::config::Config::load().map_err(|e| e.to_string())?;
+    let applied = run(config.database_url.expose())
+        .await
+        .map_err(|e| format!("{}: {e}", config.database_url))?;
+    println!(
+        "schema at version {} ({applied} migration(s) applied)",
+        expected_version()
+    );
+    Ok(())
+}

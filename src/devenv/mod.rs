@@ -5,6 +5,7 @@ pub mod clickhouse;
 pub mod postgres;
 pub mod redis;
 pub mod s3;
+pub mod stack;
 
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;

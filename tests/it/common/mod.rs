@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ibex_api::app::{self, App};
+use ibex_api::app::App;
 use ibex_api::auth::dev::DevAuthService;
 use ibex_api::auth::proto::auth_service_server::{AuthService, AuthServiceServer};
 use ibex_api::auth::proto::{
@@ -27,7 +27,6 @@ use ibex_api::error::ApiError;
 use ibex_api::extract::ApiJson;
 use ibex_api::readiness::Readiness;
 use ibex_api::request_id::RequestId;
-use ibex_api::server::{self, ServeOptions};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -473,24 +472,20 @@ impl TestApp {
     }
 
     pub async fn start_on(config: Config, db: TestDb) -> Self {
-        let (app, readiness, database) = app::from_config(&config, test_routes()).unwrap();
-        let metrics_addr =
-            ibex_api::observability::metrics::start(&config, app::metric_samplers(&database))
-                .await
-                .unwrap();
+        // The production start-up, on an ephemeral loopback port, with the test routes.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let application = ibex_api::application::build(&config, listener, test_routes())
+            .await
+            .unwrap();
+        let (addr, metrics_addr, readiness) = (
+            application.local_addr(),
+            application.metrics_addr(),
+            application.readiness(),
+        );
         let (stop, stopped) = oneshot::channel::<()>();
-        let options = ServeOptions::from(&config);
-        let task = tokio::spawn(server::serve(
-            listener,
-            app,
-            Arc::clone(&readiness),
-            options,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let task = tokio::spawn(application.run_until(async {
+            let _ = stopped.await;
+        }));
         Self {
             addr,
             metrics_addr,
