@@ -115,7 +115,11 @@ impl FromRef<App> for Arc<Analytics> {
 /// The OpenAPI document `/openapi.json` serves and `ibex-api openapi` prints: the base of
 /// `openapi.rs` completed with every route's own description.
 pub fn document() -> utoipa::openapi::OpenApi {
-    crate::openapi::complete(crate::domains::router::<App>().split_for_parts().1)
+    // The document without a configuration (`ibex-api openapi`) says the defaults.
+    crate::openapi::complete(
+        crate::domains::router::<App>().split_for_parts().1,
+        Config::default().idempotency_ttl,
+    )
 }
 
 /// The complete service: `extra_routes` lets tests mount handlers (a panic, a slow one) behind
@@ -123,7 +127,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpService {
     let validator = Arc::clone(&app.state.auth);
     let (routes, documented) = crate::domains::router::<App>().split_for_parts();
-    let openapi = crate::openapi::complete(documented);
+    let openapi = crate::openapi::complete(documented, config.idempotency_ttl);
     let templates = Arc::new(RouteTemplates::new(
         openapi.paths.paths.keys().map(String::as_str),
     ));

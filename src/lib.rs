@@ -22,6 +22,7 @@ pub mod pagination;
 pub mod probes;
 pub mod readiness;
 pub mod request_id;
+pub mod response;
 pub mod server;
 pub mod state;
 pub mod storage;

@@ -5,14 +5,15 @@
 //! document cannot drift from what the middleware actually does.
 
 use utoipa::openapi::header::{Header, HeaderBuilder};
-use utoipa::openapi::path::{HttpMethod, Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
-use utoipa::openapi::{Object, ObjectBuilder, RefOr, Required, Type};
+use utoipa::openapi::{Object, RefOr, Type};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::layer::is_public;
+use crate::middleware::idempotency;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,9 +40,12 @@ pub struct ApiDoc;
 /// The whole document from the routes' own descriptions (each domain declares a route and its
 /// documentation once, with utoipa-axum's `routes!`): the base above, their paths and schemas,
 /// then the shared responses, which must see every operation.
-pub fn complete(routes: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+pub fn complete(
+    routes: utoipa::openapi::OpenApi,
+    idempotency_window: std::time::Duration,
+) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi().merge_from(routes);
-    CommonResponses.modify(&mut doc);
+    CommonResponses { idempotency_window }.modify(&mut doc);
     doc
 }
 
@@ -78,7 +82,7 @@ const ERROR_RESPONSES: &[(&str, &str, &str)] = &[
     ),
     (
         "409",
-        "IdempotencyConflict",
+        idempotency::openapi::CONFLICT_RESPONSE,
         "With an Idempotency-Key: IDEMPOTENCY_KEY_IN_USE (a request with this key is still running; retry after Retry-After seconds), IDEMPOTENCY_KEY_REUSED (the key was used with a different method, path or body) or IDEMPOTENCY_REPLAY_WITHHELD (the key created a token, whose secret is never replayed; Location names it).",
     ),
     (
@@ -100,7 +104,11 @@ const ERROR_RESPONSES: &[(&str, &str, &str)] = &[
 ];
 
 /// Adds the bearer scheme and the layer-produced error responses to every operation.
-pub struct CommonResponses;
+pub struct CommonResponses {
+    /// How long an idempotent answer is kept (`IBEX_API_IDEMPOTENCY_TTL_MS`), for the header's
+    /// own description.
+    pub idempotency_window: std::time::Duration,
+}
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -162,7 +170,7 @@ impl Modify for CommonResponses {
                 if let Some(operation) = slot {
                     add_common(operation, public, method != HttpMethod::Get);
                     if !public && method == HttpMethod::Post {
-                        add_idempotency(operation);
+                        idempotency::openapi::document(operation, self.idempotency_window);
                     }
                 }
             }
@@ -195,59 +203,6 @@ fn add_rate_limit_headers(response: &mut Response) {
         response
             .headers
             .insert(name.to_owned(), integer_header(description).into());
-    }
-}
-
-/// `Idempotency-Key` on a POST, its answers, and the replay marker on its successes.
-fn add_idempotency(operation: &mut Operation) {
-    let key = ParameterBuilder::new()
-        .name("Idempotency-Key")
-        .parameter_in(ParameterIn::Header)
-        .required(Required::False)
-        .description(Some(
-            "Makes a retry safe: the first answer (status, body, Location/ETag) is kept for 24 hours for this organization and caller, and a retry with the same key, method, path and body gets it again with `Idempotent-Replayed: true`, doing nothing else. 1 to 255 visible ASCII characters, e.g. a UUID.",
-        ))
-        .schema(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .min_length(Some(1))
-                .max_length(Some(255))
-                .pattern(Some("^[!-~]+$")),
-        ))
-        .build();
-    operation
-        .parameters
-        .get_or_insert_with(Vec::new)
-        .push(key.into());
-    for (status, name, _) in ERROR_RESPONSES {
-        if *status == "409" {
-            match operation.responses.responses.get_mut(*status) {
-                Some(RefOr::T(own)) => own.description.push_str(
-                    " Or, with an Idempotency-Key: IDEMPOTENCY_KEY_IN_USE (still running; Retry-After), IDEMPOTENCY_KEY_REUSED (another request's key) or IDEMPOTENCY_REPLAY_WITHHELD.",
-                ),
-                Some(RefOr::Ref(_)) => {}
-                None => {
-                    operation
-                        .responses
-                        .responses
-                        .insert((*status).to_owned(), Ref::from_response_name(*name).into());
-                }
-            }
-        }
-    }
-    for (status, response) in operation.responses.responses.iter_mut() {
-        if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
-            response.headers.insert(
-                "Idempotent-Replayed".to_owned(),
-                HeaderBuilder::new()
-                    .schema(Some(Object::with_type(Type::String)))
-                    .description(Some(
-                        "`true` on an answer replayed for a repeated Idempotency-Key.",
-                    ))
-                    .build()
-                    .into(),
-            );
-        }
     }
 }
 

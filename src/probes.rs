@@ -7,8 +7,8 @@ use http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::middleware::envelope::KeepBody;
 use crate::readiness::{HealthReport, HealthStatus};
+use crate::response::KeepBody;
 use crate::state::AppState;
 
 pub fn router<S>() -> OpenApiRouter<S>

@@ -18,11 +18,7 @@ use tower::{BoxError, Layer, Service};
 
 use crate::error::ApiError;
 use crate::request_id::RequestId;
-
-/// Response extension for the rare error status whose body is itself the contract (the
-/// readiness report's 503); such a response passes through untouched.
-#[derive(Debug, Clone, Copy)]
-pub struct KeepBody;
+use crate::response::KeepBody;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EnvelopeLayer;

@@ -21,9 +21,9 @@ use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiJson;
 use crate::extract::ApiPath;
-use crate::middleware::idempotency::NotReplayable;
 use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 use crate::request_id::RequestId;
+use crate::response::NotReplayable;
 use crate::state::AppState;
 
 /// Pages `GET /v1/tokens/{id}` reads at most looking for one token (100 each).

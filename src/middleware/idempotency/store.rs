@@ -1,41 +1,20 @@
-//! Idempotency keys, as Stripe's API has them: a `POST` sent with `Idempotency-Key` runs once;
-//! a retry with the same key, method, path and body gets the first answer again, marked
-//! `Idempotent-Replayed: true`, and does nothing else.
-//!
-//! A key is claimed in PostgreSQL (scoped to the organization and the caller, under row-level
-//! security) before the handler runs, and the answer is stored when it finishes. The handler
-//! runs in a task of its own, so a client that hangs up (the "lost response" a retry is for)
-//! does not cancel the work half-way: it finishes, its answer is stored, and the retry gets it.
-//!
-//! - Same key, different method, path or body: `409 IDEMPOTENCY_KEY_REUSED` (409, not the IETF
-//!   draft's 422: the platform never answers 422).
-//! - Same key while the first request runs: `409 IDEMPOTENCY_KEY_IN_USE` with `Retry-After`.
-//! - A first answer with a 5xx is not stored: the key is released and a retry runs again.
-//! - An answer that holds a secret (a new token's plaintext) is never stored; a retry gets
-//!   `409 IDEMPOTENCY_REPLAY_WITHHELD` with the first answer's `Location`, and nothing is minted.
-//! - A replica that dies mid-request holds its key until the lease (twice the request timeout)
-//!   runs out; then a retry runs again.
+//! Where idempotency keys live: claimed in PostgreSQL under the caller's row-level security,
+//! the first answer stored with them, replayed from them, and swept once expired.
 
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use tracing::Instrument;
 use uuid::Uuid;
 
+use super::REPLAYED_HEADER;
 use crate::auth::Caller;
 use crate::db::{Database, DbError, Sql};
 use crate::error::ApiError;
-use crate::middleware::envelope::KeepBody;
 use crate::request_id::RequestId;
-
-pub const KEY_HEADER: &str = "idempotency-key";
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+use crate::response::{KeepBody, NotReplayable};
 
 /// Expired keys removed per statement by the sweep, so it never holds locks for long.
 const SWEEP_BATCH: i64 = 1_000;
@@ -50,11 +29,6 @@ const REPLAYED_HEADERS: [HeaderName; 4] = [
     header::RETRY_AFTER,
 ];
 
-/// Response extension of a handler whose answer holds a secret shown once (a new token's
-/// plaintext): the answer is never stored, and a retry is refused instead of replayed.
-#[derive(Debug, Clone, Copy)]
-pub struct NotReplayable;
-
 /// The layer's settings and database handle.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
@@ -66,7 +40,7 @@ pub struct Idempotency {
 }
 
 /// What the claim of a key found.
-enum Claim {
+pub(super) enum Claim {
     /// The key is this request's: run it.
     Claimed,
     /// A request with the same key runs now.
@@ -79,82 +53,20 @@ enum Claim {
     Withheld(Option<String>),
 }
 
-struct StoredAnswer {
+pub(super) struct StoredAnswer {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
-/// The middleware (`axum::middleware::from_fn_with_state`), on the matched routes, inside the
-/// auth layer: only authenticated `POST`s with the header are affected.
-pub async fn layer(State(idempotency): State<Idempotency>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
-        return next.run(req).await;
-    }
-    let (Some(raw_key), Some(caller)) = (
-        req.headers().get(KEY_HEADER),
-        req.extensions().get::<Caller>(),
-    ) else {
-        return next.run(req).await;
-    };
-    let key = match parse_key(raw_key) {
-        Ok(key) => key,
-        Err(error) => return error.into_response(),
-    };
-    let caller = caller.clone();
-    let request_id = req.extensions().get::<RequestId>().copied();
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(body) => body,
-        Err(error) => return body_error(error).into_response(),
-    };
-    let fingerprint = fingerprint(&parts.method, &parts.uri, &body);
-    let scope = Scope {
-        org_id: caller.org_id,
-        caller_id: caller_id(&caller),
-        key,
-    };
-    match idempotency.claim(&caller, &scope, &fingerprint).await {
-        Err(error) => error.into_response(),
-        Ok(Claim::InUse) => ApiError::IdempotencyKeyInUse.into_response(),
-        Ok(Claim::Mismatch) => ApiError::IdempotencyKeyReused.into_response(),
-        Ok(Claim::Withheld(location)) => {
-            let mut response = ApiError::IdempotencyReplayWithheld.into_response();
-            if let Some(value) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-                response.headers_mut().insert(header::LOCATION, value);
-            }
-            response
-        }
-        Ok(Claim::Stored(answer)) => answer.replay(request_id),
-        Ok(Claim::Claimed) => {
-            let request = Request::from_parts(parts, Body::from(body));
-            // Its own task: a client hanging up must not cancel the work between its effect
-            // and the stored answer.
-            // The task re-enters the request's id (a task-local does not follow a spawn), so
-            // its log lines, audit events and outbox rows name the request.
-            let work = async move {
-                let response = next.run(request).await;
-                idempotency
-                    .settle(&caller, &scope, &fingerprint, response)
-                    .await
-            }
-            .in_current_span();
-            let id = request_id.unwrap_or_else(RequestId::generate);
-            let run = tokio::spawn(crate::request_id::scoped(id, || work));
-            run.await
-                .unwrap_or_else(|_| ApiError::Internal.into_response())
-        }
-    }
-}
-
-struct Scope {
-    org_id: Uuid,
-    caller_id: Uuid,
-    key: String,
+pub(super) struct Scope {
+    pub org_id: Uuid,
+    pub caller_id: Uuid,
+    pub key: String,
 }
 
 impl Idempotency {
-    async fn claim(
+    pub(super) async fn claim(
         &self,
         caller: &Caller,
         scope: &Scope,
@@ -245,7 +157,7 @@ impl Idempotency {
     }
 
     /// Stores the answer (or releases the key after a 5xx) and hands the answer on.
-    async fn settle(
+    pub(super) async fn settle(
         &self,
         caller: &Caller,
         scope: &Scope,
@@ -315,7 +227,7 @@ impl Idempotency {
 }
 
 impl StoredAnswer {
-    fn replay(self, request_id: Option<RequestId>) -> Response {
+    pub(super) fn replay(self, request_id: Option<RequestId>) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
         let mut body = self.body;
         if status.is_client_error() {
@@ -346,40 +258,6 @@ impl StoredAnswer {
     }
 }
 
-/// 1 to 255 visible ASCII characters (IETF draft and Stripe alike).
-fn parse_key(raw: &HeaderValue) -> Result<String, ApiError> {
-    let bytes = raw.as_bytes();
-    if (1..=255).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        Ok(String::from_utf8_lossy(bytes).into_owned())
-    } else {
-        Err(ApiError::field(
-            "Idempotency-Key",
-            "INVALID_IDEMPOTENCY_KEY",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
-        ))
-    }
-}
-
-/// Whose keys these are: the user, else the agent, else the token (a key is never shared
-/// across callers, so one caller cannot replay another's answer).
-fn caller_id(caller: &Caller) -> Uuid {
-    caller
-        .user_id
-        .or(caller.agent_id)
-        .or(caller.token_id)
-        .unwrap_or(Uuid::nil())
-}
-
-fn fingerprint(method: &Method, uri: &http::Uri, body: &[u8]) -> Vec<u8> {
-    let mut hash = Sha256::new();
-    hash.update(method.as_str());
-    hash.update([0]);
-    hash.update(uri.path_and_query().map_or("", |p| p.as_str()));
-    hash.update([0]);
-    hash.update(body);
-    hash.finalize().to_vec()
-}
-
 fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     REPLAYED_HEADERS
         .iter()
@@ -388,15 +266,6 @@ fn kept_headers(headers: &HeaderMap) -> Vec<(String, String)> {
             Some((name.as_str().to_owned(), value.to_owned()))
         })
         .collect()
-}
-
-fn body_error(error: axum::Error) -> ApiError {
-    let inner = error.into_inner();
-    if inner.is::<http_body_util::LengthLimitError>() {
-        ApiError::PayloadTooLarge
-    } else {
-        ApiError::validation("The request body could not be read.")
-    }
 }
 
 /// Deletes expired keys in bounded batches, every minute, on the platform connection (across
