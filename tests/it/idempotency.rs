@@ -423,7 +423,9 @@ async fn keys_are_the_organizations_own_and_expire() {
 async fn the_document_states_the_configured_window() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[("IBEX_API_IDEMPOTENCY_TTL_MS", "3600000")]).await;
-    let document = request(app.addr, "GET", "/openapi.json", &[], b"").await.text();
+    let document = request(app.addr, "GET", "/openapi.json", &[], b"")
+        .await
+        .text();
     assert!(document.contains("is kept for 1 hour for this organization"));
     assert!(!document.contains("24 hours"));
     let defaults = serde_json::to_string(&ibex_api::app::document()).unwrap();
