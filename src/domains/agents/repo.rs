@@ -168,14 +168,11 @@ pub async fn read_if_agent(
 /// 404 AGENT_NOT_FOUND unless `agent_id` is a live agent of the transaction's organization:
 /// what an agent id in a request body must name before anything acts on it.
 pub async fn require_live_agent(tx: &mut OrgTx, agent_id: Uuid) -> Result<(), ApiError> {
-    let org_id = tx.org_id();
-    tx.query_opt(
-        "SELECT 1 FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
-        &[&org_id, &agent_id],
-    )
-    .await?
-    .map(|_| ())
-    .ok_or(ApiError::AgentNotFound)
+    match live_status(tx, agent_id, false).await {
+        Ok(_) => Ok(()),
+        Err(ApiError::NotFound(_)) => Err(ApiError::AgentNotFound),
+        Err(other) => Err(other),
+    }
 }
 
 /// `if_match`: the versions the change may apply to (`None`: any), checked in the UPDATE itself.

@@ -19,7 +19,7 @@ use super::model::{
 use super::store::TraceStore;
 use super::{Analytics, cache};
 use crate::auth::{Caller, Permissions};
-use crate::domains::agents::repo::live_status;
+use crate::domains::agents::repo::require_live_agent;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
@@ -42,12 +42,7 @@ where
     let query = Query::parse(params)?;
     if let Some(agent_id) = query.agent_id {
         let mut tx = state.db.begin_for(caller).await?;
-        live_status(&mut tx, agent_id, false)
-            .await
-            .map_err(|error| match error {
-                ApiError::NotFound(_) => ApiError::AgentNotFound,
-                other => other,
-            })?;
+        require_live_agent(&mut tx, agent_id).await?;
         tx.finish_read();
     }
     let key = cache::key(caller.org_id, &query.normalized(endpoint));
