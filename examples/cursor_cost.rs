@@ -9,7 +9,7 @@ use std::time::Instant;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use ibex_api::pagination::{CursorKeys, ListScope, Page, Position};
+use ibex_api::wire::pagination::{CursorKeys, ListScope, Page, Position};
 use uuid::Uuid;
 
 const ROUNDS: u32 = 200_000;

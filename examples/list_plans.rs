@@ -32,7 +32,7 @@ use ibex_api::domains::audit::model::AuditFilters;
 use ibex_api::domains::memories::model::Filters;
 use ibex_api::domains::memories::repo::COLUMNS;
 use ibex_api::domains::sessions::model::SessionFilters;
-use ibex_api::pagination::Position;
+use ibex_api::wire::pagination::Position;
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;

@@ -55,10 +55,10 @@ use crate::middleware::request_id::RequestIdLayer;
 use crate::middleware::request_limits::RequestLimitsLayer;
 use crate::observability::routes::RouteTemplates;
 use crate::observability::traces::TraceLayer;
-use crate::pagination::CursorKeys;
 use crate::readiness::{Readiness, ReadinessCheck};
 use crate::state::AppState;
 use crate::storage::{Storage, StorageReady};
+use crate::wire::pagination::CursorKeys;
 
 /// What the server needs of the assembled application.
 pub trait HttpService:

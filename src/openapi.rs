@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::auth::layer::is_public;
 use crate::middleware::idempotency;
+use crate::wire::conditional;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -168,6 +169,7 @@ impl Modify for CommonResponses {
                     _ => &mut item.delete,
                 };
                 if let Some(operation) = slot {
+                    conditional::document(operation);
                     add_common(operation, public, method != HttpMethod::Get);
                     if !public && method == HttpMethod::Post {
                         idempotency::openapi::document(operation, self.idempotency_window);

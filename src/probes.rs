@@ -8,8 +8,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::readiness::{HealthReport, HealthStatus};
-use crate::response::KeepBody;
 use crate::state::AppState;
+use crate::wire::response::KeepBody;
 
 pub fn router<S>() -> OpenApiRouter<S>
 where

@@ -30,6 +30,17 @@ pub const NAMED_BITS: &[(&str, u32)] = &[
     ("federation:share", 48),
 ];
 
+/// The JSON names of [`NAMED_BITS`], in bit order.
+pub const NAMES: [&str; NAMED_BITS.len()] = {
+    let mut names = [""; NAMED_BITS.len()];
+    let mut i = 0;
+    while i < NAMED_BITS.len() {
+        names[i] = NAMED_BITS[i].0;
+        i += 1;
+    }
+    names
+};
+
 impl Permissions {
     pub const MEMORY_READ: Self = Self(1 << 0);
     pub const MEMORY_DELETE: Self = Self(1 << 2);

@@ -18,7 +18,7 @@ use tower::{BoxError, Layer, Service};
 
 use crate::error::ApiError;
 use crate::request_id::RequestId;
-use crate::response::KeepBody;
+use crate::wire::response::KeepBody;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EnvelopeLayer;

@@ -6,11 +6,16 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::body_schema;
 use crate::error::ApiError;
-use crate::fields::{Fields, Text};
+use crate::wire::fields::{Body, Field, Kind, Shape, Text};
 
 pub const NAME: Text = Text::chars(1, 255);
-pub const SLUG: Text = Text::chars(1, 100).shaped(is_slug, "lowercase letters, digits and hyphens");
+pub const SLUG: Text = Text::chars(1, 100).shaped(Shape {
+    check: is_slug,
+    description: "lowercase letters, digits and hyphens",
+    pattern: "^[a-z0-9-]+$",
+});
 /// Largest `config`, serialized (**Decision**, docs/domains/agents.md).
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
@@ -78,18 +83,18 @@ pub struct Agent {
     pub slug: String,
     pub status: AgentStatus,
     /// Free-form configuration object.
-    #[schema(value_type = crate::fields::JsonObject)]
+    #[schema(value_type = crate::wire::fields::JsonObject)]
     pub config: Value,
     #[schema(minimum = 0)]
     pub total_sessions: i32,
     #[schema(minimum = 0)]
     pub total_memories: i32,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     #[schema(required = true)]
     pub last_active_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Bumped on every change; the `ETag` header carries it.
     #[serde(skip)]
@@ -118,38 +123,43 @@ impl crate::db::FromRow for Agent {
 }
 
 /// Body of `POST /v1/agents`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CreateAgent)]
-#[allow(dead_code)] // Documents the body; `NewAgent::parse` reads it field by field.
-pub struct CreateAgentBody {
-    /// 1–255 characters, no NUL.
-    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
-    name: String,
-    /// 1–100 of `a-z`, `0-9`, `-`; unique among the organization's live agents.
-    #[schema(min_length = 1, max_length = 100, pattern = "^[a-z0-9-]+$")]
-    slug: String,
-    /// A JSON object of at most 64 KiB serialized (default `{}`).
-    #[schema(value_type = crate::fields::FreeFormObject, nullable = false, required = false)]
-    config: Option<Value>,
-}
+pub static CREATE: Body = Body {
+    name: "CreateAgent",
+    doc: "A new agent; it starts `active`.",
+    fields: &[
+        Field::new("name", Kind::Text(NAME)).required(),
+        Field::new("slug", Kind::Text(SLUG))
+            .required()
+            .doc("Unique among the organization's live agents; immutable."),
+        Field::new(
+            "config",
+            Kind::Object {
+                max_bytes: MAX_CONFIG_BYTES,
+            },
+        )
+        .doc("Default `{}`."),
+    ],
+};
 
-/// Body of `PATCH /v1/agents/{agent_id}`: only the fields present change. The slug is immutable.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = UpdateAgent)]
-#[allow(dead_code)] // Documents the body; `AgentChanges::parse` reads it field by field.
-pub struct UpdateAgentBody {
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\u0000]+$",
-        nullable = false
-    )]
-    name: Option<String>,
-    #[schema(value_type = crate::fields::FreeFormObject, nullable = false, required = false)]
-    config: Option<Value>,
-}
+/// Body of `PATCH /v1/agents/{agent_id}`: only the fields present change.
+pub static UPDATE: Body = Body {
+    name: "UpdateAgent",
+    doc: "Only the fields present change.",
+    fields: &[
+        Field::new("name", Kind::Text(NAME)),
+        Field::new(
+            "config",
+            Kind::Object {
+                max_bytes: MAX_CONFIG_BYTES,
+            },
+        ),
+        Field::read_only("slug", "is immutable"),
+        Field::read_only("status", "changes through /activate, /pause and /archive"),
+    ],
+};
+
+body_schema!(CreateAgentBody = CREATE);
+body_schema!(UpdateAgentBody = UPDATE);
 
 #[derive(Debug)]
 pub struct NewAgent {
@@ -160,10 +170,10 @@ pub struct NewAgent {
 
 impl NewAgent {
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let name = fields.required("name", |f| f.text("name", NAME));
-        let slug = fields.required("slug", |f| f.text("slug", SLUG));
-        let config = fields.object("config", MAX_CONFIG_BYTES);
+        let mut fields = CREATE.read(body)?;
+        let name = fields.text("name");
+        let slug = fields.text("slug");
+        let config = fields.object("config");
         fields.finish()?;
         Ok(Self {
             name: name.expect("checked by finish"),
@@ -192,11 +202,9 @@ impl AgentChanges {
     }
 
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let name = fields.text("name", NAME);
-        let config = fields.object("config", MAX_CONFIG_BYTES);
-        fields.forbid("slug", "is immutable");
-        fields.forbid("status", "changes through /activate, /pause and /archive");
+        let mut fields = UPDATE.read(body)?;
+        let name = fields.text("name");
+        let config = fields.object("config");
         fields.finish()?;
         Ok(Self { name, config })
     }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::model::{Agent, AgentChanges, AgentStatus, NewAgent};
 use crate::db::OrgTx;
 use crate::error::{ApiError, Conflict};
-use crate::pagination::{CursorPage, PageRequest, Position};
+use crate::wire::pagination::{CursorPage, PageRequest, Position};
 use tokio_postgres::types::ToSql;
 
 const COLUMNS: &str = "id, org_id, name, slug, status, config, total_sessions, total_memories, \

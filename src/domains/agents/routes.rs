@@ -12,12 +12,12 @@ use serde_json::Value;
 use super::model::{Agent, AgentChanges, AgentFilter, AgentPath, AgentStatus, NewAgent};
 use super::repo;
 use crate::auth::{Caller, Permissions};
-use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
+use crate::wire::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
 
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", summary = "List agents",
     description = "The organization's live agents, newest first.",
@@ -76,8 +76,6 @@ pub async fn create_agent(
     responses(
         (status = 200, description = "The agent.", body = Agent,
             headers(("ETag" = String, description = "The agent's version, for If-Match and If-None-Match."))),
-        (status = 304, description = "Not modified: the If-None-Match tag is current.",
-            headers(("ETag" = String, description = "The agent's version."))),
         (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
     ))]
 pub async fn get_agent(
@@ -101,7 +99,6 @@ pub async fn get_agent(
             headers(("ETag" = String, description = "The agent's new version."))),
         (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the agent changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn update_agent(
     State(state): State<AppState>,
@@ -129,7 +126,6 @@ pub async fn update_agent(
         (status = 204, description = "Deleted."),
         (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_HAS_SESSIONS: archive the agent instead.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the agent changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn delete_agent(
     State(state): State<AppState>,

@@ -21,8 +21,8 @@ use super::{Analytics, cache};
 use crate::auth::{Caller, Permissions};
 use crate::domains::agents::repo::require_live_agent;
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::ApiQuery;
 use crate::state::AppState;
+use crate::wire::extract::ApiQuery;
 
 /// Validates, checks the agent, then answers from the cache or computes (and caches) the answer.
 async fn answer<T, F, Fut>(

@@ -6,14 +6,14 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::pagination::ListScope;
-use crate::time::{check_range, parse_param};
+use crate::wire::pagination::ListScope;
+use crate::wire::time::{check_range, parse_param};
 
 /// One change made through the API.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEvent {
     pub id: Uuid,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     /// The user who made the change; null for a token without a user (an agent's).
     #[schema(required = true)]

@@ -8,7 +8,7 @@ use super::model::{AuditEvent, AuditFilters};
 use crate::auth::Caller;
 use crate::db::{DbError, FromRow, OrgTx, Sql};
 use crate::error::ApiError;
-use crate::pagination::{CursorPage, PageRequest, Position};
+use crate::wire::pagination::{CursorPage, PageRequest, Position};
 
 const INSERT: &str = "INSERT INTO ibex_core.audit_events
      (id, org_id, actor_user_id, actor_token_id, action, target_type, target_id, request_id,

@@ -7,9 +7,9 @@ use super::model::{AuditEvent, AuditFilterParams, AuditFilters};
 use super::repo;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::ApiQuery;
-use crate::pagination::{CursorPage, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::extract::ApiQuery;
+use crate::wire::pagination::{CursorPage, Page, PageParams};
 
 #[utoipa::path(get, path = "/v1/audit-events", tag = "audit", summary = "List audit events",
     description = "The organization's owners and admins only: the caller's token must belong to a user who is an active `owner` or `admin` of the organization (no permission bit grants it; an agent's token never can). Every change made through the API, newest first; filters are exact matches and all given apply together; a cursor is valid only with the filters that produced it.",

@@ -6,8 +6,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::body_schema;
 use crate::error::ApiError;
-use crate::fields::{Fields, Text};
+use crate::wire::body::component;
+use crate::wire::fields::{Body, Field, Kind, Text};
 
 /// Largest content, in bytes of UTF-8 (not characters).
 pub const MAX_CONTENT_BYTES: usize = 32_768;
@@ -27,9 +29,9 @@ pub struct Directive {
     pub version_num: Option<i32>,
     #[schema(required = true)]
     pub content: Option<String>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Bumped on every change; the `ETag` header carries it.
     #[serde(skip)]
@@ -45,7 +47,7 @@ pub struct DirectiveVersionSummary {
     pub content_hash: String,
     #[schema(required = true)]
     pub created_by: Option<Uuid>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
     /// Whether this is the directive's active version.
     pub is_active: bool,
@@ -60,7 +62,7 @@ pub struct DirectiveVersion {
     pub content_hash: String,
     #[schema(required = true)]
     pub created_by: Option<Uuid>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
     pub is_active: bool,
 }
@@ -74,28 +76,40 @@ pub enum InjectionMode {
 }
 
 /// Body of `POST /v1/agents/{agent_id}/directive`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = SetDirective)]
-#[allow(dead_code)] // Documents the body; `DirectiveChange::parse` reads it field by field.
-pub struct SetDirectiveBody {
-    /// 1 to 32 768 bytes of UTF-8, no NUL. Never logged.
-    #[schema(min_length = 1, max_length = 32768, pattern = "^[^\\u0000]+$")]
-    content: String,
-    /// Default `system_first` on create, unchanged on update.
-    #[schema(nullable = false)]
-    injection_mode: Option<InjectionMode>,
-}
+pub static SET: Body = Body {
+    name: "SetDirective",
+    doc: "The directive's next version.",
+    fields: &[
+        Field::new("content", Kind::Text(CONTENT))
+            .required()
+            .doc("Never logged."),
+        Field::new(
+            "injection_mode",
+            Kind::Choice {
+                values: INJECTION_MODES,
+                schema: component::<InjectionMode>,
+            },
+        )
+        .doc("Default `system_first` on create, unchanged on update."),
+    ],
+};
 
 /// Body of `POST /v1/agents/{agent_id}/directive/rollback`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = RollbackDirective)]
-#[allow(dead_code)] // Documents the body; `RollbackTo::parse` reads it.
-pub struct RollbackBody {
-    #[schema(minimum = 1, maximum = 2147483647)]
-    version_num: i32,
-}
+pub static ROLLBACK: Body = Body {
+    name: "RollbackDirective",
+    doc: "The version to make active again.",
+    fields: &[Field::new(
+        "version_num",
+        Kind::Integer {
+            min: 1,
+            max: i32::MAX as i64,
+        },
+    )
+    .required()],
+};
+
+body_schema!(SetDirectiveBody = SET);
+body_schema!(RollbackBody = ROLLBACK);
 
 #[derive(Debug)]
 pub struct DirectiveChange {
@@ -115,9 +129,9 @@ impl DirectiveChange {
     }
 
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let content = fields.required("content", |f| f.text("content", CONTENT));
-        let injection_mode = fields.choice("injection_mode", INJECTION_MODES);
+        let mut fields = SET.read(body)?;
+        let content = fields.text("content");
+        let injection_mode = fields.choice("injection_mode");
         fields.finish()?;
         Ok(Self {
             content: content.expect("checked by finish"),
@@ -131,29 +145,8 @@ pub struct RollbackTo(pub i32);
 
 impl RollbackTo {
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let version = match fields.take("version_num") {
-            None => {
-                fields.reject("version_num", "REQUIRED", "is required");
-                None
-            }
-            Some(value) => {
-                // JSON Schema's integers include 3.0: accept a whole number however written.
-                let n = value
-                    .as_i64()
-                    .or_else(|| {
-                        value
-                            .as_f64()
-                            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
-                            .map(|f| f as i64)
-                    })
-                    .filter(|n| (1..=i64::from(i32::MAX)).contains(n));
-                if n.is_none() {
-                    fields.reject("version_num", "OUT_OF_RANGE", "must be an integer from 1");
-                }
-                n
-            }
-        };
+        let mut fields = ROLLBACK.read(body)?;
+        let version = fields.integer("version_num");
         fields.finish()?;
         Ok(Self(version.expect("checked by finish") as i32))
     }

@@ -10,7 +10,7 @@ use crate::db::{DbError, FromRow, OrgTx};
 use crate::domains::agents::AgentStatus;
 use crate::domains::agents::repo::{live_status, read_below_agent};
 use crate::error::{ApiError, Conflict};
-use crate::pagination::{CursorPage, PageRequest, Position};
+use crate::wire::pagination::{CursorPage, PageRequest, Position};
 
 fn no_directive() -> ApiError {
     ApiError::not_found("This agent has no directive.")

@@ -16,15 +16,15 @@ use super::model::{
 };
 use super::repo::{self, Outcome};
 use crate::auth::{Caller, Permissions};
-use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::db::OrgTx;
 use crate::domains::agents::AgentPath;
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::events::{self, Event};
-use crate::extract::{ApiJson, ApiPath};
-use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
+use crate::wire::extract::{ApiJson, ApiPath};
+use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
 
 /// Announces a committed change, then answers with the directive as it now is.
 async fn finish(
@@ -52,8 +52,6 @@ async fn finish(
     responses(
         (status = 200, description = "The directive.", body = Directive,
             headers(("ETag" = String, description = "The directive's version, for If-Match and If-None-Match."))),
-        (status = 304, description = "Not modified: the If-None-Match tag is current.",
-            headers(("ETag" = String, description = "The directive's version."))),
         (status = 404, description = "NOT_FOUND: no such agent in the organization, or it never had a directive.", body = ErrorResponse),
     ))]
 pub async fn get_directive(
@@ -83,7 +81,6 @@ pub async fn get_directive(
                     ("ETag" = String, description = "The directive's version."))),
         (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the directive changed since the If-Match version (or did not exist yet); nothing changed.", body = ErrorResponse),
     ))]
 pub async fn set_directive(
     State(state): State<AppState>,
@@ -130,7 +127,6 @@ pub async fn set_directive(
         (status = 204, description = "Deactivated."),
         (status = 404, description = "NOT_FOUND: no such agent in the organization, or it has no directive.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the directive changed since the If-Match version (or did not exist yet); nothing changed.", body = ErrorResponse),
     ))]
 pub async fn delete_directive(
     State(state): State<AppState>,
@@ -215,7 +211,6 @@ pub async fn get_directive_version(
             headers(("ETag" = String, description = "The directive's version."))),
         (status = 404, description = "NOT_FOUND: no such agent or version, or the directive is deactivated.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the directive changed since the If-Match version (or did not exist yet); nothing changed.", body = ErrorResponse),
     ))]
 pub async fn rollback_directive(
     State(state): State<AppState>,

@@ -399,12 +399,12 @@ struct Exported<'a> {
     status: &'a str,
     confidence: f32,
     retrieval_count: i32,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     last_retrieved_at: Option<DateTime<Utc>>,
     tags: &'a [String],
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     updated_at: DateTime<Utc>,
 }
 

@@ -1,18 +1,18 @@
 //! What a memory and an export job are, and what clients may send: the list filters (shared by
 //! the list, the bulk delete and exports), the search body and the export body.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::body_schema;
 use crate::error::ApiError;
-use crate::fields::{Fields, Text};
-use crate::pagination::ListScope;
-use crate::time::{check_range, parse_param};
+use crate::wire::body::component;
+use crate::wire::fields::{Body, Field, Fields, Kind, Text};
+use crate::wire::pagination::ListScope;
+use crate::wire::time::{check_range, parse_param};
 
 pub const CATEGORIES: &[&str] = &[
     "factual",
@@ -88,15 +88,15 @@ pub struct Memory {
     pub confidence: f32,
     #[schema(minimum = 0)]
     pub retrieval_count: i32,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     #[schema(required = true)]
     pub last_retrieved_at: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
-    #[schema(value_type = crate::fields::JsonObject)]
+    #[schema(value_type = crate::wire::fields::JsonObject)]
     pub metadata: Value,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -243,29 +243,16 @@ impl Filters {
         })
     }
 
-    /// Reads the filters from a JSON body, each under its query-string name.
+    /// Reads the filters from a JSON body ([`EXPORT`]), each under its query-string name.
     fn take_from(fields: &mut Fields) -> Option<Self> {
-        let mut params = BTreeMap::new();
-        for name in [
-            "category",
-            "status",
-            "source",
-            "tag",
-            "created_after",
-            "created_before",
-        ] {
-            if let Some(text) = fields.text(name, Text::chars(1, 100)) {
-                params.insert(name, text);
-            }
-        }
-        let mut take = |name: &str| params.remove(name);
+        let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
         let parsed = Self::parse(&FilterParams {
-            category: take("category"),
-            status: take("status"),
-            source: take("source"),
-            tag: take("tag"),
-            created_after: take("created_after"),
-            created_before: take("created_before"),
+            category: fields.choice("category").map(str::to_owned),
+            status: fields.choice("status").map(str::to_owned),
+            source: fields.choice("source").map(str::to_owned),
+            tag: fields.text("tag"),
+            created_after: time(fields.timestamp("created_after")),
+            created_before: time(fields.timestamp("created_before")),
         });
         match parsed {
             Ok(filters) => Some(filters),
@@ -280,32 +267,73 @@ impl Filters {
     }
 }
 
-/// Body of `POST /v1/agents/{agent_id}/memories/search`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = SearchMemories)]
-#[allow(dead_code)] // Documents the body; `SearchRequest::parse` reads it field by field.
-pub struct SearchBody {
-    /// What to look for, 1 to 2000 characters.
-    #[schema(min_length = 1, max_length = 2000, pattern = "^[^\\u0000]+$")]
-    query: String,
-    /// Most results, 1 to 50 (default 10).
-    #[schema(minimum = 1, maximum = 50, nullable = false)]
-    limit: Option<u32>,
-    #[schema(nullable = false)]
-    category: Option<MemoryCategory>,
-    /// Only memories carrying every one of these tags.
-    #[schema(nullable = false, max_items = 20)]
-    tags: Option<Vec<TagText>>,
-    #[schema(minimum = 0, maximum = 1, nullable = false)]
-    min_confidence: Option<f64>,
-}
+const CATEGORY: Kind = Kind::Choice {
+    values: CATEGORIES,
+    schema: component::<MemoryCategory>,
+};
 
-/// A tag: 1 to 100 characters.
-#[derive(Debug, Deserialize, ToSchema)]
-#[schema(min_length = 1, max_length = 100, pattern = "^[^\\u0000]+$")]
-#[allow(dead_code)]
-pub struct TagText(String);
+/// Body of `POST /v1/agents/{agent_id}/memories/search`.
+pub static SEARCH: Body = Body {
+    name: "SearchMemories",
+    doc: "A semantic search of the agent's memories.",
+    fields: &[
+        Field::new("query", Kind::Text(QUERY))
+            .required()
+            .doc("What to look for."),
+        Field::new("limit", Kind::Integer { min: 1, max: 50 }).doc("Most results (default 10)."),
+        Field::new("category", CATEGORY),
+        Field::new(
+            "tags",
+            Kind::TextList {
+                item: TAG,
+                max_items: MAX_SEARCH_TAGS,
+            },
+        )
+        .doc("Only memories carrying every one of these tags."),
+        Field::new("min_confidence", Kind::Number { min: 0.0, max: 1.0 }),
+    ],
+};
+
+/// Most tags a search may require.
+pub const MAX_SEARCH_TAGS: usize = 20;
+
+/// Body of `POST /v1/agents/{agent_id}/memories/export`: a format and the list's filters.
+pub static EXPORT: Body = Body {
+    name: "ExportMemories",
+    doc: "An export of the agent's memories that match the filters (those of the list).",
+    fields: &[
+        Field::new(
+            "format",
+            Kind::Choice {
+                values: FORMATS,
+                schema: component::<ExportFormat>,
+            },
+        )
+        .required(),
+        Field::new("category", CATEGORY),
+        Field::new(
+            "status",
+            Kind::Choice {
+                values: STATUSES,
+                schema: component::<MemoryStatus>,
+            },
+        )
+        .doc("Default `active`."),
+        Field::new(
+            "source",
+            Kind::Choice {
+                values: SOURCES,
+                schema: component::<MemorySource>,
+            },
+        ),
+        Field::new("tag", Kind::Text(TAG)),
+        Field::new("created_after", Kind::Timestamp),
+        Field::new("created_before", Kind::Timestamp),
+    ],
+};
+
+body_schema!(SearchBody = SEARCH);
+body_schema!(ExportBody = EXPORT);
 
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
@@ -318,12 +346,12 @@ pub struct SearchRequest {
 
 impl SearchRequest {
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let query = fields.required("query", |f| f.text("query", QUERY));
-        let limit = fields.integer("limit", 1, 50);
-        let category = fields.choice("category", CATEGORIES);
-        let tags = fields.text_list("tags", TAG, 20);
-        let min_confidence = fields.number("min_confidence", 0.0, 1.0);
+        let mut fields = SEARCH.read(body)?;
+        let query = fields.text("query");
+        let limit = fields.integer("limit");
+        let category = fields.choice("category");
+        let tags = fields.text_list("tags");
+        let min_confidence = fields.number("min_confidence");
         fields.finish()?;
         Ok(Self {
             query: query.expect("checked by finish"),
@@ -349,33 +377,6 @@ pub struct SearchResults {
     pub items: Vec<ScoredMemory>,
 }
 
-/// Body of `POST /v1/agents/{agent_id}/memories/export`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = ExportMemories)]
-#[allow(dead_code)] // Documents the body; `ExportRequest::parse` reads it field by field.
-pub struct ExportBody {
-    format: ExportFormat,
-    #[schema(nullable = false)]
-    category: Option<MemoryCategory>,
-    /// Default `active`.
-    #[schema(nullable = false)]
-    status: Option<MemoryStatus>,
-    #[schema(nullable = false)]
-    source: Option<MemorySource>,
-    #[schema(
-        nullable = false,
-        min_length = 1,
-        max_length = 100,
-        pattern = "^[^\\u0000]+$"
-    )]
-    tag: Option<String>,
-    #[schema(nullable = false)]
-    created_after: Option<DateTime<Utc>>,
-    #[schema(nullable = false)]
-    created_before: Option<DateTime<Utc>>,
-}
-
 #[derive(Debug, Clone)]
 pub struct ExportRequest {
     pub format: &'static str,
@@ -384,8 +385,8 @@ pub struct ExportRequest {
 
 impl ExportRequest {
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let format = fields.required("format", |f| f.choice("format", FORMATS));
+        let mut fields = EXPORT.read(body)?;
+        let format = fields.choice("format");
         let filters = Filters::take_from(&mut fields);
         fields.finish()?;
         Ok(Self {
@@ -419,9 +420,9 @@ pub struct ExportJob {
     /// Size of the file in bytes, once succeeded.
     #[schema(required = true)]
     pub size_bytes: Option<i64>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Why it failed, as a code (`OBJECT_STORE_UNAVAILABLE`, `EXPORT_FAILED`); never a stack.
@@ -431,7 +432,7 @@ pub struct ExportJob {
     /// minutes; null until succeeded.
     #[schema(required = true)]
     pub download_url: Option<String>,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     #[schema(required = true)]
     pub download_expires_at: Option<DateTime<Utc>>,
 }

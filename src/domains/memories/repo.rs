@@ -10,7 +10,7 @@ use super::model::{ExportJob, Filters, Memory};
 use crate::db::{DbError, FromRow, OrgTx, Sql};
 use crate::domains::agents::repo::read_below_agent;
 use crate::error::ApiError;
-use crate::pagination::{CursorPage, PageRequest, Position};
+use crate::wire::pagination::{CursorPage, PageRequest, Position};
 
 /// Channel the platform's archiver listens to for deleted memories.
 pub const DELETIONS_CHANNEL: &str = "ibex:memory:deletions";

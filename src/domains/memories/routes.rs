@@ -19,9 +19,9 @@ use crate::domains::agents::AgentPath;
 use crate::domains::agents::repo::live_status;
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::pagination::{CursorPage, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::wire::pagination::{CursorPage, Page, PageParams};
 
 /// The header a bulk delete reports its count in.
 pub const DELETED_COUNT: &str = "ibex-deleted-count";

@@ -6,8 +6,9 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::body_schema;
 use crate::error::ApiError;
-use crate::fields::{EMAIL, Fields, Text};
+use crate::wire::fields::{Body, EMAIL, Field, Kind, Text};
 
 pub const NAME: Text = Text::chars(1, 255);
 pub const MAX_SETTINGS_BYTES: usize = 64 * 1024;
@@ -28,11 +29,11 @@ pub struct Organization {
 
     #[schema(required = true)]
     pub billing_email: Option<String>,
-    #[schema(value_type = crate::fields::JsonObject)]
+    #[schema(value_type = crate::wire::fields::JsonObject)]
     pub settings: Value,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Present once a deletion is requested, until the organization's row itself is removed.
     #[schema(required = true)]
@@ -47,34 +48,34 @@ pub struct Deletion {
     /// `pending` or `running`.
     #[schema(value_type = String, example = "pending")]
     pub state: String,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub requested_at: DateTime<Utc>,
 }
 
+const READ_ONLY: &str = "cannot be changed through this API";
+
 /// Body of `PATCH /v1/organizations/{org_id}`: only the fields present change.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = UpdateOrganization)]
-#[allow(dead_code)] // Documents the body; `OrgChanges::parse` reads it field by field.
-pub struct UpdateOrganizationBody {
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = "^[^\\u0000]+$",
-        nullable = false
-    )]
-    name: Option<String>,
-    /// Null clears it.
-    #[schema(
-        min_length = 3,
-        max_length = 320,
-        pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]{1,64}@[^@\\s.\\u0000-\\u001f\\u007f-\\u009f][^@\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]+$"
-    )]
-    billing_email: Option<String>,
-    /// A JSON object of at most 64 KiB serialized; replaces the current settings.
-    #[schema(value_type = crate::fields::FreeFormObject, nullable = false, required = false)]
-    settings: Option<Value>,
-}
+pub static UPDATE: Body = Body {
+    name: "UpdateOrganization",
+    doc: "Only the fields present change.",
+    fields: &[
+        Field::new("name", Kind::Text(NAME)),
+        Field::new("billing_email", Kind::NullableText(EMAIL)).doc("Null clears it."),
+        Field::new(
+            "settings",
+            Kind::Object {
+                max_bytes: MAX_SETTINGS_BYTES,
+            },
+        )
+        .doc("Replaces the current settings."),
+        Field::read_only("id", READ_ONLY),
+        Field::read_only("slug", READ_ONLY),
+        Field::read_only("tier", READ_ONLY),
+        Field::read_only("status", READ_ONLY),
+    ],
+};
+
+body_schema!(UpdateOrganizationBody = UPDATE);
 
 #[derive(Debug)]
 pub struct OrgChanges {
@@ -98,13 +99,10 @@ impl OrgChanges {
     }
 
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let name = fields.text("name", NAME);
-        let billing_email = fields.nullable_text("billing_email", EMAIL);
-        let settings = fields.object("settings", MAX_SETTINGS_BYTES);
-        for read_only in ["id", "slug", "tier", "status"] {
-            fields.forbid(read_only, "cannot be changed through this API");
-        }
+        let mut fields = UPDATE.read(body)?;
+        let name = fields.text("name");
+        let billing_email = fields.nullable_text("billing_email");
+        let settings = fields.object("settings");
         fields.finish()?;
         Ok(Self {
             name,

@@ -11,13 +11,13 @@ use serde_json::Value;
 use super::model::{OrgChanges, OrgPath, Organization};
 use super::repo;
 use crate::auth::{Caller, Permissions};
-use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::db::OrgTx;
 use crate::domains::audit::{AuditContext, record};
 use crate::domains::users::repo::caller_role;
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
+use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
+use crate::wire::extract::{ApiJson, ApiPath};
 
 fn own_org(caller: &Caller, path: &OrgPath) -> Result<(), ApiError> {
     if path.org_id == caller.org_id {
@@ -41,8 +41,6 @@ async fn require_owner(tx: &mut OrgTx, caller: &Caller) -> Result<(), ApiError> 
     responses(
         (status = 200, description = "The organization; `deletion` is set while a requested deletion is under way.", body = Organization,
             headers(("ETag" = String, description = "The organization's version, for If-Match and If-None-Match."))),
-        (status = 304, description = "Not modified: the If-None-Match tag is current.",
-            headers(("ETag" = String, description = "The organization's version."))),
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
     ))]
 pub async fn get_organization(
@@ -68,7 +66,6 @@ pub async fn get_organization(
             headers(("ETag" = String, description = "The organization's new version."))),
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
         (status = 409, description = "ORG_STATUS_CONFLICT: the organization's deletion is under way.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the organization changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn update_organization(
     State(state): State<AppState>,
@@ -135,7 +132,6 @@ pub async fn suspend_organization(
     responses(
         (status = 202, description = "The deletion is scheduled.", body = Organization),
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the organization changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn delete_organization(
     State(state): State<AppState>,

@@ -6,8 +6,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::pagination::ListScope;
-use crate::time::{check_range, parse_param};
+use crate::wire::pagination::ListScope;
+use crate::wire::time::{check_range, parse_param};
 
 pub const STATUSES: &[&str] = &["active", "completed", "abandoned", "error"];
 
@@ -42,11 +42,11 @@ pub struct Session {
     pub total_output_tokens: i64,
     #[schema(minimum = 0)]
     pub total_latency_ms: i64,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
 }
@@ -56,7 +56,7 @@ pub struct Session {
 pub struct Replay {
     /// A pre-signed GET URL of the archive (NDJSON, one turn a line), no credentials needed.
     pub url: String,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub expires_at: DateTime<Utc>,
 }
 

@@ -7,7 +7,7 @@ use super::model::{Session, SessionFilters};
 use crate::db::{DbError, FromRow, OrgTx, Sql};
 use crate::domains::agents::repo::read_if_agent;
 use crate::error::ApiError;
-use crate::pagination::{CursorPage, PageRequest, Position};
+use crate::wire::pagination::{CursorPage, PageRequest, Position};
 
 const COLUMNS: &str = "id, agent_id, external_id, status, model, provider, directive_version_id, \
      turn_count, total_input_tokens, total_output_tokens, total_latency_ms, created_at, \

@@ -7,9 +7,9 @@ use super::model::{Replay, Session, SessionFilterParams, SessionFilters, Session
 use super::repo;
 use crate::auth::{Caller, Permissions};
 use crate::error::{ApiError, Conflict, ErrorResponse};
-use crate::extract::{ApiPath, ApiQuery};
-use crate::pagination::{CursorPage, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::extract::{ApiPath, ApiQuery};
+use crate::wire::pagination::{CursorPage, Page, PageParams};
 
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", summary = "List sessions",
     description = "Needs `session:read`. Newest first. Filters are exact matches and all given apply together; a cursor is valid only with the filters that produced it.",

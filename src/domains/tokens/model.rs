@@ -8,8 +8,9 @@ use uuid::Uuid;
 
 use crate::auth::Permissions;
 use crate::auth::proto::TokenMetadata;
+use crate::body_schema;
 use crate::error::ApiError;
-use crate::fields::{Fields, Text};
+use crate::wire::fields::{Body, Field, Kind, Text};
 
 pub const NAME: Text = Text::chars(1, 255);
 pub const DESCRIPTION: Text = Text::chars(0, 1000);
@@ -26,12 +27,12 @@ pub struct Token {
     pub prefix: String,
     /// Permission names (`memory:read`, …).
     pub permissions: Vec<&'static str>,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339_opt")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     #[schema(required = true)]
     pub revoked_at: Option<DateTime<Utc>>,
     pub is_revoked: bool,
@@ -47,77 +48,47 @@ pub struct CreatedToken {
 }
 
 /// Body of `POST /v1/tokens`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CreateToken)]
-#[allow(dead_code)] // Documents the body; `NewToken::parse` reads it field by field.
-pub struct CreateTokenBody {
-    #[schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]+$")]
-    name: String,
-    #[schema(max_length = 1000, pattern = "^[^\\u0000]*$", nullable = false)]
-    description: Option<String>,
-    /// Permission names; each must be one the caller's own token holds (a repeated name counts
-    /// once).
-    #[schema(value_type = Vec<PermissionNameDoc>)]
-    permissions: Vec<String>,
-    /// RFC 3339, in the future.
-    #[schema(value_type = String, format = DateTime, nullable = false, required = false)]
-    expires_at: Option<String>,
-    /// The agent the token acts for.
-    #[schema(nullable = false)]
-    agent_id: Option<Uuid>,
+pub static CREATE: Body = Body {
+    name: "CreateToken",
+    doc: "A new personal access token; its secret is in the answer, once.",
+    fields: &[
+        Field::new("name", Kind::Text(NAME)).required(),
+        Field::new("description", Kind::Text(DESCRIPTION)),
+        Field::new(
+            "permissions",
+            Kind::ChoiceList {
+                values: PERMISSION_NAMES,
+                schema: crate::wire::body::component::<PermissionName>,
+            },
+        )
+        .required()
+        .doc("Each must be one the caller's own token holds (a repeated name counts once)."),
+        Field::new("expires_at", Kind::Timestamp).doc("In the future."),
+        Field::new("agent_id", Kind::Uuid)
+            .doc("The agent the token acts for: a live agent of the organization."),
+    ],
+};
+
+body_schema!(CreateTokenBody = CREATE);
+
+/// The JSON names of the permission bits, in bit order (docs/api.md, "Permissions").
+pub const PERMISSION_NAMES: &[&str] = &crate::auth::permissions::NAMES;
+
+/// The permission names as the document's `PermissionName` enum, from the one table of them.
+#[derive(Debug)]
+pub struct PermissionName;
+
+impl utoipa::PartialSchema for PermissionName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        serde_json::from_value(serde_json::json!({
+            "type": "string",
+            "enum": PERMISSION_NAMES,
+        }))
+        .expect("a valid schema literal")
+    }
 }
 
-/// The JSON names of the permission bits (docs/api.md, "Permissions").
-#[derive(Debug, ToSchema)]
-#[schema(as = PermissionName)]
-#[allow(dead_code)]
-pub enum PermissionNameDoc {
-    #[schema(rename = "memory:read")]
-    MemoryRead,
-    #[schema(rename = "memory:write")]
-    MemoryWrite,
-    #[schema(rename = "memory:delete")]
-    MemoryDelete,
-    #[schema(rename = "memory:bulk_export")]
-    MemoryBulkExport,
-    #[schema(rename = "directive:read")]
-    DirectiveRead,
-    #[schema(rename = "directive:write")]
-    DirectiveWrite,
-    #[schema(rename = "directive:promote")]
-    DirectivePromote,
-    #[schema(rename = "directive:revoke")]
-    DirectiveRevoke,
-    #[schema(rename = "session:create")]
-    SessionCreate,
-    #[schema(rename = "session:read")]
-    SessionRead,
-    #[schema(rename = "session:terminate")]
-    SessionTerminate,
-    #[schema(rename = "trace:read")]
-    TraceRead,
-    #[schema(rename = "trace:export")]
-    TraceExport,
-    #[schema(rename = "user:manage")]
-    UserManage,
-    #[schema(rename = "billing:read")]
-    BillingRead,
-    #[schema(rename = "billing:manage")]
-    BillingManage,
-    #[schema(rename = "org_settings:write")]
-    OrgSettingsWrite,
-    #[schema(rename = "token:create")]
-    TokenCreate,
-    #[schema(rename = "token:revoke")]
-    TokenRevoke,
-    #[schema(rename = "marketplace:publish")]
-    MarketplacePublish,
-    #[schema(rename = "marketplace:install")]
-    MarketplaceInstall,
-    #[schema(rename = "federation:share")]
-    FederationShare,
-}
+impl ToSchema for PermissionName {}
 
 #[derive(Debug)]
 pub struct NewToken {
@@ -130,46 +101,22 @@ pub struct NewToken {
 
 impl NewToken {
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let name = fields.required("name", |f| f.text("name", NAME));
-        let description = fields.text("description", DESCRIPTION);
-        let permissions = match fields.take("permissions") {
-            None => {
-                fields.reject("permissions", "REQUIRED", "is required");
-                None
-            }
-            Some(value) => permission_bits(&value)
-                .map_err(|problem| fields.reject("permissions", "INVALID_VALUE", problem))
-                .ok(),
-        };
-        let expires_at = fields.take("expires_at").and_then(|value| {
-            let parsed = value
-                .as_str()
-                .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-                .map(|at| at.with_timezone(&Utc));
-            match parsed {
-                Some(at) if at > Utc::now() => Some(at),
-                Some(_) => {
-                    fields.reject("expires_at", "OUT_OF_RANGE", "must be in the future");
-                    None
-                }
-                None => {
-                    fields.reject(
-                        "expires_at",
-                        "INVALID_FORMAT",
-                        "must be an RFC 3339 timestamp",
-                    );
-                    None
-                }
-            }
+        let mut fields = CREATE.read(body)?;
+        let name = fields.text("name");
+        let description = fields.text("description");
+        let permissions = fields.choice_list("permissions").map(|names| {
+            Permissions(
+                names
+                    .into_iter()
+                    .filter_map(Permissions::from_name)
+                    .fold(0, |bits, bit| bits | bit.0),
+            )
         });
-        let agent_id = fields.take("agent_id").and_then(|value| {
-            let id = value.as_str().and_then(|text| Uuid::try_parse(text).ok());
-            if id.is_none() {
-                fields.reject("agent_id", "INVALID_UUID", "must be a UUID");
-            }
-            id
-        });
+        let expires_at = fields.timestamp("expires_at");
+        if expires_at.is_some_and(|at| at <= Utc::now()) {
+            fields.reject("expires_at", "OUT_OF_RANGE", "must be in the future");
+        }
+        let agent_id = fields.uuid("agent_id");
         fields.finish()?;
         Ok(Self {
             name: name.expect("checked by finish"),
@@ -179,22 +126,6 @@ impl NewToken {
             agent_id,
         })
     }
-}
-
-/// The bitmap of a list of permission names; a problem description never quotes the input.
-fn permission_bits(value: &Value) -> Result<Permissions, String> {
-    let names = value
-        .as_array()
-        .ok_or("must be an array of permission names")?;
-    let mut bits = 0u64;
-    for name in names {
-        let bit = name
-            .as_str()
-            .and_then(Permissions::from_name)
-            .ok_or("contains an unknown permission name")?;
-        bits |= bit.0;
-    }
-    Ok(Permissions(bits))
 }
 
 fn timestamp(at: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {

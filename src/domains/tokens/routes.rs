@@ -19,12 +19,12 @@ use crate::db::OrgTx;
 use crate::domains::agents::repo::require_live_agent;
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::ApiJson;
-use crate::extract::ApiPath;
-use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 use crate::request_id::RequestId;
-use crate::response::NotReplayable;
 use crate::state::AppState;
+use crate::wire::extract::ApiJson;
+use crate::wire::extract::ApiPath;
+use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
+use crate::wire::response::NotReplayable;
 
 /// Pages `GET /v1/tokens/{id}` reads at most looking for one token (100 each).
 const MAX_LOOKUP_PAGES: usize = 50;

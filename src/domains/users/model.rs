@@ -6,8 +6,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::body_schema;
 use crate::error::ApiError;
-use crate::fields::{EMAIL, Fields, Text};
+use crate::wire::body::component;
+use crate::wire::fields::{Body, EMAIL, Field, Kind, Text};
 
 pub const NAME: Text = Text::chars(0, 255);
 pub const ROLES: &[&str] = &["owner", "admin", "member", "viewer"];
@@ -26,9 +28,9 @@ pub struct User {
     /// `active`, `invited`, `suspended` or `deactivated`.
     #[schema(example = "invited")]
     pub status: String,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::time::rfc3339")]
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Bumped on every change; the `ETag` header carries it.
     #[serde(skip)]
@@ -60,38 +62,41 @@ pub enum Role {
     Viewer,
 }
 
+const ROLE: Kind = Kind::Choice {
+    values: ROLES,
+    schema: component::<Role>,
+};
+
 /// Body of `POST /v1/users`: the user is invited (status `invited`).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CreateUser)]
-#[allow(dead_code)] // Documents the body; `NewUser::parse` reads it field by field.
-pub struct CreateUserBody {
-    /// Unique among the organization's live users, compared case-insensitively.
-    #[schema(
-        min_length = 3,
-        max_length = 320,
-        pattern = "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]{1,64}@[^@\\s.\\u0000-\\u001f\\u007f-\\u009f][^@\\s\\u0000-\\u001f\\u007f-\\u009f]*\\.[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]+$"
-    )]
-    email: String,
-    #[schema(max_length = 255, pattern = "^[^\\u0000]*$", nullable = false)]
-    name: Option<String>,
-    /// Default `member`; only an owner may make an owner.
-    #[schema(nullable = false)]
-    role: Option<Role>,
-}
+pub static CREATE: Body = Body {
+    name: "CreateUser",
+    doc: "An invitation; the user starts `invited`.",
+    fields: &[
+        Field::new("email", Kind::Text(EMAIL))
+            .required()
+            .doc("Unique among the organization's live users, compared case-insensitively."),
+        Field::new("name", Kind::Text(NAME)),
+        Field::new("role", ROLE).doc("Default `member`; only roles below the caller's own."),
+        Field::read_only("status", "is `invited` for a new user"),
+    ],
+};
 
 /// Body of `PATCH /v1/users/{user_id}`: only the fields present change.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = UpdateUser)]
-#[allow(dead_code)] // Documents the body; `UserChanges::parse` reads it field by field.
-pub struct UpdateUserBody {
-    #[schema(max_length = 255, pattern = "^[^\\u0000]*$", nullable = false)]
-    name: Option<String>,
-    /// Only an owner may grant or remove the owner role; the last owner keeps it.
-    #[schema(nullable = false)]
-    role: Option<Role>,
-}
+pub static UPDATE: Body = Body {
+    name: "UpdateUser",
+    doc: "Only the fields present change.",
+    fields: &[
+        Field::new("name", Kind::Text(NAME)),
+        Field::new("role", ROLE).doc(
+            "Only roles below the caller's own; only an owner grants or removes `owner`; the last owner keeps it.",
+        ),
+        Field::read_only("email", "cannot be changed; invite the new address instead"),
+        Field::read_only("status", "changes through the user's own sign-in and DELETE"),
+    ],
+};
+
+body_schema!(CreateUserBody = CREATE);
+body_schema!(UpdateUserBody = UPDATE);
 
 #[derive(Debug)]
 pub struct NewUser {
@@ -102,11 +107,10 @@ pub struct NewUser {
 
 impl NewUser {
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let email = fields.required("email", |f| f.text("email", EMAIL));
-        let name = fields.text("name", NAME);
-        let role = fields.choice("role", ROLES);
-        fields.forbid("status", "is `invited` for a new user");
+        let mut fields = CREATE.read(body)?;
+        let email = fields.text("email");
+        let name = fields.text("name");
+        let role = fields.choice("role");
         fields.finish()?;
         Ok(Self {
             email: email.expect("checked by finish"),
@@ -132,14 +136,9 @@ impl UserChanges {
     }
 
     pub fn parse(body: Value) -> Result<Self, ApiError> {
-        let mut fields = Fields::new(body)?;
-        let name = fields.text("name", NAME);
-        let role = fields.choice("role", ROLES);
-        fields.forbid("email", "cannot be changed; invite the new address instead");
-        fields.forbid(
-            "status",
-            "changes through the user's own sign-in and DELETE",
-        );
+        let mut fields = UPDATE.read(body)?;
+        let name = fields.text("name");
+        let role = fields.choice("role");
         fields.finish()?;
         Ok(Self { name, role })
     }

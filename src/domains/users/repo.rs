@@ -6,7 +6,7 @@ use super::model::{NewUser, User, UserChanges};
 use crate::db::DbError;
 use crate::db::OrgTx;
 use crate::error::{ApiError, Conflict};
-use crate::pagination::{CursorPage, PageRequest, Position};
+use crate::wire::pagination::{CursorPage, PageRequest, Position};
 
 const COLUMNS: &str = "id, org_id, email, name, role, status, created_at, updated_at, version";
 

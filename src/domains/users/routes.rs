@@ -11,12 +11,12 @@ use serde_json::Value;
 use super::model::{NewUser, User, UserChanges, UserPath};
 use super::repo;
 use crate::auth::{Caller, Permissions};
-use crate::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{ApiJson, ApiPath};
-use crate::pagination::{CursorPage, ListScope, Page, PageParams};
 use crate::state::AppState;
+use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
+use crate::wire::extract::{ApiJson, ApiPath};
+use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
 
 #[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List users",
     description = "The organization's live users, newest first.",
@@ -74,8 +74,6 @@ pub async fn create_user(
     responses(
         (status = 200, description = "The user.", body = User,
             headers(("ETag" = String, description = "The user's version, for If-Match and If-None-Match."))),
-        (status = 304, description = "Not modified: the If-None-Match tag is current.",
-            headers(("ETag" = String, description = "The user's version."))),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
     ))]
 pub async fn get_user(
@@ -100,7 +98,6 @@ pub async fn get_user(
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the role order forbids this change; nothing changed.", body = ErrorResponse),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner keeps the role.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the user changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn update_user(
     State(state): State<AppState>,
@@ -129,7 +126,6 @@ pub async fn update_user(
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the user's role is not below the caller's.", body = ErrorResponse),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner cannot be deleted.", body = ErrorResponse),
-        (status = 412, description = "PRECONDITION_FAILED: the user changed since the If-Match version; nothing changed.", body = ErrorResponse),
     ))]
 pub async fn delete_user(
     State(state): State<AppState>,

@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::db::{Database, DbError, Sql};
 use crate::error::ApiError;
 use crate::request_id::RequestId;
-use crate::response::{KeepBody, NotReplayable};
+use crate::wire::response::{KeepBody, NotReplayable};
 
 /// Expired keys removed per statement by the sweep, so it never holds locks for long.
 const SWEEP_BATCH: i64 = 1_000;

@@ -5,13 +5,23 @@
 
 use serde_json::{Map, Value};
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use super::body::{Body, Field, Kind};
 use crate::error::{ApiError, FieldError};
 
 /// Longest field name quoted back in an error: names come from the client.
 const MAX_QUOTED_NAME: usize = 64;
 
-/// A predicate on a whole text value, and how to describe what it wants.
-pub type Shape = (fn(&str) -> bool, &'static str);
+/// A predicate on a whole text value, what it wants in words, and the same as a JSON Schema
+/// pattern for the document.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub check: fn(&str) -> bool,
+    pub description: &'static str,
+    pub pattern: &'static str,
+}
 
 /// Bounds and shape of a text field; lengths count characters, as JSON Schema does.
 #[derive(Debug, Clone, Copy)]
@@ -38,36 +48,62 @@ impl Text {
         self
     }
 
-    pub const fn shaped(mut self, check: fn(&str) -> bool, description: &'static str) -> Self {
-        self.shape = Some((check, description));
+    pub const fn shaped(mut self, shape: Shape) -> Self {
+        self.shape = Some(shape);
         self
     }
 }
 
+/// A body being read against its [`Body`] declaration: the typed getters take a field's name
+/// and apply its declared rule; problems are collected, and [`Fields::finish`] reports them all.
 #[derive(Debug)]
 pub struct Fields {
+    body: &'static Body,
     map: Map<String, Value>,
     errors: Vec<FieldError>,
 }
 
-impl Fields {
-    pub fn new(body: Value) -> Result<Self, ApiError> {
-        match body {
-            Value::Object(map) => Ok(Self {
-                map,
-                errors: Vec::new(),
-            }),
-            _ => Err(ApiError::validation(
+impl Body {
+    /// Starts reading `body`: it must be an object; required fields missing and read-only
+    /// fields present are recorded now, the rest as each getter runs.
+    pub fn read(&'static self, body: Value) -> Result<Fields, ApiError> {
+        let Value::Object(map) = body else {
+            return Err(ApiError::validation(
                 "The request body must be a JSON object.",
-            )),
+            ));
+        };
+        let mut fields = Fields {
+            body: self,
+            map,
+            errors: Vec::new(),
+        };
+        for field in self.fields {
+            let present = fields.map.contains_key(field.name);
+            if let Kind::ReadOnly(message) = field.kind {
+                if present {
+                    fields.map.remove(field.name);
+                    fields.error(field.name, "READ_ONLY", message);
+                }
+            } else if field.required && !present {
+                fields.error(field.name, "REQUIRED", "is required");
+            }
         }
+        Ok(fields)
+    }
+}
+
+impl Fields {
+    /// The declared rule of `name`; a name the declaration lacks is a bug, caught by any test
+    /// that reads the body.
+    fn kind(&self, name: &str) -> Kind {
+        self.body
+            .field(name)
+            .unwrap_or_else(|| panic!("{} declares no field {name}", self.body.name))
+            .kind
     }
 
-    /// Takes a field as it was sent, for a domain's own checks (reported with [`Fields::reject`]).
-    pub fn take(&mut self, name: &str) -> Option<Value> {
-        self.map.remove(name)
-    }
-
+    /// A field for a rule the schema cannot state (a time in the future), after its declared
+    /// rule passed: report with [`Fields::reject`].
     pub fn reject(&mut self, field: &str, code: &'static str, message: impl Into<String>) {
         self.error(field, code, message);
     }
@@ -80,21 +116,132 @@ impl Fields {
         });
     }
 
-    /// A field that must be present and not null.
-    pub fn required<T>(
-        &mut self,
-        name: &str,
-        read: impl FnOnce(&mut Self) -> Option<T>,
-    ) -> Option<T> {
-        if !self.map.contains_key(name) {
-            self.error(name, "REQUIRED", "is required");
-            return None;
+    pub fn text(&mut self, name: &str) -> Option<String> {
+        match self.kind(name) {
+            Kind::Text(rule) => self.read_text(name, rule),
+            other => panic!("{name} is {other:?}, not text"),
         }
-        read(self)
+    }
+
+    /// `Some(None)` for `null` (clear the value).
+    pub fn nullable_text(&mut self, name: &str) -> Option<Option<String>> {
+        let Kind::NullableText(rule) = self.kind(name) else {
+            panic!("{name} is not nullable text");
+        };
+        match self.map.get(name) {
+            None => None,
+            Some(Value::Null) => {
+                self.map.remove(name);
+                Some(None)
+            }
+            Some(_) => self.read_text(name, rule).map(Some),
+        }
+    }
+
+    pub fn choice(&mut self, name: &str) -> Option<&'static str> {
+        let Kind::Choice { values, .. } = self.kind(name) else {
+            panic!("{name} is not a choice");
+        };
+        self.read_choice(name, values)
+    }
+
+    pub fn object(&mut self, name: &str) -> Option<Map<String, Value>> {
+        let Kind::Object { max_bytes } = self.kind(name) else {
+            panic!("{name} is not an object");
+        };
+        self.read_object(name, max_bytes)
+    }
+
+    pub fn integer(&mut self, name: &str) -> Option<i64> {
+        let Kind::Integer { min, max } = self.kind(name) else {
+            panic!("{name} is not an integer");
+        };
+        self.read_integer(name, min, max)
+    }
+
+    pub fn number(&mut self, name: &str) -> Option<f64> {
+        let Kind::Number { min, max } = self.kind(name) else {
+            panic!("{name} is not a number");
+        };
+        self.read_number(name, min, max)
+    }
+
+    pub fn text_list(&mut self, name: &str) -> Option<Vec<String>> {
+        let Kind::TextList { item, max_items } = self.kind(name) else {
+            panic!("{name} is not a text list");
+        };
+        self.read_text_list(name, item, max_items)
+    }
+
+    /// The chosen values, each once, in the order first sent.
+    pub fn choice_list(&mut self, name: &str) -> Option<Vec<&'static str>> {
+        let Kind::ChoiceList { values, .. } = self.kind(name) else {
+            panic!("{name} is not a choice list");
+        };
+        let value = self.map.remove(name)?;
+        let Value::Array(items) = value else {
+            self.wrong_type(name, &value, "an array");
+            return None;
+        };
+        let mut chosen: Vec<&'static str> = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(one) = item
+                .as_str()
+                .and_then(|text| values.iter().find(|v| **v == text))
+            else {
+                self.error(
+                    name,
+                    "INVALID_VALUE",
+                    format!("items must be one of {}", values.join(", ")),
+                );
+                return None;
+            };
+            if !chosen.contains(one) {
+                chosen.push(one);
+            }
+        }
+        Some(chosen)
+    }
+
+    pub fn uuid(&mut self, name: &str) -> Option<Uuid> {
+        assert!(
+            matches!(self.kind(name), Kind::Uuid),
+            "{name} is not a UUID"
+        );
+        let value = self.map.remove(name)?;
+        let id = value.as_str().and_then(|text| Uuid::try_parse(text).ok());
+        if id.is_none() {
+            if value.is_null() {
+                self.error(name, "NOT_NULLABLE", "must not be null");
+            } else {
+                self.error(name, "INVALID_UUID", "must be a UUID");
+            }
+        }
+        id
+    }
+
+    pub fn timestamp(&mut self, name: &str) -> Option<DateTime<Utc>> {
+        assert!(
+            matches!(self.kind(name), Kind::Timestamp),
+            "{name} is not a timestamp"
+        );
+        let value = self.map.remove(name)?;
+        let at = value
+            .as_str()
+            .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+            .map(|at| at.with_timezone(&Utc));
+        if at.is_none() {
+            if value.is_null() {
+                self.error(name, "NOT_NULLABLE", "must not be null");
+            } else {
+                self.error(name, "INVALID_FORMAT", "must be an RFC 3339 timestamp");
+            }
+        }
+        at
     }
 
     /// A text field: `None` when absent or invalid (the error is recorded).
-    pub fn text(&mut self, name: &str, rule: Text) -> Option<String> {
+    fn read_text(&mut self, name: &str, rule: Text) -> Option<String> {
         let value = self.map.remove(name)?;
         let Value::String(text) = value else {
             self.wrong_type(name, &value, "a string");
@@ -124,8 +271,9 @@ impl Fields {
             );
             return None;
         }
-        if let Some((check, description)) = rule.shape {
-            if !check(&text) {
+        if let Some(shape) = rule.shape {
+            if !(shape.check)(&text) {
+                let description = shape.description;
                 self.error(name, "INVALID_FORMAT", format!("must be {description}"));
                 return None;
             }
@@ -133,20 +281,8 @@ impl Fields {
         Some(text)
     }
 
-    /// A text field that may be `null` (to clear it): `Some(None)` for null.
-    pub fn nullable_text(&mut self, name: &str, rule: Text) -> Option<Option<String>> {
-        match self.map.get(name) {
-            None => None,
-            Some(Value::Null) => {
-                self.map.remove(name);
-                Some(None)
-            }
-            Some(_) => self.text(name, rule).map(Some),
-        }
-    }
-
     /// A text field whose value must be one of `allowed`.
-    pub fn choice(&mut self, name: &str, allowed: &[&'static str]) -> Option<&'static str> {
+    fn read_choice(&mut self, name: &str, allowed: &[&'static str]) -> Option<&'static str> {
         let value = self.map.remove(name)?;
         let chosen = value
             .as_str()
@@ -166,7 +302,7 @@ impl Fields {
     }
 
     /// A JSON object field of at most `max_bytes` serialized, with no NUL anywhere in it.
-    pub fn object(&mut self, name: &str, max_bytes: usize) -> Option<Map<String, Value>> {
+    fn read_object(&mut self, name: &str, max_bytes: usize) -> Option<Map<String, Value>> {
         let value = self.map.remove(name)?;
         let Value::Object(object) = value else {
             self.wrong_type(name, &value, "an object");
@@ -203,7 +339,7 @@ impl Fields {
     }
 
     /// A number field within `min..=max`.
-    pub fn number(&mut self, name: &str, min: f64, max: f64) -> Option<f64> {
+    fn read_number(&mut self, name: &str, min: f64, max: f64) -> Option<f64> {
         let value = self.map.remove(name)?;
         let Some(number) = value.as_f64() else {
             self.wrong_type(name, &value, "a number");
@@ -217,7 +353,7 @@ impl Fields {
     }
 
     /// A whole number within `min..=max` (written `3` or `3.0`, as JSON Schema's integers).
-    pub fn integer(&mut self, name: &str, min: i64, max: i64) -> Option<i64> {
+    fn read_integer(&mut self, name: &str, min: i64, max: i64) -> Option<i64> {
         let value = self.map.remove(name)?;
         let whole = value.as_i64().or_else(|| {
             value
@@ -239,7 +375,7 @@ impl Fields {
     }
 
     /// An array of at most `max_items` texts, each following `rule`.
-    pub fn text_list(&mut self, name: &str, rule: Text, max_items: usize) -> Option<Vec<String>> {
+    fn read_text_list(&mut self, name: &str, rule: Text, max_items: usize) -> Option<Vec<String>> {
         let value = self.map.remove(name)?;
         let Value::Array(items) = value else {
             self.wrong_type(name, &value, "an array of strings");
@@ -257,10 +393,11 @@ impl Fields {
         for item in items {
             // Each item is checked like a field of its own, under the array's name.
             let mut one = Fields {
+                body: self.body,
                 map: Map::from_iter([(name.to_owned(), item)]),
                 errors: Vec::new(),
             };
-            let text = one.text(name, rule);
+            let text = one.read_text(name, rule);
             if let Some(error) = one.errors.pop() {
                 self.errors.push(error);
                 return None;
@@ -268,13 +405,6 @@ impl Fields {
             texts.extend(text);
         }
         Some(texts)
-    }
-
-    /// A field that exists in the resource but may not be sent here.
-    pub fn forbid(&mut self, name: &str, message: &'static str) {
-        if self.map.remove(name).is_some() {
-            self.error(name, "READ_ONLY", message);
-        }
     }
 
     fn wrong_type(&mut self, name: &str, value: &Value, expected: &str) {
@@ -288,6 +418,11 @@ impl Fields {
     /// Ends reading: every field not taken is unknown. `Ok` only when nothing was wrong.
     pub fn finish(mut self) -> Result<(), ApiError> {
         let unknown: Vec<String> = self.map.keys().map(|k| quotable(k)).collect();
+        debug_assert!(
+            unknown.iter().all(|k| self.body.field(k).is_none()),
+            "{} declares a field its parser never reads: {unknown:?}",
+            self.body.name
+        );
         for name in unknown {
             self.error(&name, "UNKNOWN_FIELD", "is not a field of this body");
         }
@@ -346,34 +481,43 @@ mod tests {
         }
     }
 
+    static TEST_BODY: Body = Body {
+        name: "Test",
+        doc: "",
+        fields: &[
+            Field::new("name", Kind::Text(Text::chars(1, 10))),
+            Field::new("slug", Kind::Text(Text::chars(1, 10))),
+            Field::new("config", Kind::Object { max_bytes: 100 }),
+            Field::new("huge", Kind::Object { max_bytes: 1000 }),
+            Field::read_only("locked", "cannot be changed"),
+            Field::new("missing", Kind::Text(Text::chars(0, 1))).required(),
+        ],
+    };
+
     #[test]
     fn every_problem_names_its_field() {
-        let mut fields = Fields::new(json!({
-            "name": "",
-            "slug": 7,
-            "config": {"nested": ["ok", "bad\u{0}"]},
-            "nmae": "typo",
-            "locked": true,
-        }))
-        .unwrap();
-        assert!(fields.text("name", Text::chars(1, 10)).is_none());
-        assert!(fields.text("slug", Text::chars(1, 10)).is_none());
-        assert!(fields.object("config", 100).is_none());
-        fields.forbid("locked", "cannot be changed");
-        assert!(
-            fields
-                .required("missing", |f| f.text("missing", Text::chars(0, 1)))
-                .is_none()
-        );
+        let mut fields = TEST_BODY
+            .read(json!({
+                "name": "",
+                "slug": 7,
+                "config": {"nested": ["ok", "bad\u{0}"]},
+                "nmae": "typo",
+                "locked": true,
+            }))
+            .unwrap();
+        assert!(fields.text("name").is_none());
+        assert!(fields.text("slug").is_none());
+        assert!(fields.object("config").is_none());
+        assert!(fields.text("missing").is_none());
         let got = codes(fields.finish());
         assert_eq!(
             got,
             [
+                ("locked".into(), "READ_ONLY"),
+                ("missing".into(), "REQUIRED"),
                 ("name".into(), "INVALID_LENGTH"),
                 ("slug".into(), "INVALID_TYPE"),
                 ("config".into(), "INVALID_CHARACTER"),
-                ("locked".into(), "READ_ONLY"),
-                ("missing".into(), "REQUIRED"),
                 ("nmae".into(), "UNKNOWN_FIELD"),
             ]
         );
@@ -381,26 +525,34 @@ mod tests {
 
     #[test]
     fn numbers_that_could_not_be_read_back_are_refused() {
-        let mut fields = Fields::new(json!({
-            "ok": {"big": 1e300, "small": -1e300, "tiny": 5e-324, "deep": [[1.5]]},
-            "huge": {"n": [-1.7976931348623157e308]},
-        }))
-        .unwrap();
-        assert!(fields.object("ok", 1000).is_some());
-        assert!(fields.object("huge", 1000).is_none());
+        let mut fields = TEST_BODY
+            .read(json!({
+                "config": {"big": 1e300, "small": -1e300, "tiny": 5e-324, "deep": [[1.5]]},
+                "huge": {"n": [-1.7976931348623157e308]},
+                "missing": "",
+            }))
+            .unwrap();
+        assert!(fields.object("config").is_some());
+        assert!(fields.object("huge").is_none());
+        assert_eq!(fields.text("missing").as_deref(), Some(""));
         assert_eq!(codes(fields.finish()), [("huge".into(), "OUT_OF_RANGE")]);
     }
 
     #[test]
     fn lengths_count_characters_and_null_is_not_absent() {
-        let mut fields = Fields::new(json!({"name": "ééé", "config": null})).unwrap();
-        assert_eq!(
-            fields.text("name", Text::chars(3, 3)).as_deref(),
-            Some("ééé")
-        );
-        assert!(fields.object("config", 10).is_none());
+        static THREE: Body = Body {
+            name: "Three",
+            doc: "",
+            fields: &[
+                Field::new("name", Kind::Text(Text::chars(3, 3))),
+                Field::new("config", Kind::Object { max_bytes: 10 }),
+            ],
+        };
+        let mut fields = THREE.read(json!({"name": "ééé", "config": null})).unwrap();
+        assert_eq!(fields.text("name").as_deref(), Some("ééé"));
+        assert!(fields.object("config").is_none());
         assert_eq!(codes(fields.finish()), [("config".into(), "NOT_NULLABLE")]);
-        assert!(Fields::new(json!([1])).is_err());
+        assert!(THREE.read(json!([1])).is_err());
     }
 }
 
@@ -466,4 +618,8 @@ pub fn is_email(text: &str) -> bool {
         && !text.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-pub const EMAIL: Text = Text::chars(3, 320).shaped(is_email, "an email address");
+pub const EMAIL: Text = Text::chars(3, 320).shaped(Shape {
+    check: is_email,
+    description: "an email address",
+    pattern: r"^[^@\s\u0000-\u001f\u007f-\u009f]{1,64}@[^@\s.\u0000-\u001f\u007f-\u009f][^@\s\u0000-\u001f\u007f-\u009f]*\.[^@\s.\u0000-\u001f\u007f-\u009f]+$",
+});

@@ -409,8 +409,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Page {
         parts: &mut http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let crate::extract::ApiQuery(params) =
-            crate::extract::ApiQuery::<PageParams>::from_request_parts(parts, state).await?;
+        let crate::wire::extract::ApiQuery(params) =
+            crate::wire::extract::ApiQuery::<PageParams>::from_request_parts(parts, state).await?;
         let limit = match params.limit.as_deref() {
             None => DEFAULT_PAGE_SIZE,
             Some(text) => text

@@ -8,6 +8,10 @@ use axum::response::{IntoResponse, Response};
 use http::header::{ETAG, IF_MATCH, IF_NONE_MATCH};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use utoipa::IntoParams;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{Content, Object, Ref, RefOr, Required, ResponseBuilder, Type};
 
 use crate::error::ApiError;
 
@@ -155,23 +159,82 @@ mod tests {
     }
 }
 
-/// `If-Match` as the document declares it, on the writes that honour it.
-#[derive(Debug, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)] // Documents the header; `Preconditions` reads it.
-pub struct IfMatch {
-    /// The `ETag` the change was based on: the write applies only if the resource still has it
-    /// (else 412 PRECONDITION_FAILED, nothing changed). `*` asks only that it exist.
-    #[param(rename = "If-Match", example = "\"3\"")]
-    if_match: Option<String>,
+/// The `If-Match` parameter, for an operation's `params(...)`: `Preconditions` reads the header,
+/// and [`document`] gives every operation that declares it its 412 answer.
+#[derive(Debug)]
+pub struct IfMatch;
+
+/// The `If-None-Match` parameter; operations that declare it get their 304 answer.
+#[derive(Debug)]
+pub struct IfNoneMatch;
+
+fn header_parameter(name: &str, description: &str) -> Vec<Parameter> {
+    vec![
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(description))
+            .schema(Some(Object::with_type(Type::String)))
+            .example(Some("\"3\"".into()))
+            .build(),
+    ]
 }
 
-/// `If-None-Match` as the document declares it, on the reads that honour it.
-#[derive(Debug, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)] // Documents the header; `Preconditions` reads it.
-pub struct IfNoneMatch {
-    /// The `ETag` of the caller's copy: 304 Not Modified, with no body, while it is current.
-    #[param(rename = "If-None-Match", example = "\"3\"")]
-    if_none_match: Option<String>,
+impl IntoParams for IfMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        header_parameter(
+            "If-Match",
+            "The `ETag` the change was based on: the write applies only if the resource still has it (else 412 PRECONDITION_FAILED, nothing changed). `*` asks only that it exist.",
+        )
+    }
+}
+
+impl IntoParams for IfNoneMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        header_parameter(
+            "If-None-Match",
+            "The `ETag` of the caller's copy: 304 Not Modified, with no body, while it is current.",
+        )
+    }
+}
+
+/// Adds the answers the conditional headers imply to an operation that declares them: 412 for
+/// `If-Match`, 304 (with the current `ETag`) for `If-None-Match`. Stated here once, so no
+/// operation writes them by hand.
+pub fn document(operation: &mut Operation) {
+    let declares = |name: &str| {
+        operation.parameters.iter().flatten().any(
+            |p| matches!(p, RefOr::T(p) if p.name == name && p.parameter_in == ParameterIn::Header),
+        )
+    };
+    let (if_match, if_none_match) = (declares("If-Match"), declares("If-None-Match"));
+    let responses = &mut operation.responses.responses;
+    if if_match {
+        responses.entry("412".to_owned()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description("PRECONDITION_FAILED: the resource changed since the If-Match version; nothing changed.")
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorResponse"))),
+                )
+                .build()
+                .into()
+        });
+    }
+    if if_none_match {
+        responses.entry("304".to_owned()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description("Not modified: the If-None-Match tag is current; no body.")
+                .header(
+                    "ETag",
+                    HeaderBuilder::new()
+                        .schema(Some(Object::with_type(Type::String)))
+                        .description(Some("The resource's current version."))
+                        .build(),
+                )
+                .build()
+                .into()
+        });
+    }
 }
