@@ -12,6 +12,7 @@ mod agents;
 mod analytics;
 mod audit;
 mod auth;
+mod boundaries;
 mod conditional;
 mod database;
 mod directives;
