@@ -110,12 +110,13 @@ pub struct RawParams<'a> {
     pub error_code: Option<&'a str>,
 }
 
-/// Each operation's own query type: the handler extracts it and the OpenAPI document is
-/// derived from it, so the documented parameters are exactly the ones read.
-/// The query of `GET /v1/analytics/usage`.
+/// The range and agent every analytics query takes; each operation adds its own parameters
+/// ([`GranularityParam`], [`PercentileParam`], [`ErrorCodeParam`]). The handlers extract exactly
+/// these types and the document is derived from them, so the documented parameters are the ones
+/// read.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct UsageParams {
+pub struct RangeParams {
     /// Start of the range (inclusive), RFC 3339.
     #[param(required = true, value_type = DateTime<Utc>)]
     pub start: Option<String>,
@@ -126,114 +127,38 @@ pub struct UsageParams {
     /// Only this agent's requests.
     #[param(value_type = Option<Uuid>)]
     pub agent_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GranularityParam {
     /// Bucket size (default `day`).
     #[param(value_type = Option<Granularity>)]
     pub granularity: Option<String>,
 }
 
-/// The query of `GET /v1/analytics/latency`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct LatencyParams {
-    /// Start of the range (inclusive), RFC 3339.
-    #[param(required = true, value_type = DateTime<Utc>)]
-    pub start: Option<String>,
-    /// End of the range (exclusive), RFC 3339; after `start`, at most 90 days later (7 for
-    /// hourly buckets).
-    #[param(required = true, value_type = DateTime<Utc>)]
-    pub end: Option<String>,
-    /// Only this agent's requests.
-    #[param(value_type = Option<Uuid>)]
-    pub agent_id: Option<String>,
-    /// Bucket size (default `day`).
-    #[param(value_type = Option<Granularity>)]
-    pub granularity: Option<String>,
+pub struct PercentileParam {
     /// The percentile of every bucket (default 95).
     #[param(value_type = Option<Percentile>)]
     pub percentile: Option<String>,
 }
 
-/// The query of `GET /v1/analytics/models` (one breakdown over the range: no buckets).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ModelsParams {
-    /// Start of the range (inclusive), RFC 3339.
-    #[param(required = true, value_type = DateTime<Utc>)]
-    pub start: Option<String>,
-    /// End of the range (exclusive), RFC 3339; after `start`, at most 90 days later.
-    #[param(required = true, value_type = DateTime<Utc>)]
-    pub end: Option<String>,
-    /// Only this agent's requests.
-    #[param(value_type = Option<Uuid>)]
-    pub agent_id: Option<String>,
-}
-
-/// The query of `GET /v1/analytics/errors`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ErrorsParams {
-    /// Start of the range (inclusive), RFC 3339.
-    #[param(required = true, value_type = DateTime<Utc>)]
-    pub start: Option<String>,
-    /// End of the range (exclusive), RFC 3339; after `start`, at most 90 days later (7 for
-    /// hourly buckets).
-    #[param(required = true, value_type = DateTime<Utc>)]
-    pub end: Option<String>,
-    /// Only this agent's requests.
-    #[param(value_type = Option<Uuid>)]
-    pub agent_id: Option<String>,
-    /// Bucket size (default `day`).
-    #[param(value_type = Option<Granularity>)]
-    pub granularity: Option<String>,
+pub struct ErrorCodeParam {
     /// Only errors with this code.
     #[param(min_length = 1, max_length = 100, pattern = "^[^\\u0000]+$")]
     pub error_code: Option<String>,
 }
 
-impl UsageParams {
+impl RangeParams {
     pub fn raw(&self) -> RawParams<'_> {
         RawParams {
             start: self.start.as_deref(),
             end: self.end.as_deref(),
             agent_id: self.agent_id.as_deref(),
-            granularity: self.granularity.as_deref(),
-            ..RawParams::default()
-        }
-    }
-}
-
-impl LatencyParams {
-    pub fn raw(&self) -> RawParams<'_> {
-        RawParams {
-            start: self.start.as_deref(),
-            end: self.end.as_deref(),
-            agent_id: self.agent_id.as_deref(),
-            granularity: self.granularity.as_deref(),
-            percentile: self.percentile.as_deref(),
-            ..RawParams::default()
-        }
-    }
-}
-
-impl ModelsParams {
-    pub fn raw(&self) -> RawParams<'_> {
-        RawParams {
-            start: self.start.as_deref(),
-            end: self.end.as_deref(),
-            agent_id: self.agent_id.as_deref(),
-            ..RawParams::default()
-        }
-    }
-}
-
-impl ErrorsParams {
-    pub fn raw(&self) -> RawParams<'_> {
-        RawParams {
-            start: self.start.as_deref(),
-            end: self.end.as_deref(),
-            agent_id: self.agent_id.as_deref(),
-            granularity: self.granularity.as_deref(),
-            error_code: self.error_code.as_deref(),
             ..RawParams::default()
         }
     }
@@ -518,17 +443,17 @@ mod tests {
 
     #[test]
     fn parameters_are_checked_and_named() {
-        let field = |p: ErrorsParams| match Query::parse(p.raw()) {
+        let field = |p: RawParams| match Query::parse(p) {
             Err(ApiError::Validation { field_errors, .. }) => field_errors[0].field.clone(),
             other => panic!("{other:?}"),
         };
-        let p = |start: &str, end: &str, g: Option<&str>| ErrorsParams {
-            start: Some(start.into()),
-            end: Some(end.into()),
-            granularity: g.map(Into::into),
+        let p = |start: &'static str, end: &'static str, g: Option<&'static str>| RawParams {
+            start: Some(start),
+            end: Some(end),
+            granularity: g,
             ..Default::default()
         };
-        assert_eq!(field(ErrorsParams::default()), "start");
+        assert_eq!(field(RawParams::default()), "start");
         assert_eq!(
             field(p("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", None)),
             "start"
@@ -558,8 +483,6 @@ mod tests {
             "granularity"
         );
         assert_eq!(field(p("yesterday", "2026-01-02T00:00:00Z", None)), "start");
-        assert!(
-            Query::parse(p("2026-01-01T00:00:00Z", "2026-03-31T00:00:00Z", None).raw()).is_ok()
-        );
+        assert!(Query::parse(p("2026-01-01T00:00:00Z", "2026-03-31T00:00:00Z", None)).is_ok());
     }
 }

@@ -11,16 +11,19 @@ use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
 use serde::Serialize;
 
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::{Content, Object, Ref, RefOr, ResponseBuilder, Type};
+
 use super::model::{
-    ErrorBucket, ErrorCount, ErrorSeries, ErrorsParams, LatencyBucket, LatencyParams,
-    LatencySeries, ModelBreakdown, ModelUsage, ModelsParams, Query, RawParams, UsageBucket,
-    UsageParams, UsageSeries,
+    ErrorBucket, ErrorCodeParam, ErrorCount, ErrorSeries, GranularityParam, LatencyBucket,
+    LatencySeries, ModelBreakdown, ModelUsage, PercentileParam, Query, RangeParams, RawParams,
+    UsageBucket, UsageSeries,
 };
 use super::store::TraceStore;
 use super::{Analytics, cache};
 use crate::auth::{Caller, Permissions};
 use crate::domains::agents::repo::require_live_agent;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::extract::ApiQuery;
 
@@ -92,28 +95,66 @@ fn buckets<R, B>(
         .collect()
 }
 
+/// The answers every analytics query shares beyond its 200: the agent filter's 404 and the
+/// trace store's 503.
+struct AnalyticsRefusals;
+
+impl utoipa::IntoResponses for AnalyticsRefusals {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let error = || Content::new(Some(Ref::from_schema_name("ErrorResponse")));
+        BTreeMap::from([
+            (
+                "404".to_owned(),
+                ResponseBuilder::new()
+                    .description("AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).")
+                    .content("application/json", error())
+                    .build()
+                    .into(),
+            ),
+            (
+                "503".to_owned(),
+                ResponseBuilder::new()
+                    .description("ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.")
+                    .content("application/json", error())
+                    .header(
+                        "Retry-After",
+                        HeaderBuilder::new()
+                            .schema(Some(Object::with_type(Type::Integer)))
+                            .description(Some("Seconds to wait."))
+                            .build(),
+                    )
+                    .build()
+                    .into(),
+            ),
+        ])
+    }
+}
+
 #[utoipa::path(get, path = "/v1/analytics/usage", tag = "analytics", summary = "Requests and tokens over time",
     description = "Needs `trace:read`. Per UTC bucket (`week` starts on Monday): requests and input, output and total tokens of the caller's organization (or one agent). Every bucket of the range is present, zeros included, oldest first; only requests inside [start, end) count. At most 90 days (7 for `hour`).",
-    params(UsageParams),
+    params(RangeParams, GranularityParam),
     responses(
         (status = 200, description = "The series.", body = UsageSeries),
-        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
-        (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
-            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+        AnalyticsRefusals,
     ))]
 pub async fn usage(
     State(state): State<AppState>,
     State(analytics): State<Arc<Analytics>>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<UsageParams>,
+    ApiQuery(range): ApiQuery<RangeParams>,
+    ApiQuery(bucket): ApiQuery<GranularityParam>,
 ) -> Result<Response, ApiError> {
+    let params = RawParams {
+        granularity: bucket.granularity.as_deref(),
+        ..range.raw()
+    };
     let org = caller.org_id;
     answer(
         &state,
         &analytics,
         &caller,
         "usage",
-        params.raw(),
+        params,
         |store, q| async move {
             let rows = store.usage(org, &q).await?;
             let buckets = buckets(
@@ -148,26 +189,31 @@ pub async fn usage(
 
 #[utoipa::path(get, path = "/v1/analytics/latency", tag = "analytics", summary = "Latency percentiles over time",
     description = "Needs `trace:read`. Per UTC bucket: requests, and the `percentile` (50, 95 or 99; default 95) of the proxy's own overhead and of the time to first byte, in ms (ClickHouse's `quantile`: exact up to 8 192 requests a bucket, a uniform sample beyond). A bucket without requests has null latencies.",
-    params(LatencyParams),
+    params(RangeParams, GranularityParam, PercentileParam),
     responses(
         (status = 200, description = "The series.", body = LatencySeries),
-        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
-        (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
-            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+        AnalyticsRefusals,
     ))]
 pub async fn latency(
     State(state): State<AppState>,
     State(analytics): State<Arc<Analytics>>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<LatencyParams>,
+    ApiQuery(range): ApiQuery<RangeParams>,
+    ApiQuery(bucket): ApiQuery<GranularityParam>,
+    ApiQuery(percentile): ApiQuery<PercentileParam>,
 ) -> Result<Response, ApiError> {
+    let params = RawParams {
+        granularity: bucket.granularity.as_deref(),
+        percentile: percentile.percentile.as_deref(),
+        ..range.raw()
+    };
     let org = caller.org_id;
     answer(
         &state,
         &analytics,
         &caller,
         "latency",
-        params.raw(),
+        params,
         |store, q| async move {
             let rows = store.latency(org, &q).await?;
             let buckets = buckets(
@@ -201,26 +247,25 @@ pub async fn latency(
 
 #[utoipa::path(get, path = "/v1/analytics/models", tag = "analytics", summary = "Usage per model",
     description = "Needs `trace:read`. Per model and provider over the range: requests and tokens, most total tokens first.",
-    params(ModelsParams),
+    params(RangeParams),
     responses(
         (status = 200, description = "The breakdown.", body = ModelBreakdown),
-        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
-        (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
-            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+        AnalyticsRefusals,
     ))]
 pub async fn models(
     State(state): State<AppState>,
     State(analytics): State<Arc<Analytics>>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<ModelsParams>,
+    ApiQuery(range): ApiQuery<RangeParams>,
 ) -> Result<Response, ApiError> {
+    let params = range.raw();
     let org = caller.org_id;
     answer(
         &state,
         &analytics,
         &caller,
         "models",
-        params.raw(),
+        params,
         |store, q| async move {
             let rows = store.models(org, &q).await?;
             Ok(ModelBreakdown {
@@ -245,26 +290,31 @@ pub async fn models(
 
 #[utoipa::path(get, path = "/v1/analytics/errors", tag = "analytics", summary = "Errors over time",
     description = "Needs `trace:read`. Per UTC bucket: the requests that ended with an error, in all and per error code (optionally only `error_code`), most frequent first.",
-    params(ErrorsParams),
+    params(RangeParams, GranularityParam, ErrorCodeParam),
     responses(
         (status = 200, description = "The series.", body = ErrorSeries),
-        (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
-        (status = 503, description = "ANALYTICS_UNAVAILABLE: ClickHouse is down or the query ran past its deadline.", body = ErrorResponse,
-            headers(("Retry-After" = u32, description = "Seconds to wait."))),
+        AnalyticsRefusals,
     ))]
 pub async fn errors(
     State(state): State<AppState>,
     State(analytics): State<Arc<Analytics>>,
     caller: Caller,
-    ApiQuery(params): ApiQuery<ErrorsParams>,
+    ApiQuery(range): ApiQuery<RangeParams>,
+    ApiQuery(bucket): ApiQuery<GranularityParam>,
+    ApiQuery(code): ApiQuery<ErrorCodeParam>,
 ) -> Result<Response, ApiError> {
+    let params = RawParams {
+        granularity: bucket.granularity.as_deref(),
+        error_code: code.error_code.as_deref(),
+        ..range.raw()
+    };
     let org = caller.org_id;
     answer(
         &state,
         &analytics,
         &caller,
         "errors",
-        params.raw(),
+        params,
         |store, q| async move {
             let rows = store.errors(org, &q).await?;
             let mut per_bucket: BTreeMap<u32, Vec<ErrorCount>> = BTreeMap::new();
