@@ -39,12 +39,7 @@ async fn metrics_are_served_apart_with_bounded_labels() {
     .await;
     let writer = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
     let created = app
-        .call(
-            "POST",
-            "/v1/agents",
-            &writer,
-            Some(json!({"name": "m", "slug": "m"})),
-        )
+        .post("/v1/agents", &writer, json!({"name": "m", "slug": "m"}))
         .await;
     assert_eq!(created.status, 201);
     let id = created.json()["id"].as_str().unwrap().to_owned();

@@ -40,11 +40,10 @@ async fn setup() -> Setup {
 async fn create(s: &Setup, token: &str, slug: &str) -> Value {
     let reply = s
         .app
-        .call(
-            "POST",
+        .post(
             "/v1/agents",
             token,
-            Some(json!({"name": format!("Agent {slug}"), "slug": slug})),
+            json!({"name": format!("Agent {slug}"), "slug": slug}),
         )
         .await;
     assert_eq!(reply.status, 201, "{}", reply.text());
@@ -68,12 +67,7 @@ async fn lifecycle_end_to_end() {
     let s = setup().await;
     let reply = s
         .app
-        .call(
-            "POST",
-            "/v1/agents",
-            &s.writer,
-            Some(json!({"name": "Support bot", "slug": "support-bot", "config": {"model": "m", "temperature": 0.2}})),
-        )
+        .post("/v1/agents", &s.writer, json!({"name": "Support bot", "slug": "support-bot", "config": {"model": "m", "temperature": 0.2}}))
         .await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     let agent = reply.json();
@@ -122,7 +116,7 @@ async fn lifecycle_end_to_end() {
 
     let patched = s
         .app
-        .call("PATCH", &path, &s.writer, Some(json!({"name": "Renamed"})))
+        .patch(&path, &s.writer, json!({"name": "Renamed"}))
         .await;
     assert_eq!(patched.status, 200, "{}", patched.text());
     assert_eq!(patched.json()["name"], "Renamed");
@@ -153,7 +147,7 @@ async fn lifecycle_end_to_end() {
             .assert_error(409, "AGENT_STATUS_CONFLICT");
     }
     s.app
-        .call("PATCH", &path, &s.writer, Some(json!({"name": "x"})))
+        .patch(&path, &s.writer, json!({"name": "x"}))
         .await
         .assert_error(409, "AGENT_STATUS_CONFLICT");
 
@@ -176,11 +170,10 @@ async fn lifecycle_end_to_end() {
     // The deleted agent freed its slug.
     create(&s, &s.writer, "support-bot").await;
     s.app
-        .call(
-            "POST",
+        .post(
             "/v1/agents",
             &s.writer,
-            Some(json!({"name": "Dup", "slug": "support-bot"})),
+            json!({"name": "Dup", "slug": "support-bot"}),
         )
         .await
         .assert_error(409, "AGENT_SLUG_CONFLICT");
@@ -255,12 +248,7 @@ async fn writes_need_org_settings_write_whatever_the_id() {
         }
     }
     s.app
-        .call(
-            "POST",
-            "/v1/agents",
-            &s.reader,
-            Some(json!({"name": "n", "slug": "n"})),
-        )
+        .post("/v1/agents", &s.reader, json!({"name": "n", "slug": "n"}))
         .await
         .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     assert_eq!(row(&s, &id).await, before);
@@ -408,11 +396,10 @@ async fn row_level_security_is_independent_of_the_queries() {
 async fn twenty_concurrent_creates_with_one_slug_give_one_agent() {
     let s = setup().await;
     let replies = futures_util::future::join_all((0..20).map(|i| {
-        s.app.call(
-            "POST",
+        s.app.post(
             "/v1/agents",
             &s.writer,
-            Some(json!({"name": format!("racer {i}"), "slug": "contested"})),
+            json!({"name": format!("racer {i}"), "slug": "contested"}),
         )
     }))
     .await;
@@ -732,12 +719,7 @@ async fn bad_input_is_a_400_naming_the_field_never_a_500() {
     let padding = 64 * 1024 - r#"{"blob":""}"#.len();
     let reply = s
         .app
-        .call(
-            "POST",
-            "/v1/agents",
-            &s.writer,
-            Some(json!({"name": "é".repeat(255), "slug": "s".repeat(100), "config": {"blob": "y".repeat(padding)}})),
-        )
+        .post("/v1/agents", &s.writer, json!({"name": "é".repeat(255), "slug": "s".repeat(100), "config": {"blob": "y".repeat(padding)}}))
         .await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     let unchanged = row(&s, &id).await;

@@ -404,20 +404,18 @@ async fn the_list_is_for_owners_and_admins_filters_pages_and_stays_in_its_organi
     for i in 0..5 {
         let token = if i % 2 == 0 { &as_owner } else { &as_admin };
         let reply = app
-            .call(
-                "POST",
+            .post(
                 "/v1/agents",
                 token,
-                Some(json!({"name": "a", "slug": format!("s{i}")})),
+                json!({"name": "a", "slug": format!("s{i}")}),
             )
             .await;
         agents.push(reply.json()["id"].as_str().unwrap().to_owned());
     }
-    app.call(
-        "PATCH",
+    app.patch(
         &format!("/v1/agents/{}", agents[0]),
         &as_owner,
-        Some(json!({"name": "b"})),
+        json!({"name": "b"}),
     )
     .await;
 
@@ -527,13 +525,8 @@ async fn the_trail_cannot_be_rewritten() {
     let app = TestApp::start(auth.addr, &[]).await;
     let owner = app.db.add_user(org(), "owner").await;
     let token = auth.token_for_user(org(), Some(owner), ALL);
-    app.call(
-        "POST",
-        "/v1/agents",
-        &token,
-        Some(json!({"name": "a", "slug": "a"})),
-    )
-    .await;
+    app.post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
+        .await;
     let mut admin = app.db.admin().await;
     for (role, statement) in [
         (

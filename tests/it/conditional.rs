@@ -24,12 +24,7 @@ async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
     let app = TestApp::start(auth.addr, &[]).await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let created = app
-        .call(
-            "POST",
-            "/v1/agents",
-            &token,
-            Some(json!({"name": "a", "slug": "a"})),
-        )
+        .post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
         .await;
     assert_eq!(created.status, 201);
     let id = created.json()["id"].as_str().unwrap().to_owned();
@@ -43,49 +38,31 @@ async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
     );
 
     // Unchanged: 304, the tag again, no body, the request id.
-    let cached = app
-        .call_with("GET", &path, &token, &[("If-None-Match", &first)], None)
-        .await;
+    let cached = app.if_none_match(&path, &token, &first).await;
     assert_eq!(cached.status, 304);
     assert_eq!(etag(&cached), first);
     assert!(cached.body.is_empty());
     assert!(cached.header("x-request-id").is_some());
     // A weak form of the same tag still means "unchanged" for a read.
     let weak = format!("W/{first}");
-    let cached = app
-        .call_with("GET", &path, &token, &[("If-None-Match", &weak)], None)
-        .await;
+    let cached = app.if_none_match(&path, &token, &weak).await;
     assert_eq!(cached.status, 304);
 
     // A change with the current tag applies and moves the tag.
     let renamed = app
-        .call_with(
-            "PATCH",
-            &path,
-            &token,
-            &[("If-Match", &first)],
-            Some(json!({"name": "b"})),
-        )
+        .if_match("PATCH", &path, &token, &first, Some(json!({"name": "b"})))
         .await;
     assert_eq!(renamed.status, 200);
     let second = etag(&renamed);
     assert_ne!(second, first);
     assert_eq!(etag(&app.call("GET", &path, &token, None).await), second);
     // The old copy is stale for reads now.
-    let stale_read = app
-        .call_with("GET", &path, &token, &[("If-None-Match", &first)], None)
-        .await;
+    let stale_read = app.if_none_match(&path, &token, &first).await;
     assert_eq!(stale_read.status, 200);
 
     // A change with the old tag: 412 in the envelope, nothing changed.
     let refused = app
-        .call_with(
-            "PATCH",
-            &path,
-            &token,
-            &[("If-Match", &first)],
-            Some(json!({"name": "c"})),
-        )
+        .if_match("PATCH", &path, &token, &first, Some(json!({"name": "c"})))
         .await;
     let body = refused.assert_error(412, "PRECONDITION_FAILED");
     assert_eq!(body["error"]["request_id"], refused.request_id());
@@ -100,60 +77,32 @@ async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
         "garbage".to_owned(),
     ] {
         let refused = app
-            .call_with(
-                "PATCH",
-                &path,
-                &token,
-                &[("If-Match", &tag)],
-                Some(json!({"name": "d"})),
-            )
+            .if_match("PATCH", &path, &token, &tag, Some(json!({"name": "d"})))
             .await;
         refused.assert_error(412, "PRECONDITION_FAILED");
     }
     // `*` only asks that it exist; a list matches if any member does.
     let any = app
-        .call_with(
-            "PATCH",
-            &path,
-            &token,
-            &[("If-Match", "*")],
-            Some(json!({"name": "e"})),
-        )
+        .if_match("PATCH", &path, &token, "*", Some(json!({"name": "e"})))
         .await;
     assert_eq!(any.status, 200);
     let third = etag(&any);
     let list = format!("{first}, {third}");
     let listed = app
-        .call_with(
-            "PATCH",
-            &path,
-            &token,
-            &[("If-Match", &list)],
-            Some(json!({"name": "f"})),
-        )
+        .if_match("PATCH", &path, &token, &list, Some(json!({"name": "f"})))
         .await;
     assert_eq!(listed.status, 200);
     let fourth = etag(&listed);
 
     // DELETE: a stale tag leaves the agent, the current one deletes it.
-    let refused = app
-        .call_with("DELETE", &path, &token, &[("If-Match", &third)], None)
-        .await;
+    let refused = app.if_match("DELETE", &path, &token, &third, None).await;
     refused.assert_error(412, "PRECONDITION_FAILED");
     assert_eq!(app.call("GET", &path, &token, None).await.status, 200);
-    let deleted = app
-        .call_with("DELETE", &path, &token, &[("If-Match", &fourth)], None)
-        .await;
+    let deleted = app.if_match("DELETE", &path, &token, &fourth, None).await;
     assert_eq!(deleted.status, 204);
     // Gone: 404, whatever the tag says.
     let gone = app
-        .call_with(
-            "PATCH",
-            &path,
-            &token,
-            &[("If-Match", &fourth)],
-            Some(json!({"name": "g"})),
-        )
+        .if_match("PATCH", &path, &token, &fourth, Some(json!({"name": "g"})))
         .await;
     gone.assert_error(404, "NOT_FOUND");
 }
@@ -167,11 +116,10 @@ async fn concurrent_writers_with_the_same_tag_never_both_win() {
         Arc::new(TestApp::start(auth.addr, &[("IBEX_API_DATABASE_MAX_CONNECTIONS", "8")]).await);
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let created = app
-        .call(
-            "POST",
+        .post(
             "/v1/agents",
             &token,
-            Some(json!({"name": "race", "slug": "race"})),
+            json!({"name": "race", "slug": "race"}),
         )
         .await;
     let path = format!("/v1/agents/{}", created.json()["id"].as_str().unwrap());
@@ -181,14 +129,8 @@ async fn concurrent_writers_with_the_same_tag_never_both_win() {
             let (app, token, path, tag) =
                 (Arc::clone(&app), token.clone(), path.clone(), tag.clone());
             tokio::spawn(async move {
-                app.call_with(
-                    "PATCH",
-                    &path,
-                    &token,
-                    &[("If-Match", &tag)],
-                    Some(json!({"name": name})),
-                )
-                .await
+                app.if_match("PATCH", &path, &token, &tag, Some(json!({"name": name})))
+                    .await
             })
         };
         let (a, b) = (write(format!("a{round}")), write(format!("b{round}")));
@@ -219,30 +161,16 @@ async fn users_the_organization_and_directives_carry_tags_too() {
     // The organization.
     let org_path = format!("/v1/organizations/{ORG_ID}");
     let tag = etag(&app.call("GET", &org_path, &token, None).await);
-    let cached = app
-        .call_with("GET", &org_path, &token, &[("If-None-Match", &tag)], None)
-        .await;
+    let cached = app.if_none_match(&org_path, &token, &tag).await;
     assert_eq!(cached.status, 304);
     let changed = app
-        .call_with(
-            "PATCH",
-            &org_path,
-            &token,
-            &[("If-Match", &tag)],
-            Some(json!({"name": "N"})),
-        )
+        .if_match("PATCH", &org_path, &token, &tag, Some(json!({"name": "N"})))
         .await;
     assert_eq!(changed.status, 200);
     assert_ne!(etag(&changed), tag);
-    app.call_with(
-        "PATCH",
-        &org_path,
-        &token,
-        &[("If-Match", &tag)],
-        Some(json!({"name": "M"})),
-    )
-    .await
-    .assert_error(412, "PRECONDITION_FAILED");
+    app.if_match("PATCH", &org_path, &token, &tag, Some(json!({"name": "M"})))
+        .await
+        .assert_error(412, "PRECONDITION_FAILED");
     assert_eq!(
         app.call("GET", &org_path, &token, None).await.json()["name"],
         "N"
@@ -250,36 +178,35 @@ async fn users_the_organization_and_directives_carry_tags_too() {
 
     // A user.
     let invited = app
-        .call(
-            "POST",
+        .post(
             "/v1/users",
             &token,
-            Some(json!({"email": "u@x.example", "name": "U", "role": "member"})),
+            json!({"email": "u@x.example", "name": "U", "role": "member"}),
         )
         .await;
     assert_eq!(invited.status, 201);
     let user_path = format!("/v1/users/{}", invited.json()["id"].as_str().unwrap());
     let tag = etag(&app.call("GET", &user_path, &token, None).await);
     let changed = app
-        .call_with(
+        .if_match(
             "PATCH",
             &user_path,
             &token,
-            &[("If-Match", &tag)],
+            &tag,
             Some(json!({"name": "V"})),
         )
         .await;
     assert_eq!(changed.status, 200);
-    app.call_with(
+    app.if_match(
         "PATCH",
         &user_path,
         &token,
-        &[("If-Match", &tag)],
+        &tag,
         Some(json!({"name": "W"})),
     )
     .await
     .assert_error(412, "PRECONDITION_FAILED");
-    app.call_with("DELETE", &user_path, &token, &[("If-Match", &tag)], None)
+    app.if_match("DELETE", &user_path, &token, &tag, None)
         .await
         .assert_error(412, "PRECONDITION_FAILED");
     assert_eq!(
@@ -289,12 +216,7 @@ async fn users_the_organization_and_directives_carry_tags_too() {
 
     // A directive: set, roll back and deactivate honour If-Match; its tag moves with each.
     let agent = app
-        .call(
-            "POST",
-            "/v1/agents",
-            &token,
-            Some(json!({"name": "a", "slug": "a"})),
-        )
+        .post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
         .await
         .json()["id"]
         .as_str()
@@ -302,54 +224,54 @@ async fn users_the_organization_and_directives_carry_tags_too() {
         .to_owned();
     let directive = format!("/v1/agents/{agent}/directive");
     // No directive yet: there is no version the caller could have seen.
-    app.call_with(
+    app.if_match(
         "POST",
         &directive,
         &token,
-        &[("If-Match", "\"1\"")],
+        "\"1\"",
         Some(json!({"content": "one"})),
     )
     .await
     .assert_error(412, "PRECONDITION_FAILED");
     assert_eq!(app.call("GET", &directive, &token, None).await.status, 404);
     let first = app
-        .call("POST", &directive, &token, Some(json!({"content": "one"})))
+        .post(&directive, &token, json!({"content": "one"}))
         .await;
     assert_eq!(first.status, 201);
     let v1 = etag(&first);
     assert_eq!(etag(&app.call("GET", &directive, &token, None).await), v1);
     let second = app
-        .call_with(
+        .if_match(
             "POST",
             &directive,
             &token,
-            &[("If-Match", &v1)],
+            &v1,
             Some(json!({"content": "two"})),
         )
         .await;
     assert_eq!(second.status, 200);
     let v2 = etag(&second);
     assert_ne!(v1, v2);
-    app.call_with(
+    app.if_match(
         "POST",
         &directive,
         &token,
-        &[("If-Match", &v1)],
+        &v1,
         Some(json!({"content": "three"})),
     )
     .await
     .assert_error(412, "PRECONDITION_FAILED");
     let rollback = format!("{directive}/rollback");
-    app.call_with(
+    app.if_match(
         "POST",
         &rollback,
         &token,
-        &[("If-Match", &v1)],
+        &v1,
         Some(json!({"version_num": 1})),
     )
     .await
     .assert_error(412, "PRECONDITION_FAILED");
-    app.call_with("DELETE", &directive, &token, &[("If-Match", &v1)], None)
+    app.if_match("DELETE", &directive, &token, &v1, None)
         .await
         .assert_error(412, "PRECONDITION_FAILED");
     let now = app.call("GET", &directive, &token, None).await.json();
@@ -358,24 +280,16 @@ async fn users_the_organization_and_directives_carry_tags_too() {
         (Some(2), Some("two"))
     );
     let rolled = app
-        .call_with(
+        .if_match(
             "POST",
             &rollback,
             &token,
-            &[("If-Match", &v2)],
+            &v2,
             Some(json!({"version_num": 1})),
         )
         .await;
     assert_eq!(rolled.status, 200);
     assert_eq!(rolled.json()["version_num"], 1);
-    let cached = app
-        .call_with(
-            "GET",
-            &directive,
-            &token,
-            &[("If-None-Match", &etag(&rolled))],
-            None,
-        )
-        .await;
+    let cached = app.if_none_match(&directive, &token, &etag(&rolled)).await;
     assert_eq!(cached.status, 304);
 }

@@ -24,12 +24,7 @@ async fn a_database_outage_is_a_fast_503_and_the_api_recovers() {
     let token = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
     let app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &url)]).await;
     let created = app
-        .call(
-            "POST",
-            "/v1/agents",
-            &token,
-            Some(json!({"name": "n", "slug": "before"})),
-        )
+        .post("/v1/agents", &token, json!({"name": "n", "slug": "before"}))
         .await;
     assert_eq!(created.status, 201, "{}", created.text());
     assert_eq!(app.get("/ready", &[]).await.status, 200);
@@ -80,12 +75,7 @@ async fn a_statement_past_its_timeout_is_a_503_and_the_connection_survives() {
     )
     .await;
     let created = app
-        .call(
-            "POST",
-            "/v1/agents",
-            &token,
-            Some(json!({"name": "n", "slug": "locked"})),
-        )
+        .post("/v1/agents", &token, json!({"name": "n", "slug": "locked"}))
         .await
         .json();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -99,23 +89,17 @@ async fn a_statement_past_its_timeout_is_a_503_and_the_connection_survives() {
         .await
         .unwrap();
     let started = Instant::now();
-    app.call(
-        "PATCH",
-        &format!("/v1/agents/{id}"),
-        &token,
-        Some(json!({"name": "x"})),
-    )
-    .await
-    .assert_error(503, "SERVICE_UNAVAILABLE");
+    app.patch(&format!("/v1/agents/{id}"), &token, json!({"name": "x"}))
+        .await
+        .assert_error(503, "SERVICE_UNAVAILABLE");
     assert!(started.elapsed() < Duration::from_secs(2));
     sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
 
     let patched = app
-        .call(
-            "PATCH",
+        .patch(
             &format!("/v1/agents/{id}"),
             &token,
-            Some(json!({"name": "after"})),
+            json!({"name": "after"}),
         )
         .await;
     assert_eq!(patched.status, 200, "{}", patched.text());

@@ -32,12 +32,7 @@ async fn setup(overrides: &[(&str, &str)]) -> Setup {
     let app = TestApp::start(auth.addr, &with_body_room).await;
     let token = auth.token_for(org_a(), ALL);
     let agent = app
-        .call(
-            "POST",
-            "/v1/agents",
-            &token,
-            Some(json!({"name": "a", "slug": "a"})),
-        )
+        .post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
         .await
         .json()["id"]
         .as_str()
@@ -153,12 +148,7 @@ async fn versions_rollback_and_deactivation() {
 
     let rolled = s
         .app
-        .call(
-            "POST",
-            &s.path("/rollback"),
-            &s.token,
-            Some(json!({"version_num": 1})),
-        )
+        .post(&s.path("/rollback"), &s.token, json!({"version_num": 1}))
         .await;
     assert_eq!(rolled.status, 200, "{}", rolled.text());
     assert_eq!(rolled.json()["version_num"], 1);
@@ -166,21 +156,11 @@ async fn versions_rollback_and_deactivation() {
     assert_eq!(s.version_count().await, 2, "a rollback creates nothing");
     let again = s
         .app
-        .call(
-            "POST",
-            &s.path("/rollback"),
-            &s.token,
-            Some(json!({"version_num": 1})),
-        )
+        .post(&s.path("/rollback"), &s.token, json!({"version_num": 1}))
         .await;
     assert_eq!(again.status, 200);
     s.app
-        .call(
-            "POST",
-            &s.path("/rollback"),
-            &s.token,
-            Some(json!({"version_num": 99})),
-        )
+        .post(&s.path("/rollback"), &s.token, json!({"version_num": 99}))
         .await
         .assert_error(404, "NOT_FOUND");
 
@@ -193,12 +173,7 @@ async fn versions_rollback_and_deactivation() {
     assert_eq!(inactive["content"], Value::Null);
     assert_eq!(inactive["version_num"], Value::Null);
     s.app
-        .call(
-            "POST",
-            &s.path("/rollback"),
-            &s.token,
-            Some(json!({"version_num": 1})),
-        )
+        .post(&s.path("/rollback"), &s.token, json!({"version_num": 1}))
         .await
         .assert_error(404, "NOT_FOUND");
     let history = s
@@ -366,12 +341,7 @@ async fn content_is_bounded_in_bytes_and_refuses_nul() {
     // A whole number written as 1.0 is still 1.
     let rolled = s
         .app
-        .call(
-            "POST",
-            &s.path("/rollback"),
-            &s.token,
-            Some(json!({"version_num": 1.0})),
-        )
+        .post(&s.path("/rollback"), &s.token, json!({"version_num": 1.0}))
         .await;
     assert_eq!(rolled.status, 200, "{}", rolled.text());
 }

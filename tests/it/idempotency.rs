@@ -142,12 +142,7 @@ async fn a_retried_export_is_one_job() {
         ORG_SETTINGS_WRITE | MEMORY_BULK_EXPORT,
     );
     let agent = app
-        .call(
-            "POST",
-            "/v1/agents",
-            &token,
-            Some(json!({"name": "e", "slug": "e"})),
-        )
+        .post("/v1/agents", &token, json!({"name": "e", "slug": "e"}))
         .await;
     assert_eq!(agent.status, 201, "{}", agent.text());
     let path = format!(

@@ -326,11 +326,10 @@ async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
     let insider = auth.token_for(org_a(), ALL);
     // A job of org A, to probe with org B's token.
     let job = app
-        .call(
-            "POST",
+        .post(
             &format!("/v1/agents/{agent}/memories/export"),
             &insider,
-            Some(json!({"format": "csv"})),
+            json!({"format": "csv"}),
         )
         .await;
     assert_eq!(job.status, 202, "{}", job.text());
@@ -779,7 +778,7 @@ async fn search_with_the_service_down_and_with_the_dev_stand_in() {
     let token = auth.token_for(org_a(), MEMORY_READ);
     let path = format!("/v1/agents/{agent}/memories/search");
     let started = Instant::now();
-    app.call("POST", &path, &token, Some(json!({"query": "refund"})))
+    app.post(&path, &token, json!({"query": "refund"}))
         .await
         .assert_error(503, "MEMORY_SERVICE_UNAVAILABLE");
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -800,9 +799,7 @@ async fn search_with_the_service_down_and_with_the_dev_stand_in() {
         ],
     ))
     .await;
-    let reply = app2
-        .call("POST", &path, &token, Some(json!({"query": "refund"})))
-        .await;
+    let reply = app2.post(&path, &token, json!({"query": "refund"})).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let ids: BTreeSet<String> = reply.json()["items"]
         .as_array()
@@ -867,9 +864,7 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
     }
 
     let started = Instant::now();
-    let reply = app
-        .call("POST", &export, &token, Some(json!({"format": "csv"})))
-        .await;
+    let reply = app.post(&export, &token, json!({"format": "csv"})).await;
     assert_eq!(reply.status, 202, "{}", reply.text());
     let location = reply.header("location").unwrap().to_owned();
     assert_eq!(reply.json()["status"], "pending");
@@ -967,11 +962,10 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
 
     // NDJSON: one memory a line, without metadata.
     let reply = app
-        .call(
-            "POST",
+        .post(
             &export,
             &token,
-            Some(json!({"format": "json", "category": "factual"})),
+            json!({"format": "json", "category": "factual"}),
         )
         .await;
     let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
@@ -1007,11 +1001,10 @@ async fn an_expired_download_url_is_refused() {
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
     let token = auth.token_for(org_a(), MEMORY_EXPORT);
     let reply = app
-        .call(
-            "POST",
+        .post(
             &format!("/v1/agents/{agent}/memories/export"),
             &token,
-            Some(json!({"format": "csv"})),
+            json!({"format": "csv"}),
         )
         .await;
     let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
@@ -1104,11 +1097,10 @@ async fn export_with_the_store_down(
     let token = auth.token_for(org_a(), MEMORY_EXPORT);
     s3.stop();
     let reply = app
-        .call(
-            "POST",
+        .post(
             &format!("/v1/agents/{agent}/memories/export"),
             &token,
-            Some(json!({"format": "csv"})),
+            json!({"format": "csv"}),
         )
         .await;
     assert_eq!(reply.status, 202);
@@ -1151,11 +1143,10 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
 
     s3.restart().unwrap();
     let reply = app
-        .call(
-            "POST",
+        .post(
             &format!("/v1/agents/{agent}/memories/export"),
             &token,
-            Some(json!({"format": "csv"})),
+            json!({"format": "csv"}),
         )
         .await;
     let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
@@ -1225,11 +1216,10 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
             .await;
         assert_eq!(reply.status, 204);
         let reply = app
-            .call(
-                "POST",
+            .post(
                 &format!("/v1/agents/{agent}/memories/export"),
                 &token,
-                Some(json!({"format": "json"})),
+                json!({"format": "json"}),
             )
             .await;
         let job = finished_job(&app, &token, reply.header("location").unwrap()).await;

@@ -72,12 +72,7 @@ async fn only_the_callers_own_org_and_only_owners_suspend_or_delete() {
 
     // An admin with the bit may change settings.
     let patched = app
-        .call(
-            "PATCH",
-            &mine,
-            &admin_token,
-            Some(json!({"name": "Renamed", "billing_email": "Billing@Example.com", "settings": {"retention_days": 30}})),
-        )
+        .patch(&mine, &admin_token, json!({"name": "Renamed", "billing_email": "Billing@Example.com", "settings": {"retention_days": 30}}))
         .await;
     assert_eq!(patched.status, 200, "{}", patched.text());
     let patched = patched.json();
@@ -85,12 +80,7 @@ async fn only_the_callers_own_org_and_only_owners_suspend_or_delete() {
     assert_eq!(patched["billing_email"], "Billing@Example.com");
     assert_eq!(patched["settings"]["retention_days"], 30);
     let cleared = app
-        .call(
-            "PATCH",
-            &mine,
-            &admin_token,
-            Some(json!({"billing_email": null})),
-        )
+        .patch(&mine, &admin_token, json!({"billing_email": null}))
         .await
         .json();
     assert_eq!(cleared["billing_email"], Value::Null);
@@ -293,11 +283,10 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
         let agent = agents["items"][0]["id"].as_str().unwrap().to_owned();
         for content in ["one", "two"] {
             let set = app
-                .call(
-                    "POST",
+                .post(
                     &format!("/v1/agents/{agent}/directive"),
                     org_token,
-                    Some(json!({"content": content})),
+                    json!({"content": content}),
                 )
                 .await;
             assert!(set.status < 300, "{}", set.text());
@@ -387,7 +376,7 @@ async fn a_cancelled_org_is_read_only() {
         .await
         .unwrap();
     let mine = format!("/v1/organizations/{ORG_ID}");
-    app.call("PATCH", &mine, &token, Some(json!({"name": "x"})))
+    app.patch(&mine, &token, json!({"name": "x"}))
         .await
         .assert_error(409, "ORG_STATUS_CONFLICT");
     app.call("POST", &format!("{mine}/suspend"), &token, None)

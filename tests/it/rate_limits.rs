@@ -71,11 +71,10 @@ async fn two_replicas_share_one_organization_limit() {
     // Writes are refused before they run.
     let write_token = auth.token_for(org, ORG_SETTINGS_WRITE);
     let write = one
-        .call(
-            "POST",
+        .post(
             "/v1/agents",
             &write_token,
-            Some(json!({"name": "n", "slug": "n"})),
+            json!({"name": "n", "slug": "n"}),
         )
         .await;
     write.assert_error(429, "RATE_LIMITED");

@@ -240,11 +240,10 @@ async fn a_token_cannot_be_bound_to_a_deleted_agent() {
         .unwrap();
     let token = auth.stored_token(org_a(), None, TOKEN_CREATE | MEMORY_READ);
     let reply = app
-        .call(
-            "POST",
+        .post(
             "/v1/tokens",
             &token,
-            Some(json!({"name": "t", "permissions": ["memory:read"], "agent_id": agent})),
+            json!({"name": "t", "permissions": ["memory:read"], "agent_id": agent}),
         )
         .await;
     reply.assert_error(404, "AGENT_NOT_FOUND");
@@ -328,11 +327,10 @@ async fn roles_move_only_below_the_callers_own() {
     reply.assert_error(403, "ROLE_NOT_GRANTABLE");
     for role in ["admin", "owner"] {
         let reply = app
-            .call(
-                "POST",
+            .post(
                 "/v1/users",
                 &token(admin),
-                Some(json!({"email": format!("{role}@x.example"), "role": role})),
+                json!({"email": format!("{role}@x.example"), "role": role}),
             )
             .await;
         reply.assert_error(403, "ROLE_NOT_GRANTABLE");
@@ -367,20 +365,18 @@ async fn roles_move_only_below_the_callers_own() {
     }
     // A rename is not a role change.
     let reply = app
-        .call(
-            "PATCH",
+        .patch(
             &format!("/v1/users/{owner}"),
             &token(admin),
-            Some(json!({"name": "Renamed"})),
+            json!({"name": "Renamed"}),
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let reply = app
-        .call(
-            "POST",
+        .post(
             "/v1/users",
             &token(admin),
-            Some(json!({"email": "m@x.example", "role": "member"})),
+            json!({"email": "m@x.example", "role": "member"}),
         )
         .await;
     assert_eq!(reply.status, 201, "{}", reply.text());
@@ -708,12 +704,7 @@ async fn every_answer_is_nosniff_and_authenticated_ones_are_no_store() {
             app.call("GET", "/v1/agents", &token, None).await,
             true,
         ),
-        (
-            "304",
-            app.call_with("GET", &path, &token, &[("If-None-Match", &etag)], None)
-                .await,
-            true,
-        ),
+        ("304", app.if_none_match(&path, &token, &etag).await, true),
         ("404", app.call("GET", "/v1/nope", &token, None).await, true),
     ] {
         assert_eq!(
@@ -725,9 +716,7 @@ async fn every_answer_is_nosniff_and_authenticated_ones_are_no_store() {
             assert_eq!(reply.header("cache-control"), Some("no-store"), "{what}");
         }
     }
-    let not_modified = app
-        .call_with("GET", &path, &token, &[("If-None-Match", &etag)], None)
-        .await;
+    let not_modified = app.if_none_match(&path, &token, &etag).await;
     assert_eq!(not_modified.status, 304, "ETags keep working");
     // And every audit-event row names its request even when a key moved the work elsewhere.
     let key = Uuid::new_v4().to_string();

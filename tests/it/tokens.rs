@@ -61,14 +61,9 @@ async fn mint_use_list_and_revoke() {
         app.call("GET", "/v1/agents", &plaintext, None).await.status,
         200
     );
-    app.call(
-        "POST",
-        "/v1/agents",
-        &plaintext,
-        Some(json!({"name": "n", "slug": "n"})),
-    )
-    .await
-    .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+    app.post("/v1/agents", &plaintext, json!({"name": "n", "slug": "n"}))
+        .await
+        .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     // ...and cannot manage tokens.
     app.call("GET", "/v1/tokens", &plaintext, None)
         .await
@@ -138,11 +133,10 @@ async fn checks_made_before_the_auth_service_is_asked() {
     let creator = auth.stored_token(org_a(), None, TOKEN_CREATE | MEMORY_READ);
     let reader = auth.stored_token(org_a(), None, MEMORY_READ);
 
-    app.call(
-        "POST",
+    app.post(
         "/v1/tokens",
         &creator,
-        Some(json!({"name": "x", "permissions": ["memory:read", "user:manage"]})),
+        json!({"name": "x", "permissions": ["memory:read", "user:manage"]}),
     )
     .await
     .assert_error(403, "PERMISSION_ELEVATION_DENIED");
@@ -189,11 +183,10 @@ async fn checks_made_before_the_auth_service_is_asked() {
             .await
             .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     }
-    app.call(
-        "POST",
+    app.post(
         "/v1/tokens",
         &reader,
-        Some(json!({"name": "x", "permissions": []})),
+        json!({"name": "x", "permissions": []}),
     )
     .await
     .assert_error(403, "INSUFFICIENT_PERMISSIONS");
@@ -245,11 +238,10 @@ async fn the_auth_services_own_cursor_is_wrapped() {
     let creator = auth.stored_token(org_a(), None, TOKEN_CREATE | MEMORY_READ);
     for i in 0..4 {
         let reply = app
-            .call(
-                "POST",
+            .post(
                 "/v1/tokens",
                 &creator,
-                Some(json!({"name": format!("t{i}"), "permissions": []})),
+                json!({"name": format!("t{i}"), "permissions": []}),
             )
             .await;
         assert_eq!(reply.status, 201);

@@ -70,22 +70,20 @@ async fn invite_read_update_delete() {
     assert!(list["next_cursor"].is_string(), "three users, pages of two");
 
     s.app
-        .call(
-            "POST",
+        .post(
             "/v1/users",
             &s.admin_token,
-            Some(json!({"email": "ada@example.COM"})),
+            json!({"email": "ada@example.COM"}),
         )
         .await
         .assert_error(409, "USER_EMAIL_CONFLICT");
 
     let patched = s
         .app
-        .call(
-            "PATCH",
+        .patch(
             &path,
             &s.admin_token,
-            Some(json!({"name": "Ada L.", "role": "viewer"})),
+            json!({"name": "Ada L.", "role": "viewer"}),
         )
         .await;
     assert_eq!(patched.status, 200, "{}", patched.text());
@@ -179,33 +177,22 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
     let s = setup().await;
     // An admin cannot make or unmake owners.
     s.app
-        .call(
-            "POST",
+        .post(
             "/v1/users",
             &s.admin_token,
-            Some(json!({"email": "o@x.example", "role": "owner"})),
+            json!({"email": "o@x.example", "role": "owner"}),
         )
         .await
         .assert_error(403, "ROLE_NOT_GRANTABLE");
     let member = invite(&s, &s.admin_token, json!({"email": "m@x.example"})).await;
     let member_path = format!("/v1/users/{}", member["id"].as_str().unwrap());
     s.app
-        .call(
-            "PATCH",
-            &member_path,
-            &s.admin_token,
-            Some(json!({"role": "owner"})),
-        )
+        .patch(&member_path, &s.admin_token, json!({"role": "owner"}))
         .await
         .assert_error(403, "ROLE_NOT_GRANTABLE");
     let owner_path = format!("/v1/users/{}", s.owner);
     s.app
-        .call(
-            "PATCH",
-            &owner_path,
-            &s.admin_token,
-            Some(json!({"role": "admin"})),
-        )
+        .patch(&owner_path, &s.admin_token, json!({"role": "admin"}))
         .await
         .assert_error(403, "ROLE_NOT_GRANTABLE");
     s.app
@@ -215,12 +202,7 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
 
     // The only owner can neither step down nor be deleted.
     s.app
-        .call(
-            "PATCH",
-            &owner_path,
-            &s.owner_token,
-            Some(json!({"role": "admin"})),
-        )
+        .patch(&owner_path, &s.owner_token, json!({"role": "admin"}))
         .await
         .assert_error(409, "LAST_OWNER_PROTECTED");
     s.app
@@ -230,11 +212,10 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
     // Renaming the last owner is fine, so is keeping the role.
     let renamed = s
         .app
-        .call(
-            "PATCH",
+        .patch(
             &owner_path,
             &s.owner_token,
-            Some(json!({"name": "Boss", "role": "owner"})),
+            json!({"name": "Boss", "role": "owner"}),
         )
         .await;
     assert_eq!(renamed.status, 200, "{}", renamed.text());
@@ -242,22 +223,12 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
     // With a second owner, the first may step down.
     let promoted = s
         .app
-        .call(
-            "PATCH",
-            &member_path,
-            &s.owner_token,
-            Some(json!({"role": "owner"})),
-        )
+        .patch(&member_path, &s.owner_token, json!({"role": "owner"}))
         .await;
     assert_eq!(promoted.json()["role"], "owner");
     let stepped_down = s
         .app
-        .call(
-            "PATCH",
-            &owner_path,
-            &s.owner_token,
-            Some(json!({"role": "admin"})),
-        )
+        .patch(&owner_path, &s.owner_token, json!({"role": "admin"}))
         .await;
     assert_eq!(stepped_down.status, 200, "{}", stepped_down.text());
 }

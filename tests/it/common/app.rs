@@ -194,4 +194,42 @@ impl TestApp {
         }
         request(self.addr, method, path, &headers, &bytes).await
     }
+
+    /// `POST` of a JSON body with `token`.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, token, Some(body)).await
+    }
+
+    /// `PATCH` of a JSON body with `token`.
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("PATCH", path, token, Some(body)).await
+    }
+
+    /// A write sent with `If-Match: tag`.
+    pub async fn if_match(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        tag: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_with(method, path, token, &[("If-Match", tag)], body)
+            .await
+    }
+
+    /// A read sent with `If-None-Match: tag`.
+    pub async fn if_none_match(&self, path: &str, token: &str, tag: &str) -> Reply {
+        self.call_with("GET", path, token, &[("If-None-Match", tag)], None)
+            .await
+    }
+
+    /// Creates an agent with this slug (and name) through the API; its id.
+    pub async fn create_agent(&self, token: &str, slug: &str) -> String {
+        let created = self
+            .post("/v1/agents", token, json!({"name": slug, "slug": slug}))
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        created.json()["id"].as_str().unwrap().to_owned()
+    }
 }
