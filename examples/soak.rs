@@ -952,13 +952,13 @@ async fn main() {
         );
         ibex_api::config::Config::load_from(vars).expect("a configuration for the stand-ins")
     };
-    let storage = ibex_api::storage::Storage::from_config(&platform)
+    let storage = ibex_api::storage::Storage::from_config(platform.object_store.as_ref())
         .unwrap()
         .expect("the object store");
     ibex_api::devenv::seed_archives(&storage).await.unwrap();
     let memory_service = ibex_api::domains::memories::dev_service::spawn(
         "127.0.0.1:0".parse().unwrap(),
-        ibex_api::db::Database::connect_lazy(&platform).unwrap(),
+        ibex_api::db::Database::connect_lazy(&platform.database).unwrap(),
     )
     .await
     .unwrap();

@@ -118,7 +118,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     // The document without a configuration (`ibex-api openapi`) says the defaults.
     crate::openapi::complete(
         crate::domains::router::<App>().split_for_parts().1,
-        Config::default().idempotency_ttl,
+        Config::default().requests.idempotency_ttl,
     )
 }
 
@@ -127,7 +127,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpService {
     let validator = Arc::clone(&app.state.auth);
     let (routes, documented) = crate::domains::router::<App>().split_for_parts();
-    let openapi = crate::openapi::complete(documented, config.idempotency_ttl);
+    let openapi = crate::openapi::complete(documented, config.requests.idempotency_ttl);
     let templates = Arc::new(RouteTemplates::new(
         openapi.paths.paths.keys().map(String::as_str),
     ));
@@ -139,7 +139,7 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         db: app.state.db.clone(),
         ttl: app.idempotency_ttl,
         // Past the request timeout the answer is lost anyway; the margin covers the store.
-        lease: (config.request_timeout * 2).max(Duration::from_secs(10)),
+        lease: (config.server.request_timeout * 2).max(Duration::from_secs(10)),
     };
     let rate_limiter = app.rate_limiter.clone();
     // Inside the auth layer (both need the caller): the limit first, so a refused request
@@ -157,14 +157,14 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         .layer(RequestIdLayer)
         .layer(TraceLayer::new(Arc::clone(&templates)))
         .layer(AccessLogLayer::new(templates))
-        .layer(CorsLayer::new(config.cors_allowed_origins.clone()))
+        .layer(CorsLayer::new(config.server.cors_allowed_origins.clone()))
         .layer(EnvelopeLayer)
         .layer(RequestLimitsLayer)
         .layer(CatchPanicLayer::new())
-        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(config.server.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
-            config.request_timeout,
+            config.server.request_timeout,
         ))
         .layer(AuthLayer::new(validator))
         // Wrapping the router as a service (not `Router::layer`) puts the stack in front of
@@ -174,13 +174,18 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
 
 /// The keys list cursors are signed with; without configured ones, a key of this process.
 fn cursor_keys(config: &Config) -> CursorKeys {
-    if config.cursor_keys.is_empty() {
+    if config.requests.cursor_keys.is_empty() {
         tracing::warn!(
             "IBEX_API_CURSOR_KEYS is not set: list cursors are signed with a key of this process and work only on this replica"
         );
         return CursorKeys::ephemeral();
     }
-    let secrets: Vec<&str> = config.cursor_keys.iter().map(|k| k.expose()).collect();
+    let secrets: Vec<&str> = config
+        .requests
+        .cursor_keys
+        .iter()
+        .map(|k| k.expose())
+        .collect();
     CursorKeys::new(&secrets)
 }
 
@@ -201,22 +206,22 @@ pub fn from_config(
     extra_routes: Router<App>,
 ) -> Result<(impl HttpService, Arc<Readiness>, Database), String> {
     let client = AuthClient::new(
-        &config.auth_grpc_addr,
-        config.auth_connect_timeout,
-        config.auth_timeout,
+        &config.auth.grpc_addr,
+        config.auth.connect_timeout,
+        config.auth.timeout,
     )?;
-    let cache = (!config.auth_cache_ttl.is_zero())
-        .then(|| ValidationCache::new(config.auth_cache_ttl, config.auth_cache_max_entries));
-    let db = Database::connect_lazy(config)?;
-    let storage = Storage::from_config(config)?;
+    let cache = (!config.auth.cache_ttl.is_zero())
+        .then(|| ValidationCache::new(config.auth.cache_ttl, config.auth.cache_max_entries));
+    let db = Database::connect_lazy(&config.database)?;
+    let storage = Storage::from_config(config.object_store.as_ref())?;
     let mut checks: Vec<Box<dyn ReadinessCheck>> = vec![
         Box::new(AuthReachable(client.clone())),
         Box::new(DatabaseReady(db.clone())),
         Box::new(StorageReady(storage.clone())),
     ];
-    let traces = config.clickhouse.as_ref().map(TraceStore::new);
+    let traces = config.analytics.as_ref().map(TraceStore::new);
     checks.push(Box::new(ClickHouseReady(traces.clone())));
-    let redis = match &config.redis_url {
+    let redis = match &config.redis.url {
         Some(url) => Some(
             redis::Client::open(url.expose())
                 .map_err(|_| "IBEX_API_REDIS_URL is not a valid Redis URL".to_owned())?,
@@ -231,23 +236,27 @@ pub fn from_config(
     }
     // Background work lives as long as the runtime: the event publisher, the deletion job, the
     // export worker.
-    publisher::spawn(db.clone(), config.redis_url.clone(), config.outbox_poll);
+    publisher::spawn(
+        db.clone(),
+        config.redis.url.clone(),
+        config.redis.outbox_poll,
+    );
     let deletions = Arc::new(Notify::new());
     DeletionJob {
         db: db.clone(),
         storage: storage.clone(),
         traces: traces.clone(),
         wake: Arc::clone(&deletions),
-        batch_size: config.gdpr_batch_size,
-        batch_pause: config.gdpr_batch_pause,
+        batch_size: config.gdpr.batch_size,
+        batch_pause: config.gdpr.batch_pause,
     }
     .spawn();
     idempotency::spawn_sweep(db.clone());
-    let rate_limiter = match (&config.rate_limits, &redis) {
+    let rate_limiter = match (&config.rate_limits.limits, &redis) {
         (Some(limits), Some(client)) => Some(Arc::new(RateLimiter::new(
             client.clone(),
             limits.clone(),
-            config.rate_limit_timeout,
+            config.rate_limits.timeout,
         ))),
         _ => None,
     };
@@ -256,17 +265,17 @@ pub fn from_config(
         db: db.clone(),
         storage: storage.clone(),
         wake: Arc::clone(&exports),
-        lease: config.export_lease,
+        lease: config.exports.lease,
         retry: RetryPolicy {
-            window: config.export_retry_window,
-            max_backoff: config.export_retry_max_backoff,
+            window: config.exports.retry_window,
+            max_backoff: config.exports.retry_max_backoff,
         },
     }
     .spawn();
     let readiness = Arc::new(Readiness::new(
         checks,
-        config.ready_check_timeout,
-        config.ready_cache,
+        config.readiness.check_timeout,
+        config.readiness.cache,
     ));
     let app = App {
         state: AppState {
@@ -277,13 +286,13 @@ pub fn from_config(
             auth: Arc::new(Validator::new(client, cache)),
             storage,
         },
-        memory_service: MemoryService::from_config(config)?,
+        memory_service: MemoryService::from_config(&config.memory_service)?,
         analytics: Arc::new(Analytics {
             store: traces,
             cache: AnalyticsCache::new(redis),
         }),
         rate_limiter,
-        idempotency_ttl: config.idempotency_ttl,
+        idempotency_ttl: config.requests.idempotency_ttl,
     };
     let app = build(config, app, extra_routes);
     Ok((app, readiness, db))

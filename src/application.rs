@@ -41,14 +41,14 @@ pub async fn build(
         app,
         readiness,
         listener,
-        options: ServeOptions::from(config),
+        options: ServeOptions::from(&config.server),
         metrics_addr,
     })
 }
 
 /// [`build`] on the address the configuration names.
 pub async fn bind(config: &Config) -> Result<Application<impl HttpService>, String> {
-    let addr = SocketAddr::new(config.host, config.port);
+    let addr = SocketAddr::new(config.server.host, config.server.port);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;

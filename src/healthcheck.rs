@@ -10,12 +10,12 @@ use crate::config::Config;
 
 /// Asks the local server's `/health`; `Ok` only on a 200.
 pub async fn run(config: &Config) -> Result<(), String> {
-    let ip = match config.host {
+    let ip = match config.server.host {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    let addr = SocketAddr::new(ip, config.port);
+    let addr = SocketAddr::new(ip, config.server.port);
     let probe = async {
         let mut stream = TcpStream::connect(addr)
             .await

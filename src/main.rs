@@ -68,8 +68,8 @@ async fn serve(dev_token: Option<Option<String>>) -> Result<(), String> {
         None => LogFormat::Json,
     };
     telemetry::init(
-        config.log_format.unwrap_or(default_format),
-        &config.log_level,
+        config.observability.log_format.unwrap_or(default_format),
+        &config.observability.log_level,
     );
     let dev = match dev_token {
         Some(token) => Some(DevStack::start(&mut config, token).await?),
@@ -85,7 +85,7 @@ async fn serve(dev_token: Option<Option<String>>) -> Result<(), String> {
         }
         let _ = writeln!(std::io::stdout(), "{banner}");
     }
-    tracing::info!(auth = %config.auth_grpc_addr, "serving");
+    tracing::info!(auth = %config.auth.grpc_addr, "serving");
     application.run_until(server::shutdown_signal()).await;
     drop(dev);
     Ok(())

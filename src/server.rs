@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::app::HttpService;
-use crate::config::Config;
+use crate::config::ServerConfig;
 use crate::middleware::request_limits;
 use crate::readiness::Readiness;
 
@@ -30,8 +30,8 @@ pub struct ServeOptions {
     pub shutdown_drain: Duration,
 }
 
-impl From<&Config> for ServeOptions {
-    fn from(config: &Config) -> Self {
+impl From<&ServerConfig> for ServeOptions {
+    fn from(config: &ServerConfig) -> Self {
         Self {
             max_connections: config.max_connections,
             header_read_timeout: config.header_read_timeout,

@@ -17,7 +17,7 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 
-use crate::config::{Config, S3Config};
+use crate::config::S3Config;
 use crate::readiness::ReadinessCheck;
 
 /// Why the object store could not do something; callers map it to a job error code or a 503.
@@ -155,8 +155,8 @@ pub struct Storage {
 
 impl Storage {
     /// `None` when no credentials are configured: exports and replays answer 503 then.
-    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
-        let Some(s3) = &config.s3 else {
+    pub fn from_config(config: Option<&S3Config>) -> Result<Option<Self>, String> {
+        let Some(s3) = config else {
             return Ok(None);
         };
         Ok(Some(Self {

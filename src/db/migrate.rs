@@ -68,9 +68,9 @@ pub async fn check_current(conn: &mut PgConnection) -> Result<String, String> {
 /// schema stands.
 pub async fn command() -> Result<(), String> {
     let config = crate::config::Config::load().map_err(|e| e.to_string())?;
-    let applied = run(config.database_url.expose())
+    let applied = run(config.database.url.expose())
         .await
-        .map_err(|e| format!("{}: {e}", config.database_url))?;
+        .map_err(|e| format!("{}: {e}", config.database.url))?;
     println!(
         "schema at version {} ({applied} migration(s) applied)",
         expected_version()

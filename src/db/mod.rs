@@ -40,7 +40,7 @@ use tokio_postgres::{Row, RowStream};
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::config::Config;
+use crate::config::DatabaseConfig;
 use crate::error::ApiError;
 use crate::readiness::ReadinessCheck;
 
@@ -71,23 +71,23 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Builds both pools without connecting: the service starts while PostgreSQL is down and
     /// recovers by itself when it comes back.
-    pub fn connect_lazy(config: &Config) -> Result<Self, String> {
+    pub fn connect_lazy(config: &DatabaseConfig) -> Result<Self, String> {
         let invalid = || "IBEX_API_DATABASE_URL is not a valid PostgreSQL URL".to_owned();
-        let statement_timeout = config.database_statement_timeout.as_millis().to_string();
-        let options = PgConnectOptions::from_str(config.database_url.expose())
+        let statement_timeout = config.statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(config.url.expose())
             .map_err(|_| invalid())?
             .application_name("ibex-api")
             .options([("statement_timeout", statement_timeout.as_str())]);
         let platform = PgPoolOptions::new()
             .max_connections(PLATFORM_CONNECTIONS)
-            .acquire_timeout(config.database_acquire_timeout)
+            .acquire_timeout(config.acquire_timeout)
             .connect_lazy_with(options);
 
-        let mut pg = tokio_postgres::Config::from_str(config.database_url.expose())
-            .map_err(|_| invalid())?;
+        let mut pg =
+            tokio_postgres::Config::from_str(config.url.expose()).map_err(|_| invalid())?;
         pg.application_name("ibex-api")
             .options(format!("-c statement_timeout={statement_timeout}"))
-            .connect_timeout(config.database_acquire_timeout);
+            .connect_timeout(config.acquire_timeout);
         // Fast recycling: a connection comes back without a ping; one the server closed (a
         // restart) is noticed by its own connection task and dropped at the next draw, and one
         // that died unnoticed fails at its first flight, which `OrgTx` then retries.
@@ -97,15 +97,15 @@ impl Database {
                 inner: deadpool_postgres::ConfigConnectImpl {
                     tls: tls_connector(),
                 },
-                patience: config.database_acquire_timeout,
+                patience: config.acquire_timeout,
             },
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let acquire = Some(config.database_acquire_timeout);
+        let acquire = Some(config.acquire_timeout);
         let tenants = deadpool_postgres::Pool::builder(manager)
-            .max_size(config.database_max_connections as usize)
+            .max_size(config.max_connections as usize)
             .runtime(Runtime::Tokio1)
             .wait_timeout(acquire)
             .create_timeout(acquire)

@@ -37,7 +37,7 @@ impl DevStack {
         let postgres = dev_database(config).await?;
         let redis = dev_redis(config).await;
         let s3 = dev_object_store(config)?;
-        if let Some(storage) = crate::storage::Storage::from_config(config)? {
+        if let Some(storage) = crate::storage::Storage::from_config(config.object_store.as_ref())? {
             super::seed_archives(&storage).await?;
         }
         dev_memory_service(config).await?;
@@ -46,11 +46,12 @@ impl DevStack {
         let auth_addr = dev::spawn(loopback, token.clone())
             .await
             .map_err(|e| e.to_string())?;
-        config.auth_grpc_addr = format!("http://{auth_addr}");
-        config.host = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        config.auth.grpc_addr = format!("http://{auth_addr}");
+        config.server.host = IpAddr::V4(Ipv4Addr::LOCALHOST);
         // Metrics on loopback too, on a free port unless one was asked for.
         if std::env::var_os("IBEX_API_METRICS_ADDR").is_none() {
-            config.metrics_addr = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+            config.observability.metrics_addr =
+                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
         }
         tracing::warn!(
             auth = %auth_addr,
@@ -74,7 +75,7 @@ impl DevStack {
     /// What `--dev` prints: where everything is, and curls that work against the seed.
     pub fn banner(&self, config: &Config) -> String {
         let token = &self.token;
-        let base = format!("http://127.0.0.1:{}", config.port);
+        let base = format!("http://127.0.0.1:{}", config.server.port);
         let auth = format!("-H 'Authorization: Bearer {token}'");
         let agent = super::DEV_AGENT_ID;
         let session = super::dev_session_id(0, 1);
@@ -97,19 +98,20 @@ impl DevStack {
              \n  curl {auth} '{base}/v1/analytics/usage?start={month_ago}&end={now}'\
              \n  curl {auth} '{base}/v1/analytics/latency?start={week_ago}&end={now}&granularity=hour&percentile=99'\n\
              \n  IBEX_DEV_TOKEN={token}\n",
-            config.database_url,
+            config.database.url,
             config
-                .redis_url
+                .redis
+                .url
                 .as_ref()
                 .map_or("off: events stay in the outbox".to_owned(), |u| u
                     .to_string()),
             config
-                .s3
+                .object_store
                 .as_ref()
                 .map_or("off".to_owned(), |s| s.endpoint.clone()),
-            config.memory_service_url.as_deref().unwrap_or("off"),
+            config.memory_service.url.as_deref().unwrap_or("off"),
             config
-                .clickhouse
+                .analytics
                 .as_ref()
                 .map_or("off: analytics answer 503", |c| c.url.as_str()),
         )
@@ -136,13 +138,13 @@ async fn dev_redis(config: &mut Config) -> Option<TempRedis> {
         .and_then(|started| started);
     match started {
         Ok(server) => {
-            config.redis_url = Some(SecretUrl::new(server.url()));
+            config.redis.url = Some(SecretUrl::new(server.url()));
             Some(server)
         }
         Err(problem) => {
             // The publisher says once that events stay in the outbox.
             tracing::debug!(%problem, "no throwaway Redis");
-            config.redis_url = None;
+            config.redis.url = None;
             None
         }
     }
@@ -157,13 +159,13 @@ async fn dev_database(config: &mut Config) -> Result<Option<TempPostgres>, Strin
         let cluster = tokio::task::spawn_blocking(TempPostgres::start)
             .await
             .map_err(|e| e.to_string())??;
-        config.database_url = SecretUrl::new(cluster.url("postgres"));
+        config.database.url = SecretUrl::new(cluster.url("postgres"));
         Some(cluster)
     };
-    let url = config.database_url.expose().to_owned();
+    let url = config.database.url.expose().to_owned();
     db::migrate::run(&url)
         .await
-        .map_err(|e| format!("{}: {e}", config.database_url))?;
+        .map_err(|e| format!("{}: {e}", config.database.url))?;
     super::seed(&url).await?;
     Ok(cluster)
 }
@@ -171,7 +173,7 @@ async fn dev_database(config: &mut Config) -> Result<Option<TempPostgres>, Strin
 /// The object store `--dev` exports to: the configured one when IBEX_API_S3_ACCESS_KEY_ID is
 /// set, else an embedded S3 server (checking signatures like MinIO) with both buckets.
 fn dev_object_store(config: &mut Config) -> Result<Option<TempS3>, String> {
-    if config.s3.is_some() {
+    if config.object_store.is_some() {
         return Ok(None);
     }
     let server = TempS3::start()?;
@@ -185,7 +187,9 @@ fn dev_object_store(config: &mut Config) -> Result<Option<TempS3>, String> {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v)),
     );
-    config.s3 = Config::load_from(vars).map_err(|e| e.to_string())?.s3;
+    config.object_store = Config::load_from(vars)
+        .map_err(|e| e.to_string())?
+        .object_store;
     Ok(Some(server))
 }
 
@@ -204,7 +208,7 @@ async fn dev_clickhouse(config: &mut Config) -> Option<TempClickHouse> {
         Ok(server) => server,
         Err(problem) => {
             tracing::warn!(%problem, "no throwaway ClickHouse (Debian: apt-get install clickhouse-server): analytics answer 503");
-            config.clickhouse = None;
+            config.analytics = None;
             return None;
         }
     };
@@ -227,14 +231,14 @@ async fn dev_clickhouse(config: &mut Config) -> Option<TempClickHouse> {
     };
     if let Err(problem) = seeded.await {
         tracing::warn!(%problem, "the throwaway ClickHouse could not be seeded: analytics answer 503");
-        config.clickhouse = None;
+        config.analytics = None;
         return Some(server);
     }
     let mut vars: std::collections::HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("IBEX_API_"))
         .collect();
     vars.insert("IBEX_API_CLICKHOUSE_URL".into(), server.url());
-    config.clickhouse = Config::load_from(vars).ok().and_then(|c| c.clickhouse);
+    config.analytics = Config::load_from(vars).ok().and_then(|c| c.analytics);
     Some(server)
 }
 
@@ -244,12 +248,12 @@ async fn dev_memory_service(config: &mut Config) -> Result<(), String> {
     if std::env::var_os("IBEX_API_MEMORY_SERVICE_URL").is_some() {
         return Ok(());
     }
-    let db = db::Database::connect_lazy(config)?;
+    let db = db::Database::connect_lazy(&config.database)?;
     let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
     let addr = crate::domains::memories::dev_service::spawn(loopback, db)
         .await
         .map_err(|e| format!("dev memory service: {e}"))?;
-    config.memory_service_url = Some(format!("http://{addr}"));
+    config.memory_service.url = Some(format!("http://{addr}"));
     Ok(())
 }
 
@@ -258,7 +262,7 @@ pub async fn run_database() -> Result<(), String> {
     telemetry::init(LogFormat::Text, "info");
     let mut config = Config::load().map_err(|e| e.to_string())?;
     let cluster = dev_database(&mut config).await?;
-    println!("IBEX_API_DATABASE_URL={}", config.database_url.expose());
+    println!("IBEX_API_DATABASE_URL={}", config.database.url.expose());
     server::shutdown_signal().await;
     drop(cluster);
     Ok(())

@@ -205,7 +205,7 @@ pub async fn start(
     config: &crate::config::Config,
     samplers: Vec<Arc<dyn Sampler>>,
 ) -> Result<Option<SocketAddr>, String> {
-    let Some(addr) = config.metrics_addr else {
+    let Some(addr) = config.observability.metrics_addr else {
         return Ok(None);
     };
     let sampled = Sampled {

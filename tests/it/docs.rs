@@ -463,7 +463,7 @@ fn the_docs_and_env_example_document_every_setting_and_code() {
     let configuration = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
     let errors = std::fs::read_to_string(format!("{root}/docs/errors.md")).unwrap();
     let env_example = std::fs::read_to_string(format!("{root}/.env.example")).unwrap();
-    // Both are generated from `config::SETTINGS`: regenerate with `ibex-api config --env >
+    // Both are generated from the settings `src/config/` declares: regenerate with `ibex-api config --env >
     // .env.example` and `ibex-api config --markdown` (the table of docs/configuration.md).
     assert_eq!(
         env_example,

@@ -404,7 +404,7 @@ async fn keys_are_the_organizations_own_and_expire() {
     assert!(fresh.header("idempotent-replayed").is_none());
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let config = config(auth.addr, &[("IBEX_API_DATABASE_URL", app.db.url.as_str())]);
-    let db = ibex_api::db::Database::connect_lazy(&config).unwrap();
+    let db = ibex_api::db::Database::connect_lazy(&config.database).unwrap();
     let swept = ibex_api::middleware::idempotency::sweep(&db).await.unwrap();
     assert_eq!(swept, 2);
     assert_eq!(

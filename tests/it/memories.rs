@@ -785,7 +785,7 @@ async fn search_with_the_service_down_and_with_the_dev_stand_in() {
 
     // The development stand-in ranks by full-text search, within the org it is asked about.
     let config = config(auth.addr, &[("IBEX_API_DATABASE_URL", app.db.url.as_str())]);
-    let db = ibex_api::db::Database::connect_lazy(&config).unwrap();
+    let db = ibex_api::db::Database::connect_lazy(&config.database).unwrap();
     let stand_in =
         ibex_api::domains::memories::dev_service::spawn("127.0.0.1:0".parse().unwrap(), db)
             .await

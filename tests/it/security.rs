@@ -745,7 +745,7 @@ async fn competing_filters_plan_for_their_values() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[]).await;
     let config = config(auth.addr, &[("IBEX_API_DATABASE_URL", app.db.url.as_str())]);
-    let db = ibex_api::db::Database::connect_lazy(&config).unwrap();
+    let db = ibex_api::db::Database::connect_lazy(&config.database).unwrap();
     let caller = ibex_api::auth::Caller {
         org_id: org_a(),
         user_id: None,

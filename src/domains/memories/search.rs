@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::model::SearchRequest;
-use crate::config::Config;
+use crate::config::MemoryServiceConfig;
 use crate::error::ApiError;
 
 /// Most results a well-behaved service returns is the request's limit (at most 50); more than
@@ -41,9 +41,9 @@ struct Ranked {
 }
 
 impl MemoryService {
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &MemoryServiceConfig) -> Result<Self, String> {
         let client = reqwest::Client::builder()
-            .connect_timeout(config.memory_service_timeout.min(Duration::from_secs(1)))
+            .connect_timeout(config.timeout.min(Duration::from_secs(1)))
             .pool_idle_timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -51,10 +51,10 @@ impl MemoryService {
         Ok(Self {
             client,
             search_url: config
-                .memory_service_url
+                .url
                 .as_ref()
                 .map(|url| format!("{url}/internal/memories/search")),
-            timeout: config.memory_service_timeout,
+            timeout: config.timeout,
         })
     }
 

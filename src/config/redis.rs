@@ -1,0 +1,48 @@
+//! Redis: where platform events are published and rate limits are kept; and the outbox publisher.
+
+use std::time::Duration;
+
+use super::ConfigError;
+use super::secret::SecretUrl;
+use super::setting::{Setting, Values};
+
+pub const URL: Setting = Setting::text(
+    "IBEX_API_REDIS_URL",
+    "redis://127.0.0.1:6379",
+    "Redis the platform events are published to (redis://[:password@]host:port[/db], rediss:// for TLS). The password is never logged. Empty turns publishing off: events wait in the outbox until it is set.",
+);
+pub const OUTBOX_POLL: Setting = Setting::millis(
+    "IBEX_API_OUTBOX_POLL_MS",
+    "250",
+    10,
+    "How often the event publisher looks for events committed by other replicas (this replica's own are published at once).",
+);
+
+pub const SETTINGS: &[Setting] = &[URL, OUTBOX_POLL];
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `None` turns publishing off (events wait in the outbox) and the rate limits with it.
+    pub url: Option<SecretUrl>,
+    pub outbox_poll: Duration,
+}
+
+impl RedisConfig {
+    pub(super) fn read(v: &Values) -> Result<Self, ConfigError> {
+        let url = match v.get(&URL) {
+            "" => None,
+            url if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                return Err(URL.error("expected a redis:// or rediss:// URL"));
+            }
+            url => {
+                redis::IntoConnectionInfo::into_connection_info(url)
+                    .map_err(|_| URL.error("not a valid Redis URL"))?;
+                Some(SecretUrl::new(url))
+            }
+        };
+        Ok(Self {
+            url,
+            outbox_poll: v.millis(&OUTBOX_POLL)?,
+        })
+    }
+}

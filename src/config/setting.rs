@@ -1,0 +1,168 @@
+//! One setting, declared once: its variable, default, bounds and meaning. The concern that owns
+//! it reads it through [`Values`], which applies the bounds and names the variable in every
+//! error; the documentation table and `.env.example` are generated from the same declarations.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::ConfigError;
+
+/// The longest duration a `_MS` setting may have unless it says otherwise: far beyond any
+/// sensible timeout, and it keeps arithmetic on deadlines safe.
+const ONE_DAY_MS: u64 = 86_400_000;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Bounds {
+    /// Free text, checked by the concern's own reader.
+    Text,
+    /// A whole number within `min..=max`.
+    Number { min: u64, max: u64 },
+    /// Milliseconds within `min..=max`.
+    Millis { min: u64, max: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub bounds: Bounds,
+    pub meaning: &'static str,
+}
+
+impl Setting {
+    pub const fn text(name: &'static str, default: &'static str, meaning: &'static str) -> Self {
+        Self {
+            name,
+            default,
+            bounds: Bounds::Text,
+            meaning,
+        }
+    }
+
+    pub const fn number(
+        name: &'static str,
+        default: &'static str,
+        min: u64,
+        max: u64,
+        meaning: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            default,
+            bounds: Bounds::Number { min, max },
+            meaning,
+        }
+    }
+
+    /// Milliseconds, at least `min`, at most a day.
+    pub const fn millis(
+        name: &'static str,
+        default: &'static str,
+        min: u64,
+        meaning: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            default,
+            bounds: Bounds::Millis {
+                min,
+                max: ONE_DAY_MS,
+            },
+            meaning,
+        }
+    }
+
+    pub const fn at_most_millis(mut self, max: u64) -> Self {
+        if let Bounds::Millis { min, .. } = self.bounds {
+            self.bounds = Bounds::Millis { min, max };
+        }
+        self
+    }
+
+    /// The bounds as the documentation states them (empty for text).
+    pub fn bounds_text(&self) -> String {
+        match self.bounds {
+            Bounds::Text => String::new(),
+            Bounds::Number { min, max } => format!("{min} to {max}"),
+            Bounds::Millis { min, max } => format!("{min} to {max} ms"),
+        }
+    }
+
+    pub fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var: self.name.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The raw values given (environment and file), with each setting's default behind them.
+pub struct Values(pub(super) HashMap<String, String>);
+
+impl Values {
+    /// The value given, or `None` (unlike [`Values::get`], no default).
+    pub fn given(&self, setting: &Setting) -> Option<&str> {
+        self.0.get(setting.name).map(|v| v.trim())
+    }
+
+    pub fn get(&self, setting: &Setting) -> &str {
+        self.given(setting).unwrap_or(setting.default)
+    }
+
+    pub fn parse<T: FromStr>(&self, setting: &Setting, expected: &str) -> Result<T, ConfigError> {
+        self.get(setting)
+            .parse()
+            .map_err(|_| setting.error(format!("expected {expected}")))
+    }
+
+    pub fn number(&self, setting: &Setting) -> Result<u64, ConfigError> {
+        let (Bounds::Number { min, max } | Bounds::Millis { min, max }) = setting.bounds else {
+            panic!("{} is not a number", setting.name);
+        };
+        let expected = format!("an integer from {min} to {max}");
+        let value: u64 = self.parse(setting, &expected)?;
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(setting.error(expected))
+        }
+    }
+
+    pub fn millis(&self, setting: &Setting) -> Result<Duration, ConfigError> {
+        assert!(
+            matches!(setting.bounds, Bounds::Millis { .. }),
+            "{} is not in milliseconds",
+            setting.name
+        );
+        self.number(setting).map(Duration::from_millis)
+    }
+
+    pub fn flag(&self, setting: &Setting) -> Result<bool, ConfigError> {
+        match self.get(setting) {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(setting.error("expected `true` or `false`")),
+        }
+    }
+
+    /// An http:// or https:// URL with a host; a trailing slash is dropped.
+    pub fn http_url(&self, setting: &Setting) -> Result<String, ConfigError> {
+        let url = self.get(setting).trim_end_matches('/');
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| setting.error("expected a URL such as http://memory:8020"))?;
+        match (uri.scheme_str(), uri.host()) {
+            (Some("http" | "https"), Some(_)) if uri.query().is_none() => Ok(url.to_owned()),
+            _ => Err(setting.error("expected an http:// or https:// URL with a host")),
+        }
+    }
+
+    /// [`Values::http_url`], or `None` when the value is empty (the feature is off).
+    pub fn optional_http_url(&self, setting: &Setting) -> Result<Option<String>, ConfigError> {
+        match self.get(setting) {
+            "" => Ok(None),
+            _ => self.http_url(setting).map(Some),
+        }
+    }
+}
