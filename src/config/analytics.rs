@@ -6,30 +6,20 @@ use super::ConfigError;
 use super::secret::Secret;
 use super::setting::{Setting, Values};
 
-pub const URL: Setting = Setting::text(
-    "IBEX_API_CLICKHOUSE_URL",
-    "http://127.0.0.1:8123",
-    "HTTP endpoint of the ClickHouse trace store the analytics read (`ibex.llm_traces`). Empty turns analytics off: they answer 503 ANALYTICS_UNAVAILABLE.",
-);
-pub const DATABASE: Setting = Setting::text(
-    "IBEX_API_CLICKHOUSE_DATABASE",
-    "ibex",
-    "Database holding `llm_traces`.",
-);
-pub const USER: Setting = Setting::text("IBEX_API_CLICKHOUSE_USER", "default", "ClickHouse user.");
-pub const PASSWORD: Setting = Setting::text(
-    "IBEX_API_CLICKHOUSE_PASSWORD",
-    "",
-    "ClickHouse password. Never logged.",
-);
-pub const QUERY_TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_CLICKHOUSE_QUERY_TIMEOUT_MS",
-    "5000",
-    1,
-    "Deadline of one analytics query (sent as `max_execution_time` and enforced by the client); past it the answer is 503 ANALYTICS_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
-);
-
-pub const SETTINGS: &[Setting] = &[URL, DATABASE, USER, PASSWORD, QUERY_TIMEOUT];
+settings! {
+    /// HTTP endpoint of the ClickHouse trace store the analytics read (`ibex.llm_traces`). Empty
+    /// turns analytics off: they answer 503 ANALYTICS_UNAVAILABLE.
+    URL = text("IBEX_API_CLICKHOUSE_URL", "http://127.0.0.1:8123");
+    /// Database holding `llm_traces`.
+    DATABASE = text("IBEX_API_CLICKHOUSE_DATABASE", "ibex");
+    /// ClickHouse user.
+    USER = text("IBEX_API_CLICKHOUSE_USER", "default");
+    /// ClickHouse password. Never logged.
+    PASSWORD = text("IBEX_API_CLICKHOUSE_PASSWORD", "");
+    /// Deadline of one analytics query (sent as `max_execution_time` and enforced by the client);
+    /// past it the answer is 503 ANALYTICS_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.
+    QUERY_TIMEOUT = millis("IBEX_API_CLICKHOUSE_QUERY_TIMEOUT_MS", "5000", 1);
+}
 
 /// The trace store's settings.
 #[derive(Debug, Clone)]

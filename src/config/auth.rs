@@ -5,44 +5,20 @@ use std::time::Duration;
 use super::ConfigError;
 use super::setting::{Setting, Values};
 
-pub const GRPC_ADDR: Setting = Setting::text(
-    "IBEX_API_AUTH_GRPC_ADDR",
-    "http://127.0.0.1:9091",
-    "The platform auth service's gRPC endpoint (http:// or https://).",
-);
-pub const TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_AUTH_TIMEOUT_MS",
-    "1000",
-    1,
-    "Deadline of one ValidateToken call; past it the request is refused with 503 AUTH_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
-);
-pub const CONNECT_TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_AUTH_CONNECT_TIMEOUT_MS",
-    "500",
-    1,
-    "Deadline for opening the TCP connection to the auth service.",
-);
-pub const CACHE_TTL: Setting = Setting::millis(
-    "IBEX_API_AUTH_CACHE_TTL_MS",
-    "0",
-    0,
-    "0 validates every request. Above 0, successful validations are cached for at most this long (and never past the token's expiry): a revoked token keeps working for up to this long.",
-);
-pub const CACHE_MAX_ENTRIES: Setting = Setting::number(
-    "IBEX_API_AUTH_CACHE_MAX_ENTRIES",
-    "10000",
-    1,
-    10_000_000,
-    "Most tokens the validation cache holds.",
-);
-
-pub const SETTINGS: &[Setting] = &[
-    GRPC_ADDR,
-    TIMEOUT,
-    CONNECT_TIMEOUT,
-    CACHE_TTL,
-    CACHE_MAX_ENTRIES,
-];
+settings! {
+    /// The platform auth service's gRPC endpoint (http:// or https://).
+    GRPC_ADDR = text("IBEX_API_AUTH_GRPC_ADDR", "http://127.0.0.1:9091");
+    /// Deadline of one ValidateToken call; past it the request is refused with 503
+    /// AUTH_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.
+    TIMEOUT = millis("IBEX_API_AUTH_TIMEOUT_MS", "1000", 1);
+    /// Deadline for opening the TCP connection to the auth service.
+    CONNECT_TIMEOUT = millis("IBEX_API_AUTH_CONNECT_TIMEOUT_MS", "500", 1);
+    /// 0 validates every request. Above 0, successful validations are cached for at most this long
+    /// (and never past the token's expiry): a revoked token keeps working for up to this long.
+    CACHE_TTL = millis("IBEX_API_AUTH_CACHE_TTL_MS", "0", 0);
+    /// Most tokens the validation cache holds.
+    CACHE_MAX_ENTRIES = number("IBEX_API_AUTH_CACHE_MAX_ENTRIES", "10000", 1, 10_000_000);
+}
 
 #[derive(Debug, Clone)]
 pub struct AuthConfig {

@@ -7,32 +7,19 @@ use super::ConfigError;
 use super::secret::SecretUrl;
 use super::setting::{Setting, Values};
 
-pub const URL: Setting = Setting::text(
-    "IBEX_API_DATABASE_URL",
-    "postgres://ibex@127.0.0.1:5432/ibex",
-    "PostgreSQL connection URL (postgres://user:password@host:port/db?sslmode=require for TLS). The password is never logged. The login role must be a member of `ibex_app`.",
-);
-pub const MAX_CONNECTIONS: Setting = Setting::number(
-    "IBEX_API_DATABASE_MAX_CONNECTIONS",
-    "10",
-    1,
-    10_000,
-    "Most connections the request pool opens to PostgreSQL (the background jobs' pool adds 3).",
-);
-pub const ACQUIRE_TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS",
-    "500",
-    1,
-    "Longest a request waits for a pooled connection (or a new one); past it the answer is 503 SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
-);
-pub const STATEMENT_TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS",
-    "5000",
-    1,
-    "PostgreSQL `statement_timeout` of the service's connections; a statement running longer is cancelled and answered 503 SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
-);
-
-pub const SETTINGS: &[Setting] = &[URL, MAX_CONNECTIONS, ACQUIRE_TIMEOUT, STATEMENT_TIMEOUT];
+settings! {
+    /// PostgreSQL connection URL (postgres://user:password@host:port/db?sslmode=require for TLS).
+    /// The password is never logged. The login role must be a member of `ibex_app`.
+    URL = text("IBEX_API_DATABASE_URL", "postgres://ibex@127.0.0.1:5432/ibex");
+    /// Most connections the request pool opens to PostgreSQL (the background jobs' pool adds 3).
+    MAX_CONNECTIONS = number("IBEX_API_DATABASE_MAX_CONNECTIONS", "10", 1, 10_000);
+    /// Longest a request waits for a pooled connection (or a new one); past it the answer is 503
+    /// SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.
+    ACQUIRE_TIMEOUT = millis("IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS", "500", 1);
+    /// PostgreSQL `statement_timeout` of the service's connections; a statement running longer is
+    /// cancelled and answered 503 SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.
+    STATEMENT_TIMEOUT = millis("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", "5000", 1);
+}
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {

@@ -5,21 +5,13 @@ use std::time::Duration;
 use super::ConfigError;
 use super::setting::{Setting, Values};
 
-pub const BATCH_SIZE: Setting = Setting::number(
-    "IBEX_API_GDPR_BATCH_SIZE",
-    "1000",
-    1,
-    100_000,
-    "Rows the organization-deletion job removes per transaction.",
-);
-pub const BATCH_PAUSE: Setting = Setting::millis(
-    "IBEX_API_GDPR_BATCH_PAUSE_MS",
-    "0",
-    0,
-    "Pause between two batches of the organization-deletion job, to spare the database on large organizations.",
-);
-
-pub const SETTINGS: &[Setting] = &[BATCH_SIZE, BATCH_PAUSE];
+settings! {
+    /// Rows the organization-deletion job removes per transaction.
+    BATCH_SIZE = number("IBEX_API_GDPR_BATCH_SIZE", "1000", 1, 100_000);
+    /// Pause between two batches of the organization-deletion job, to spare the database on large
+    /// organizations.
+    BATCH_PAUSE = millis("IBEX_API_GDPR_BATCH_PAUSE_MS", "0", 0);
+}
 
 #[derive(Debug, Clone)]
 pub struct GdprConfig {

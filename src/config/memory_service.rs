@@ -5,19 +5,15 @@ use std::time::Duration;
 use super::ConfigError;
 use super::setting::{Setting, Values};
 
-pub const URL: Setting = Setting::text(
-    "IBEX_API_MEMORY_SERVICE_URL",
-    "http://127.0.0.1:8020",
-    "Base URL of the platform's memory service (semantic search calls `POST {url}/internal/memories/search`). Empty turns search off: it answers 503 MEMORY_SERVICE_UNAVAILABLE.",
-);
-pub const TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_MEMORY_SERVICE_TIMEOUT_MS",
-    "2000",
-    1,
-    "Deadline of one memory-service search call; past it the answer is 503 MEMORY_SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.",
-);
-
-pub const SETTINGS: &[Setting] = &[URL, TIMEOUT];
+settings! {
+    /// Base URL of the platform's memory service (semantic search calls `POST
+    /// {url}/internal/memories/search`). Empty turns search off: it answers 503
+    /// MEMORY_SERVICE_UNAVAILABLE.
+    URL = text("IBEX_API_MEMORY_SERVICE_URL", "http://127.0.0.1:8020");
+    /// Deadline of one memory-service search call; past it the answer is 503
+    /// MEMORY_SERVICE_UNAVAILABLE. Must be below IBEX_API_REQUEST_TIMEOUT_MS.
+    TIMEOUT = millis("IBEX_API_MEMORY_SERVICE_TIMEOUT_MS", "2000", 1);
+}
 
 #[derive(Debug, Clone)]
 pub struct MemoryServiceConfig {

@@ -9,6 +9,21 @@
 //! process can refuse to start with one clear line. Unknown `IBEX_API_*` variables are errors too:
 //! a typo must not silently leave a default in force.
 
+/// Declares a concern's settings, each once: its doc comment is its meaning, the call its
+/// variable, default and bounds. Makes a `Setting` const of each and the concern's `SETTINGS`,
+/// in order, for the documentation.
+macro_rules! settings {
+    ($($(#[doc = $doc:literal])+ $name:ident = $kind:ident($($arg:expr),+ $(,)?);)+) => {
+        $(
+            $(#[doc = $doc])+
+            pub const $name: Setting = Setting::$kind($($arg),+, &[$($doc),+]);
+        )+
+
+        /// This concern's settings, in the order the documentation lists them.
+        pub const SETTINGS: &[Setting] = &[$($name),+];
+    };
+}
+
 mod analytics;
 mod auth;
 mod database;
@@ -45,17 +60,16 @@ pub use server::ServerConfig;
 use setting::Values;
 pub use setting::{Bounds, Setting};
 
-/// The file the other settings may come from (read before the others, by the loader itself).
-pub const CONFIG_FILE: Setting = Setting::text(
-    "IBEX_API_CONFIG_FILE",
-    "",
-    "Optional TOML file with the same settings as lowercase keys without the prefix (port = 8010); environment variables override it.",
-);
+settings! {
+    /// Optional TOML file with the same settings as lowercase keys without the prefix (port =
+    /// 8010); environment variables override it.
+    CONFIG_FILE = text("IBEX_API_CONFIG_FILE", "");
+}
 
 /// Every setting, concern by concern, in the order the documentation lists them.
 pub fn settings() -> impl Iterator<Item = &'static Setting> {
     [
-        std::slice::from_ref(&CONFIG_FILE),
+        SETTINGS,
         server::SETTINGS,
         observability::SETTINGS,
         auth::SETTINGS,
@@ -83,7 +97,7 @@ pub fn markdown_table() -> String {
         } else {
             format!("`{}`", setting.default)
         };
-        let (name, bounds, meaning) = (setting.name, setting.bounds_text(), setting.meaning);
+        let (name, bounds, meaning) = (setting.name, setting.bounds_text(), setting.meaning());
         table.push_str(&format!(
             "| `{name}` | {default} | {bounds} | {meaning} |\n"
         ));
@@ -104,7 +118,7 @@ pub fn env_example() -> String {
             b if b.is_empty() => String::new(),
             b => format!(" ({b})"),
         };
-        let (name, default, meaning) = (setting.name, setting.default, setting.meaning);
+        let (name, default, meaning) = (setting.name, setting.default, setting.meaning());
         text.push_str(&format!(
             "\n# {meaning}{bounds}\n{comment}{name}={default}\n"
         ));

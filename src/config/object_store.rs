@@ -6,59 +6,27 @@ use super::ConfigError;
 use super::secret::Secret;
 use super::setting::{Setting, Values};
 
-pub const ENDPOINT: Setting = Setting::text(
-    "IBEX_API_S3_ENDPOINT",
-    "http://127.0.0.1:9000",
-    "S3-compatible object store the service uploads exports to and reads archives from (MinIO: http://minio.svc:9000).",
-);
-pub const PUBLIC_ENDPOINT: Setting = Setting::text(
-    "IBEX_API_S3_PUBLIC_ENDPOINT",
-    "",
-    "Endpoint that pre-signed download URLs are signed for, as browsers reach the store (https://files.example.com). Empty: IBEX_API_S3_ENDPOINT.",
-);
-pub const REGION: Setting = Setting::text(
-    "IBEX_API_S3_REGION",
-    "us-east-1",
-    "Region used in SigV4 signatures.",
-);
-pub const ACCESS_KEY_ID: Setting = Setting::text(
-    "IBEX_API_S3_ACCESS_KEY_ID",
-    "",
-    "Access key of the object store. Empty turns the object store off: exports and replays answer 503.",
-);
-pub const SECRET_ACCESS_KEY: Setting = Setting::text(
-    "IBEX_API_S3_SECRET_ACCESS_KEY",
-    "",
-    "Secret key of the object store. Never logged.",
-);
-pub const EXPORT_BUCKET: Setting = Setting::text(
-    "IBEX_API_EXPORT_BUCKET",
-    "ibex-exports",
-    "Bucket memory exports are written to, under `{org_id}/`.",
-);
-pub const ARCHIVE_BUCKET: Setting = Setting::text(
-    "IBEX_API_ARCHIVE_BUCKET",
-    "ibex-archives",
-    "Bucket the platform's archiver writes session archives to, under `{org_id}/`.",
-);
-pub const PRESIGN_TTL: Setting = Setting::millis(
-    "IBEX_API_S3_PRESIGN_TTL_MS",
-    "900000",
-    1000,
-    "Lifetime of a pre-signed download URL (export downloads, session replays): 15 minutes.",
-)
-.at_most_millis(7 * 86_400_000);
-
-pub const SETTINGS: &[Setting] = &[
-    ENDPOINT,
-    PUBLIC_ENDPOINT,
-    REGION,
-    ACCESS_KEY_ID,
-    SECRET_ACCESS_KEY,
-    EXPORT_BUCKET,
-    ARCHIVE_BUCKET,
-    PRESIGN_TTL,
-];
+settings! {
+    /// S3-compatible object store the service uploads exports to and reads archives from (MinIO:
+    /// http://minio.svc:9000).
+    ENDPOINT = text("IBEX_API_S3_ENDPOINT", "http://127.0.0.1:9000");
+    /// Endpoint that pre-signed download URLs are signed for, as browsers reach the store
+    /// (https://files.example.com). Empty: IBEX_API_S3_ENDPOINT.
+    PUBLIC_ENDPOINT = text("IBEX_API_S3_PUBLIC_ENDPOINT", "");
+    /// Region used in SigV4 signatures.
+    REGION = text("IBEX_API_S3_REGION", "us-east-1");
+    /// Access key of the object store. Empty turns the object store off: exports and replays answer
+    /// 503.
+    ACCESS_KEY_ID = text("IBEX_API_S3_ACCESS_KEY_ID", "");
+    /// Secret key of the object store. Never logged.
+    SECRET_ACCESS_KEY = text("IBEX_API_S3_SECRET_ACCESS_KEY", "");
+    /// Bucket memory exports are written to, under `{org_id}/`.
+    EXPORT_BUCKET = text("IBEX_API_EXPORT_BUCKET", "ibex-exports");
+    /// Bucket the platform's archiver writes session archives to, under `{org_id}/`.
+    ARCHIVE_BUCKET = text("IBEX_API_ARCHIVE_BUCKET", "ibex-archives");
+    /// Lifetime of a pre-signed download URL (export downloads, session replays): 15 minutes.
+    PRESIGN_TTL = millis_up_to("IBEX_API_S3_PRESIGN_TTL_MS", "900000", 1000, 7 * 86_400_000);
+}
 
 /// The object store's settings.
 #[derive(Debug, Clone)]

@@ -5,23 +5,16 @@ use std::net::SocketAddr;
 use super::ConfigError;
 use super::setting::{Setting, Values};
 
-pub const LOG_FORMAT: Setting = Setting::text(
-    "IBEX_API_LOG_FORMAT",
-    "json",
-    "`json` (one JSON object per line, for production) or `text` (readable, for development). `--dev` defaults to `text`.",
-);
-pub const LOG_LEVEL: Setting = Setting::text(
-    "IBEX_API_LOG_LEVEL",
-    "info",
-    "Log filter: a level (`debug`) or tracing directives (`info,ibex_api=debug`).",
-);
-pub const METRICS_ADDR: Setting = Setting::text(
-    "IBEX_API_METRICS_ADDR",
-    "0.0.0.0:9464",
-    "Address of the Prometheus listener (`GET /metrics`), separate from the API port. Empty turns metrics off.",
-);
-
-pub const SETTINGS: &[Setting] = &[LOG_FORMAT, LOG_LEVEL, METRICS_ADDR];
+settings! {
+    /// `json` (one JSON object per line, for production) or `text` (readable, for development).
+    /// `--dev` defaults to `text`.
+    LOG_FORMAT = text("IBEX_API_LOG_FORMAT", "json");
+    /// Log filter: a level (`debug`) or tracing directives (`info,ibex_api=debug`).
+    LOG_LEVEL = text("IBEX_API_LOG_LEVEL", "info");
+    /// Address of the Prometheus listener (`GET /metrics`), separate from the API port. Empty turns
+    /// metrics off.
+    METRICS_ADDR = text("IBEX_API_METRICS_ADDR", "0.0.0.0:9464");
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

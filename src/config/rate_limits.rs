@@ -8,60 +8,27 @@ use uuid::Uuid;
 use super::ConfigError;
 use super::setting::{Setting, Values};
 
-pub const ENABLED: Setting = Setting::text(
-    "IBEX_API_RATE_LIMIT_ENABLED",
-    "true",
-    "Request limits per organization and per token, kept in Redis (`IBEX_API_REDIS_URL`) and shared by every replica. `false`, or no Redis, turns them off. When Redis does not answer, requests go through (fail open).",
-);
-pub const ORG_PER_SECOND: Setting = Setting::number(
-    "IBEX_API_RATE_LIMIT_ORG_PER_SECOND",
-    "100",
-    1,
-    1_000_000,
-    "Requests a second an organization may make, sustained, across all its tokens and all replicas.",
-);
-pub const ORG_BURST: Setting = Setting::number(
-    "IBEX_API_RATE_LIMIT_ORG_BURST",
-    "200",
-    1,
-    1_000_000,
-    "Requests an organization may make at once before the sustained rate applies.",
-);
-pub const TOKEN_PER_SECOND: Setting = Setting::number(
-    "IBEX_API_RATE_LIMIT_TOKEN_PER_SECOND",
-    "50",
-    1,
-    1_000_000,
-    "Requests a second one token may make, sustained.",
-);
-pub const TOKEN_BURST: Setting = Setting::number(
-    "IBEX_API_RATE_LIMIT_TOKEN_BURST",
-    "100",
-    1,
-    1_000_000,
-    "Requests one token may make at once.",
-);
-pub const ORG_OVERRIDES: Setting = Setting::text(
-    "IBEX_API_RATE_LIMIT_ORG_OVERRIDES",
-    "",
-    "Organizations with limits of their own: `ORG_ID=PER_SECOND/BURST` separated by commas, e.g. `0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70=500/1000`.",
-);
-pub const TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_RATE_LIMIT_TIMEOUT_MS",
-    "100",
-    1,
-    "How long a request waits for the limiter's Redis; past it the request goes through and Redis is left alone for a second.",
-);
-
-pub const SETTINGS: &[Setting] = &[
-    ENABLED,
-    ORG_PER_SECOND,
-    ORG_BURST,
-    TOKEN_PER_SECOND,
-    TOKEN_BURST,
-    ORG_OVERRIDES,
-    TIMEOUT,
-];
+settings! {
+    /// Request limits per organization and per token, kept in Redis (`IBEX_API_REDIS_URL`) and
+    /// shared by every replica. `false`, or no Redis, turns them off. When Redis does not answer,
+    /// requests go through (fail open).
+    ENABLED = text("IBEX_API_RATE_LIMIT_ENABLED", "true");
+    /// Requests a second an organization may make, sustained, across all its tokens and all
+    /// replicas.
+    ORG_PER_SECOND = number("IBEX_API_RATE_LIMIT_ORG_PER_SECOND", "100", 1, 1_000_000);
+    /// Requests an organization may make at once before the sustained rate applies.
+    ORG_BURST = number("IBEX_API_RATE_LIMIT_ORG_BURST", "200", 1, 1_000_000);
+    /// Requests a second one token may make, sustained.
+    TOKEN_PER_SECOND = number("IBEX_API_RATE_LIMIT_TOKEN_PER_SECOND", "50", 1, 1_000_000);
+    /// Requests one token may make at once.
+    TOKEN_BURST = number("IBEX_API_RATE_LIMIT_TOKEN_BURST", "100", 1, 1_000_000);
+    /// Organizations with limits of their own: `ORG_ID=PER_SECOND/BURST` separated by commas, e.g.
+    /// `0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70=500/1000`.
+    ORG_OVERRIDES = text("IBEX_API_RATE_LIMIT_ORG_OVERRIDES", "");
+    /// How long a request waits for the limiter's Redis; past it the request goes through and Redis
+    /// is left alone for a second.
+    TIMEOUT = millis("IBEX_API_RATE_LIMIT_TIMEOUT_MS", "100", 1);
+}
 
 /// A rate-limit bucket's size: `per_second` sustained, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -5,20 +5,14 @@ use std::time::Duration;
 use super::ConfigError;
 use super::setting::{Setting, Values};
 
-pub const CHECK_TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_READY_CHECK_TIMEOUT_MS",
-    "500",
-    1,
-    "Deadline of each /ready check.",
-);
-pub const CACHE: Setting = Setting::millis(
-    "IBEX_API_READY_CACHE_MS",
-    "1000",
-    0,
-    "How long a /ready result is served again before the checks re-run. /ready needs no token: this bounds the auth-service probes anyone can cause to one per period. 0 re-runs them every time.",
-);
-
-pub const SETTINGS: &[Setting] = &[CHECK_TIMEOUT, CACHE];
+settings! {
+    /// Deadline of each /ready check.
+    CHECK_TIMEOUT = millis("IBEX_API_READY_CHECK_TIMEOUT_MS", "500", 1);
+    /// How long a /ready result is served again before the checks re-run. /ready needs no token:
+    /// this bounds the auth-service probes anyone can cause to one per period. 0 re-runs them every
+    /// time.
+    CACHE = millis("IBEX_API_READY_CACHE_MS", "1000", 0);
+}
 
 #[derive(Debug, Clone)]
 pub struct ReadinessConfig {

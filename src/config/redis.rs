@@ -6,19 +6,15 @@ use super::ConfigError;
 use super::secret::SecretUrl;
 use super::setting::{Setting, Values};
 
-pub const URL: Setting = Setting::text(
-    "IBEX_API_REDIS_URL",
-    "redis://127.0.0.1:6379",
-    "Redis the platform events are published to (redis://[:password@]host:port[/db], rediss:// for TLS). The password is never logged. Empty turns publishing off: events wait in the outbox until it is set.",
-);
-pub const OUTBOX_POLL: Setting = Setting::millis(
-    "IBEX_API_OUTBOX_POLL_MS",
-    "250",
-    10,
-    "How often the event publisher looks for events committed by other replicas (this replica's own are published at once).",
-);
-
-pub const SETTINGS: &[Setting] = &[URL, OUTBOX_POLL];
+settings! {
+    /// Redis the platform events are published to (redis://[:password@]host:port[/db], rediss://
+    /// for TLS). The password is never logged. Empty turns publishing off: events wait in the
+    /// outbox until it is set.
+    URL = text("IBEX_API_REDIS_URL", "redis://127.0.0.1:6379");
+    /// How often the event publisher looks for events committed by other replicas (this replica's
+    /// own are published at once).
+    OUTBOX_POLL = millis("IBEX_API_OUTBOX_POLL_MS", "250", 10);
+}
 
 #[derive(Debug, Clone)]
 pub struct RedisConfig {

@@ -6,19 +6,16 @@ use super::ConfigError;
 use super::secret::Secret;
 use super::setting::{Setting, Values};
 
-pub const IDEMPOTENCY_TTL: Setting = Setting::millis(
-    "IBEX_API_IDEMPOTENCY_TTL_MS",
-    "86400000",
-    1_000,
-    "How long the answer to a POST with an Idempotency-Key is kept for its retries (24 hours); expired keys are swept every minute in batches of 1,000.",
-);
-pub const CURSOR_KEYS: Setting = Setting::text(
-    "IBEX_API_CURSOR_KEYS",
-    "",
-    "Secrets that sign list cursors (HMAC-SHA256), separated by commas, each at least 32 characters: the first signs, every one verifies, so a rotation puts the new key first and keeps the old one for a while. Every replica needs the same keys. Empty: a random key per process, and a cursor works only on the replica that issued it. Never logged.",
-);
-
-pub const SETTINGS: &[Setting] = &[IDEMPOTENCY_TTL, CURSOR_KEYS];
+settings! {
+    /// How long the answer to a POST with an Idempotency-Key is kept for its retries (24 hours);
+    /// expired keys are swept every minute in batches of 1,000.
+    IDEMPOTENCY_TTL = millis("IBEX_API_IDEMPOTENCY_TTL_MS", "86400000", 1_000);
+    /// Secrets that sign list cursors (HMAC-SHA256), separated by commas, each at least 32
+    /// characters: the first signs, every one verifies, so a rotation puts the new key first and
+    /// keeps the old one for a while. Every replica needs the same keys. Empty: a random key per
+    /// process, and a cursor works only on the replica that issued it. Never logged.
+    CURSOR_KEYS = text("IBEX_API_CURSOR_KEYS", "");
+}
 
 #[derive(Debug, Clone)]
 pub struct RequestsConfig {

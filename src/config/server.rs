@@ -8,64 +8,30 @@ use http::HeaderValue;
 use super::ConfigError;
 use super::setting::{Setting, Values};
 
-pub const HOST: Setting = Setting::text("IBEX_API_HOST", "0.0.0.0", "IP address to listen on.");
-pub const PORT: Setting =
-    Setting::number("IBEX_API_PORT", "8010", 1, 65535, "TCP port to listen on.");
-pub const CORS_ALLOWED_ORIGINS: Setting = Setting::text(
-    "IBEX_API_CORS_ALLOWED_ORIGINS",
-    "",
-    "Comma-separated browser origins allowed to call the API (https://dashboard.example.com). Empty allows none; `*` is refused.",
-);
-pub const REQUEST_TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_REQUEST_TIMEOUT_MS",
-    "10000",
-    1,
-    "Deadline for a whole request, auth included; past it the answer is 504 REQUEST_TIMEOUT.",
-);
-pub const MAX_BODY_BYTES: Setting = Setting::number(
-    "IBEX_API_MAX_BODY_BYTES",
-    "1048576",
-    1,
-    1 << 30,
-    "Largest accepted request body; larger is 413 PAYLOAD_TOO_LARGE.",
-);
-pub const MAX_CONNECTIONS: Setting = Setting::number(
-    "IBEX_API_MAX_CONNECTIONS",
-    "4096",
-    1,
-    1 << 20,
-    "Open client connections at most; further ones wait in the kernel's accept queue.",
-);
-pub const HEADER_READ_TIMEOUT: Setting = Setting::millis(
-    "IBEX_API_HEADER_READ_TIMEOUT_MS",
-    "5000",
-    1,
-    "Time a client has to send a request's headers, and how long an idle keep-alive connection stays open; then the connection is closed.",
-);
-pub const SHUTDOWN_GRACE: Setting = Setting::millis(
-    "IBEX_API_SHUTDOWN_GRACE_MS",
-    "5000",
-    0,
-    "After SIGTERM/SIGINT: time /ready answers 503 while new connections are still accepted, so load balancers can stop routing here.",
-);
-pub const SHUTDOWN_DRAIN: Setting = Setting::millis(
-    "IBEX_API_SHUTDOWN_DRAIN_MS",
-    "15000",
-    0,
-    "After the grace period: time in-flight requests get to finish before the process exits anyway.",
-);
-
-pub const SETTINGS: &[Setting] = &[
-    HOST,
-    PORT,
-    CORS_ALLOWED_ORIGINS,
-    REQUEST_TIMEOUT,
-    MAX_BODY_BYTES,
-    MAX_CONNECTIONS,
-    HEADER_READ_TIMEOUT,
-    SHUTDOWN_GRACE,
-    SHUTDOWN_DRAIN,
-];
+settings! {
+    /// IP address to listen on.
+    HOST = text("IBEX_API_HOST", "0.0.0.0");
+    /// TCP port to listen on.
+    PORT = number("IBEX_API_PORT", "8010", 1, 65535);
+    /// Comma-separated browser origins allowed to call the API (https://dashboard.example.com).
+    /// Empty allows none; `*` is refused.
+    CORS_ALLOWED_ORIGINS = text("IBEX_API_CORS_ALLOWED_ORIGINS", "");
+    /// Deadline for a whole request, auth included; past it the answer is 504 REQUEST_TIMEOUT.
+    REQUEST_TIMEOUT = millis("IBEX_API_REQUEST_TIMEOUT_MS", "10000", 1);
+    /// Largest accepted request body; larger is 413 PAYLOAD_TOO_LARGE.
+    MAX_BODY_BYTES = number("IBEX_API_MAX_BODY_BYTES", "1048576", 1, 1 << 30);
+    /// Open client connections at most; further ones wait in the kernel's accept queue.
+    MAX_CONNECTIONS = number("IBEX_API_MAX_CONNECTIONS", "4096", 1, 1 << 20);
+    /// Time a client has to send a request's headers, and how long an idle keep-alive connection
+    /// stays open; then the connection is closed.
+    HEADER_READ_TIMEOUT = millis("IBEX_API_HEADER_READ_TIMEOUT_MS", "5000", 1);
+    /// After SIGTERM/SIGINT: time /ready answers 503 while new connections are still accepted, so
+    /// load balancers can stop routing here.
+    SHUTDOWN_GRACE = millis("IBEX_API_SHUTDOWN_GRACE_MS", "5000", 0);
+    /// After the grace period: time in-flight requests get to finish before the process exits
+    /// anyway.
+    SHUTDOWN_DRAIN = millis("IBEX_API_SHUTDOWN_DRAIN_MS", "15000", 0);
+}
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

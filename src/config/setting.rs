@@ -1,6 +1,7 @@
-//! One setting, declared once: its variable, default, bounds and meaning. The concern that owns
-//! it reads it through [`Values`], which applies the bounds and names the variable in every
-//! error; the documentation table and `.env.example` are generated from the same declarations.
+//! One setting, declared once: its variable, default, bounds and meaning (its doc comment, in
+//! [`settings!`](crate::config)). The concern that owns it reads it through [`Values`], which
+//! applies the bounds and names the variable in every error; the documentation table and
+//! `.env.example` are generated from the same declarations.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -27,16 +28,19 @@ pub struct Setting {
     pub name: &'static str,
     pub default: &'static str,
     pub bounds: Bounds,
-    pub meaning: &'static str,
+    /// The lines of the doc comment it was declared with ([`settings!`](crate::config)).
+    pub meaning_lines: &'static [&'static str],
 }
 
+type Meaning = &'static [&'static str];
+
 impl Setting {
-    pub const fn text(name: &'static str, default: &'static str, meaning: &'static str) -> Self {
+    pub const fn text(name: &'static str, default: &'static str, meaning: Meaning) -> Self {
         Self {
             name,
             default,
             bounds: Bounds::Text,
-            meaning,
+            meaning_lines: meaning,
         }
     }
 
@@ -45,13 +49,13 @@ impl Setting {
         default: &'static str,
         min: u64,
         max: u64,
-        meaning: &'static str,
+        meaning: Meaning,
     ) -> Self {
         Self {
             name,
             default,
             bounds: Bounds::Number { min, max },
-            meaning,
+            meaning_lines: meaning,
         }
     }
 
@@ -60,24 +64,30 @@ impl Setting {
         name: &'static str,
         default: &'static str,
         min: u64,
-        meaning: &'static str,
+        meaning: Meaning,
+    ) -> Self {
+        Self::millis_up_to(name, default, min, ONE_DAY_MS, meaning)
+    }
+
+    pub const fn millis_up_to(
+        name: &'static str,
+        default: &'static str,
+        min: u64,
+        max: u64,
+        meaning: Meaning,
     ) -> Self {
         Self {
             name,
             default,
-            bounds: Bounds::Millis {
-                min,
-                max: ONE_DAY_MS,
-            },
-            meaning,
+            bounds: Bounds::Millis { min, max },
+            meaning_lines: meaning,
         }
     }
 
-    pub const fn at_most_millis(mut self, max: u64) -> Self {
-        if let Bounds::Millis { min, .. } = self.bounds {
-            self.bounds = Bounds::Millis { min, max };
-        }
-        self
+    /// What the setting means, as one line of text.
+    pub fn meaning(&self) -> String {
+        let lines: Vec<&str> = self.meaning_lines.iter().map(|l| l.trim()).collect();
+        lines.join(" ")
     }
 
     /// The bounds as the documentation states them (empty for text).
