@@ -1,0 +1,192 @@
+//! Memories end to end over real connections: PostgreSQL (row-level security on), Redis (the
+//! proxy's cache eviction and the deletion events), an embedded S3 server that checks SigV4
+//! signatures (exports, pre-signed downloads), and a scriptable memory service on loopback.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const MEMORY_READ: u64 = 1 << 0;
+const MEMORY_DELETE: u64 = 1 << 2;
+const MEMORY_EXPORT: u64 = 1 << 3;
+const ORG_SETTINGS_WRITE: u64 = 1 << 35;
+const ALL: u64 = MEMORY_READ | MEMORY_DELETE | MEMORY_EXPORT;
+
+fn org_a() -> Uuid {
+    ORG_ID.parse().unwrap()
+}
+
+/// One memory to seed.
+#[derive(Debug, Clone)]
+struct Seed {
+    id: Uuid,
+    agent_id: Uuid,
+    org_id: Uuid,
+    content: String,
+    category: &'static str,
+    source: &'static str,
+    status: &'static str,
+    confidence: f32,
+    retrieval_count: i32,
+    created_at: DateTime<Utc>,
+    tags: Vec<String>,
+}
+
+impl Seed {
+    fn new(org_id: Uuid, agent_id: Uuid, n: usize) -> Self {
+        const CATEGORIES: [&str; 5] = [
+            "factual",
+            "preference",
+            "behavioral",
+            "episodic",
+            "procedural",
+        ];
+        const SOURCES: [&str; 4] = ["extracted", "user_provided", "imported", "inferred"];
+        const STATUSES: [&str; 3] = ["active", "archived", "superseded"];
+        let mut tags = vec![format!("t{}", n % 4)];
+        if n % 3 == 0 {
+            tags.push("vip".into());
+        }
+        Self {
+            id: Uuid::now_v7(),
+            agent_id,
+            org_id,
+            content: format!("memory number {n}"),
+            category: CATEGORIES[n % 5],
+            source: SOURCES[n % 4],
+            status: STATUSES[n % 3],
+            confidence: (n % 10) as f32 / 10.0,
+            retrieval_count: n as i32,
+            // Ties on created_at on purpose: every fourth pair shares its instant.
+            created_at: Utc
+                .timestamp_opt(1_790_000_000 + (n / 2) as i64 * 3600, 0)
+                .unwrap(),
+            tags,
+        }
+    }
+}
+
+/// Inserts memories (with their tags and a `create` history row) in three statements.
+async fn seed(db: &TestDb, memories: &[Seed]) {
+    let mut admin = db.admin().await;
+    let col = |f: fn(&Seed) -> String| memories.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash, category,
+             source, status, confidence, retrieval_count, metadata, created_at, updated_at)
+         SELECT id, org_id, agent_id, content, encode(sha256(convert_to(content, 'UTF8')), 'hex'),
+                category, source, status, confidence, retrieval_count,
+                jsonb_build_object('note', 'SECRET-METADATA'), created_at, created_at
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::real[], $9::int[], $10::timestamptz[])
+              AS s(id, org_id, agent_id, content, category, source, status, confidence,
+                   retrieval_count, created_at)",
+    )
+    .bind(memories.iter().map(|m| m.id).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| m.org_id).collect::<Vec<_>>())
+    .bind(memories.iter().map(|m| m.agent_id).collect::<Vec<_>>())
+    .bind(col(|m| m.content.clone()))
+    .bind(col(|m| m.category.to_owned()))
+    .bind(col(|m| m.source.to_owned()))
+    .bind(col(|m| m.status.to_owned()))
+    .bind(memories.iter().map(|m| m.confidence).collect::<Vec<_>>())
+    .bind(
+        memories
+            .iter()
+            .map(|m| m.retrieval_count)
+            .collect::<Vec<_>>(),
+    )
+    .bind(memories.iter().map(|m| m.created_at).collect::<Vec<_>>())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let pairs: Vec<(Uuid, Uuid, String)> = memories
+        .iter()
+        .flat_map(|m| m.tags.iter().map(move |t| (m.id, m.org_id, t.clone())))
+        .collect();
+    sqlx::query(
+        "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[])",
+    )
+    .bind(pairs.iter().map(|p| p.0).collect::<Vec<_>>())
+    .bind(pairs.iter().map(|p| p.1).collect::<Vec<_>>())
+    .bind(pairs.iter().map(|p| p.2.clone()).collect::<Vec<_>>())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
+
+async fn scalar(db: &TestDb, sql: &str, id: Uuid) -> i64 {
+    let mut admin = db.admin().await;
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+}
+
+/// Follows `next_cursor` to the end; returns the ids in order.
+async fn page_through(app: &TestApp, token: &str, path: &str, limit: u32) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut url = format!("{path}{sep}limit={limit}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let reply = app.call("GET", &url, token, None).await;
+        assert_eq!(reply.status, 200, "{url}: {}", reply.text());
+        let body = reply.json();
+        for item in body["items"].as_array().unwrap() {
+            ids.push(item["id"].as_str().unwrap().parse().unwrap());
+        }
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+    panic!("paging did not end")
+}
+
+/// Waits for the export job to leave pending/running.
+async fn finished_job(app: &TestApp, token: &str, location: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = app.call("GET", location, token, None).await.json();
+        if job["status"] == "succeeded" || job["status"] == "failed" {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the export did not finish: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Files below `dir`, at any depth (objects in the S3 server's folder).
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() { count_files(&path) } else { 1 }
+        })
+        .sum()
+}
+
+mod deletion;
+mod exports;
+mod lists;
+mod search;
+mod tenancy;
