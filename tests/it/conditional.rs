@@ -158,70 +158,44 @@ async fn users_the_organization_and_directives_carry_tags_too() {
         ORG_SETTINGS_WRITE | USER_MANAGE | DIRECTIVE_ALL,
     );
 
-    // The organization.
-    let org_path = format!("/v1/organizations/{ORG_ID}");
-    let tag = etag(&app.call("GET", &org_path, &token, None).await);
-    let cached = app.if_none_match(&org_path, &token, &tag).await;
-    assert_eq!(cached.status, 304);
-    let changed = app
-        .if_match("PATCH", &org_path, &token, &tag, Some(json!({"name": "N"})))
-        .await;
-    assert_eq!(changed.status, 200);
-    assert_ne!(etag(&changed), tag);
-    app.if_match("PATCH", &org_path, &token, &tag, Some(json!({"name": "M"})))
-        .await
-        .assert_error(412, "PRECONDITION_FAILED");
-    assert_eq!(
-        app.call("GET", &org_path, &token, None).await.json()["name"],
-        "N"
-    );
-
-    // A user.
+    // The organization and a user: the same rules, one table.
     let invited = app
         .post(
             "/v1/users",
             &token,
-            json!({"email": "u@x.example", "name": "U", "role": "member"}),
+            json!({"email": "u@x.example", "role": "member"}),
         )
         .await;
     assert_eq!(invited.status, 201);
     let user_path = format!("/v1/users/{}", invited.json()["id"].as_str().unwrap());
-    let tag = etag(&app.call("GET", &user_path, &token, None).await);
-    let changed = app
-        .if_match(
-            "PATCH",
-            &user_path,
-            &token,
-            &tag,
-            Some(json!({"name": "V"})),
-        )
-        .await;
-    assert_eq!(changed.status, 200);
-    app.if_match(
-        "PATCH",
-        &user_path,
-        &token,
-        &tag,
-        Some(json!({"name": "W"})),
-    )
-    .await
-    .assert_error(412, "PRECONDITION_FAILED");
-    app.if_match("DELETE", &user_path, &token, &tag, None)
-        .await
-        .assert_error(412, "PRECONDITION_FAILED");
-    assert_eq!(
-        app.call("GET", &user_path, &token, None).await.json()["name"],
-        "V"
-    );
+    let org_path = format!("/v1/organizations/{ORG_ID}");
+    for (path, stale_delete) in [(&org_path, false), (&user_path, true)] {
+        let tag = etag(&app.call("GET", path, &token, None).await);
+        assert_eq!(
+            app.if_none_match(path, &token, &tag).await.status,
+            304,
+            "{path}"
+        );
+        let changed = app
+            .if_match("PATCH", path, &token, &tag, Some(json!({"name": "N"})))
+            .await;
+        assert_eq!(changed.status, 200, "{path}");
+        assert_ne!(etag(&changed), tag, "{path}: the tag moves");
+        let stale = Some(json!({"name": "M"}));
+        app.if_match("PATCH", path, &token, &tag, stale)
+            .await
+            .assert_error(412, "PRECONDITION_FAILED");
+        if stale_delete {
+            app.if_match("DELETE", path, &token, &tag, None)
+                .await
+                .assert_error(412, "PRECONDITION_FAILED");
+        }
+        let now = app.call("GET", path, &token, None).await.json();
+        assert_eq!(now["name"], "N", "{path}: a stale write changed nothing");
+    }
 
     // A directive: set, roll back and deactivate honour If-Match; its tag moves with each.
-    let agent = app
-        .post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
-        .await
-        .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let agent = app.create_agent(&token, "a").await;
     let directive = format!("/v1/agents/{agent}/directive");
     // No directive yet: there is no version the caller could have seen.
     app.if_match(

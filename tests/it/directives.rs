@@ -31,13 +31,7 @@ async fn setup(overrides: &[(&str, &str)]) -> Setup {
     with_body_room.extend_from_slice(overrides);
     let app = TestApp::start(auth.addr, &with_body_room).await;
     let token = auth.token_for(org_a(), ALL);
-    let agent = app
-        .post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
-        .await
-        .json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let agent = app.create_agent(&token, "a").await;
     Setup {
         auth,
         app,
