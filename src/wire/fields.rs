@@ -61,6 +61,8 @@ pub struct Fields {
     body: &'static Body,
     map: Map<String, Value>,
     errors: Vec<FieldError>,
+    /// The declared fields the body carries, in declaration order (for the audit trail).
+    sent: Vec<&'static str>,
 }
 
 impl Body {
@@ -76,9 +78,13 @@ impl Body {
             body: self,
             map,
             errors: Vec::new(),
+            sent: Vec::new(),
         };
         for field in self.fields {
             let present = fields.map.contains_key(field.name);
+            if present && !matches!(field.kind, Kind::ReadOnly(_)) {
+                fields.sent.push(field.name);
+            }
             if let Kind::ReadOnly(message) = field.kind {
                 if present {
                     fields.map.remove(field.name);
@@ -396,6 +402,7 @@ impl Fields {
                 body: self.body,
                 map: Map::from_iter([(name.to_owned(), item)]),
                 errors: Vec::new(),
+                sent: Vec::new(),
             };
             let text = one.read_text(name, rule);
             if let Some(error) = one.errors.pop() {
@@ -415,8 +422,9 @@ impl Fields {
         }
     }
 
-    /// Ends reading: every field not taken is unknown. `Ok` only when nothing was wrong.
-    pub fn finish(mut self) -> Result<(), ApiError> {
+    /// Ends reading: every field not taken is unknown. `Ok` only when nothing was wrong, with
+    /// the names of the declared fields the body carried (what a change changes; never values).
+    pub fn finish(mut self) -> Result<Vec<&'static str>, ApiError> {
         let unknown: Vec<String> = self.map.keys().map(|k| quotable(k)).collect();
         debug_assert!(
             unknown.iter().all(|k| self.body.field(k).is_none()),
@@ -427,7 +435,7 @@ impl Fields {
             self.error(&name, "UNKNOWN_FIELD", "is not a field of this body");
         }
         if self.errors.is_empty() {
-            Ok(())
+            Ok(self.sent)
         } else {
             Err(ApiError::fields(self.errors))
         }
@@ -471,7 +479,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn codes(result: Result<(), ApiError>) -> Vec<(String, &'static str)> {
+    fn codes<T: std::fmt::Debug>(result: Result<T, ApiError>) -> Vec<(String, &'static str)> {
         match result {
             Err(ApiError::Validation { field_errors, .. }) => field_errors
                 .into_iter()

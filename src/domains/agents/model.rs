@@ -185,28 +185,19 @@ impl NewAgent {
 
 #[derive(Debug)]
 pub struct AgentChanges {
+    /// The fields the body carried, for the audit trail (never their values).
+    pub sent: Vec<&'static str>,
     pub name: Option<String>,
     pub config: Option<Map<String, Value>>,
 }
 
 impl AgentChanges {
-    /// The names of the fields this change sets, for the audit trail (never their values).
-    pub fn field_names(&self) -> Vec<&'static str> {
-        [
-            ("name", self.name.is_some()),
-            ("config", self.config.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect()
-    }
-
     pub fn parse(body: Value) -> Result<Self, ApiError> {
         let mut fields = UPDATE.read(body)?;
         let name = fields.text("name");
         let config = fields.object("config");
-        fields.finish()?;
-        Ok(Self { name, config })
+        let sent = fields.finish()?;
+        Ok(Self { sent, name, config })
     }
 }
 

@@ -110,7 +110,7 @@ pub async fn update_agent(
 ) -> Result<Tagged<Json<Agent>>, ApiError> {
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     let changes = AgentChanges::parse(body)?;
-    let changed = changes.field_names();
+    let changed = changes.sent.clone();
     let mut tx = state.db.begin_for(&caller).await?;
     let if_match = preconditions.if_match_versions();
     let agent = repo::update(&mut tx, path.agent_id, changes, if_match).await?;

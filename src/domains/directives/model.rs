@@ -113,27 +113,20 @@ body_schema!(RollbackBody = ROLLBACK);
 
 #[derive(Debug)]
 pub struct DirectiveChange {
+    /// The fields the body carried, for the audit trail (never their values).
+    pub sent: Vec<&'static str>,
     pub content: String,
     pub injection_mode: Option<&'static str>,
 }
 
 impl DirectiveChange {
-    /// The names of the fields this change sets, for the audit trail (never their values: the
-    /// content is the customer's).
-    pub fn field_names(&self) -> Vec<&'static str> {
-        let mut names = vec!["content"];
-        if self.injection_mode.is_some() {
-            names.push("injection_mode");
-        }
-        names
-    }
-
     pub fn parse(body: Value) -> Result<Self, ApiError> {
         let mut fields = SET.read(body)?;
         let content = fields.text("content");
         let injection_mode = fields.choice("injection_mode");
-        fields.finish()?;
+        let sent = fields.finish()?;
         Ok(Self {
+            sent,
             content: content.expect("checked by finish"),
             injection_mode,
         })

@@ -92,7 +92,7 @@ pub async fn set_directive(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Permissions::DIRECTIVE_WRITE)?;
     let change = DirectiveChange::parse(body)?;
-    let changed = change.field_names();
+    let changed = change.sent.clone();
     let mut tx = state.db.begin_for(&caller).await?;
     let if_match = preconditions.if_match_versions();
     let (outcome, directive) =

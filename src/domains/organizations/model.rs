@@ -79,6 +79,8 @@ body_schema!(UpdateOrganizationBody = UPDATE);
 
 #[derive(Debug)]
 pub struct OrgChanges {
+    /// The fields the body carried, for the audit trail (never their values).
+    pub sent: Vec<&'static str>,
     pub name: Option<String>,
     /// `Some(None)` clears the billing email.
     pub billing_email: Option<Option<String>>,
@@ -86,25 +88,14 @@ pub struct OrgChanges {
 }
 
 impl OrgChanges {
-    /// The names of the fields this change sets, for the audit trail (never their values).
-    pub fn field_names(&self) -> Vec<&'static str> {
-        [
-            ("name", self.name.is_some()),
-            ("billing_email", self.billing_email.is_some()),
-            ("settings", self.settings.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect()
-    }
-
     pub fn parse(body: Value) -> Result<Self, ApiError> {
         let mut fields = UPDATE.read(body)?;
         let name = fields.text("name");
         let billing_email = fields.nullable_text("billing_email");
         let settings = fields.object("settings");
-        fields.finish()?;
+        let sent = fields.finish()?;
         Ok(Self {
+            sent,
             name,
             billing_email,
             settings,

@@ -78,7 +78,7 @@ pub async fn update_organization(
     caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     own_org(&caller, &path)?;
     let changes = OrgChanges::parse(body)?;
-    let changed = changes.field_names();
+    let changed = changes.sent.clone();
     let mut tx = state.db.begin_for(&caller).await?;
     let org = repo::update(&mut tx, changes, preconditions.if_match_versions()).await?;
     record(

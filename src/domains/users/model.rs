@@ -122,25 +122,19 @@ impl NewUser {
 
 #[derive(Debug)]
 pub struct UserChanges {
+    /// The fields the body carried, for the audit trail (never their values).
+    pub sent: Vec<&'static str>,
     pub name: Option<String>,
     pub role: Option<&'static str>,
 }
 
 impl UserChanges {
-    /// The names of the fields this change sets, for the audit trail (never their values).
-    pub fn field_names(&self) -> Vec<&'static str> {
-        [("name", self.name.is_some()), ("role", self.role.is_some())]
-            .into_iter()
-            .filter_map(|(name, set)| set.then_some(name))
-            .collect()
-    }
-
     pub fn parse(body: Value) -> Result<Self, ApiError> {
         let mut fields = UPDATE.read(body)?;
         let name = fields.text("name");
         let role = fields.choice("role");
-        fields.finish()?;
-        Ok(Self { name, role })
+        let sent = fields.finish()?;
+        Ok(Self { sent, name, role })
     }
 }
 

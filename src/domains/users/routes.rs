@@ -109,7 +109,7 @@ pub async fn update_user(
 ) -> Result<Tagged<Json<User>>, ApiError> {
     caller.require(Permissions::USER_MANAGE)?;
     let changes = UserChanges::parse(body)?;
-    let changed = changes.field_names();
+    let changed = changes.sent.clone();
     let mut tx = state.db.begin_for(&caller).await?;
     let if_match = preconditions.if_match_versions();
     let user = repo::update(&mut tx, path.user_id, changes, caller.user_id, if_match).await?;
