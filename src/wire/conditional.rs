@@ -199,8 +199,8 @@ impl IntoParams for IfNoneMatch {
     }
 }
 
-/// Adds the answers the conditional headers imply to an operation that declares them: 412 for
-/// `If-Match`, 304 (with the current `ETag`) for `If-None-Match`. Stated here once, so no
+/// Adds the answers the conditional headers imply to an operation that declares them: the `ETag`
+/// header on its 200/201, 412 for `If-Match`, 304 (with the current `ETag`) for `If-None-Match`. Stated here once, so no
 /// operation writes them by hand.
 pub fn document(operation: &mut Operation) {
     let declares = |name: &str| {
@@ -210,6 +210,25 @@ pub fn document(operation: &mut Operation) {
     };
     let (if_match, if_none_match) = (declares("If-Match"), declares("If-None-Match"));
     let responses = &mut operation.responses.responses;
+    if if_match || if_none_match {
+        // Whatever answers with the resource carries its version.
+        for status in ["200", "201"] {
+            if let Some(RefOr::T(response)) = responses.get_mut(status) {
+                response
+                    .headers
+                    .entry("ETag".to_owned())
+                    .or_insert_with(|| {
+                        HeaderBuilder::new()
+                            .schema(Some(Object::with_type(Type::String)))
+                            .description(Some(
+                                "The resource's version, for If-Match and If-None-Match.",
+                            ))
+                            .build()
+                            .into()
+                    });
+            }
+        }
+    }
     if if_match {
         responses.entry("412".to_owned()).or_insert_with(|| {
             ResponseBuilder::new()

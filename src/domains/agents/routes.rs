@@ -74,8 +74,7 @@ pub async fn create_agent(
 #[utoipa::path(get, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Get an agent",
     params(AgentPath, IfNoneMatch),
     responses(
-        (status = 200, description = "The agent.", body = Agent,
-            headers(("ETag" = String, description = "The agent's version, for If-Match and If-None-Match."))),
+        (status = 200, description = "The agent.", body = Agent),
         (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
     ))]
 pub async fn get_agent(
@@ -95,8 +94,7 @@ pub async fn get_agent(
     params(AgentPath, IfMatch),
     request_body = crate::domains::agents::model::UpdateAgentBody,
     responses(
-        (status = 200, description = "The updated agent.", body = Agent,
-            headers(("ETag" = String, description = "The agent's new version."))),
+        (status = 200, description = "The updated agent.", body = Agent),
         (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived.", body = ErrorResponse),
     ))]

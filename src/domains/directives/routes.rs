@@ -50,8 +50,7 @@ async fn finish(
     description = "Needs `directive:read`. The directive with its active version (`version_num` and `content` null while deactivated).",
     params(AgentPath, IfNoneMatch),
     responses(
-        (status = 200, description = "The directive.", body = Directive,
-            headers(("ETag" = String, description = "The directive's version, for If-Match and If-None-Match."))),
+        (status = 200, description = "The directive.", body = Directive),
         (status = 404, description = "NOT_FOUND: no such agent in the organization, or it never had a directive.", body = ErrorResponse),
     ))]
 pub async fn get_directive(
@@ -74,11 +73,9 @@ pub async fn get_directive(
     params(AgentPath, IfMatch),
     request_body = crate::domains::directives::model::SetDirectiveBody,
     responses(
-        (status = 200, description = "Updated (or unchanged).", body = Directive,
-            headers(("ETag" = String, description = "The directive's version."))),
+        (status = 200, description = "Updated (or unchanged).", body = Directive),
         (status = 201, description = "Created with version 1; `Location` names it.", body = Directive,
-            headers(("Location" = String, description = "/v1/agents/{agent_id}/directive"),
-                    ("ETag" = String, description = "The directive's version."))),
+            headers(("Location" = String, description = "/v1/agents/{agent_id}/directive"))),
         (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
     ))]
@@ -207,8 +204,7 @@ pub async fn get_directive_version(
     params(AgentPath, IfMatch),
     request_body = crate::domains::directives::model::RollbackBody,
     responses(
-        (status = 200, description = "The directive with its new active version.", body = Directive,
-            headers(("ETag" = String, description = "The directive's version."))),
+        (status = 200, description = "The directive with its new active version.", body = Directive),
         (status = 404, description = "NOT_FOUND: no such agent or version, or the directive is deactivated.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
     ))]

@@ -39,8 +39,7 @@ async fn require_owner(tx: &mut OrgTx, caller: &Caller) -> Result<(), ApiError> 
     summary = "Get the caller's organization",
     params(OrgPath, IfNoneMatch),
     responses(
-        (status = 200, description = "The organization; `deletion` is set while a requested deletion is under way.", body = Organization,
-            headers(("ETag" = String, description = "The organization's version, for If-Match and If-None-Match."))),
+        (status = 200, description = "The organization; `deletion` is set while a requested deletion is under way.", body = Organization),
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
     ))]
 pub async fn get_organization(
@@ -62,8 +61,7 @@ pub async fn get_organization(
     params(OrgPath, IfMatch),
     request_body = crate::domains::organizations::model::UpdateOrganizationBody,
     responses(
-        (status = 200, description = "The updated organization.", body = Organization,
-            headers(("ETag" = String, description = "The organization's new version."))),
+        (status = 200, description = "The updated organization.", body = Organization),
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
         (status = 409, description = "ORG_STATUS_CONFLICT: the organization's deletion is under way.", body = ErrorResponse),
     ))]

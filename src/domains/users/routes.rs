@@ -72,8 +72,7 @@ pub async fn create_user(
 #[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users", summary = "Get a user",
     params(UserPath, IfNoneMatch),
     responses(
-        (status = 200, description = "The user.", body = User,
-            headers(("ETag" = String, description = "The user's version, for If-Match and If-None-Match."))),
+        (status = 200, description = "The user.", body = User),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
     ))]
 pub async fn get_user(
@@ -93,8 +92,7 @@ pub async fn get_user(
     params(UserPath, IfMatch),
     request_body = crate::domains::users::model::UpdateUserBody,
     responses(
-        (status = 200, description = "The updated user.", body = User,
-            headers(("ETag" = String, description = "The user's new version."))),
+        (status = 200, description = "The updated user.", body = User),
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the role order forbids this change; nothing changed.", body = ErrorResponse),
         (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner keeps the role.", body = ErrorResponse),
