@@ -34,6 +34,7 @@ use crate::wire::conditional;
         (name = "sessions", description = "Recorded sessions and replay."),
         (name = "analytics", description = "Usage, latency, model and error analytics."),
         (name = "audit", description = "Who changed what, through the API."),
+        (name = "data-requests", description = "Data protection: the map of every store and its personal data."),
     )
 )]
 pub struct ApiDoc;

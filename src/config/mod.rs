@@ -24,20 +24,20 @@ macro_rules! settings {
     };
 }
 
-mod analytics;
-mod auth;
-mod database;
-mod exports;
-mod gdpr;
-mod memory_service;
-mod object_store;
-mod observability;
-mod rate_limits;
-mod readiness;
-mod redis;
-mod requests;
+pub mod analytics;
+pub mod auth;
+pub mod database;
+pub mod exports;
+pub mod gdpr;
+pub mod memory_service;
+pub mod object_store;
+pub mod observability;
+pub mod rate_limits;
+pub mod readiness;
+pub mod redis;
+pub mod requests;
 mod secret;
-mod server;
+pub mod server;
 mod setting;
 
 use std::collections::HashMap;

@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod analytics;
 pub mod audit;
+pub mod data_requests;
 pub mod directives;
 pub mod memories;
 pub mod organizations;
@@ -40,4 +41,5 @@ where
         .merge(sessions::router())
         .merge(analytics::router())
         .merge(audit::router())
+        .merge(data_requests::router())
 }

@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod boundaries;
 mod conditional;
+mod data_map;
 mod database;
 mod directives;
 mod docs;

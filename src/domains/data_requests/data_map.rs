@@ -1,0 +1,254 @@
+//! The inventory of every store the service keeps: declared here once, served by
+//! `GET /v1/data-map`, and held against the database catalog and the object store's buckets by
+//! `tests/it/data_map.rs`, so a new table or bucket cannot escape it.
+//!
+//! What covers each store is derived, not written: the organization's erasure covers what the
+//! organization deletion removes (`organizations::deletion::CASCADE`, the organization's row and
+//! its delivered events, its traces and its objects). Access requests cover nothing yet.
+
+use super::model::{DataMap, DataStore, StoreKind, SubjectKind};
+use crate::domains::organizations::deletion::CASCADE;
+use crate::storage::Storage;
+
+use StoreKind::{Clickhouse, ObjectStore, Postgresql, Redis};
+use SubjectKind::{EndUser, Organization, User};
+
+/// One store as declared.
+struct Entry {
+    store: StoreKind,
+    name: &'static str,
+    holds: &'static str,
+    personal_data: &'static [&'static str],
+    subjects: &'static [SubjectKind],
+    retention: &'static str,
+}
+
+const WHILE_THE_ORG_EXISTS: &str = "Until the organization is deleted.";
+const SOFT_DELETED: &str = "Until the organization is deleted; a deleted row is only marked (`deleted_at`) and kept with it.";
+
+const ENTRIES: &[Entry] = &[
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.organizations",
+        holds: "The organization: name, slug, tier, status, billing address, settings.",
+        personal_data: &["billing_email", "settings"],
+        subjects: &[Organization],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.users",
+        holds: "The organization's operators and their roles.",
+        personal_data: &["email", "name"],
+        subjects: &[Organization, User],
+        retention: SOFT_DELETED,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.agents",
+        holds: "AI agents, their configuration and counters.",
+        personal_data: &["created_by", "config"],
+        subjects: &[Organization, User],
+        retention: SOFT_DELETED,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.directives",
+        holds: "Each agent's directive and its active version.",
+        personal_data: &[],
+        subjects: &[Organization],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.directive_versions",
+        holds: "Every version of every directive, with who wrote it.",
+        personal_data: &["content", "created_by"],
+        subjects: &[Organization, User],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.memories",
+        holds: "What agents remember about the people they talk to, by session.",
+        personal_data: &["content", "metadata", "session_id"],
+        subjects: &[Organization, EndUser],
+        retention: SOFT_DELETED,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.memory_tags",
+        holds: "The tags of each memory.",
+        personal_data: &["tag"],
+        subjects: &[Organization, EndUser],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.memory_versions",
+        holds: "The history of each memory: what happened and who did it.",
+        personal_data: &["actor"],
+        subjects: &[Organization, User, EndUser],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.memory_relationships",
+        holds: "Links between memories.",
+        personal_data: &[],
+        subjects: &[Organization, EndUser],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.memory_exports",
+        holds: "Memory export jobs: filters, status, the object written, who asked.",
+        personal_data: &["filters", "created_by"],
+        subjects: &[Organization, User],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.sessions",
+        holds: "Recorded conversations between agents and the people they talk to.",
+        personal_data: &["external_id"],
+        subjects: &[Organization, EndUser],
+        retention: SOFT_DELETED,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.checkpoints",
+        holds: "Each turn of a session: model, tokens, latency.",
+        personal_data: &[],
+        subjects: &[Organization, EndUser],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.audit_events",
+        holds: "Who changed what through the API, from where.",
+        personal_data: &["actor_user_id", "client_ip", "user_agent"],
+        subjects: &[Organization, User],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.idempotency_keys",
+        holds: "Answers to POSTs with an Idempotency-Key, for their retries.",
+        personal_data: &["body"],
+        subjects: &[Organization, User],
+        retention: "IBEX_API_IDEMPOTENCY_TTL_MS (24 hours), swept every minute.",
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.outbox",
+        holds: "Platform events waiting for Redis, and delivered ones for inspection.",
+        personal_data: &[],
+        subjects: &[Organization],
+        retention: "Until delivered, then one day.",
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.org_deletions",
+        holds: "Requested organization deletions and their progress.",
+        personal_data: &[],
+        subjects: &[Organization],
+        retention: "Kept after the deletion, as its record (it names no person).",
+    },
+    Entry {
+        store: Clickhouse,
+        name: "ibex.llm_traces",
+        holds: "One row per proxied LLM request (the analytics read them; the proxy writes them).",
+        personal_data: &["session_id", "agent_id"],
+        subjects: &[Organization, EndUser],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: ObjectStore,
+        name: EXPORTS,
+        holds: "Memory export files, under `{org_id}/`.",
+        personal_data: &["memory contents"],
+        subjects: &[Organization, EndUser],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: ObjectStore,
+        name: ARCHIVES,
+        holds: "Session archives the platform's archiver writes, under `{org_id}/`.",
+        personal_data: &["conversation transcripts"],
+        subjects: &[Organization, EndUser],
+        retention: WHILE_THE_ORG_EXISTS,
+    },
+    Entry {
+        store: Redis,
+        name: "ibex:ratelimit:{org|token}:{id}",
+        holds: "Rate-limit buckets of organizations and tokens.",
+        personal_data: &[],
+        subjects: &[Organization],
+        retention: "Expire by themselves once full again (seconds).",
+    },
+    Entry {
+        store: Redis,
+        name: "ibex:memory:deletions, ibex:token:revocations, ibex:directive:updates:{agent_id}",
+        holds: "Pub/sub channels of platform events (nothing kept at rest).",
+        personal_data: &[],
+        subjects: &[Organization],
+        retention: "Not stored: delivered to the subscribers present.",
+    },
+];
+
+/// Stand-ins for the buckets' configured names.
+const EXPORTS: &str = "{exports bucket}";
+const ARCHIVES: &str = "{archives bucket}";
+
+/// The map with the buckets under their configured names (`IBEX_API_EXPORT_BUCKET`,
+/// `IBEX_API_ARCHIVE_BUCKET`; their defaults while the object store is off).
+pub fn data_map(storage: Option<&Storage>) -> DataMap {
+    let bucket = |role: &str| -> String {
+        let configured = storage.map(|s| match role {
+            EXPORTS => s.exports.name.clone(),
+            _ => s.archives.name.clone(),
+        });
+        configured.unwrap_or_else(|| {
+            let setting = match role {
+                EXPORTS => &crate::config::object_store::EXPORT_BUCKET,
+                _ => &crate::config::object_store::ARCHIVE_BUCKET,
+            };
+            setting.default.to_owned()
+        })
+    };
+    let stores = ENTRIES
+        .iter()
+        .map(|entry| DataStore {
+            store: entry.store,
+            name: match entry.name {
+                EXPORTS | ARCHIVES => bucket(entry.name),
+                name => name.to_owned(),
+            },
+            holds: entry.holds,
+            personal_data: entry.personal_data.to_vec(),
+            subjects: entry.subjects.to_vec(),
+            access: Vec::new(),
+            erasure: if erased_with_the_organization(entry) {
+                vec![Organization]
+            } else {
+                Vec::new()
+            },
+            retention: entry.retention,
+        })
+        .collect();
+    DataMap { stores }
+}
+
+/// What the organization deletion removes: its tables (`CASCADE`), its row, its delivered
+/// events, its traces and its objects.
+fn erased_with_the_organization(entry: &Entry) -> bool {
+    match entry.store {
+        Postgresql => {
+            CASCADE.contains(&entry.name)
+                || ["ibex_core.organizations", "ibex_core.outbox"].contains(&entry.name)
+        }
+        Clickhouse | ObjectStore => true,
+        Redis => false,
+    }
+}

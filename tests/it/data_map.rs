@@ -1,0 +1,85 @@
+//! The data map holds against what exists: every table of the database catalog and every bucket
+//! of the object store is in it, nothing else is, and every table that carries an organization's
+//! rows is covered by the organization's erasure.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use sqlx::Row;
+
+use crate::common::*;
+
+fn names(map: &Value, store: &str) -> BTreeSet<String> {
+    map["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["store"] == store)
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_data_map_is_the_catalog_and_the_buckets() {
+    let auth = FakeAuth::start().await;
+    let s3 = TempS3::start().unwrap();
+    let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
+    let token = auth.token_for(ORG_ID.parse().unwrap(), 0);
+
+    app.get("/v1/data-map", &[])
+        .await
+        .assert_error(401, "MISSING_TOKEN");
+    let reply = app.call("GET", "/v1/data-map", &token, None).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let map = reply.json();
+
+    let mut admin = app.db.admin().await;
+    let rows = sqlx::query(
+        "SELECT c.table_schema || '.' || c.table_name AS name,
+                bool_or(col.column_name = 'org_id') AS org_scoped
+         FROM information_schema.tables c
+         JOIN information_schema.columns col
+           ON col.table_schema = c.table_schema AND col.table_name = c.table_name
+         WHERE c.table_schema = 'ibex_core' AND c.table_type = 'BASE TABLE'
+         GROUP BY 1",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let catalog: BTreeSet<String> = rows.iter().map(|r| r.get("name")).collect();
+    assert!(catalog.len() >= 16, "{catalog:?}");
+    assert_eq!(
+        names(&map, "postgresql"),
+        catalog,
+        "every table is in the data map, and only tables that exist"
+    );
+
+    let buckets: BTreeSet<String> = std::fs::read_dir(s3.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names(&map, "object_store"), buckets);
+
+    // What carries an organization's rows goes with the organization (its deletion record,
+    // which names no person, stays as the deletion's record).
+    for row in &rows {
+        let (name, org_scoped): (String, bool) = (row.get("name"), row.get("org_scoped"));
+        let entry = map["stores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name.as_str())
+            .unwrap();
+        if org_scoped && name != "ibex_core.org_deletions" {
+            assert!(
+                entry["erasure"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"organization".into()),
+                "{name} is erased with the organization"
+            );
+        }
+        assert!(!entry["subjects"].as_array().unwrap().is_empty(), "{name}");
+        assert!(!entry["retention"].as_str().unwrap().is_empty(), "{name}");
+    }
+}
