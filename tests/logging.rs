@@ -129,11 +129,9 @@ async fn secrets_never_reach_the_logs() {
         .await;
     assert_eq!(directive.status, 201, "{}", directive.text());
     db_app
-        .call(
-            "GET",
+        .read(
             &format!("/v1/agents/{agent}/directive/versions/1"),
             &director,
-            None,
         )
         .await;
     let minter = auth.stored_token(ORG_ID.parse().unwrap(), None, 1 << 36 | 1);
@@ -150,7 +148,7 @@ async fn secrets_never_reach_the_logs() {
     // `ibex_pat_<uuid>_<secret>`: the secret is everything after the id (it may hold `_`
     // itself, so the last `_`-separated piece can be a single letter).
     let minted_secret = plaintext.splitn(4, '_').nth(3).unwrap().to_owned();
-    db_app.call("GET", "/v1/agents", &plaintext, None).await;
+    db_app.read("/v1/agents", &plaintext).await;
     // Memories: content, tags and metadata, through list, search, delete and export.
     let memories_app = memories_round(&auth, &db_app).await;
     drop(memories_app);
@@ -158,7 +156,7 @@ async fn secrets_never_reach_the_logs() {
     let dead = dead_addr().await;
     let dead_url = format!("postgres://ibex:SECRET-DB-PASSWORD@{dead}/ibex");
     let down = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &dead_url)]).await;
-    down.call("GET", "/v1/agents", &writer, None)
+    down.read("/v1/agents", &writer)
         .await
         .assert_error(503, "SERVICE_UNAVAILABLE");
     assert_eq!(down.get("/ready", &[]).await.status, 503);
@@ -282,9 +280,7 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
     let app = TestApp::start_with(config(auth.addr, &as_refs(&settings))).await;
     let token = auth.token_for(org, 0b1111);
     let base = format!("/v1/agents/{agent}/memories");
-    let list = app
-        .call("GET", &format!("{base}?tag=SECRET-TAG"), &token, None)
-        .await;
+    let list = app.read(&format!("{base}?tag=SECRET-TAG"), &token).await;
     assert_eq!(list.json()["items"].as_array().unwrap().len(), 2);
     let found = app
         .call(
@@ -306,7 +302,7 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
     let location = export.header("location").unwrap().to_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let job = app.call("GET", &location, &token, None).await.json();
+        let job = app.read(&location, &token).await.json();
         if job["status"] == "succeeded" {
             let (status, body) = plain_get(job["download_url"].as_str().unwrap()).await;
             assert_eq!(status, 200);

@@ -43,8 +43,7 @@ async fn metrics_are_served_apart_with_bounded_labels() {
         .await;
     assert_eq!(created.status, 201);
     let id = created.json()["id"].as_str().unwrap().to_owned();
-    app.call("GET", &format!("/v1/agents/{id}"), &writer, None)
-        .await;
+    app.read(&format!("/v1/agents/{id}"), &writer).await;
     app.get("/health", &[]).await;
     app.get("/ready", &[]).await;
 

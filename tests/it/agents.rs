@@ -110,7 +110,7 @@ async fn lifecycle_end_to_end() {
     assert_eq!(keys, expected);
 
     let path = format!("/v1/agents/{id}");
-    let got = s.app.call("GET", &path, &s.reader, None).await;
+    let got = s.app.read(&path, &s.reader).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json(), agent);
 
@@ -155,7 +155,7 @@ async fn lifecycle_end_to_end() {
     assert_eq!(deleted.status, 204);
     assert!(deleted.body.is_empty());
     s.app
-        .call("GET", &path, &s.reader, None)
+        .read(&path, &s.reader)
         .await
         .assert_error(404, "NOT_FOUND");
     s.app
@@ -253,13 +253,7 @@ async fn writes_need_org_settings_write_whatever_the_id() {
         .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     assert_eq!(row(&s, &id).await, before);
     // Reads need no bit.
-    assert_eq!(
-        s.app
-            .call("GET", "/v1/agents", &s.reader, None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(s.app.read("/v1/agents", &s.reader).await.status, 200);
 }
 
 #[tokio::test]
@@ -300,13 +294,9 @@ async fn another_organization_sees_nothing_and_changes_nothing() {
         );
     }
     assert_eq!(row(&s, id).await, before, "the row is unchanged");
-    let theirs = s.app.call("GET", "/v1/agents", &s.other, None).await.json();
+    let theirs = s.app.read("/v1/agents", &s.other).await.json();
     assert_eq!(theirs["items"], json!([]));
-    let ours = s
-        .app
-        .call("GET", "/v1/agents", &s.reader, None)
-        .await
-        .json();
+    let ours = s.app.read("/v1/agents", &s.reader).await.json();
     assert_eq!(ours["items"][0]["id"], id);
     let _ = s.org_b;
 }
@@ -483,7 +473,7 @@ async fn paging_sees_every_existing_agent_once_while_others_are_created() {
             None => "/v1/agents?limit=7".to_owned(),
             Some(c) => format!("/v1/agents?limit=7&cursor={c}"),
         };
-        let page = s.app.call("GET", &path, &s.reader, None).await;
+        let page = s.app.read(&path, &s.reader).await;
         assert_eq!(page.status, 200, "{}", page.text());
         let page = page.json();
         assert_eq!(page["total"], Value::Null);
@@ -521,33 +511,24 @@ async fn list_filters_and_cursors_belong_to_their_list() {
         .await;
     let only_paused = s
         .app
-        .call("GET", "/v1/agents?status=paused", &s.reader, None)
+        .read("/v1/agents?status=paused", &s.reader)
         .await
         .json();
     assert_eq!(only_paused["items"].as_array().unwrap().len(), 1);
     assert_eq!(only_paused["items"][0]["slug"], "f-4");
     let body = s
         .app
-        .call("GET", "/v1/agents?status=sleeping", &s.reader, None)
+        .read("/v1/agents?status=sleeping", &s.reader)
         .await
         .assert_error(400, "VALIDATION_ERROR");
     assert_eq!(body["error"]["field_errors"][0]["field"], "status");
 
-    let first = s
-        .app
-        .call("GET", "/v1/agents?limit=1", &s.reader, None)
-        .await
-        .json();
+    let first = s.app.read("/v1/agents?limit=1", &s.reader).await.json();
     assert_eq!(first["items"][0]["slug"], "f-4", "newest first");
     let cursor = first["next_cursor"].as_str().unwrap();
     let second = s
         .app
-        .call(
-            "GET",
-            &format!("/v1/agents?limit=1&cursor={cursor}"),
-            &s.reader,
-            None,
-        )
+        .read(&format!("/v1/agents?limit=1&cursor={cursor}"), &s.reader)
         .await
         .json();
     assert_eq!(second["items"][0]["slug"], "f-3");
@@ -560,7 +541,7 @@ async fn list_filters_and_cursors_belong_to_their_list() {
         format!("/v1/agents?cursor={altered}"),
         "/v1/agents?cursor=%00%FF".to_owned(),
     ] {
-        let body = s.app.call("GET", &bad, &s.reader, None).await;
+        let body = s.app.read(&bad, &s.reader).await;
         let body = if body.status == 200 {
             // An altered position byte can still decode; it must then be a valid page.
             continue;
@@ -572,16 +553,12 @@ async fn list_filters_and_cursors_belong_to_their_list() {
     for limit in ["0", "101", "-1", "abc", "1.5"] {
         let body = s
             .app
-            .call("GET", &format!("/v1/agents?limit={limit}"), &s.reader, None)
+            .read(&format!("/v1/agents?limit={limit}"), &s.reader)
             .await
             .assert_error(400, "VALIDATION_ERROR");
         assert_eq!(body["error"]["field_errors"][0]["field"], "limit");
     }
-    let full = s
-        .app
-        .call("GET", "/v1/agents", &s.reader, None)
-        .await
-        .json();
+    let full = s.app.read("/v1/agents", &s.reader).await.json();
     assert_eq!(full["items"].as_array().unwrap().len(), 4);
     assert_eq!(full["next_cursor"], Value::Null);
 }
@@ -691,10 +668,7 @@ async fn bad_input_is_a_400_naming_the_field_never_a_500() {
         .call("PATCH", &format!("/v1/agents/{id}"), &s.writer, Some(edge))
         .await;
     assert_eq!(patched.status, 200, "{}", patched.text());
-    let read = s
-        .app
-        .call("GET", &format!("/v1/agents/{id}"), &s.writer, None)
-        .await;
+    let read = s.app.read(&format!("/v1/agents/{id}"), &s.writer).await;
     assert_eq!(read.json()["config"]["big"], 1e300);
     // Whole-body problems.
     for raw in [

@@ -233,15 +233,13 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
 
     for granularity in ["day", "week"] {
         let reply = app
-            .call(
-                "GET",
+            .read(
                 &format!(
                     "/v1/analytics/usage?start={}&end={}&granularity={granularity}",
                     iso(start),
                     iso(end)
                 ),
                 &token,
-                None,
             )
             .await;
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -283,15 +281,13 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     // One agent, hourly, a range starting and ending mid-bucket: only rows inside count.
     let (s, e) = (at("2026-03-08T22:30:00Z"), at("2026-03-09T01:15:00Z"));
     let reply = app
-        .call(
-            "GET",
+        .read(
             &format!(
                 "/v1/analytics/usage?start={}&end={}&granularity=hour&agent_id={a1}",
                 iso(s),
                 iso(e)
             ),
             &token,
-            None,
         )
         .await;
     let body = reply.json();
@@ -313,11 +309,9 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
 
     // Per model, descending by total tokens.
     let reply = app
-        .call(
-            "GET",
+        .read(
             &format!("/v1/analytics/models?start={}&end={}", iso(start), iso(end)),
             &token,
-            None,
         )
         .await;
     let models = reply.json()["models"].as_array().unwrap().clone();
@@ -346,15 +340,13 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     let tricky = "it's a \"quoted\" \\ code";
     let encoded: String = url_encode(tricky);
     let reply = app
-        .call(
-            "GET",
+        .read(
             &format!(
                 "/v1/analytics/errors?start={}&end={}&error_code={encoded}",
                 iso(start),
                 iso(end)
             ),
             &token,
-            None,
         )
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -369,11 +361,9 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
         inside.iter().filter(|t| t.error_code == tricky).count() as u64
     );
     let reply = app
-        .call(
-            "GET",
+        .read(
             &format!("/v1/analytics/errors?start={}&end={}", iso(start), iso(end)),
             &token,
-            None,
         )
         .await;
     let body = reply.json();
@@ -405,15 +395,13 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     // Percentiles: within 1 % (or 0.5 ms) of the exact nearest-rank value, per day.
     for p in [50.0, 95.0, 99.0] {
         let reply = app
-            .call(
-                "GET",
+            .read(
                 &format!(
                     "/v1/analytics/latency?start={}&end={}&percentile={p}",
                     iso(start),
                     iso(end)
                 ),
                 &token,
-                None,
             )
             .await;
         let body = reply.json();
@@ -458,11 +446,9 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
 
     // No traffic: every bucket present, all zero (latency null).
     let reply = app
-        .call(
-            "GET",
+        .read(
             "/v1/analytics/usage?start=2025-01-01T00:00:00Z&end=2025-01-08T00:00:00Z",
             &token,
-            None,
         )
         .await;
     let buckets = reply.json()["buckets"].as_array().unwrap().clone();
@@ -473,7 +459,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
             .all(|b| b["requests"] == 0 && b["total_tokens"] == 0)
     );
     let reply = app
-        .call("GET", "/v1/analytics/latency?start=2025-01-01T00:00:00Z&end=2025-01-02T00:00:00Z&granularity=hour", &token, None)
+        .read("/v1/analytics/latency?start=2025-01-01T00:00:00Z&end=2025-01-02T00:00:00Z&granularity=hour", &token)
         .await;
     let buckets = reply.json()["buckets"].as_array().unwrap().clone();
     assert_eq!(buckets.len(), 24);
@@ -493,7 +479,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
         if let Some(code) = code {
             path.push_str(&format!("&error_code={}", url_encode(code)));
         }
-        let reply = app.call("GET", &path, &token, None).await;
+        let reply = app.read(&path, &token).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let counted: u64 = reply.json()["buckets"]
             .as_array()
@@ -522,26 +508,22 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     // never counted (above).
     for op in ["usage", "latency", "models", "errors"] {
         for agent in [b1, Uuid::now_v7()] {
-            app.call(
-                "GET",
+            app.read(
                 &format!(
                     "/v1/analytics/{op}?start={}&end={}&agent_id={agent}",
                     iso(start),
                     iso(end)
                 ),
                 &token,
-                None,
             )
             .await
             .assert_error(404, "AGENT_NOT_FOUND");
         }
     }
     // Without trace:read: 403.
-    app.call(
-        "GET",
+    app.read(
         &format!("/v1/analytics/usage?start={}&end={}", iso(start), iso(end)),
         &auth.token_for(tenant, 1),
-        None,
     )
     .await
     .assert_error(403, "INSUFFICIENT_PERMISSIONS");
@@ -601,12 +583,7 @@ async fn bad_and_hostile_parameters_are_400s_or_correct_empty_answers() {
         ("errors", format!("{ok}&error_code="), "error_code"),
     ] {
         let reply = app
-            .call(
-                "GET",
-                &format!("/v1/analytics/{path}?{query}"),
-                &token,
-                None,
-            )
+            .read(&format!("/v1/analytics/{path}?{query}"), &token)
             .await;
         let body = reply.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(
@@ -625,14 +602,12 @@ async fn bad_and_hostile_parameters_are_400s_or_correct_empty_answers() {
         "x'); DROP TABLE llm_traces; --",
     ] {
         let reply = app
-            .call(
-                "GET",
+            .read(
                 &format!(
                     "/v1/analytics/errors?{ok}&error_code={}",
                     url_encode(attempt)
                 ),
                 &token,
-                None,
             )
             .await;
         assert_eq!(reply.status, 200, "{attempt}: {}", reply.text());
@@ -665,11 +640,11 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     let token = auth.token_for(tenant, TRACE_READ);
     let path = "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-05T00:00:00Z";
     let total = |body: &Value| body["buckets"][0]["requests"].as_u64().unwrap();
-    let first = app.call("GET", path, &token, None).await.json();
+    let first = app.read(path, &token).await.json();
     assert_eq!(total(&first), 100);
     // More traffic: the cached answer is served until it expires.
     insert(&ch.url(), &traffic(tenant, &[agent], from, 86_400, 10, 12)).await;
-    let second = app.call("GET", path, &token, None).await.json();
+    let second = app.read(path, &token).await.json();
     assert_eq!(second, first, "served from the cache");
     let mut conn = redis::Client::open(redis_at.as_str())
         .unwrap()
@@ -685,7 +660,7 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     }
     let weekly =
         "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-11T00:00:00Z&granularity=week";
-    app.call("GET", weekly, &token, None).await;
+    app.read(weekly, &token).await;
     let keys_after: Vec<String> = conn.keys("analytics:*").await.unwrap();
     let week_key = keys_after.iter().find(|k| !keys.contains(k)).unwrap();
     let ttl: i64 = conn.ttl(week_key).await.unwrap();
@@ -696,15 +671,15 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     let started = Instant::now();
     let other =
         "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-04T12:00:00Z&granularity=hour";
-    let reply = app.call("GET", other, &token, None).await;
+    let reply = app.read(other, &token).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(started.elapsed() < Duration::from_secs(2));
-    let fresh = app.call("GET", path, &token, None).await.json();
+    let fresh = app.read(path, &token).await.json();
     assert_eq!(total(&fresh), 110, "straight from ClickHouse");
     // An outage of some seconds with requests arriving: the client's own reconnection gives up.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(app.call("GET", path, &token, None).await.status, 200);
+        assert_eq!(app.read(path, &token).await.status, 200);
     }
     own_redis.restart().unwrap();
 
@@ -714,9 +689,9 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     tokio::time::sleep(Duration::from_millis(5_200)).await;
     let later =
         "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-04T06:00:00Z&granularity=hour";
-    let before = app.call("GET", later, &token, None).await.json();
+    let before = app.read(later, &token).await.json();
     insert(&ch.url(), &traffic(tenant, &[agent], from, 3_600, 7, 13)).await;
-    let again = app.call("GET", later, &token, None).await.json();
+    let again = app.read(later, &token).await.json();
     assert_eq!(again, before, "served from the cache again");
 }
 
@@ -753,7 +728,7 @@ async fn a_burst_during_a_redis_that_hangs_waits_one_deadline_not_one_per_reques
     let token = auth.token_for(tenant, TRACE_READ);
     let path = "/v1/analytics/usage?start=2026-06-01T00:00:00Z&end=2026-06-02T00:00:00Z";
     // Without Redis in the way, for comparison (the skip after a failure lasts 5 s).
-    let warm = app.call("GET", path, &token, None).await;
+    let warm = app.read(path, &token).await;
     assert_eq!(warm.status, 200, "{}", warm.text());
     tokio::time::sleep(Duration::from_millis(5_200)).await;
 
@@ -761,8 +736,7 @@ async fn a_burst_during_a_redis_that_hangs_waits_one_deadline_not_one_per_reques
     // retries would take 20 x 150 ms = 3 s; one deadline plus twenty ClickHouse queries is far
     // below the bound.
     let started = Instant::now();
-    let replies =
-        futures_util::future::join_all((0..20).map(|_| app.call("GET", path, &token, None))).await;
+    let replies = futures_util::future::join_all((0..20).map(|_| app.read(path, &token))).await;
     let took = started.elapsed();
     for reply in &replies {
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -785,10 +759,10 @@ async fn clickhouse_down_is_a_fast_503_and_recovers_without_a_restart() {
     .await;
     let token = auth.token_for(org_a(), TRACE_READ | (1 << 35));
     let path = "/v1/analytics/models?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z";
-    assert_eq!(app.call("GET", path, &token, None).await.status, 200);
+    assert_eq!(app.read(path, &token).await.status, 200);
     ch.stop();
     let started = Instant::now();
-    let reply = app.call("GET", path, &token, None).await;
+    let reply = app.read(path, &token).await;
     reply.assert_error(503, "ANALYTICS_UNAVAILABLE");
     assert_eq!(reply.header("retry-after"), Some("2"));
     assert!(
@@ -796,17 +770,14 @@ async fn clickhouse_down_is_a_fast_503_and_recovers_without_a_restart() {
         "within the query timeout"
     );
     // The rest of the API is unaffected.
-    assert_eq!(
-        app.call("GET", "/v1/agents", &token, None).await.status,
-        200
-    );
+    assert_eq!(app.read("/v1/agents", &token).await.status, 200);
     let ready = app.get("/ready", &[]).await;
     assert_eq!(ready.status, 200, "not critical");
     assert_eq!(ready.json()["checks"]["clickhouse"]["status"], "failed");
     ch.restart().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = app.call("GET", path, &token, None).await;
+        let reply = app.read(path, &token).await;
         if reply.status == 200 {
             break;
         }
@@ -852,7 +823,7 @@ async fn gdpr_deletion_removes_the_orgs_traces_and_waits_for_clickhouse() {
     let mine = format!("/v1/organizations/{ORG_ID}");
     assert_eq!(app.call("DELETE", &mine, &token, None).await.status, 202);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let org = app.call("GET", &mine, &token, None).await.json();
+    let org = app.read(&mine, &token).await.json();
     assert_eq!(
         org["deletion"]["state"], "running",
         "waits for ClickHouse: {org}"

@@ -420,11 +420,11 @@ async fn the_list_is_for_owners_and_admins_filters_pages_and_stays_in_its_organi
     .await;
 
     for refused in [&as_member, &as_agent] {
-        app.call("GET", "/v1/audit-events", refused, None)
+        app.read("/v1/audit-events", refused)
             .await
             .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     }
-    let all = app.call("GET", "/v1/audit-events", &as_admin, None).await;
+    let all = app.read("/v1/audit-events", &as_admin).await;
     assert_eq!(all.status, 200);
     let items = all.json()["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 6);
@@ -442,65 +442,39 @@ async fn the_list_is_for_owners_and_admins_filters_pages_and_stays_in_its_organi
             .collect()
     };
     let by_owner = app
-        .call(
-            "GET",
-            &format!("/v1/audit-events?actor_id={owner}"),
-            &as_owner,
-            None,
-        )
+        .read(&format!("/v1/audit-events?actor_id={owner}"), &as_owner)
         .await;
     assert_eq!(ids(&by_owner).len(), 4);
     let updates = app
-        .call(
-            "GET",
-            "/v1/audit-events?action=agent.update",
-            &as_owner,
-            None,
-        )
+        .read("/v1/audit-events?action=agent.update", &as_owner)
         .await;
     assert_eq!(ids(&updates).len(), 1);
     let about = app
-        .call(
-            "GET",
+        .read(
             &format!("/v1/audit-events?target_type=agent&target_id={}", agents[0]),
             &as_owner,
-            None,
         )
         .await;
     assert_eq!(ids(&about).len(), 2);
     let future = app
-        .call(
-            "GET",
-            "/v1/audit-events?since=2999-01-01T00:00:00Z",
-            &as_owner,
-            None,
-        )
+        .read("/v1/audit-events?since=2999-01-01T00:00:00Z", &as_owner)
         .await;
     assert!(ids(&future).is_empty());
     let past = app
-        .call(
-            "GET",
-            "/v1/audit-events?until=2000-01-01T00:00:00Z",
-            &as_owner,
-            None,
-        )
+        .read("/v1/audit-events?until=2000-01-01T00:00:00Z", &as_owner)
         .await;
     assert!(ids(&past).is_empty());
-    app.call("GET", "/v1/audit-events?actor_id=nope", &as_owner, None)
+    app.read("/v1/audit-events?actor_id=nope", &as_owner)
         .await
         .assert_error(400, "VALIDATION_ERROR");
 
     // Pages of 4 then 2, nothing twice, nothing lost.
-    let first = app
-        .call("GET", "/v1/audit-events?limit=4", &as_owner, None)
-        .await;
+    let first = app.read("/v1/audit-events?limit=4", &as_owner).await;
     let cursor = first.json()["next_cursor"].as_str().unwrap().to_owned();
     let second = app
-        .call(
-            "GET",
+        .read(
             &format!("/v1/audit-events?limit=4&cursor={cursor}"),
             &as_owner,
-            None,
         )
         .await;
     let mut paged = ids(&first);
@@ -512,7 +486,7 @@ async fn the_list_is_for_owners_and_admins_filters_pages_and_stays_in_its_organi
     app.db.add_org(other).await;
     let their_owner = app.db.add_user(other, "owner").await;
     let theirs = auth.token_for_user(other, Some(their_owner), ALL);
-    let seen = app.call("GET", "/v1/audit-events", &theirs, None).await;
+    let seen = app.read("/v1/audit-events", &theirs).await;
     assert_eq!(seen.status, 200);
     assert!(ids(&seen).is_empty());
 }

@@ -30,7 +30,7 @@ async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
     let id = created.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/agents/{id}");
 
-    let read = app.call("GET", &path, &token, None).await;
+    let read = app.read(&path, &token).await;
     let first = etag(&read);
     assert!(
         first.starts_with('"') && first.ends_with('"'),
@@ -55,7 +55,7 @@ async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
     assert_eq!(renamed.status, 200);
     let second = etag(&renamed);
     assert_ne!(second, first);
-    assert_eq!(etag(&app.call("GET", &path, &token, None).await), second);
+    assert_eq!(etag(&app.read(&path, &token).await), second);
     // The old copy is stale for reads now.
     let stale_read = app.if_none_match(&path, &token, &first).await;
     assert_eq!(stale_read.status, 200);
@@ -66,7 +66,7 @@ async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
         .await;
     let body = refused.assert_error(412, "PRECONDITION_FAILED");
     assert_eq!(body["error"]["request_id"], refused.request_id());
-    let now = app.call("GET", &path, &token, None).await;
+    let now = app.read(&path, &token).await;
     assert_eq!(now.json()["name"], "b");
     assert_eq!(etag(&now), second);
 
@@ -97,7 +97,7 @@ async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
     // DELETE: a stale tag leaves the agent, the current one deletes it.
     let refused = app.if_match("DELETE", &path, &token, &third, None).await;
     refused.assert_error(412, "PRECONDITION_FAILED");
-    assert_eq!(app.call("GET", &path, &token, None).await.status, 200);
+    assert_eq!(app.read(&path, &token).await.status, 200);
     let deleted = app.if_match("DELETE", &path, &token, &fourth, None).await;
     assert_eq!(deleted.status, 204);
     // Gone: 404, whatever the tag says.
@@ -124,7 +124,7 @@ async fn concurrent_writers_with_the_same_tag_never_both_win() {
         .await;
     let path = format!("/v1/agents/{}", created.json()["id"].as_str().unwrap());
     for round in 0..30 {
-        let tag = etag(&app.call("GET", &path, &token, None).await);
+        let tag = etag(&app.read(&path, &token).await);
         let write = |name: String| {
             let (app, token, path, tag) =
                 (Arc::clone(&app), token.clone(), path.clone(), tag.clone());
@@ -139,7 +139,7 @@ async fn concurrent_writers_with_the_same_tag_never_both_win() {
         statuses.sort();
         assert_eq!(statuses, [200, 412], "round {round}");
         let winner = if a.status == 200 { &a } else { &b };
-        let now = app.call("GET", &path, &token, None).await;
+        let now = app.read(&path, &token).await;
         assert_eq!(now.json()["name"], winner.json()["name"], "round {round}");
         assert_eq!(etag(&now), etag(winner));
     }
@@ -170,7 +170,7 @@ async fn users_the_organization_and_directives_carry_tags_too() {
     let user_path = format!("/v1/users/{}", invited.json()["id"].as_str().unwrap());
     let org_path = format!("/v1/organizations/{ORG_ID}");
     for (path, stale_delete) in [(&org_path, false), (&user_path, true)] {
-        let tag = etag(&app.call("GET", path, &token, None).await);
+        let tag = etag(&app.read(path, &token).await);
         assert_eq!(
             app.if_none_match(path, &token, &tag).await.status,
             304,
@@ -190,7 +190,7 @@ async fn users_the_organization_and_directives_carry_tags_too() {
                 .await
                 .assert_error(412, "PRECONDITION_FAILED");
         }
-        let now = app.call("GET", path, &token, None).await.json();
+        let now = app.read(path, &token).await.json();
         assert_eq!(now["name"], "N", "{path}: a stale write changed nothing");
     }
 
@@ -207,13 +207,13 @@ async fn users_the_organization_and_directives_carry_tags_too() {
     )
     .await
     .assert_error(412, "PRECONDITION_FAILED");
-    assert_eq!(app.call("GET", &directive, &token, None).await.status, 404);
+    assert_eq!(app.read(&directive, &token).await.status, 404);
     let first = app
         .post(&directive, &token, json!({"content": "one"}))
         .await;
     assert_eq!(first.status, 201);
     let v1 = etag(&first);
-    assert_eq!(etag(&app.call("GET", &directive, &token, None).await), v1);
+    assert_eq!(etag(&app.read(&directive, &token).await), v1);
     let second = app
         .if_match(
             "POST",
@@ -248,7 +248,7 @@ async fn users_the_organization_and_directives_carry_tags_too() {
     app.if_match("DELETE", &directive, &token, &v1, None)
         .await
         .assert_error(412, "PRECONDITION_FAILED");
-    let now = app.call("GET", &directive, &token, None).await.json();
+    let now = app.read(&directive, &token).await.json();
     assert_eq!(
         (now["version_num"].as_i64(), now["content"].as_str()),
         (Some(2), Some("two"))

@@ -29,7 +29,7 @@ async fn the_data_map_is_the_catalog_and_the_buckets() {
     app.get("/v1/data-map", &[])
         .await
         .assert_error(401, "MISSING_TOKEN");
-    let reply = app.call("GET", "/v1/data-map", &token, None).await;
+    let reply = app.read("/v1/data-map", &token).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let map = reply.json();
 

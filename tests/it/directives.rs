@@ -64,7 +64,7 @@ impl Setup {
 async fn versions_rollback_and_deactivation() {
     let s = setup(&[]).await;
     s.app
-        .call("GET", &s.path(""), &s.token, None)
+        .read(&s.path(""), &s.token)
         .await
         .assert_error(404, "NOT_FOUND");
 
@@ -100,7 +100,7 @@ async fn versions_rollback_and_deactivation() {
 
     let page = s
         .app
-        .call("GET", &s.path("/versions?limit=1"), &s.token, None)
+        .read(&s.path("/versions?limit=1"), &s.token)
         .await
         .json();
     assert_eq!(page["items"][0]["version_num"], 2, "newest first");
@@ -118,25 +118,19 @@ async fn versions_rollback_and_deactivation() {
     let cursor = page["next_cursor"].as_str().unwrap();
     let rest = s
         .app
-        .call(
-            "GET",
+        .read(
             &s.path(&format!("/versions?limit=1&cursor={cursor}")),
             &s.token,
-            None,
         )
         .await
         .json();
     assert_eq!(rest["items"][0]["version_num"], 1);
     assert_eq!(rest["next_cursor"], Value::Null);
-    let v1 = s
-        .app
-        .call("GET", &s.path("/versions/1"), &s.token, None)
-        .await
-        .json();
+    let v1 = s.app.read(&s.path("/versions/1"), &s.token).await.json();
     assert_eq!(v1["content"], "Be concise.");
     assert_eq!(v1["is_active"], false);
     s.app
-        .call("GET", &s.path("/versions/3"), &s.token, None)
+        .read(&s.path("/versions/3"), &s.token)
         .await
         .assert_error(404, "NOT_FOUND");
 
@@ -162,7 +156,7 @@ async fn versions_rollback_and_deactivation() {
         let deleted = s.app.call("DELETE", &s.path(""), &s.token, None).await;
         assert_eq!(deleted.status, 204);
     }
-    let inactive = s.app.call("GET", &s.path(""), &s.token, None).await.json();
+    let inactive = s.app.read(&s.path(""), &s.token).await.json();
     assert_eq!(inactive["is_active"], false);
     assert_eq!(inactive["content"], Value::Null);
     assert_eq!(inactive["version_num"], Value::Null);
@@ -170,11 +164,7 @@ async fn versions_rollback_and_deactivation() {
         .post(&s.path("/rollback"), &s.token, json!({"version_num": 1}))
         .await
         .assert_error(404, "NOT_FOUND");
-    let history = s
-        .app
-        .call("GET", &s.path("/versions"), &s.token, None)
-        .await
-        .json();
+    let history = s.app.read(&s.path("/versions"), &s.token).await.json();
     assert_eq!(
         history["items"].as_array().unwrap().len(),
         2,
@@ -281,7 +271,7 @@ async fn twenty_racing_updates_number_without_gaps() {
     .unwrap();
     assert_eq!(nums, (1..=20).collect::<Vec<_>>());
     // The active version is the last one committed: the highest number.
-    let active = s.app.call("GET", &s.path(""), &s.token, None).await.json();
+    let active = s.app.read(&s.path(""), &s.token).await.json();
     assert_eq!(active["version_num"], 20);
     let last: String = sqlx::query_scalar(
         "SELECT content FROM ibex_core.directive_versions WHERE version_num = 20",

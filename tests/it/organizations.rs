@@ -28,7 +28,7 @@ async fn only_the_callers_own_org_and_only_owners_suspend_or_delete() {
     let mine = format!("/v1/organizations/{ORG_ID}");
     let theirs = format!("/v1/organizations/{org_b}");
 
-    let got = app.call("GET", &mine, &no_bit, None).await;
+    let got = app.read(&mine, &no_bit).await;
     assert_eq!(got.status, 200, "{}", got.text());
     let org = got.json();
     assert_eq!(org["id"], ORG_ID);
@@ -276,10 +276,7 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
     let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE | 1 << 9);
     // Directives and their append-only versions go too.
     for org_token in [&token, &auth.token_for(org_b, 1 << 9)] {
-        let agents = app
-            .call("GET", "/v1/agents?limit=1", org_token, None)
-            .await
-            .json();
+        let agents = app.read("/v1/agents?limit=1", org_token).await.json();
         let agent = agents["items"][0]["id"].as_str().unwrap().to_owned();
         for content in ["one", "two"] {
             let set = app
@@ -356,9 +353,7 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
             .unwrap();
     assert_eq!(state, "done");
     // The organization is gone for its old tokens too.
-    app.call("GET", &mine, &token, None)
-        .await
-        .assert_error(404, "NOT_FOUND");
+    app.read(&mine, &token).await.assert_error(404, "NOT_FOUND");
 }
 
 #[tokio::test]

@@ -45,7 +45,7 @@ async fn two_replicas_share_one_organization_limit() {
     let mut remaining = Vec::new();
     for i in 0..10 {
         let replica = if i % 2 == 0 { &one } else { &two };
-        let reply = replica.call("GET", "/v1/agents", &token, None).await;
+        let reply = replica.read("/v1/agents", &token).await;
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
         assert_eq!(number(&reply, "ratelimit-limit"), 10);
         remaining.push(number(&reply, "ratelimit-remaining"));
@@ -57,7 +57,7 @@ async fn two_replicas_share_one_organization_limit() {
 
     let mut refused = None;
     for replica in [&one, &two, &one, &two] {
-        let reply = replica.call("GET", "/v1/agents", &token, None).await;
+        let reply = replica.read("/v1/agents", &token).await;
         if reply.status == 429 {
             refused = Some(reply);
             break;
@@ -79,14 +79,9 @@ async fn two_replicas_share_one_organization_limit() {
         .await;
     write.assert_error(429, "RATE_LIMITED");
     assert_eq!(
-        one.call(
-            "GET",
-            "/v1/agents",
-            &auth.token_for(Uuid::now_v7(), MEMORY_READ),
-            None
-        )
-        .await
-        .status,
+        one.read("/v1/agents", &auth.token_for(Uuid::now_v7(), MEMORY_READ))
+            .await
+            .status,
         200,
         "another organization has its own bucket"
     );
@@ -118,7 +113,7 @@ async fn a_token_has_a_limit_of_its_own_and_an_organization_may_have_more() {
     let org = Uuid::now_v7();
     let busy = auth.token_for(org, MEMORY_READ);
     for _ in 0..3 {
-        let reply = app.call("GET", "/v1/agents", &busy, None).await;
+        let reply = app.read("/v1/agents", &busy).await;
         assert_eq!(reply.status, 200);
         assert_eq!(
             number(&reply, "ratelimit-limit"),
@@ -126,12 +121,12 @@ async fn a_token_has_a_limit_of_its_own_and_an_organization_may_have_more() {
             "the token's is tighter"
         );
     }
-    app.call("GET", "/v1/agents", &busy, None)
+    app.read("/v1/agents", &busy)
         .await
         .assert_error(429, "RATE_LIMITED");
     let colleague = auth.token_for(org, MEMORY_READ);
     assert_eq!(
-        app.call("GET", "/v1/agents", &colleague, None).await.status,
+        app.read("/v1/agents", &colleague).await.status,
         200,
         "another token of the organization is not held back"
     );
@@ -144,10 +139,10 @@ async fn a_token_has_a_limit_of_its_own_and_an_organization_may_have_more() {
     vars.push(("IBEX_API_RATE_LIMIT_ORG_BURST", "2"));
     let app = TestApp::start(auth.addr, &vars).await;
     let big = auth.token_for(generous, MEMORY_READ);
-    let reply = app.call("GET", "/v1/agents", &big, None).await;
+    let reply = app.read("/v1/agents", &big).await;
     assert_eq!(number(&reply, "ratelimit-limit"), 30);
     let small = auth.token_for(Uuid::now_v7(), MEMORY_READ);
-    let reply = app.call("GET", "/v1/agents", &small, None).await;
+    let reply = app.read("/v1/agents", &small).await;
     assert_eq!(number(&reply, "ratelimit-limit"), 2);
 }
 
@@ -177,7 +172,7 @@ async fn a_redis_that_is_down_or_hangs_lets_requests_through_and_is_counted() {
         let token = auth.token_for(Uuid::now_v7(), MEMORY_READ);
         let before = fail_open_count(&app).await;
         for _ in 0..5 {
-            let reply = app.call("GET", "/v1/agents", &token, None).await;
+            let reply = app.read("/v1/agents", &token).await;
             assert_eq!(reply.status, 200, "{url}: {}", reply.text());
             assert!(reply.header("ratelimit-limit").is_none());
         }

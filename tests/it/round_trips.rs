@@ -195,7 +195,7 @@ async fn reads_cost_two_round_trips_and_writes_three() {
     let mut report = Vec::new();
     for path in &reads {
         println!("measuring GET {path}");
-        let read = async |_| app.call("GET", path, &token, None).await.status;
+        let read = async |_| app.read(path, &token).await.status;
         flights_per_request(&relay, 3, read).await; // warm-up
         let flights = flights_per_request(&relay, 20, read).await;
         report.push((format!("GET {path}"), flights, 2.0));
@@ -341,7 +341,7 @@ async fn no_read_fails_once_a_restarted_database_is_back() {
             let mut seen = Vec::new();
             while !stop.load(Ordering::SeqCst) {
                 let sent = Instant::now();
-                let status = app.call("GET", "/v1/agents", &token, None).await.status;
+                let status = app.read("/v1/agents", &token).await.status;
                 seen.push((sent, status));
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -389,10 +389,7 @@ async fn no_read_fails_once_a_restarted_database_is_back() {
             let (app, token) = (Arc::clone(&app), token.clone());
             tokio::spawn(async move {
                 for _ in 0..20 {
-                    assert_eq!(
-                        app.call("GET", "/v1/agents", &token, None).await.status,
-                        200
-                    );
+                    assert_eq!(app.read("/v1/agents", &token).await.status, 200);
                 }
             })
         })
@@ -411,7 +408,7 @@ async fn no_read_fails_once_a_restarted_database_is_back() {
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
                 for _ in 0..10 {
-                    statuses.push(app.call("GET", "/v1/agents", &token, None).await.status);
+                    statuses.push(app.read("/v1/agents", &token).await.status);
                 }
                 statuses
             })

@@ -311,7 +311,7 @@ async fn roles_move_only_below_the_callers_own() {
     }
     // ...and the audit log stays closed to the member who tried.
     let member_reader = auth.token_for_user(org_a(), Some(member), USER_MANAGE);
-    app.call("GET", "/v1/audit-events", &member_reader, None)
+    app.read("/v1/audit-events", &member_reader)
         .await
         .assert_error(403, "INSUFFICIENT_PERMISSIONS");
 
@@ -480,31 +480,18 @@ async fn cursors_are_signed_and_bound_to_their_organization() {
     }
     let token_a = auth.token_for(org_a(), 1);
     let token_b = auth.token_for(org_b, 1);
-    let page = app
-        .call("GET", "/v1/agents?limit=1", &token_a, None)
-        .await
-        .json();
+    let page = app.read("/v1/agents?limit=1", &token_a).await.json();
     let cursor = page["next_cursor"].as_str().unwrap().to_owned();
     assert_eq!(
-        app.call(
-            "GET",
-            &format!("/v1/agents?limit=1&cursor={cursor}"),
-            &token_a,
-            None
-        )
-        .await
-        .status,
+        app.read(&format!("/v1/agents?limit=1&cursor={cursor}"), &token_a)
+            .await
+            .status,
         200
     );
 
     // Another organization's cursor: refused, though it would show only the caller's rows.
     let reply = app
-        .call(
-            "GET",
-            &format!("/v1/agents?limit=1&cursor={cursor}"),
-            &token_b,
-            None,
-        )
+        .read(&format!("/v1/agents?limit=1&cursor={cursor}"), &token_b)
         .await;
     let envelope = reply.assert_error(400, "INVALID_CURSOR");
     assert_eq!(envelope["error"]["field_errors"][0]["field"], "cursor");
@@ -516,14 +503,9 @@ async fn cursors_are_signed_and_bound_to_their_organization() {
         let now = flipped[at] as char;
         flipped[at] = alphabet.chars().find(|c| *c != now).unwrap() as u8;
         let flipped = String::from_utf8(flipped).unwrap();
-        app.call(
-            "GET",
-            &format!("/v1/agents?limit=1&cursor={flipped}"),
-            &token_a,
-            None,
-        )
-        .await
-        .assert_error(400, "INVALID_CURSOR");
+        app.read(&format!("/v1/agents?limit=1&cursor={flipped}"), &token_a)
+            .await
+            .assert_error(400, "INVALID_CURSOR");
     }
 
     // A replica with the new key first and the old one kept accepts the old cursor; a replica
@@ -543,12 +525,7 @@ async fn cursors_are_signed_and_bound_to_their_organization() {
     )
     .await;
     let reply = rotated
-        .call(
-            "GET",
-            &format!("/v1/agents?limit=1&cursor={cursor}"),
-            &token_a,
-            None,
-        )
+        .read(&format!("/v1/agents?limit=1&cursor={cursor}"), &token_a)
         .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let dropped = TestApp::start_on(
@@ -566,12 +543,7 @@ async fn cursors_are_signed_and_bound_to_their_organization() {
     )
     .await;
     dropped
-        .call(
-            "GET",
-            &format!("/v1/agents?limit=1&cursor={cursor}"),
-            &token_a,
-            None,
-        )
+        .read(&format!("/v1/agents?limit=1&cursor={cursor}"), &token_a)
         .await
         .assert_error(400, "INVALID_CURSOR");
 }
@@ -679,7 +651,7 @@ async fn every_answer_is_nosniff_and_authenticated_ones_are_no_store() {
     let token = auth.token_for(org_a(), 1 | (1 << 35));
     let agent = app.db.add_agent(org_a()).await;
     let path = format!("/v1/agents/{agent}");
-    let got = app.call("GET", &path, &token, None).await;
+    let got = app.read(&path, &token).await;
     assert_eq!(got.status, 200);
     let etag = got.header("etag").unwrap().to_owned();
     for (what, reply, authenticated) in [
@@ -698,14 +670,10 @@ async fn every_answer_is_nosniff_and_authenticated_ones_are_no_store() {
             request(app.addr, "GET", "/v1/agents", &[], b"").await,
             false,
         ),
-        ("200", app.call("GET", &path, &token, None).await, true),
-        (
-            "list",
-            app.call("GET", "/v1/agents", &token, None).await,
-            true,
-        ),
+        ("200", app.read(&path, &token).await, true),
+        ("list", app.read("/v1/agents", &token).await, true),
         ("304", app.if_none_match(&path, &token, &etag).await, true),
-        ("404", app.call("GET", "/v1/nope", &token, None).await, true),
+        ("404", app.read("/v1/nope", &token).await, true),
     ] {
         assert_eq!(
             reply.header("x-content-type-options"),

@@ -51,28 +51,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-async fn page_through(app: &TestApp, token: &str, path: &str) -> Vec<Uuid> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let mut url = format!("{path}{sep}limit=3");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let reply = app.call("GET", &url, token, None).await;
-        assert_eq!(reply.status, 200, "{url}: {}", reply.text());
-        let body = reply.json();
-        for item in body["items"].as_array().unwrap() {
-            ids.push(item["id"].as_str().unwrap().parse().unwrap());
-        }
-        match body["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return ids,
-        }
-    }
-}
-
 #[tokio::test]
 async fn filters_pages_and_tenancy() {
     let auth = FakeAuth::start().await;
@@ -147,22 +125,17 @@ async fn filters_pages_and_tenancy() {
             .filter(|s| combination.iter().all(|&i| (filters[i].1)(s)))
             .map(|s| s.id)
             .collect();
-        assert_eq!(page_through(&app, &token, &path).await, expected, "{path}");
+        assert_eq!(app.page_through(&token, &path, 3).await, expected, "{path}");
     }
 
     // A cursor belongs to its filters; bad filters name their parameter.
     let page = app
-        .call("GET", "/v1/sessions?status=error&limit=2", &token, None)
+        .read("/v1/sessions?status=error&limit=2", &token)
         .await
         .json();
     let cursor = page["next_cursor"].as_str().unwrap();
     let reply = app
-        .call(
-            "GET",
-            &format!("/v1/sessions?cursor={cursor}"),
-            &token,
-            None,
-        )
+        .read(&format!("/v1/sessions?cursor={cursor}"), &token)
         .await;
     let body = reply.assert_error(400, "INVALID_CURSOR");
     assert_eq!(body["error"]["field_errors"][0]["field"], "cursor");
@@ -175,9 +148,7 @@ async fn filters_pages_and_tenancy() {
             "started_after",
         ),
     ] {
-        let reply = app
-            .call("GET", &format!("/v1/sessions?{query}"), &token, None)
-            .await;
+        let reply = app.read(&format!("/v1/sessions?{query}"), &token).await;
         let body = reply.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(body["error"]["field_errors"][0]["field"], field, "{query}");
     }
@@ -185,37 +156,25 @@ async fn filters_pages_and_tenancy() {
     // Another organization's session: 404 on get and replay, like a missing one; its agent as
     // a filter finds nothing.
     let one = &sessions[0];
-    let got = app
-        .call("GET", &format!("/v1/sessions/{}", one.id), &token, None)
-        .await;
+    let got = app.read(&format!("/v1/sessions/{}", one.id), &token).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["agent_id"], one.agent_id.to_string());
     let missing = app
-        .call(
-            "GET",
-            &format!("/v1/sessions/{}", Uuid::now_v7()),
-            &token,
-            None,
-        )
+        .read(&format!("/v1/sessions/{}", Uuid::now_v7()), &token)
         .await;
     missing.assert_error(404, "NOT_FOUND");
     for path in [
         format!("/v1/sessions/{}", theirs[0].id),
         format!("/v1/sessions/{}/replay", theirs[0].id),
     ] {
-        let reply = app.call("GET", &path, &token, None).await;
+        let reply = app.read(&path, &token).await;
         let body = reply.assert_error(404, "NOT_FOUND");
         assert_eq!(body["error"]["message"], missing.json()["error"]["message"]);
     }
     // Another organization's agent as a filter: refused like an unknown one (issue 27).
-    app.call(
-        "GET",
-        &format!("/v1/sessions?agent_id={agent_b}"),
-        &token,
-        None,
-    )
-    .await
-    .assert_error(404, "AGENT_NOT_FOUND");
+    app.read(&format!("/v1/sessions?agent_id={agent_b}"), &token)
+        .await
+        .assert_error(404, "AGENT_NOT_FOUND");
     // Without session:read: 403 whatever the id.
     let bitless = auth.token_for(org_a(), 1);
     for path in [
@@ -223,7 +182,7 @@ async fn filters_pages_and_tenancy() {
         format!("/v1/sessions/{}", one.id),
         format!("/v1/sessions/{}/replay", Uuid::now_v7()),
     ] {
-        app.call("GET", &path, &bitless, None)
+        app.read(&path, &bitless)
             .await
             .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     }
@@ -255,7 +214,7 @@ async fn replay_links_are_signed_refused_when_changed_or_expired() {
     let path = format!("/v1/sessions/{}/replay", session.id);
 
     // Not archived yet.
-    app.call("GET", &path, &token, None)
+    app.read(&path, &token)
         .await
         .assert_error(409, "SESSION_NOT_ARCHIVED");
     // The archiver writes it.
@@ -266,7 +225,7 @@ async fn replay_links_are_signed_refused_when_changed_or_expired() {
     let archive = b"{\"turn_index\":0}\n{\"turn_index\":1}\n";
     std::fs::write(dir.join(format!("{}.ndjson", session.id)), archive).unwrap();
 
-    let reply = app.call("GET", &path, &token, None).await;
+    let reply = app.read(&path, &token).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let body = reply.json();
     let url = body["url"].as_str().unwrap().to_owned();
@@ -291,9 +250,9 @@ async fn replay_links_are_signed_refused_when_changed_or_expired() {
 
     // The store down: 503, fast; back: links again.
     s3.stop();
-    app.call("GET", &path, &token, None)
+    app.read(&path, &token)
         .await
         .assert_error(503, "SERVICE_UNAVAILABLE");
     s3.restart().unwrap();
-    assert_eq!(app.call("GET", &path, &token, None).await.status, 200);
+    assert_eq!(app.read(&path, &token).await.status, 200);
 }

@@ -57,19 +57,16 @@ async fn mint_use_list_and_revoke() {
     assert!(plaintext.starts_with(body["prefix"].as_str().unwrap()));
 
     // The new token works, with exactly its bits: a read passes, a write is refused.
-    assert_eq!(
-        app.call("GET", "/v1/agents", &plaintext, None).await.status,
-        200
-    );
+    assert_eq!(app.read("/v1/agents", &plaintext).await.status, 200);
     app.post("/v1/agents", &plaintext, json!({"name": "n", "slug": "n"}))
         .await
         .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     // ...and cannot manage tokens.
-    app.call("GET", "/v1/tokens", &plaintext, None)
+    app.read("/v1/tokens", &plaintext)
         .await
         .assert_error(403, "INSUFFICIENT_PERMISSIONS");
 
-    let listed = app.call("GET", "/v1/tokens", &manager, None).await;
+    let listed = app.read("/v1/tokens", &manager).await;
     assert_eq!(listed.status, 200, "{}", listed.text());
     assert!(
         !listed.text().contains(&plaintext),
@@ -78,20 +75,12 @@ async fn mint_use_list_and_revoke() {
     let listed = listed.json();
     assert_eq!(listed["items"][0]["id"], id.as_str(), "newest first");
     assert_eq!(listed["total"], Value::Null);
-    let got = app
-        .call("GET", &format!("/v1/tokens/{id}"), &manager, None)
-        .await
-        .json();
+    let got = app.read(&format!("/v1/tokens/{id}"), &manager).await.json();
     assert_eq!(got["name"], "ci reader");
     assert!(got.get("plaintext").is_none());
-    app.call(
-        "GET",
-        &format!("/v1/tokens/{}", Uuid::now_v7()),
-        &manager,
-        None,
-    )
-    .await
-    .assert_error(404, "NOT_FOUND");
+    app.read(&format!("/v1/tokens/{}", Uuid::now_v7()), &manager)
+        .await
+        .assert_error(404, "NOT_FOUND");
 
     for _ in 0..2 {
         let revoked = app
@@ -99,13 +88,10 @@ async fn mint_use_list_and_revoke() {
             .await;
         assert_eq!(revoked.status, 204, "{}", revoked.text());
     }
-    app.call("GET", "/v1/agents", &plaintext, None)
+    app.read("/v1/agents", &plaintext)
         .await
         .assert_error(401, "INVALID_TOKEN");
-    let got = app
-        .call("GET", &format!("/v1/tokens/{id}"), &manager, None)
-        .await
-        .json();
+    let got = app.read(&format!("/v1/tokens/{id}"), &manager).await.json();
     assert_eq!(got["is_revoked"], true);
     assert!(got["revoked_at"].is_string());
     app.call(
@@ -199,20 +185,12 @@ async fn checks_made_before_the_auth_service_is_asked() {
             .await
             .unwrap();
         let list_reader = auth.stored_token(org_a(), None, TOKEN_CREATE);
-        let page = app
-            .call("GET", "/v1/agents?limit=1", &list_reader, None)
-            .await
-            .json();
+        let page = app.read("/v1/agents?limit=1", &list_reader).await.json();
         page["next_cursor"].as_str().unwrap().to_owned()
     };
     for cursor in [agents_cursor.as_str(), "AnotherCursor", "Ag"] {
         let error = app
-            .call(
-                "GET",
-                &format!("/v1/tokens?cursor={cursor}"),
-                &creator,
-                None,
-            )
+            .read(&format!("/v1/tokens?cursor={cursor}"), &creator)
             .await
             .assert_error(400, "INVALID_CURSOR");
         assert_eq!(error["error"]["field_errors"][0]["field"], "cursor");
@@ -249,7 +227,7 @@ async fn the_auth_services_own_cursor_is_wrapped() {
     let mut seen = Vec::new();
     let mut path = "/v1/tokens?limit=2".to_owned();
     loop {
-        let page = app.call("GET", &path, &creator, None).await;
+        let page = app.read(&path, &creator).await;
         assert_eq!(page.status, 200, "{}", page.text());
         let page = page.json();
         for item in page["items"].as_array().unwrap() {
@@ -326,15 +304,8 @@ async fn revoking_drops_the_cached_validation() {
     let auth = FakeAuth::start().await;
     let app = TestApp::start(auth.addr, &[("IBEX_API_AUTH_CACHE_TTL_MS", "600000")]).await;
     let token = auth.stored_token(org_a(), None, MEMORY_READ);
-    assert_eq!(
-        app.call("GET", "/v1/agents", &token, None).await.status,
-        200
-    );
-    assert_eq!(
-        app.call("GET", "/v1/agents", &token, None).await.status,
-        200,
-        "cached"
-    );
+    assert_eq!(app.read("/v1/agents", &token).await.status, 200);
+    assert_eq!(app.read("/v1/agents", &token).await.status, 200, "cached");
     let own_id = token.strip_prefix("ibex_pat_").unwrap()[..36].to_owned();
     assert_eq!(
         app.call("DELETE", &format!("/v1/tokens/{own_id}"), &token, None)
@@ -342,7 +313,7 @@ async fn revoking_drops_the_cached_validation() {
             .status,
         204
     );
-    app.call("GET", "/v1/agents", &token, None)
+    app.read("/v1/agents", &token)
         .await
         .assert_error(401, "INVALID_TOKEN");
 }

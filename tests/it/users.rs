@@ -60,12 +60,8 @@ async fn invite_read_update_delete() {
     assert_eq!(user["role"], "member");
     assert_eq!(user["email"], "Ada@Example.com");
     let path = format!("/v1/users/{}", user["id"].as_str().unwrap());
-    assert_eq!(s.app.call("GET", &path, &s.reader, None).await.json(), user);
-    let list = s
-        .app
-        .call("GET", "/v1/users?limit=2", &s.reader, None)
-        .await
-        .json();
+    assert_eq!(s.app.read(&path, &s.reader).await.json(), user);
+    let list = s.app.read("/v1/users?limit=2", &s.reader).await.json();
     assert_eq!(list["items"][0]["id"], user["id"], "newest first");
     assert!(list["next_cursor"].is_string(), "three users, pages of two");
 
@@ -98,7 +94,7 @@ async fn invite_read_update_delete() {
         204
     );
     s.app
-        .call("GET", &path, &s.reader, None)
+        .read(&path, &s.reader)
         .await
         .assert_error(404, "NOT_FOUND");
     let mut admin = s.app.db.admin().await;
@@ -307,7 +303,7 @@ async fn another_organizations_users_are_not_found() {
             .await
             .assert_error(404, "NOT_FOUND");
     }
-    let list = s.app.call("GET", "/v1/users", &s.reader, None).await.json();
+    let list = s.app.read("/v1/users", &s.reader).await.json();
     assert!(
         list["items"]
             .as_array()

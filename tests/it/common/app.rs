@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use super::*;
 
@@ -231,5 +232,33 @@ impl TestApp {
             .await;
         assert_eq!(created.status, 201, "{}", created.text());
         created.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET` with `token`.
+    pub async fn read(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, token, None).await
+    }
+
+    /// Follows `next_cursor` from `path` to the end, `limit` a page; the ids in order.
+    pub async fn page_through(&self, token: &str, path: &str, limit: u32) -> Vec<Uuid> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let mut url = format!("{path}{sep}limit={limit}");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let reply = self.read(&url, token).await;
+            assert_eq!(reply.status, 200, "{url}: {}", reply.text());
+            let body = reply.json();
+            for item in body["items"].as_array().unwrap() {
+                ids.push(item["id"].as_str().unwrap().parse().unwrap());
+            }
+            match body["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return ids,
+            }
+        }
     }
 }

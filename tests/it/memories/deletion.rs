@@ -69,9 +69,7 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
         1,
         "soft-deleted, not removed"
     );
-    app.call("GET", &path, &token, None)
-        .await
-        .assert_error(404, "NOT_FOUND");
+    app.read(&path, &token).await.assert_error(404, "NOT_FOUND");
     app.call("DELETE", &path, &token, None)
         .await
         .assert_error(404, "NOT_FOUND");
@@ -288,7 +286,7 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let org = app.call("GET", &mine, &token, None).await.json();
+    let org = app.read(&mine, &token).await.json();
     assert_eq!(org["deletion"]["state"], "running", "{org}");
     assert_eq!(objects(org_a()), 2);
 

@@ -138,7 +138,7 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
         assert_eq!(status, 403, "{tampered}");
     }
     // Each read signs anew.
-    let again = app.call("GET", &location, &token, None).await.json();
+    let again = app.read(&location, &token).await.json();
     assert_eq!(again["status"], "succeeded");
     assert!(
         again["download_url"]
@@ -254,11 +254,9 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
     assert_eq!(attempts, 2);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let held_job = app
-        .call(
-            "GET",
+        .read(
             &format!("/v1/agents/{agent}/memories/export/{held}"),
             &token,
-            None,
         )
         .await
         .json();
@@ -307,7 +305,7 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut saw_retry = false;
     let job = loop {
-        let job = app.call("GET", &location, &token, None).await.json();
+        let job = app.read(&location, &token).await.json();
         assert_ne!(job["status"], "succeeded");
         assert!(job["download_url"].is_null());
         if job["status"] == "pending" && job["error"] == "OBJECT_STORE_UNAVAILABLE" {
@@ -352,7 +350,7 @@ async fn an_export_outlasts_an_object_store_outage_and_leaves_one_object() {
     // Longer than the old give-up (three attempts, ~7 s), and more attempts than it allowed.
     let outage = Instant::now();
     loop {
-        let job = app.call("GET", &location, &token, None).await.json();
+        let job = app.read(&location, &token).await.json();
         assert_ne!(job["status"], "failed", "gave up during the outage: {job}");
         assert_ne!(job["status"], "succeeded", "{job}");
         tokio::time::sleep(Duration::from_millis(200)).await;

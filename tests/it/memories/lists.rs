@@ -83,13 +83,13 @@ async fn every_filter_and_pair_of_filters_pages_each_match_exactly_once() {
         } else {
             format!("{base}?{}", query.join("&"))
         };
-        let seen = page_through(&app, &token, &path, 4).await;
+        let seen = app.page_through(&token, &path, 4).await;
         assert_eq!(seen, expected, "{path}");
     }
 
     // A memory carries its tags; a cursor is bound to its filters.
     let page = app
-        .call("GET", &format!("{base}?tag=vip&limit=2"), &token, None)
+        .read(&format!("{base}?tag=vip&limit=2"), &token)
         .await
         .json();
     assert!(
@@ -105,7 +105,7 @@ async fn every_filter_and_pair_of_filters_pages_each_match_exactly_once() {
         format!("{base}?tag=t1&cursor={cursor}"),
         format!("/v1/agents/{other_agent}/memories?tag=vip&cursor={cursor}"),
     ] {
-        let reply = app.call("GET", &other, &token, None).await;
+        let reply = app.read(&other, &token).await;
         let body = reply.assert_error(400, "INVALID_CURSOR");
         assert_eq!(
             body["error"]["field_errors"][0]["field"], "cursor",
@@ -130,9 +130,7 @@ async fn every_filter_and_pair_of_filters_pages_each_match_exactly_once() {
         ("limit=0", "limit"),
         ("limit=101", "limit"),
     ] {
-        let reply = app
-            .call("GET", &format!("{base}?{query}"), &token, None)
-            .await;
+        let reply = app.read(&format!("{base}?{query}"), &token).await;
         let body = reply.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(body["error"]["field_errors"][0]["field"], field, "{query}");
     }

@@ -128,35 +128,11 @@ async fn scalar(db: &TestDb, sql: &str, id: Uuid) -> i64 {
         .unwrap()
 }
 
-/// Follows `next_cursor` to the end; returns the ids in order.
-async fn page_through(app: &TestApp, token: &str, path: &str, limit: u32) -> Vec<Uuid> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let mut url = format!("{path}{sep}limit={limit}");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let reply = app.call("GET", &url, token, None).await;
-        assert_eq!(reply.status, 200, "{url}: {}", reply.text());
-        let body = reply.json();
-        for item in body["items"].as_array().unwrap() {
-            ids.push(item["id"].as_str().unwrap().parse().unwrap());
-        }
-        match body["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return ids,
-        }
-    }
-    panic!("paging did not end")
-}
-
 /// Waits for the export job to leave pending/running.
 async fn finished_job(app: &TestApp, token: &str, location: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let job = app.call("GET", location, token, None).await.json();
+        let job = app.read(location, token).await.json();
         if job["status"] == "succeeded" || job["status"] == "failed" {
             return job;
         }

@@ -54,12 +54,7 @@ async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
         ("GET", job_path.clone(), None),
     ];
     let missing = app
-        .call(
-            "GET",
-            &format!("/v1/agents/{}/memories", Uuid::now_v7()),
-            &insider,
-            None,
-        )
+        .read(&format!("/v1/agents/{}/memories", Uuid::now_v7()), &insider)
         .await;
     missing.assert_error(404, "NOT_FOUND");
     for (method, path, body) in &operations {
@@ -78,14 +73,9 @@ async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
     }
     // A memory of another agent of the same org is not this agent's.
     let sibling = app.db.add_agent(org_a()).await;
-    app.call(
-        "GET",
-        &format!("/v1/agents/{sibling}/memories/{memory}"),
-        &insider,
-        None,
-    )
-    .await
-    .assert_error(404, "NOT_FOUND");
+    app.read(&format!("/v1/agents/{sibling}/memories/{memory}"), &insider)
+        .await
+        .assert_error(404, "NOT_FOUND");
     app.call(
         "DELETE",
         &format!("/v1/agents/{sibling}/memories/{memory}"),
