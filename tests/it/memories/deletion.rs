@@ -231,13 +231,7 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
             )
             .await;
         assert_eq!(reply.status, 204);
-        let reply = app
-            .post(
-                &format!("/v1/agents/{agent}/memories/export"),
-                &token,
-                json!({"format": "json"}),
-            )
-            .await;
+        let reply = start_export(&app, &token, agent, "json").await;
         let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
         assert_eq!(job["status"], "succeeded");
         // A session with a checkpoint, and its archive as the platform's archiver writes it.

@@ -187,13 +187,7 @@ async fn an_expired_download_url_is_refused() {
     let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
     let token = auth.token_for(org_a(), MEMORY_EXPORT);
-    let reply = app
-        .post(
-            &format!("/v1/agents/{agent}/memories/export"),
-            &token,
-            json!({"format": "csv"}),
-        )
-        .await;
+    let reply = start_export(&app, &token, agent, "csv").await;
     let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
     let url = job["download_url"].as_str().unwrap();
     assert!(url.contains("X-Amz-Expires=1&"), "{url}");
@@ -281,13 +275,7 @@ async fn export_with_the_store_down(
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
     let token = auth.token_for(org_a(), MEMORY_EXPORT);
     s3.stop();
-    let reply = app
-        .post(
-            &format!("/v1/agents/{agent}/memories/export"),
-            &token,
-            json!({"format": "csv"}),
-        )
-        .await;
+    let reply = start_export(&app, &token, agent, "csv").await;
     assert_eq!(reply.status, 202);
     let location = reply.header("location").unwrap().to_owned();
     let job_id = reply.json()["job_id"].as_str().unwrap().parse().unwrap();
@@ -327,13 +315,7 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
     );
 
     s3.restart().unwrap();
-    let reply = app
-        .post(
-            &format!("/v1/agents/{agent}/memories/export"),
-            &token,
-            json!({"format": "csv"}),
-        )
-        .await;
+    let reply = start_export(&app, &token, agent, "csv").await;
     let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
 }

@@ -128,6 +128,12 @@ async fn scalar(db: &TestDb, sql: &str, id: Uuid) -> i64 {
         .unwrap()
 }
 
+/// Asks for an export of `agent`'s memories in `format` (the answer: 202 and the job's Location).
+async fn start_export(app: &TestApp, token: &str, agent: Uuid, format: &str) -> Reply {
+    let path = format!("/v1/agents/{agent}/memories/export");
+    app.post(&path, token, json!({ "format": format })).await
+}
+
 /// Waits for the export job to leave pending/running.
 async fn finished_job(app: &TestApp, token: &str, location: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);

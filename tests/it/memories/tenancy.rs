@@ -19,13 +19,7 @@ async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
     let outsider = auth.token_for(org_b, ALL);
     let insider = auth.token_for(org_a(), ALL);
     // A job of org A, to probe with org B's token.
-    let job = app
-        .post(
-            &format!("/v1/agents/{agent}/memories/export"),
-            &insider,
-            json!({"format": "csv"}),
-        )
-        .await;
+    let job = start_export(&app, &insider, agent, "csv").await;
     assert_eq!(job.status, 202, "{}", job.text());
     let job_path = job.header("location").unwrap().to_owned();
     let jobs_before = scalar(
