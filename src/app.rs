@@ -1,20 +1,5 @@
-//! Assembles the router and the layer stack around it.
-//!
-//! Outermost first, and why:
-//! 1. request id: every response, even a CORS preflight, carries `X-Request-ID`;
-//! 2. trace: the request's server span (when traces are exported), around everything below, so
-//!    every line of the request carries its trace id;
-//! 3. access log: sees the final status of everything, including refusals;
-//! 4. CORS: answers preflights before auth, and decorates every error the inner layers produce;
-//! 5. envelope: turns any error response from below into the platform's JSON envelope;
-//! 6. request limits: header count and size and the target's length, with the envelope (the HTTP
-//!    server's own limits sit far above them, since it answers without one);
-//! 7. panic catching: a panicking handler (or auth client) becomes a 500 the envelope renders;
-//! 8. body limit: oversized bodies are refused before anyone buffers them;
-//! 9. timeout: bounds auth plus handler; the auth deadline is validated to be shorter;
-//! 10. auth: wraps the whole router, so unknown paths and wrong methods are 401 without a token;
-//! 11. rate limit (every authenticated request) and idempotency keys (matched POSTs): inside
-//!     auth, as router layers, because both need the caller.
+//! Assembles the router and the layer stack around it. The stack's order is stated here once,
+//! in [`build`]: outermost first, each layer with the reason for its place.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -154,18 +139,35 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         .with_state(app);
 
     ServiceBuilder::new()
+        // Request id first: every response, even a CORS preflight, carries `X-Request-ID` (and
+        // `nosniff`), and every log line the id.
         .layer(RequestIdLayer)
+        // The request's server span (when traces are exported), around everything below, so
+        // every line of the request carries its trace id.
         .layer(TraceLayer::new(Arc::clone(&templates)))
+        // The access log sees the final status of everything, refusals included.
         .layer(AccessLogLayer::new(templates))
+        // CORS answers preflights before auth, and decorates every error the layers below make,
+        // so the dashboard can read them.
         .layer(CorsLayer::new(config.server.cors_allowed_origins.clone()))
+        // The envelope turns any error response from below into the platform's JSON envelope.
         .layer(EnvelopeLayer)
+        // Header count and size and the target's length, refused with the envelope (the HTTP
+        // server's own limits sit far above them, since it answers without one).
         .layer(RequestLimitsLayer)
+        // A panicking handler (or auth client) becomes a 500 the envelope renders.
         .layer(CatchPanicLayer::new())
+        // Oversized bodies are refused before anyone buffers them.
         .layer(RequestBodyLimitLayer::new(config.server.max_body_bytes))
+        // Bounds auth plus handler; the auth deadline is validated to be shorter (a 503, not
+        // this 504).
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             config.server.request_timeout,
         ))
+        // Auth wraps the whole router, so unknown paths and wrong methods are 401 without a
+        // token. Inside it, as router layers (both need the caller), the rate limit and the
+        // idempotency keys (see `router` above).
         .layer(AuthLayer::new(validator))
         // Wrapping the router as a service (not `Router::layer`) puts the stack in front of
         // routing itself.
