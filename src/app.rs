@@ -41,6 +41,7 @@ use crate::middleware::request_limits::RequestLimitsLayer;
 use crate::observability::routes::RouteTemplates;
 use crate::observability::traces::TraceLayer;
 use crate::readiness::{Readiness, ReadinessCheck};
+use crate::signing::SigningKeys;
 use crate::state::AppState;
 use crate::storage::{Storage, StorageReady};
 use crate::wire::pagination::CursorKeys;
@@ -191,6 +192,19 @@ fn cursor_keys(config: &Config) -> CursorKeys {
     CursorKeys::new(&secrets)
 }
 
+/// The keys receipts and manifests are signed with; without configured ones, a key of this
+/// process.
+fn signing_keys(config: &Config) -> SigningKeys {
+    let seeds = config.signing.seeds();
+    if seeds.is_empty() {
+        tracing::warn!(
+            "IBEX_API_SIGNING_KEYS is not set: receipts are signed with a key of this process, and verify only while it runs"
+        );
+        return SigningKeys::ephemeral();
+    }
+    SigningKeys::new(&seeds)
+}
+
 /// What `/metrics` samples at scrape time: the pool, the outbox backlog, the export queue.
 pub fn metric_samplers(db: &Database) -> Vec<Arc<dyn crate::observability::metrics::Sampler>> {
     vec![
@@ -287,6 +301,7 @@ pub fn from_config(
             exports,
             auth: Arc::new(Validator::new(client, cache)),
             storage,
+            signing: Arc::new(signing_keys(config)),
         },
         memory_service: MemoryService::from_config(&config.memory_service)?,
         analytics: Arc::new(Analytics {

@@ -19,6 +19,7 @@ pub mod probes;
 pub mod readiness;
 pub mod request_id;
 pub mod server;
+pub mod signing;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use crate::auth::Validator;
 use crate::db::Database;
 use crate::readiness::Readiness;
+use crate::signing::SigningKeys;
 use crate::storage::Storage;
 
 #[derive(Debug, Clone)]
@@ -27,4 +28,6 @@ pub struct AppState {
     pub auth: Arc<Validator>,
     /// The object store; `None` when not configured.
     pub storage: Option<Storage>,
+    /// What signs receipts and manifests (and `/.well-known/jwks.json` publishes).
+    pub signing: Arc<SigningKeys>,
 }

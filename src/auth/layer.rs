@@ -24,7 +24,10 @@ use crate::request_id::RequestId;
 /// Paths served without a token: probes and the API description. Matching is exact, as routing
 /// is, plus the flat Swagger UI asset folder (`/docs/<file>`, no dot-segments or subfolders).
 pub fn is_public(path: &str) -> bool {
-    if matches!(path, "/health" | "/ready" | "/openapi.json" | "/docs") {
+    if matches!(
+        path,
+        "/health" | "/ready" | "/openapi.json" | "/docs" | "/.well-known/jwks.json"
+    ) {
         return true;
     }
     path.strip_prefix("/docs/")

@@ -39,6 +39,7 @@ pub mod requests;
 mod secret;
 pub mod server;
 mod setting;
+pub mod signing;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,6 +60,7 @@ pub use secret::{Secret, SecretUrl};
 pub use server::ServerConfig;
 use setting::Values;
 pub use setting::{Bounds, Setting};
+pub use signing::SigningConfig;
 
 settings! {
     /// Optional TOML file with the same settings as lowercase keys without the prefix (port =
@@ -77,6 +79,7 @@ pub fn settings() -> impl Iterator<Item = &'static Setting> {
         redis::SETTINGS,
         rate_limits::SETTINGS,
         requests::SETTINGS,
+        signing::SETTINGS,
         gdpr::SETTINGS,
         memory_service::SETTINGS,
         object_store::SETTINGS,
@@ -137,6 +140,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub rate_limits: RateLimitConfig,
     pub requests: RequestsConfig,
+    pub signing: SigningConfig,
     pub gdpr: GdprConfig,
     pub memory_service: MemoryServiceConfig,
     /// `None` when no access key is set: the object store is off.
@@ -208,6 +212,7 @@ impl Config {
             redis: RedisConfig::read(&v)?,
             rate_limits: RateLimitConfig::read(&v)?,
             requests: RequestsConfig::read(&v)?,
+            signing: SigningConfig::read(&v)?,
             gdpr: GdprConfig::read(&v)?,
             memory_service: MemoryServiceConfig::read(&v)?,
             object_store: S3Config::read(&v)?,
@@ -333,6 +338,8 @@ mod tests {
                 "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70=0/10",
             ),
             ("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "5"),
+            ("IBEX_API_SIGNING_KEYS", "dG9vLXNob3J0"),
+            ("IBEX_API_SIGNING_KEYS", "not base64!"),
         ];
         for (var, value) in cases {
             let error = load(&[(var, value)]).expect_err(var);

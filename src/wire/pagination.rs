@@ -196,7 +196,8 @@ impl CursorKeys {
     /// A key of this process only, for a configuration that names none: cursors then work
     /// only on the replica that issued them.
     pub fn ephemeral() -> Self {
-        let secret: [u8; 32] = std::array::from_fn(|_| fastrand::u8(..));
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the operating system's random source");
         Self::new(&[secret])
     }
 

@@ -1,4 +1,7 @@
-//! The data map holds against what exists: every table of the database catalog and every bucket
+//! The data map holds against what exists, and the public signing keys verify what the
+//! service signs.
+//!
+//! The data map: every table of the database catalog and every bucket
 //! of the object store is in it, nothing else is, and every table that carries an organization's
 //! rows is covered by the organization's erasure.
 
@@ -81,5 +84,59 @@ async fn the_data_map_is_the_catalog_and_the_buckets() {
         }
         assert!(!entry["subjects"].as_array().unwrap().is_empty(), "{name}");
         assert!(!entry["retention"].as_str().unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_public_keys_verify_what_the_service_signs_across_a_rotation() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    use ibex_api::signing::SigningKeys;
+
+    let (new, old) = ([3u8; 32], [5u8; 32]);
+    let keys = format!("{},{}", B64URL.encode(new), B64URL.encode(old));
+    let auth = FakeAuth::start().await;
+    let app = TestApp::start(auth.addr, &[("IBEX_API_SIGNING_KEYS", &keys)]).await;
+
+    // No token needed; the new key first, the old one still listed.
+    let reply = app.get("/.well-known/jwks.json", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let set = reply.json();
+    let published = set["keys"].as_array().unwrap();
+    assert_eq!(published.len(), 2);
+    for key in published {
+        assert_eq!(
+            (&key["kty"], &key["crv"], &key["alg"]),
+            (&"OKP".into(), &"Ed25519".into(), &"EdDSA".into())
+        );
+    }
+
+    // A document signed before the rotation (old key) and one after (new key) both verify with
+    // the published keys alone, found by their kid.
+    for (signer, which) in [
+        (SigningKeys::new(&[old]), 1),
+        (SigningKeys::new(&[new, old]), 0),
+    ] {
+        let jws = signer.sign(&serde_json::json!({"remaining": 0}));
+        let header: Value =
+            serde_json::from_slice(&B64URL.decode(jws.split('.').next().unwrap()).unwrap())
+                .unwrap();
+        let key = published
+            .iter()
+            .find(|k| k["kid"] == header["kid"])
+            .expect("its kid is published");
+        assert_eq!(key, &published[which]);
+        let x: [u8; 32] = B64URL
+            .decode(key["x"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let (input, signature) = jws.rsplit_once('.').unwrap();
+        let signature = Signature::from_slice(&B64URL.decode(signature).unwrap()).unwrap();
+        VerifyingKey::from_bytes(&x)
+            .unwrap()
+            .verify(input.as_bytes(), &signature)
+            .expect("verifies with the published key");
     }
 }

@@ -23,5 +23,7 @@ where
     S: Clone + Send + Sync + 'static,
     AppState: FromRef<S>,
 {
-    OpenApiRouter::new().routes(routes!(get_data_map))
+    OpenApiRouter::new()
+        .routes(routes!(get_data_map))
+        .routes(routes!(jwks))
 }
