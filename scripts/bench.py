@@ -153,7 +153,7 @@ def seed_agents(url, count):
 
 def cursor_at(url, depth):
     """The cursor the API returns after the `depth`-th newest agent of the unfiltered list (the
-    format of src/pagination.rs: version, list fingerprint, microseconds, id)."""
+    format of src/wire/pagination.rs: version, list fingerprint, microseconds, id)."""
     micros, agent_id = psql(url, f"""
         SELECT (extract(epoch FROM created_at) * 1000000)::bigint, id FROM ibex_core.agents
         WHERE org_id = '{DEV_ORG}' AND deleted_at IS NULL
@@ -184,7 +184,7 @@ def seed_memories(url, agent, count, tag="vip", every=10):
 
 def memories_cursor_at(url, agent, depth, tag=None):
     """The cursor the API returns after the `depth`-th row of an agent's memories list (status
-    `active`, optionally one tag), in the format of src/pagination.rs and the scope of
+    `active`, optionally one tag), in the format of src/wire/pagination.rs and the scope of
     src/domains/memories/model.rs."""
     tagged = f"AND EXISTS (SELECT 1 FROM ibex_core.memory_tags t WHERE t.memory_id = m.id AND t.tag = '{tag}')" if tag else ""
     micros, memory_id = psql(url, f"""
@@ -197,7 +197,7 @@ def memories_cursor_at(url, agent, depth, tag=None):
                         ("tag", tag), ("created_after", None), ("created_before", None)]:
         scope.update(b"\x00" + name.encode())
         scope.update(b"\x01" + value.encode() if value is not None else b"\x02")
-    # Signed like src/pagination.rs: HMAC-SHA256 over the organization, the list's scope and the
+    # Signed like src/wire/pagination.rs: HMAC-SHA256 over the organization, the list's scope and the
     # payload, keyed with the key every server of this run is given (BENCH_CURSOR_KEY).
     payload = (bytes([3]) + int(micros).to_bytes(8, "big", signed=True)
                + bytes.fromhex(memory_id.replace("-", "")))
