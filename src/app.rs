@@ -27,6 +27,7 @@ use crate::db::{Database, DatabaseReady};
 use crate::domains::analytics::Analytics;
 use crate::domains::analytics::cache::AnalyticsCache;
 use crate::domains::analytics::store::{ClickHouseReady, TraceStore};
+use crate::domains::data_requests::retention::RetentionSweep;
 use crate::domains::memories::export::{ExportWorker, RetryPolicy};
 use crate::domains::memories::search::MemoryService;
 use crate::domains::organizations::deletion::DeletionJob;
@@ -268,6 +269,12 @@ pub fn from_config(
     }
     .spawn();
     idempotency::spawn_sweep(db.clone());
+    RetentionSweep {
+        db: db.clone(),
+        retention: config.retention.deleted_rows,
+        every: config.retention.sweep_every,
+    }
+    .spawn();
     let rate_limiter = match (&config.rate_limits.limits, &redis) {
         (Some(limits), Some(client)) => Some(Arc::new(RateLimiter::new(
             client.clone(),

@@ -36,6 +36,7 @@ pub mod rate_limits;
 pub mod readiness;
 pub mod redis;
 pub mod requests;
+pub mod retention;
 mod secret;
 pub mod server;
 mod setting;
@@ -56,6 +57,7 @@ pub use rate_limits::{Limit, Limits, RateLimitConfig};
 pub use readiness::ReadinessConfig;
 pub use redis::RedisConfig;
 pub use requests::RequestsConfig;
+pub use retention::RetentionConfig;
 pub use secret::{Secret, SecretUrl};
 pub use server::ServerConfig;
 use setting::Values;
@@ -81,6 +83,7 @@ pub fn settings() -> impl Iterator<Item = &'static Setting> {
         requests::SETTINGS,
         signing::SETTINGS,
         gdpr::SETTINGS,
+        retention::SETTINGS,
         memory_service::SETTINGS,
         object_store::SETTINGS,
         exports::SETTINGS,
@@ -142,6 +145,7 @@ pub struct Config {
     pub requests: RequestsConfig,
     pub signing: SigningConfig,
     pub gdpr: GdprConfig,
+    pub retention: RetentionConfig,
     pub memory_service: MemoryServiceConfig,
     /// `None` when no access key is set: the object store is off.
     pub object_store: Option<S3Config>,
@@ -214,6 +218,7 @@ impl Config {
             requests: RequestsConfig::read(&v)?,
             signing: SigningConfig::read(&v)?,
             gdpr: GdprConfig::read(&v)?,
+            retention: RetentionConfig::read(&v)?,
             memory_service: MemoryServiceConfig::read(&v)?,
             object_store: S3Config::read(&v)?,
             exports: ExportConfig::read(&v)?,

@@ -26,6 +26,7 @@ mod memories;
 mod module_graph;
 mod organizations;
 mod rate_limits;
+mod retention;
 mod round_trips;
 mod security;
 mod sessions;

@@ -24,7 +24,8 @@ struct Entry {
 }
 
 const WHILE_THE_ORG_EXISTS: &str = "Until the organization is deleted.";
-const SOFT_DELETED: &str = "Until the organization is deleted; a deleted row is only marked (`deleted_at`) and kept with it.";
+const SOFT_DELETED: &str = "Until the organization is deleted; a row deleted through the API is marked (invisible to every read) and removed for good IBEX_API_DELETED_RETENTION_DAYS (30) days later.";
+const WITH_ITS_MEMORY: &str = "As its memory: removed for good with it.";
 
 const ENTRIES: &[Entry] = &[
     Entry {
@@ -57,7 +58,7 @@ const ENTRIES: &[Entry] = &[
         holds: "Each agent's directive and its active version.",
         personal_data: &[],
         subjects: &[Organization],
-        retention: WHILE_THE_ORG_EXISTS,
+        retention: "As its agent: removed for good with it.",
     },
     Entry {
         store: Postgresql,
@@ -65,7 +66,7 @@ const ENTRIES: &[Entry] = &[
         holds: "Every version of every directive, with who wrote it.",
         personal_data: &["content", "created_by"],
         subjects: &[Organization, User],
-        retention: WHILE_THE_ORG_EXISTS,
+        retention: "As its agent: removed for good with it.",
     },
     Entry {
         store: Postgresql,
@@ -81,7 +82,7 @@ const ENTRIES: &[Entry] = &[
         holds: "The tags of each memory.",
         personal_data: &["tag"],
         subjects: &[Organization, EndUser],
-        retention: WHILE_THE_ORG_EXISTS,
+        retention: WITH_ITS_MEMORY,
     },
     Entry {
         store: Postgresql,
@@ -89,7 +90,7 @@ const ENTRIES: &[Entry] = &[
         holds: "The history of each memory: what happened and who did it.",
         personal_data: &["actor"],
         subjects: &[Organization, User, EndUser],
-        retention: WHILE_THE_ORG_EXISTS,
+        retention: WITH_ITS_MEMORY,
     },
     Entry {
         store: Postgresql,
@@ -97,7 +98,7 @@ const ENTRIES: &[Entry] = &[
         holds: "Links between memories.",
         personal_data: &[],
         subjects: &[Organization, EndUser],
-        retention: WHILE_THE_ORG_EXISTS,
+        retention: WITH_ITS_MEMORY,
     },
     Entry {
         store: Postgresql,
@@ -121,7 +122,7 @@ const ENTRIES: &[Entry] = &[
         holds: "Each turn of a session: model, tokens, latency.",
         personal_data: &[],
         subjects: &[Organization, EndUser],
-        retention: WHILE_THE_ORG_EXISTS,
+        retention: "As its session: removed for good with it.",
     },
     Entry {
         store: Postgresql,

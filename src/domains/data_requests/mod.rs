@@ -4,10 +4,12 @@
 //! `/v1/data-requests` will plan over.
 //!
 //! `model` holds the answer's types, `data_map` the inventory itself (the one place a new table,
-//! bucket or channel is declared), `routes` the operation.
+//! bucket or channel is declared), `retention` the sweep that removes deleted rows for good once
+//! their retention period is over, `routes` the operations.
 
 pub mod data_map;
 pub mod model;
+pub mod retention;
 pub mod routes;
 
 use axum::extract::FromRef;
