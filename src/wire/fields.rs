@@ -1,11 +1,11 @@
-//! JSON object bodies read field by field, so that every problem is a 400 naming its field:
-//! unknown fields (a typo in a PATCH must not silently do nothing), `null` where a value is
-//! required, wrong types, lengths, patterns, and NUL characters (PostgreSQL refuses them in text
-//! and jsonb). Absent and `null` are told apart, as PATCH needs. Errors never quote a value.
-
-use serde_json::{Map, Value};
+//! JSON object bodies read field by field against their declaration ([`Body`]), so that every
+//! problem is a 400 naming its field: unknown fields (a typo in a PATCH must not silently do
+//! nothing), `null` where a value is required, wrong types, lengths, patterns, and NUL
+//! characters (PostgreSQL refuses them in text and jsonb). Absent and `null` are told apart, as
+//! PATCH needs. Errors never quote a value.
 
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use super::body::{Body, Field, Kind};
