@@ -52,6 +52,7 @@ async fn metrics_are_served_apart_with_bounded_labels() {
         // Counters with fixed labels exist from the start, at zero, so rules find them.
         "ibex_db_pool_acquire_timeouts_total 0",
         "ibex_trace_spans_dropped_total 0",
+        "ibex_retention_rows_removed_total 0",
         "ibex_analytics_cache_lookups_total{result=\"hit\"} 0",
         "ibex_analytics_cache_lookups_total{result=\"miss\"} 0",
         "ibex_auth_calls_total{outcome=\"unavailable\"} 0",

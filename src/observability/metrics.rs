@@ -43,6 +43,7 @@ pub const DEPENDENCY_UP: &str = "ibex_dependency_up";
 pub const SPANS_DROPPED: &str = "ibex_trace_spans_dropped_total";
 pub const BUILD_INFO: &str = "ibex_build_info";
 pub const RATE_LIMIT_DECISIONS: &str = "ibex_rate_limit_decisions_total";
+pub const RETENTION_REMOVED: &str = "ibex_retention_rows_removed_total";
 
 /// Every counter with a fixed label set, exported at zero from the start: a rule such as
 /// `increase(ibex_db_pool_acquire_timeouts_total[5m]) > 0` must find a series before the first
@@ -57,6 +58,7 @@ fn export_counters_at_zero() {
     }
     metrics::counter!(DB_ACQUIRE_TIMEOUTS).absolute(0);
     metrics::counter!(SPANS_DROPPED).absolute(0);
+    metrics::counter!(RETENTION_REMOVED).absolute(0);
     for outcome in ["allowed", "limited", "fail_open"] {
         metrics::counter!(RATE_LIMIT_DECISIONS, "outcome" => outcome).absolute(0);
     }

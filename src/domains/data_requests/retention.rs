@@ -86,7 +86,11 @@ impl RetentionSweep {
                 tick.tick().await;
                 match self.sweep(Utc::now()).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(removed = n, "deleted rows past retention removed"),
+                    Ok(n) => {
+                        metrics::counter!(crate::observability::metrics::RETENTION_REMOVED)
+                            .increment(n);
+                        tracing::info!(removed = n, "deleted rows past retention removed");
+                    }
                     Err(error) => tracing::warn!(code = error.code(), "retention sweep failed"),
                 }
             }
