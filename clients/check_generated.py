@@ -27,7 +27,9 @@ def problems(document, python_dir, hey_api_sdk, openapi_typescript, logs):
         for op in item.values()
     ]
     for operation_id, tag in operations:
-        if not (python_dir / "ibex_client" / "api" / tag / f"{operation_id}.py").is_file():
+        # openapi-python-client names a tag's module in snake case (`data-requests`: `data_requests`).
+        module = tag.replace("-", "_")
+        if not (python_dir / "ibex_client" / "api" / module / f"{operation_id}.py").is_file():
             found.append(f"openapi-python-client left out {operation_id}")
         if not re.search(rf"^export const {camel(operation_id)} = ", hey_api_sdk, re.MULTILINE):
             found.append(f"@hey-api/openapi-ts left out {operation_id}")
