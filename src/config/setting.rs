@@ -35,13 +35,22 @@ pub struct Setting {
 type Meaning = &'static [&'static str];
 
 impl Setting {
-    pub const fn text(name: &'static str, default: &'static str, meaning: Meaning) -> Self {
+    const fn bounded(
+        name: &'static str,
+        default: &'static str,
+        bounds: Bounds,
+        meaning: Meaning,
+    ) -> Self {
         Self {
             name,
             default,
-            bounds: Bounds::Text,
+            bounds,
             meaning_lines: meaning,
         }
+    }
+
+    pub const fn text(name: &'static str, default: &'static str, meaning: Meaning) -> Self {
+        Self::bounded(name, default, Bounds::Text, meaning)
     }
 
     pub const fn number(
@@ -51,12 +60,7 @@ impl Setting {
         max: u64,
         meaning: Meaning,
     ) -> Self {
-        Self {
-            name,
-            default,
-            bounds: Bounds::Number { min, max },
-            meaning_lines: meaning,
-        }
+        Self::bounded(name, default, Bounds::Number { min, max }, meaning)
     }
 
     /// Milliseconds, at least `min`, at most a day.
@@ -76,12 +80,7 @@ impl Setting {
         max: u64,
         meaning: Meaning,
     ) -> Self {
-        Self {
-            name,
-            default,
-            bounds: Bounds::Millis { min, max },
-            meaning_lines: meaning,
-        }
+        Self::bounded(name, default, Bounds::Millis { min, max }, meaning)
     }
 
     /// What the setting means, as one line of text.

@@ -90,11 +90,7 @@ async fn every_mutating_operation_with_an_idempotency_key_names_its_request() {
 
 async fn walk_mutating_operations(with_key: bool) {
     let auth = FakeAuth::start().await;
-    let memory_service = FakeMemoryService::start(MemoryAnswer::Json(json!({"results": []}))).await;
-    let s3 = TempS3::start().unwrap();
-    let mut settings = s3_settings(&s3);
-    settings.push(("IBEX_API_MEMORY_SERVICE_URL", memory_service.url()));
-    let app = TestApp::start(auth.addr, &as_refs(&settings)).await;
+    let (app, _s3, _memory_service) = app_with_every_service(auth.addr).await;
     let owner = app.db.add_user(org(), "owner").await;
     // A token the auth stand-in stores, so that it also mints and revokes through it.
     let token = auth.stored_token(org(), Some(owner), ALL);

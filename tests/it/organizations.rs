@@ -389,14 +389,6 @@ async fn rows_deleted(admin: &mut sqlx::PgConnection) -> i64 {
     .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real binary, killed (SIGKILL) in the middle of deleting 20 000 rows, then started again:
 /// the deletion finishes and the other organization keeps every row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,25 +420,11 @@ async fn a_killed_deletion_resumes_after_restart() {
     }
     let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE);
     let start = |pause_ms: &str| {
-        let port = free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ibex-api"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("IBEX_API_HOST", "127.0.0.1")
-            .env("IBEX_API_PORT", port.to_string())
-            .env("IBEX_API_AUTH_GRPC_ADDR", format!("http://{}", auth.addr))
-            .env("IBEX_API_DATABASE_URL", &db.url)
-            .env("IBEX_API_REDIS_URL", "")
-            // No trace store: the deletion would (rightly) wait for an unreachable one.
-            .env("IBEX_API_CLICKHOUSE_URL", "")
-            .env("IBEX_API_METRICS_ADDR", "")
+        let (mut command, addr) = app_process(auth.addr, &db.url);
+        command
             .env("IBEX_API_GDPR_BATCH_SIZE", "500")
-            .env("IBEX_API_GDPR_BATCH_PAUSE_MS", pause_ms)
-            .env("IBEX_API_LOG_LEVEL", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        (child, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .env("IBEX_API_GDPR_BATCH_PAUSE_MS", pause_ms);
+        (command.spawn().unwrap(), addr)
     };
 
     let (mut first, addr) = start("100");

@@ -81,7 +81,9 @@ pub struct RetentionSweep {
 impl RetentionSweep {
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(self.every);
+            // Not at start-up: every replica's start would sweep at once, for nothing new.
+            let first = tokio::time::Instant::now() + self.every;
+            let mut tick = tokio::time::interval_at(first, self.every);
             loop {
                 tick.tick().await;
                 match self.sweep(Utc::now()).await {
@@ -101,8 +103,10 @@ impl RetentionSweep {
     /// sessions, agents and users, each in batches until a batch comes back short. Returns how
     /// many rows it removed (dependents not counted).
     pub async fn sweep(&self, now: DateTime<Utc>) -> Result<u64, ApiError> {
-        let retention = chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
-        let cutoff = now - retention;
+        let cutoff = chrono::Duration::from_std(self.retention)
+            .ok()
+            .and_then(|retention| now.checked_sub_signed(retention))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut conn = self.db.platform().await?;
         let mut total = 0;
         for statement in [MEMORIES, SESSIONS, AGENTS, USERS] {

@@ -104,6 +104,43 @@ pub fn test_routes() -> Router<App> {
         .route("/test/sleep/{ms}", get(sleep_ms))
 }
 
+/// The real binary, ready to spawn as a child process: on a free loopback port, against `auth`
+/// and the database at `database_url`, with Redis, ClickHouse and metrics off and warnings only;
+/// each test adds its own settings. And the address it will listen on.
+pub fn app_process(auth: SocketAddr, database_url: &str) -> (std::process::Command, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ibex-api"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("IBEX_API_HOST", "127.0.0.1")
+        .env("IBEX_API_PORT", port.to_string())
+        .env("IBEX_API_AUTH_GRPC_ADDR", format!("http://{auth}"))
+        .env("IBEX_API_DATABASE_URL", database_url)
+        .env("IBEX_API_REDIS_URL", "")
+        // No trace store: an organization deletion would (rightly) wait for an unreachable one.
+        .env("IBEX_API_CLICKHOUSE_URL", "")
+        .env("IBEX_API_METRICS_ADDR", "")
+        .env("IBEX_API_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::null());
+    (command, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The app with an object store and the memory-service stand-in (answering no results), for
+/// tests that touch every operation; keep the two alive as long as the app.
+pub async fn app_with_every_service(auth: SocketAddr) -> (TestApp, TempS3, FakeMemoryService) {
+    let memory_service = FakeMemoryService::start(MemoryAnswer::Json(json!({"results": []}))).await;
+    let s3 = TempS3::start().unwrap();
+    let mut settings = s3_settings(&s3);
+    settings.push(("IBEX_API_MEMORY_SERVICE_URL", memory_service.url()));
+    let app = TestApp::start(auth, &as_refs(&settings)).await;
+    (app, s3, memory_service)
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     /// Where `/metrics` listens, when the test turned it on.

@@ -383,30 +383,13 @@ async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
     let hole = format!("http://{}", black_hole.local_addr().unwrap());
     let token = auth.token_for(org_a(), MEMORY_EXPORT);
     let start = |s3_endpoint: &str| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ibex-api"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("IBEX_API_HOST", "127.0.0.1")
-            .env("IBEX_API_PORT", port.to_string())
-            .env("IBEX_API_AUTH_GRPC_ADDR", format!("http://{}", auth.addr))
-            .env("IBEX_API_DATABASE_URL", &db.url)
-            .env("IBEX_API_REDIS_URL", "")
-            .env("IBEX_API_CLICKHOUSE_URL", "")
-            .env("IBEX_API_METRICS_ADDR", "")
-            .env("IBEX_API_EXPORT_LEASE_MS", "1500")
-            .env("IBEX_API_LOG_LEVEL", "warn");
+        let (mut command, addr) = app_process(auth.addr, &db.url);
+        command.env("IBEX_API_EXPORT_LEASE_MS", "1500");
         for (name, value) in s3.settings() {
             command.env(name, value);
         }
         command.env("IBEX_API_S3_ENDPOINT", s3_endpoint);
-        let child = command.stdout(std::process::Stdio::null()).spawn().unwrap();
-        (child, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        (command.spawn().unwrap(), addr)
     };
     let status = |job: Uuid| {
         let url = db.url.clone();

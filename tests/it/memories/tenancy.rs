@@ -5,11 +5,7 @@ use super::*;
 #[tokio::test]
 async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
     let auth = FakeAuth::start().await;
-    let memory_service = FakeMemoryService::start(MemoryAnswer::Json(json!({"results": []}))).await;
-    let s3 = TempS3::start().unwrap();
-    let mut settings = s3_settings(&s3);
-    settings.push(("IBEX_API_MEMORY_SERVICE_URL", memory_service.url()));
-    let app = TestApp::start(auth.addr, &as_refs(&settings)).await;
+    let (app, _s3, memory_service) = app_with_every_service(auth.addr).await;
     let agent = app.db.add_agent(org_a()).await;
     let memories: Vec<Seed> = (0..3).map(|n| Seed::new(org_a(), agent, n * 3)).collect();
     seed(&app.db, &memories).await;
