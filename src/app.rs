@@ -28,6 +28,7 @@ use crate::domains::analytics::Analytics;
 use crate::domains::analytics::cache::AnalyticsCache;
 use crate::domains::analytics::store::{ClickHouseReady, TraceStore};
 use crate::domains::data_requests::retention::RetentionSweep;
+use crate::domains::data_requests::worker::{DataRequestSampler, DataRequestWorker};
 use crate::domains::memories::export::{ExportWorker, RetryPolicy};
 use crate::domains::memories::search::MemoryService;
 use crate::domains::organizations::deletion::DeletionJob;
@@ -214,6 +215,7 @@ pub fn metric_samplers(db: &Database) -> Vec<Arc<dyn crate::observability::metri
         Arc::new(crate::domains::memories::export::ExportQueueSampler(
             db.clone(),
         )),
+        Arc::new(DataRequestSampler(db.clone())),
     ]
 }
 
@@ -283,6 +285,23 @@ pub fn from_config(
         ))),
         _ => None,
     };
+    let signing = Arc::new(signing_keys(config));
+    let data_requests = Arc::new(Notify::new());
+    let worker = DataRequestWorker {
+        db: db.clone(),
+        storage: storage.clone(),
+        traces: traces.clone(),
+        signing: Arc::clone(&signing),
+        wake: Arc::clone(&data_requests),
+        deletions: Arc::clone(&deletions),
+        lease: config.gdpr.lease,
+        retry_max: config.gdpr.retry_max,
+        archive_ttl: config.gdpr.archive_ttl,
+        batch_size: i64::from(config.gdpr.batch_size),
+    };
+    if config.gdpr.worker {
+        worker.spawn();
+    }
     let exports = Arc::new(Notify::new());
     ExportWorker {
         db: db.clone(),
@@ -306,9 +325,10 @@ pub fn from_config(
             db: db.clone(),
             deletions,
             exports,
+            data_requests,
             auth: Arc::new(Validator::new(client, cache)),
             storage,
-            signing: Arc::new(signing_keys(config)),
+            signing,
         },
         memory_service: MemoryService::from_config(&config.memory_service)?,
         analytics: Arc::new(Analytics {

@@ -62,6 +62,11 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{}", .0.message())]
     Conflict(Conflict),
+    /// The access archive was deleted after its retention period.
+    #[error(
+        "The archive was deleted at the end of its retention period; file a new access request."
+    )]
+    ArchiveExpired,
     #[error("The resource changed since the version named in If-Match; read it again.")]
     PreconditionFailed,
     #[error(
@@ -103,10 +108,14 @@ pub enum Conflict {
     UserEmail,
     LastOwner,
     SessionNotArchived,
+    DataRequestTransition,
+    DataRequestNotCancelable,
+    DataRequestNotCompleted,
+    DataRequestNoArchive,
 }
 
 impl Conflict {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 12] = [
         Self::Generic,
         Self::AgentSlug,
         Self::AgentHasSessions,
@@ -115,6 +124,10 @@ impl Conflict {
         Self::UserEmail,
         Self::LastOwner,
         Self::SessionNotArchived,
+        Self::DataRequestTransition,
+        Self::DataRequestNotCancelable,
+        Self::DataRequestNotCompleted,
+        Self::DataRequestNoArchive,
     ];
 
     pub fn code(self) -> &'static str {
@@ -127,6 +140,10 @@ impl Conflict {
             Self::UserEmail => "USER_EMAIL_CONFLICT",
             Self::LastOwner => "LAST_OWNER_PROTECTED",
             Self::SessionNotArchived => "SESSION_NOT_ARCHIVED",
+            Self::DataRequestTransition => "DATA_REQUEST_INVALID_TRANSITION",
+            Self::DataRequestNotCancelable => "DATA_REQUEST_NOT_CANCELABLE",
+            Self::DataRequestNotCompleted => "DATA_REQUEST_NOT_COMPLETED",
+            Self::DataRequestNoArchive => "DATA_REQUEST_NO_ARCHIVE",
         }
     }
 
@@ -144,6 +161,14 @@ impl Conflict {
             Self::UserEmail => "A live user of this organization already has this email address.",
             Self::LastOwner => "The organization's last owner can be neither demoted nor deleted.",
             Self::SessionNotArchived => "The session's archive does not exist (yet); retry later.",
+            Self::DataRequestTransition => {
+                "The data request's status does not allow this step (confirm: awaiting_confirmation only; extend: once, while open)."
+            }
+            Self::DataRequestNotCancelable => {
+                "The data request can no longer be canceled: its work has started or it has ended."
+            }
+            Self::DataRequestNotCompleted => "The data request has not succeeded (yet).",
+            Self::DataRequestNoArchive => "Only an access request has an archive.",
         }
     }
 }
@@ -198,6 +223,7 @@ impl ApiError {
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::ArchiveExpired => StatusCode::GONE,
             // 409 rather than the IETF draft's 422: the platform never answers 422.
             Self::IdempotencyKeyReused
             | Self::IdempotencyKeyInUse
@@ -233,6 +259,7 @@ impl ApiError {
             Self::RequestTimeout => "REQUEST_TIMEOUT",
             Self::Conflict(conflict) => conflict.code(),
             Self::PreconditionFailed => "PRECONDITION_FAILED",
+            Self::ArchiveExpired => "DATA_REQUEST_ARCHIVE_EXPIRED",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             Self::IdempotencyReplayWithheld => "IDEMPOTENCY_REPLAY_WITHHELD",

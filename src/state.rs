@@ -24,6 +24,8 @@ pub struct AppState {
     pub deletions: Arc<Notify>,
     /// Wakes the export worker after an export is requested.
     pub exports: Arc<Notify>,
+    /// Wakes the data-request worker after a request is filed or confirmed.
+    pub data_requests: Arc<Notify>,
     /// The auth service's client and this replica's validation cache.
     pub auth: Arc<Validator>,
     /// The object store; `None` when not configured.

@@ -123,6 +123,57 @@ impl Bucket {
         Ok((url.to_string(), expires_at))
     }
 
+    /// How many objects lie under `prefix`, leaving out those under `except`.
+    pub async fn count_prefix(
+        &self,
+        prefix: &str,
+        except: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        Ok(self.list_prefix(prefix, except).await?.len() as u64)
+    }
+
+    /// The keys under `prefix` (a whole path segment), leaving out those under `except`.
+    pub async fn list_prefix(
+        &self,
+        prefix: &str,
+        except: Option<&str>,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut listed = self.store.list(Some(&Path::from(prefix)));
+        let mut keys = Vec::new();
+        while let Some(meta) = listed.next().await {
+            let key = meta?.location.to_string();
+            if except.is_some_and(|except| key.starts_with(&format!("{except}/"))) {
+                continue;
+            }
+            keys.push(key);
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Deletes `key`; one that is not there counts as deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The object's bytes as a stream of chunks (memory flat however large).
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<bytes::Bytes, StorageError>>,
+        StorageError,
+    > {
+        let got = self.store.get(&Path::from(key)).await?;
+        Ok(got
+            .into_stream()
+            .map(|chunk| chunk.map_err(StorageError::from))
+            .boxed())
+    }
+
     /// Deletes every object under `prefix` (a whole path segment, `{org_id}` for the GDPR
     /// deletion); returns how many went.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StorageError> {

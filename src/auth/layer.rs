@@ -30,6 +30,10 @@ pub fn is_public(path: &str) -> bool {
     ) {
         return true;
     }
+    // A receipt, by its unguessable id: it holds nothing personal and outlives its organization.
+    if let Some(id) = path.strip_prefix("/v1/data-request-receipts/") {
+        return !id.is_empty() && !id.contains('/');
+    }
     path.strip_prefix("/docs/")
         .is_some_and(|file| !file.contains('/') && !file.starts_with('.'))
 }

@@ -54,6 +54,22 @@ impl Event {
     }
 }
 
+/// Where data requests' status changes are published (status only, never the subject).
+pub const DATA_REQUESTS_CHANNEL: &str = "ibex:data-requests";
+
+impl Event {
+    /// A data request moved to `status`.
+    pub fn data_request_status(org_id: Uuid, request_id: Uuid, status: &str) -> Self {
+        let payload = serde_json::json!({
+            "v": 1, "org_id": org_id, "request_id": request_id, "status": status,
+        });
+        Self {
+            publish: Some((DATA_REQUESTS_CHANNEL.to_owned(), payload.to_string())),
+            delete_key: None,
+        }
+    }
+}
+
 /// Adds `event` to the transaction; it is published after the transaction commits, and never if
 /// it rolls back.
 pub async fn enqueue(tx: &mut OrgTx, event: Event) -> Result<(), ApiError> {

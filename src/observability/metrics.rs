@@ -44,6 +44,8 @@ pub const SPANS_DROPPED: &str = "ibex_trace_spans_dropped_total";
 pub const BUILD_INFO: &str = "ibex_build_info";
 pub const RATE_LIMIT_DECISIONS: &str = "ibex_rate_limit_decisions_total";
 pub const RETENTION_REMOVED: &str = "ibex_retention_rows_removed_total";
+pub const DATA_REQUESTS_OVERDUE: &str = "ibex_data_requests_overdue";
+pub const DATA_REQUESTS_OPEN: &str = "ibex_data_requests_open";
 
 /// Every counter with a fixed label set, exported at zero from the start: a rule such as
 /// `increase(ibex_db_pool_acquire_timeouts_total[5m]) > 0` must find a series before the first

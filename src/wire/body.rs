@@ -61,6 +61,12 @@ pub enum Kind {
         schema: Component,
     },
     Uuid,
+    /// An array of UUIDs (a repeat counts once).
+    UuidList {
+        max_items: usize,
+    },
+    /// An object declared by a body of its own (its problems are named `field.inner`).
+    Nested(&'static Body),
     /// RFC 3339.
     Timestamp,
     /// A field of the resource that this body may not carry: a 400 `READ_ONLY` with this
@@ -134,6 +140,12 @@ impl Field {
                 "items": {"$ref": reference(schema)},
             }),
             Kind::Uuid => json!({"type": "string", "format": "uuid"}),
+            Kind::UuidList { max_items } => json!({
+                "type": "array",
+                "items": {"type": "string", "format": "uuid"},
+                "maxItems": max_items,
+            }),
+            Kind::Nested(body) => json!({"$ref": format!("#/components/schemas/{}", body.name)}),
             Kind::Timestamp => json!({"type": "string", "format": "date-time"}),
             Kind::ReadOnly(_) => return None,
         };
@@ -216,6 +228,11 @@ impl Body {
             let schema = match field.kind {
                 Kind::Choice { schema, .. } | Kind::ChoiceList { schema, .. } => schema,
                 Kind::Object { .. } => component::<FreeFormObject>,
+                Kind::Nested(body) => {
+                    out.push((body.name.to_owned(), body.schema()));
+                    body.components(out);
+                    continue;
+                }
                 _ => continue,
             };
             let (name, schema) = schema();

@@ -226,6 +226,61 @@ impl Fields {
         id
     }
 
+    /// The ids, each once, in the order first sent.
+    pub fn uuid_list(&mut self, name: &str) -> Option<Vec<Uuid>> {
+        let Kind::UuidList { max_items } = self.kind(name) else {
+            panic!("{name} is not a UUID list");
+        };
+        let value = self.map.remove(name)?;
+        let Value::Array(items) = value else {
+            self.wrong_type(name, &value, "an array");
+            return None;
+        };
+        if items.len() > max_items {
+            self.error(
+                name,
+                "TOO_MANY",
+                format!("must have at most {max_items} items"),
+            );
+            return None;
+        }
+        let mut ids: Vec<Uuid> = Vec::with_capacity(items.len());
+        for item in items {
+            let Some(id) = item.as_str().and_then(|text| Uuid::try_parse(text).ok()) else {
+                self.error(name, "INVALID_UUID", "items must be UUIDs");
+                return None;
+            };
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Some(ids)
+    }
+
+    /// Reads the object `name` by its own declaration with `read`; its problems join this
+    /// body's, named `name.field`.
+    pub fn nested<T>(&mut self, name: &str, read: impl FnOnce(&mut Fields) -> T) -> Option<T> {
+        let Kind::Nested(body) = self.kind(name) else {
+            panic!("{name} is not a nested body");
+        };
+        let value = self.map.remove(name)?;
+        if !value.is_object() {
+            self.wrong_type(name, &value, "an object");
+            return None;
+        }
+        let mut inner = body.read(value).expect("an object");
+        let value = read(&mut inner);
+        let errors = match inner.finish() {
+            Ok(_) => return Some(value),
+            Err(ApiError::Validation { field_errors, .. }) => field_errors,
+            Err(_) => Vec::new(),
+        };
+        for e in errors {
+            self.error(&format!("{name}.{}", e.field), e.code, e.message);
+        }
+        None
+    }
+
     pub fn timestamp(&mut self, name: &str) -> Option<DateTime<Utc>> {
         assert!(
             matches!(self.kind(name), Kind::Timestamp),

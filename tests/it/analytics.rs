@@ -4,7 +4,6 @@
 //! ClickHouse outages.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -17,34 +16,6 @@ const TRACE_READ: u64 = 1 << 24;
 
 fn org_a() -> Uuid {
     ORG_ID.parse().unwrap()
-}
-
-/// One ClickHouse per test binary (tests use their own organizations); outage tests start their
-/// own.
-fn clickhouse() -> &'static TempClickHouse {
-    static SERVER: OnceLock<TempClickHouse> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        std::thread::spawn(|| {
-            let server = TempClickHouse::start().expect("start clickhouse-server for the tests");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(create_table(&server.url()));
-            server
-        })
-        .join()
-        .unwrap()
-    })
-}
-
-async fn create_table(url: &str) {
-    let client = clickhouse::Client::default()
-        .with_url(url)
-        .with_validation(false);
-    ibex_api::devenv::clickhouse::create_schema(&client)
-        .await
-        .unwrap();
 }
 
 #[derive(Debug, Clone)]

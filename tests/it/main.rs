@@ -15,6 +15,7 @@ mod auth;
 mod boundaries;
 mod conditional;
 mod data_map;
+mod data_requests;
 mod database;
 mod directives;
 mod docs;

@@ -198,6 +198,94 @@ impl TraceStore {
             .map_err(|e| describe(&e))
     }
 
+    /// The trace ids (`request_id`) of the sessions' traces.
+    pub async fn request_ids_of_sessions(
+        &self,
+        org_id: Uuid,
+        sessions: &[Uuid],
+    ) -> Result<Vec<String>, String> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = self
+            .client
+            .query("SELECT request_id FROM llm_traces WHERE org_id = ? AND has(?, session_id) ORDER BY request_id")
+            .bind(org_id.to_string())
+            .bind(session_texts(sessions))
+            .fetch_all::<String>();
+        self.bounded(query).await
+    }
+
+    /// How many of the sessions' traces are left.
+    pub async fn count_sessions(&self, org_id: Uuid, sessions: &[Uuid]) -> Result<u64, String> {
+        if sessions.is_empty() {
+            return Ok(0);
+        }
+        let query = self
+            .client
+            .query("SELECT count() FROM llm_traces WHERE org_id = ? AND has(?, session_id)")
+            .bind(org_id.to_string())
+            .bind(session_texts(sessions))
+            .fetch_one::<u64>();
+        self.bounded(query).await
+    }
+
+    /// How many traces the organization has.
+    pub async fn count_org(&self, org_id: Uuid) -> Result<u64, String> {
+        let query = self
+            .client
+            .query("SELECT count() FROM llm_traces WHERE org_id = ?")
+            .bind(org_id.to_string())
+            .fetch_one::<u64>();
+        self.bounded(query).await
+    }
+
+    /// Removes the sessions' traces (an end user's erasure): a mutation, applied by ClickHouse in
+    /// the background (the caller counts again until none is left); safe to repeat.
+    pub async fn delete_sessions(&self, org_id: Uuid, sessions: &[Uuid]) -> Result<(), String> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let delete = self
+            .client
+            .query("ALTER TABLE llm_traces DELETE WHERE org_id = ? AND has(?, session_id)")
+            .bind(org_id.to_string())
+            .bind(session_texts(sessions))
+            .execute();
+        self.bounded(delete).await
+    }
+
+    /// The traces of the organization (every one, or only the sessions') as JSON lines, chunk by
+    /// chunk, for an access archive.
+    pub fn export_json(
+        &self,
+        org_id: Uuid,
+        sessions: Option<&[Uuid]>,
+    ) -> Result<clickhouse::query::BytesCursor, String> {
+        let query = match sessions {
+            Some(sessions) => self
+                .client
+                .query("SELECT * FROM llm_traces WHERE org_id = ? AND has(?, session_id) ORDER BY requested_at, request_id")
+                .bind(org_id.to_string())
+                .bind(session_texts(sessions)),
+            None => self
+                .client
+                .query("SELECT * FROM llm_traces WHERE org_id = ? ORDER BY requested_at, request_id")
+                .bind(org_id.to_string()),
+        };
+        query.fetch_bytes("JSONEachRow").map_err(|e| describe(&e))
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, String> {
+        tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .map_err(|_| "no answer".to_owned())?
+            .map_err(|e| describe(&e))
+    }
+
     async fn ping(&self) -> Result<(), String> {
         let one = self.client.query("SELECT toUInt8(1)").fetch_one::<u8>();
         match one.await {
@@ -206,6 +294,10 @@ impl TraceStore {
             Err(e) => Err(describe(&e)),
         }
     }
+}
+
+fn session_texts(sessions: &[Uuid]) -> Vec<String> {
+    sessions.iter().map(Uuid::to_string).collect()
 }
 
 const AGENT_CLAUSE: &str = " AND agent_id = ?";

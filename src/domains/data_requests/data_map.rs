@@ -2,12 +2,12 @@
 //! `GET /v1/data-map`, and held against the database catalog and the object store's buckets by
 //! `tests/it/data_map.rs`, so a new table or bucket cannot escape it.
 //!
-//! What covers each store is derived, not written: the organization's erasure covers what the
-//! organization deletion removes (`organizations::deletion::CASCADE`, the organization's row and
-//! its delivered events, its traces and its objects). Access requests cover nothing yet.
+//! What covers each store is derived, not written: from the stores each subject kind's access
+//! and erasure plan over (`plan`; an organization's are the deletion's cascade, its row, both
+//! buckets and its traces).
 
 use super::model::{DataMap, DataStore, StoreKind, SubjectKind};
-use crate::domains::organizations::deletion::CASCADE;
+use super::plan::{self, Location, Store};
 use crate::storage::Storage;
 
 use StoreKind::{Clickhouse, ObjectStore, Postgresql, Redis};
@@ -157,6 +157,30 @@ const ENTRIES: &[Entry] = &[
         retention: "Kept after the deletion, as its record (it names no person).",
     },
     Entry {
+        store: Postgresql,
+        name: "ibex_core.data_requests",
+        holds: "Data-protection requests: type, subject, deadline, plan and progress.",
+        personal_data: &["subject", "reference", "created_by"],
+        subjects: &[Organization, User, EndUser],
+        retention: "Until the organization is erased; an erasure's subject is replaced by its commitment when it succeeds.",
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.data_request_items",
+        holds: "The items (ids, object keys) a data request froze when planned.",
+        personal_data: &["item"],
+        subjects: &[Organization, User, EndUser],
+        retention: "Until the request ends (its receipt keeps their digest).",
+    },
+    Entry {
+        store: Postgresql,
+        name: "ibex_core.data_request_receipts",
+        holds: "Signed receipts of succeeded data requests: ids, counts, digests, times.",
+        personal_data: &[],
+        subjects: &[Organization],
+        retention: "Kept after the organization is gone, as the proof of its requests (they name no person).",
+    },
+    Entry {
         store: Clickhouse,
         name: "ibex.llm_traces",
         holds: "One row per proxied LLM request (the analytics read them; the proxy writes them).",
@@ -190,7 +214,15 @@ const ENTRIES: &[Entry] = &[
     },
     Entry {
         store: Redis,
-        name: "ibex:memory:deletions, ibex:token:revocations, ibex:directive:updates:{agent_id}",
+        name: "{org_id}:hot_memories:{agent_id}",
+        holds: "The proxy's hot cache of each agent's memory ids (written by the proxy; this service removes deleted ones).",
+        personal_data: &[],
+        subjects: &[Organization, EndUser],
+        retention: "As the memories: a deleted memory's id is removed from it.",
+    },
+    Entry {
+        store: Redis,
+        name: "ibex:memory:deletions, ibex:token:revocations, ibex:directive:updates:{agent_id}, ibex:data-requests",
         holds: "Pub/sub channels of platform events (nothing kept at rest).",
         personal_data: &[],
         subjects: &[Organization],
@@ -229,27 +261,51 @@ pub fn data_map(storage: Option<&Storage>) -> DataMap {
             holds: entry.holds,
             personal_data: entry.personal_data.to_vec(),
             subjects: entry.subjects.to_vec(),
-            access: Vec::new(),
-            erasure: if erased_with_the_organization(entry) {
-                vec![Organization]
-            } else {
-                Vec::new()
-            },
+            access: covered(entry, false),
+            erasure: covered(entry, true),
             retention: entry.retention,
         })
         .collect();
     DataMap { stores }
 }
 
-/// What the organization deletion removes: its tables (`CASCADE`), its row, its delivered
-/// events, its traces and its objects.
-fn erased_with_the_organization(entry: &Entry) -> bool {
-    match entry.store {
-        Postgresql => {
-            CASCADE.contains(&entry.name)
-                || ["ibex_core.organizations", "ibex_core.outbox"].contains(&entry.name)
+/// The subject kinds whose request (of the kind `stores` lists) covers the entry: derived from
+/// the stores each subject kind plans over (`plan`). The organization's erasure also removes its
+/// delivered events and, once its receipt is written, its data requests.
+fn covered(entry: &Entry, erasure: bool) -> Vec<SubjectKind> {
+    let stores = if erasure {
+        plan::erasure_stores
+    } else {
+        plan::access_stores
+    };
+    [Organization, User, EndUser]
+        .into_iter()
+        .filter(|kind| {
+            stores(*kind).iter().any(|store| reaches(store, entry))
+                || (erasure
+                    && *kind == Organization
+                    && [
+                        "ibex_core.outbox",
+                        "ibex_core.data_requests",
+                        "ibex_core.data_request_items",
+                    ]
+                    .contains(&entry.name))
+        })
+        .collect()
+}
+
+/// Whether a planned store is (part of) the entry.
+fn reaches(store: &Store, entry: &Entry) -> bool {
+    match (store.location, entry.store) {
+        (Location::Table, Postgresql) => entry.name.strip_prefix("ibex_core.") == Some(store.name),
+        (Location::Archives, ObjectStore) => entry.name == ARCHIVES,
+        (Location::Exports, ObjectStore) => entry.name == EXPORTS,
+        // An export's erasure also marks its job `purged`.
+        (Location::Exports, Postgresql) => {
+            store.name == "memory_exports" && entry.name == "ibex_core.memory_exports"
         }
-        Clickhouse | ObjectStore => true,
-        Redis => false,
+        (Location::Traces, Clickhouse) => true,
+        (Location::HotCache, Redis) => entry.name.contains(":hot_memories:"),
+        _ => false,
     }
 }

@@ -403,6 +403,8 @@ pub enum ExportStatus {
     Running,
     Succeeded,
     Failed,
+    /// Its file held a memory that a data-protection erasure removed, and went with it: no URL.
+    Purged,
 }
 
 /// An export job; once it succeeded, a fresh download link at every read.

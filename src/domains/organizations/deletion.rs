@@ -73,7 +73,12 @@ impl DeletionJob {
     async fn next_requested(&self) -> Option<Uuid> {
         let mut conn = self.db.platform().await.ok()?;
         sqlx::query_scalar(
-            "SELECT org_id FROM ibex_core.org_deletions WHERE state <> 'done'
+            // An erasure request of the organization still planning counts its rows first.
+            "SELECT org_id FROM ibex_core.org_deletions o WHERE state <> 'done'
+               AND NOT EXISTS (
+                   SELECT 1 FROM ibex_core.data_requests d
+                   WHERE d.org_id = o.org_id AND d.type = 'erasure'
+                     AND d.subject_kind = 'organization' AND d.status IN ('received', 'planning'))
              ORDER BY requested_at LIMIT 1",
         )
         .fetch_optional(&mut *conn)
@@ -215,12 +220,12 @@ impl DeletionJob {
     }
 }
 
-fn describe(e: sqlx::Error) -> String {
+pub fn describe(e: sqlx::Error) -> String {
     crate::db::error::describe_unavailable(&e)
 }
 
 /// Runs `work` in a transaction as `ibex_gdpr`, confined to `org_id` by row-level security.
-async fn in_org<T>(
+pub async fn in_org<T>(
     conn: &mut PgConnection,
     org_id: Uuid,
     work: impl for<'c> FnOnce(

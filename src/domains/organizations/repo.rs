@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::Row;
+use uuid::Uuid;
 
 use super::model::{Deletion, OrgChanges, Organization};
 use crate::db::{DbError, FromRow, OrgTx};
@@ -166,6 +167,7 @@ async fn updated_at(tx: &mut OrgTx, status: &str) -> Result<DateTime<Utc>, ApiEr
 pub async fn request_deletion(
     tx: &mut OrgTx,
     if_match: Option<Vec<i64>>,
+    created_by: Option<Uuid>,
 ) -> Result<Organization, ApiError> {
     let org_id = tx.org_id();
     if lock_status(tx, if_match.as_deref()).await? != "cancelled" {
@@ -177,5 +179,47 @@ pub async fn request_deletion(
         &[&org_id],
     )
     .await?;
+    file_erasure_request(tx, created_by).await?;
     get(tx).await
+}
+
+/// The deletion is the organization's erasure as a data request (docs/domains/data-requests.md):
+/// one already awaiting confirmation is confirmed by it, else a new one is filed, confirmed (the
+/// DELETE is the confirmation), unless one is under way. The subject commitment is the one
+/// `data_requests::model::Subject::commitment` makes for `{"kind":"organization"}`
+/// (`tests/it/data_requests/organization.rs` holds them equal).
+async fn file_erasure_request(tx: &mut OrgTx, created_by: Option<Uuid>) -> Result<(), ApiError> {
+    let org_id = tx.org_id();
+    let rows = tx
+        .query(
+            "WITH confirmed AS (
+                 UPDATE ibex_core.data_requests
+                 SET status = 'running', confirmed_at = now(), updated_at = now(), lease_until = NULL
+                 WHERE org_id = $1 AND type = 'erasure' AND subject_kind = 'organization'
+                   AND status = 'awaiting_confirmation'
+                 RETURNING id, 'running' AS status),
+             filed AS (
+                 INSERT INTO ibex_core.data_requests
+                     (id, org_id, type, subject_kind, subject, subject_salt, subject_commitment,
+                      received_at, due_at, created_by, confirmed_at)
+                 SELECT $2, $1, 'erasure', 'organization', '{\"kind\":\"organization\"}'::jsonb, salt,
+                        encode(sha256(convert_to(salt || ':{\"kind\":\"organization\"}', 'UTF8')), 'hex'),
+                        now(), now() + interval '1 month', $3, now()
+                 FROM (SELECT replace(gen_random_uuid()::text, '-', '') AS salt) s
+                 WHERE NOT EXISTS (SELECT 1 FROM confirmed)
+                   AND NOT EXISTS (
+                       SELECT 1 FROM ibex_core.data_requests
+                       WHERE org_id = $1 AND type = 'erasure' AND subject_kind = 'organization'
+                         AND status IN ('received', 'planning', 'awaiting_confirmation', 'running'))
+                 RETURNING id, status)
+             SELECT id, status FROM confirmed UNION ALL SELECT id, status FROM filed",
+            &[&org_id, &Uuid::now_v7(), &created_by],
+        )
+        .await?;
+    for row in rows {
+        let id: Uuid = row.try_get(0).map_err(DbError::from)?;
+        let status: String = row.try_get(1).map_err(DbError::from)?;
+        events::enqueue(tx, Event::data_request_status(org_id, id, &status)).await?;
+    }
+    Ok(())
 }

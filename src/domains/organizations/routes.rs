@@ -142,7 +142,8 @@ pub async fn delete_organization(
     own_org(&caller, &path)?;
     let mut tx = state.db.begin_for(&caller).await?;
     require_owner(&mut tx, &caller).await?;
-    let org = repo::request_deletion(&mut tx, preconditions.if_match_versions()).await?;
+    let org =
+        repo::request_deletion(&mut tx, preconditions.if_match_versions(), caller.user_id).await?;
     record(
         &mut tx,
         &caller,
@@ -153,5 +154,6 @@ pub async fn delete_organization(
     );
     tx.commit().await?;
     state.deletions.notify_one();
+    state.data_requests.notify_one();
     Ok((StatusCode::ACCEPTED, Json(org)))
 }

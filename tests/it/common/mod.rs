@@ -10,6 +10,7 @@
 
 mod app;
 mod auth;
+mod clickhouse_server;
 mod db;
 mod http_client;
 mod memory_service;
@@ -20,6 +21,8 @@ mod redis_server;
 pub use app::*;
 #[allow(unused_imports)]
 pub use auth::*;
+#[allow(unused_imports)]
+pub use clickhouse_server::*;
 #[allow(unused_imports)]
 pub use db::*;
 #[allow(unused_imports)]

@@ -1,0 +1,1276 @@
+//! The worker that carries data requests through their statuses.
+//!
+//! A request is claimed by one replica at a time (`FOR UPDATE SKIP LOCKED` under a lease the
+//! worker keeps renewing; every write is fenced by the claim's `attempts`, so a worker that lost
+//! its lease changes nothing). `planning` freezes the items in one transaction; `running` works
+//! through the frozen items store by store in batches, each batch marked done in the transaction
+//! that deletes it (or right after an external store confirmed it), so a restart resumes where it
+//! stopped and repeats nothing. After a store's work its items are counted again where they live;
+//! anything left sends the store back to work. While a store is unreachable the request stays
+//! `running`, shows that store's last error, and is retried with a backoff: it never succeeds
+//! with anything left.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, Row};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::archive;
+use super::model::{DataRequestType, StoreProgress, Subject, SubjectKind, hex};
+use super::plan::{self, Location, Store};
+use super::receipt::{self, Facts};
+use crate::db::Database;
+use crate::domains::analytics::store::TraceStore;
+use crate::domains::organizations::deletion::{describe, in_org};
+use crate::signing::SigningKeys;
+use crate::storage::Storage;
+
+/// How often the worker looks for work besides being woken.
+const POLL: Duration = Duration::from_secs(2);
+/// How soon an organization's erasure looks again at its deletion job's progress.
+const DELETION_CHECK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct DataRequestWorker {
+    pub db: Database,
+    pub storage: Option<Storage>,
+    pub traces: Option<TraceStore>,
+    pub signing: Arc<SigningKeys>,
+    /// Wakes this worker (a request created or confirmed).
+    pub wake: Arc<Notify>,
+    /// Wakes the organization-deletion job (an organization's erasure runs through it).
+    pub deletions: Arc<Notify>,
+    pub lease: Duration,
+    /// The longest wait between two attempts while a store is unreachable.
+    pub retry_max: Duration,
+    /// How long an access archive is kept.
+    pub archive_ttl: Duration,
+    /// Items per batch.
+    pub batch_size: i64,
+}
+
+/// A claimed request.
+#[derive(Debug, Clone)]
+struct Claimed {
+    id: Uuid,
+    org_id: Uuid,
+    kind: DataRequestType,
+    subject: Option<Subject>,
+    subject_kind: String,
+    commitment: String,
+    status: String,
+    attempt: i32,
+    confirmed: bool,
+    received_at: DateTime<Utc>,
+    due_at: DateTime<Utc>,
+    progress: BTreeMap<String, StoreProgress>,
+    items_digest: Option<String>,
+}
+
+impl Claimed {
+    fn subject_kind(&self) -> SubjectKind {
+        match self.subject_kind.as_str() {
+            "organization" => SubjectKind::Organization,
+            "user" => SubjectKind::User,
+            _ => SubjectKind::EndUser,
+        }
+    }
+}
+
+/// Why an attempt stopped before the end.
+#[derive(Debug)]
+enum Stop {
+    /// A store could not be reached: wait and retry, showing its error.
+    Unreachable { store: String, kind: String },
+    /// Nothing wrong; look again after this long (an organization's deletion under way, a
+    /// trace mutation still applying).
+    Later(Duration),
+    /// Another worker holds the request now, or it was canceled: leave it.
+    Lost,
+}
+
+fn db_stop(e: impl ToString) -> Stop {
+    Stop::Unreachable {
+        store: "postgresql".into(),
+        kind: e.to_string(),
+    }
+}
+
+impl DataRequestWorker {
+    pub fn spawn(self) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                self.purge_expired_archives().await;
+                while let Some(job) = self.claim().await {
+                    let worker = self.clone();
+                    let id = job.id;
+                    // Its own task: a panic ends this attempt (the lease runs out, the request
+                    // is taken up again), never the worker.
+                    if tokio::spawn(async move { worker.run(job).await })
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(request_id = %id, "data request attempt panicked; it resumes once its lease runs out");
+                    }
+                }
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        })
+    }
+
+    /// The oldest request with work to do whose lease (or backoff) is over, now this worker's.
+    async fn claim(&self) -> Option<Claimed> {
+        let mut conn = self.db.platform().await.ok()?;
+        let row = sqlx::query(
+            "UPDATE ibex_core.data_requests
+             SET attempts = attempts + 1, lease_until = now() + make_interval(secs => $1),
+                 status = CASE status WHEN 'received' THEN 'planning' ELSE status END
+             WHERE id = (
+                 SELECT id FROM ibex_core.data_requests
+                 WHERE status IN ('received', 'planning', 'running')
+                   AND (lease_until IS NULL OR lease_until <= now())
+                 ORDER BY created_at
+                 FOR UPDATE SKIP LOCKED
+                 LIMIT 1)
+             RETURNING id, org_id, type, subject, subject_kind, subject_commitment, status,
+                 attempts, confirmed_at IS NOT NULL AS confirmed, received_at, due_at, progress,
+                 items_digest",
+        )
+        .bind(self.lease.as_secs_f64())
+        .fetch_optional(&mut *conn)
+        .await
+        .ok()??;
+        let subject: Option<serde_json::Value> = row.get("subject");
+        let status: String = row.get("status");
+        let was_received = status == "planning";
+        let claimed = Claimed {
+            id: row.get("id"),
+            org_id: row.get("org_id"),
+            kind: if row.get::<String, _>("type") == "access" {
+                DataRequestType::Access
+            } else {
+                DataRequestType::Erasure
+            },
+            subject: subject.and_then(|s| serde_json::from_value(s).ok()),
+            subject_kind: row.get("subject_kind"),
+            commitment: row.get("subject_commitment"),
+            status,
+            attempt: row.get("attempts"),
+            confirmed: row.get("confirmed"),
+            received_at: row.get("received_at"),
+            due_at: row.get("due_at"),
+            progress: serde_json::from_value(row.get("progress")).unwrap_or_default(),
+            items_digest: row.get("items_digest"),
+        };
+        if was_received && claimed.attempt == 1 {
+            self.announce(&mut conn, &claimed, "planning").await;
+        }
+        Some(claimed)
+    }
+
+    /// Publishes a status on Redis through the outbox (status only).
+    async fn announce(&self, conn: &mut PgConnection, job: &Claimed, status: &'static str) {
+        let (org, id) = (job.org_id, job.id);
+        let _ = in_org(conn, org, move |tx| {
+            Box::pin(async move { outbox(tx, org, id, status).await })
+        })
+        .await;
+        self.db.outbox_wake().notify_one();
+    }
+
+    async fn run(&self, job: Claimed) {
+        tracing::info!(request_id = %job.id, org_id = %job.org_id, status = %job.status, attempt = job.attempt, "data request step");
+        let outcome = tokio::select! {
+            outcome = self.step(&job) => outcome,
+            () = self.keep_lease(&job) => Err(Stop::Lost),
+        };
+        let retry = match outcome {
+            Ok(()) | Err(Stop::Lost) => return,
+            Err(Stop::Later(after)) => (after, None),
+            Err(Stop::Unreachable { store, kind }) => {
+                tracing::warn!(request_id = %job.id, store = %store, problem = %kind, "data request waits for a store");
+                (self.backoff(job.attempt), Some((store, kind)))
+            }
+        };
+        let (after, problem) = retry;
+        let Ok(mut conn) = self.db.platform().await else {
+            return;
+        };
+        let mut progress = self.current_progress(&mut conn, &job).await;
+        if let Some((store, kind)) = problem {
+            let entry = progress.entry(store).or_default();
+            entry.status = "waiting".into();
+            entry.last_error = Some(kind);
+        }
+        let _ = sqlx::query(
+            "UPDATE ibex_core.data_requests
+             SET lease_until = now() + make_interval(secs => $3), progress = $4, updated_at = now()
+             WHERE id = $1 AND attempts = $2",
+        )
+        .bind(job.id)
+        .bind(job.attempt)
+        .bind(after.as_secs_f64())
+        .bind(serde_json::to_value(&progress).expect("progress serializes"))
+        .execute(&mut *conn)
+        .await;
+    }
+
+    async fn current_progress(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+    ) -> BTreeMap<String, StoreProgress> {
+        sqlx::query_scalar::<_, serde_json::Value>(
+            "SELECT progress FROM ibex_core.data_requests WHERE id = $1",
+        )
+        .bind(job.id)
+        .fetch_optional(&mut *conn)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| serde_json::from_value(p).ok())
+        .unwrap_or_else(|| job.progress.clone())
+    }
+
+    /// 1 s, 2 s, 4 s … up to `retry_max`, with jitter.
+    fn backoff(&self, attempt: i32) -> Duration {
+        let exponential = Duration::from_secs(1 << attempt.clamp(1, 16).saturating_sub(1));
+        exponential
+            .min(self.retry_max)
+            .mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+
+    /// Renews the lease every third of it; returns once it is lost.
+    async fn keep_lease(&self, job: &Claimed) {
+        let mut misses = 0;
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            let renewed = async {
+                let mut conn = self.db.platform().await.ok()?;
+                sqlx::query(
+                    "UPDATE ibex_core.data_requests
+                     SET lease_until = now() + make_interval(secs => $3)
+                     WHERE id = $1 AND attempts = $2 AND status IN ('planning', 'running')",
+                )
+                .bind(job.id)
+                .bind(job.attempt)
+                .bind(self.lease.as_secs_f64())
+                .execute(&mut *conn)
+                .await
+                .ok()
+                .map(|r| r.rows_affected() == 1)
+            };
+            match renewed.await {
+                Some(true) => misses = 0,
+                Some(false) => return,
+                None => {
+                    misses += 1;
+                    if misses >= 2 {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn step(&self, job: &Claimed) -> Result<(), Stop> {
+        let mut conn = self.db.platform().await.map_err(db_stop)?;
+        match (job.status.as_str(), job.kind, job.subject_kind()) {
+            ("planning", _, _) => self.plan(&mut conn, job).await,
+            ("running", DataRequestType::Erasure, SubjectKind::Organization) => {
+                self.erase_organization(&mut conn, job).await
+            }
+            ("running", DataRequestType::Erasure, _) => self.erase(&mut conn, job).await,
+            ("running", DataRequestType::Access, _) => self.access(&mut conn, job).await,
+            _ => Ok(()),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Planning.
+
+    async fn plan(&self, conn: &mut PgConnection, job: &Claimed) -> Result<(), Stop> {
+        let subject = job.subject.clone().ok_or(Stop::Lost)?;
+        let planned = plan::plan(
+            conn,
+            job.org_id,
+            job.kind,
+            &subject,
+            self.storage.as_ref(),
+            self.traces.as_ref(),
+        )
+        .await
+        .map_err(|u| Stop::Unreachable {
+            store: u.store.into(),
+            kind: u.kind,
+        })?;
+        let digest = {
+            let mut hasher = Sha256::new();
+            let mut lines: Vec<String> = if planned.items.is_empty() {
+                planned
+                    .counts
+                    .iter()
+                    .map(|(s, n)| format!("{s}\t{n}\n"))
+                    .collect()
+            } else {
+                planned
+                    .items
+                    .iter()
+                    .map(|i| format!("{}\t{}\n", i.store, i.item))
+                    .collect()
+            };
+            lines.sort();
+            for line in lines {
+                hasher.update(line.as_bytes());
+            }
+            hex(&hasher.finalize())
+        };
+        let stores = match job.kind {
+            DataRequestType::Access => plan::access_stores(subject.kind),
+            DataRequestType::Erasure => plan::erasure_stores(subject.kind),
+        };
+        let mut progress = BTreeMap::new();
+        for store in &stores {
+            if let Some(total) = planned.counts.get(store.name) {
+                progress.insert(
+                    store.name.to_owned(),
+                    StoreProgress {
+                        status: "pending".into(),
+                        items_total: *total,
+                        ..StoreProgress::default()
+                    },
+                );
+            }
+        }
+        let next = match (&planned.rejection, job.kind) {
+            (Some(_), _) => "rejected",
+            (None, DataRequestType::Erasure) if !job.confirmed => "awaiting_confirmation",
+            _ => "running",
+        };
+        let items = planned.items;
+        let counts = serde_json::to_value(&planned.counts).expect("counts serialize");
+        let progress = serde_json::to_value(&progress).expect("progress serializes");
+        let rejection = planned.rejection;
+        let (id, attempt, org_id) = (job.id, job.attempt, job.org_id);
+        let batch = self.batch_size as usize;
+        let moved = in_org(conn, job.org_id, move |tx| {
+            Box::pin(async move {
+                let moved = sqlx::query(
+                    "UPDATE ibex_core.data_requests
+                     SET status = $3, rejection_code = $4, plan = $5, progress = $6,
+                         items_digest = $7, lease_until = NULL, updated_at = now(),
+                         completed_at = CASE WHEN $3 = 'rejected' THEN now() END
+                     WHERE id = $1 AND attempts = $2 AND status = 'planning'",
+                )
+                .bind(id)
+                .bind(attempt)
+                .bind(next)
+                .bind(rejection)
+                .bind(if rejection.is_some() {
+                    None
+                } else {
+                    Some(counts)
+                })
+                .bind(if rejection.is_some() {
+                    serde_json::json!({})
+                } else {
+                    progress
+                })
+                .bind(digest)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 0 {
+                    return Ok(false);
+                }
+                for chunk in items.chunks(batch.max(1)) {
+                    let stores: Vec<&str> = chunk.iter().map(|i| i.store).collect();
+                    let keys: Vec<&str> = chunk.iter().map(|i| i.item.as_str()).collect();
+                    sqlx::query(
+                        "INSERT INTO ibex_core.data_request_items (request_id, org_id, store, item)
+                         SELECT $1, $2, s, i FROM unnest($3::text[], $4::text[]) AS x(s, i)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(org_id)
+                    .bind(stores)
+                    .bind(keys)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                outbox(tx, org_id, id, next).await?;
+                Ok(true)
+            })
+        })
+        .await
+        .map_err(db_stop)?;
+        if !moved {
+            return Err(Stop::Lost);
+        }
+        self.db.outbox_wake().notify_one();
+        tracing::info!(request_id = %job.id, status = next, "data request planned");
+        if next == "running" {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Erasure of an end user or an operator.
+
+    async fn erase(&self, conn: &mut PgConnection, job: &Claimed) -> Result<(), Stop> {
+        let stores = plan::erasure_stores(job.subject_kind());
+        let mut progress = job.progress.clone();
+        let planned: Vec<Store> = stores
+            .into_iter()
+            .filter(|s| progress.contains_key(s.name))
+            .collect();
+        for store in &planned {
+            loop {
+                let batch = self.pending(conn, job, store.name).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                self.erase_batch(conn, job, *store, &batch).await?;
+                let entry = progress.entry(store.name.to_owned()).or_default();
+                entry.status = "running".into();
+                entry.items_done = (entry.items_done + batch.len() as i64).min(entry.items_total);
+                entry.last_error = None;
+                self.save_progress(conn, job, &progress).await?;
+            }
+            let remaining = self.remaining(conn, job, *store).await?;
+            let entry = progress.entry(store.name.to_owned()).or_default();
+            entry.remaining = Some(remaining);
+            if remaining > 0 {
+                // Back to work: the store keeps something (a trace mutation still applying).
+                entry.status = "running".into();
+                self.save_progress(conn, job, &progress).await?;
+                // Queued or applying work is waited for, not done again.
+                if !matches!(store.location, Location::Traces | Location::HotCache) {
+                    self.reopen(conn, job, store.name).await?;
+                }
+                return Err(Stop::Later(Duration::from_secs(1)));
+            }
+            entry.status = "done".into();
+            entry.items_done = entry.items_total;
+            entry.last_error = None;
+            self.save_progress(conn, job, &progress).await?;
+        }
+        self.finish(conn, job, &progress, None).await
+    }
+
+    /// Up to a batch of the store's items not done yet.
+    async fn pending(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        store: &'static str,
+    ) -> Result<Vec<String>, Stop> {
+        let (id, org, limit) = (job.id, job.org_id, self.batch_size);
+        in_org(conn, org, move |tx| {
+            Box::pin(async move {
+                sqlx::query_scalar(
+                    "SELECT item FROM ibex_core.data_request_items
+                     WHERE request_id = $1 AND store = $2 AND NOT done ORDER BY item LIMIT $3",
+                )
+                .bind(id)
+                .bind(store)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+            })
+        })
+        .await
+        .map_err(db_stop)
+    }
+
+    /// Every item of the store.
+    async fn all_items(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        store: &'static str,
+    ) -> Result<Vec<String>, Stop> {
+        let (id, org) = (job.id, job.org_id);
+        in_org(conn, org, move |tx| {
+            Box::pin(async move {
+                sqlx::query_scalar(
+                    "SELECT item FROM ibex_core.data_request_items WHERE request_id = $1 AND store = $2 ORDER BY item",
+                )
+                .bind(id)
+                .bind(store)
+                .fetch_all(&mut *tx)
+                .await
+            })
+        })
+        .await
+        .map_err(db_stop)
+    }
+
+    async fn reopen(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        store: &'static str,
+    ) -> Result<(), Stop> {
+        let (id, org) = (job.id, job.org_id);
+        in_org(conn, org, move |tx| {
+            Box::pin(async move {
+                sqlx::query("UPDATE ibex_core.data_request_items SET done = false WHERE request_id = $1 AND store = $2")
+                    .bind(id)
+                    .bind(store)
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .await
+        .map_err(db_stop)
+    }
+
+    async fn save_progress(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        progress: &BTreeMap<String, StoreProgress>,
+    ) -> Result<(), Stop> {
+        let moved = sqlx::query(
+            "UPDATE ibex_core.data_requests SET progress = $3, updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND status = 'running'",
+        )
+        .bind(job.id)
+        .bind(job.attempt)
+        .bind(serde_json::to_value(progress).expect("progress serializes"))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| db_stop(describe(e)))?
+        .rows_affected();
+        if moved == 0 {
+            return Err(Stop::Lost);
+        }
+        Ok(())
+    }
+
+    /// Erases one batch of a store and marks it done; fenced by the claim.
+    async fn erase_batch(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        store: Store,
+        batch: &[String],
+    ) -> Result<(), Stop> {
+        let unreachable = |kind: String| Stop::Unreachable {
+            store: store.name.into(),
+            kind,
+        };
+        match store.location {
+            Location::Archives => {
+                let storage = self
+                    .storage
+                    .as_ref()
+                    .ok_or_else(|| unreachable("not configured".into()))?;
+                for key in batch {
+                    storage
+                        .archives
+                        .delete(key)
+                        .await
+                        .map_err(|e| unreachable(e.to_string()))?;
+                }
+                self.mark_done(conn, job, store.name, batch, None).await
+            }
+            Location::Exports => {
+                let storage = self
+                    .storage
+                    .as_ref()
+                    .ok_or_else(|| unreachable("not configured".into()))?;
+                let keys = self.export_keys(conn, job, batch).await?;
+                for key in keys {
+                    storage
+                        .exports
+                        .delete(&key)
+                        .await
+                        .map_err(|e| unreachable(e.to_string()))?;
+                }
+                self.mark_done(
+                    conn,
+                    job,
+                    store.name,
+                    batch,
+                    Some(
+                        "UPDATE ibex_core.memory_exports SET status = 'purged', object_key = NULL,
+                              row_count = NULL, size_bytes = NULL
+                          WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+                    ),
+                )
+                .await
+            }
+            Location::Traces => {
+                let traces = self
+                    .traces
+                    .as_ref()
+                    .ok_or_else(|| unreachable("not configured".into()))?;
+                let sessions = self.session_ids(conn, job).await?;
+                traces
+                    .delete_sessions(job.org_id, &sessions)
+                    .await
+                    .map_err(unreachable)?;
+                self.mark_done(conn, job, store.name, batch, None).await
+            }
+            Location::HotCache => {
+                self.mark_done(conn, job, store.name, batch, Some(HOT_CACHE))
+                    .await
+            }
+            // Tokens are revoked at confirmation (on the confirming owner's behalf); one not
+            // revoked then stays counted in `remaining`.
+            Location::Auth => Ok(()),
+            Location::Table => {
+                let sql = ERASE
+                    .iter()
+                    .find(|(name, _)| *name == store.name)
+                    .map(|(_, sql)| *sql)
+                    .expect("every erased table has its statement");
+                self.mark_done(conn, job, store.name, batch, Some(sql))
+                    .await
+            }
+        }
+    }
+
+    /// Marks `batch` done, running `sql` (`$1` the organization, `$2` the batch's items) in the
+    /// same transaction; nothing when this worker lost the request.
+    async fn mark_done(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        store: &'static str,
+        batch: &[String],
+        sql: Option<&'static str>,
+    ) -> Result<(), Stop> {
+        let (id, org, attempt) = (job.id, job.org_id, job.attempt);
+        let batch = batch.to_vec();
+        let owned = in_org(conn, org, move |tx| {
+            Box::pin(async move {
+                let owned: Option<i32> = sqlx::query_scalar(
+                    "SELECT attempts FROM ibex_core.data_requests
+                     WHERE id = $1 AND attempts = $2 AND status = 'running' FOR UPDATE",
+                )
+                .bind(id)
+                .bind(attempt)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if owned.is_none() {
+                    return Ok(false);
+                }
+                if let Some(sql) = sql {
+                    sqlx::query(sql)
+                        .bind(org)
+                        .bind(&batch)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "UPDATE ibex_core.data_request_items SET done = true
+                     WHERE request_id = $1 AND store = $2 AND item = ANY($3)",
+                )
+                .bind(id)
+                .bind(store)
+                .bind(&batch)
+                .execute(&mut *tx)
+                .await?;
+                Ok(true)
+            })
+        })
+        .await
+        .map_err(db_stop)?;
+        if owned {
+            if sql == Some(HOT_CACHE) {
+                self.db.outbox_wake().notify_one();
+            }
+            Ok(())
+        } else {
+            Err(Stop::Lost)
+        }
+    }
+
+    async fn export_keys(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        batch: &[String],
+    ) -> Result<Vec<String>, Stop> {
+        let org = job.org_id;
+        let batch = batch.to_vec();
+        in_org(conn, org, move |tx| {
+            Box::pin(async move {
+                sqlx::query_scalar(
+                    "SELECT object_key FROM ibex_core.memory_exports
+                     WHERE org_id = $1 AND id = ANY($2::text[]::uuid[]) AND object_key IS NOT NULL",
+                )
+                .bind(org)
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await
+            })
+        })
+        .await
+        .map_err(db_stop)
+    }
+
+    async fn session_ids(&self, conn: &mut PgConnection, job: &Claimed) -> Result<Vec<Uuid>, Stop> {
+        Ok(self
+            .all_items(conn, job, "sessions")
+            .await?
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect())
+    }
+
+    /// What is left of the store's frozen items where they live.
+    async fn remaining(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        store: Store,
+    ) -> Result<i64, Stop> {
+        let unreachable = |kind: String| Stop::Unreachable {
+            store: store.name.into(),
+            kind,
+        };
+        match store.location {
+            Location::Archives => {
+                let Some(storage) = &self.storage else {
+                    return Ok(0);
+                };
+                let mut left = 0;
+                for key in self.all_items(conn, job, store.name).await? {
+                    if storage
+                        .archives
+                        .exists(&key)
+                        .await
+                        .map_err(|e| unreachable(e.to_string()))?
+                    {
+                        left += 1;
+                    }
+                }
+                Ok(left)
+            }
+            Location::Traces => {
+                let Some(traces) = &self.traces else {
+                    return Ok(0);
+                };
+                let sessions = self.session_ids(conn, job).await?;
+                traces
+                    .count_sessions(job.org_id, &sessions)
+                    .await
+                    .map(|n| n as i64)
+                    .map_err(unreachable)
+            }
+            // The hot cache has forgotten the memories once the outbox delivered their ZREMs.
+            Location::HotCache => {
+                let items = self.all_items(conn, job, store.name).await?;
+                let org = job.org_id;
+                in_org(conn, org, move |tx| {
+                    Box::pin(async move {
+                        sqlx::query_scalar(
+                            "SELECT count(*) FROM ibex_core.outbox
+                             WHERE org_id = $1 AND delivered_at IS NULL AND zrem_members && $2::text[]",
+                        )
+                        .bind(org)
+                        .bind(items)
+                        .fetch_one(&mut *tx)
+                        .await
+                    })
+                })
+                .await
+                .map_err(db_stop)
+            }
+            Location::Auth => {
+                let (id, org, name) = (job.id, job.org_id, store.name);
+                in_org(conn, org, move |tx| {
+                    Box::pin(async move {
+                        sqlx::query_scalar(
+                            "SELECT count(*) FROM ibex_core.data_request_items
+                             WHERE request_id = $1 AND store = $2 AND NOT done",
+                        )
+                        .bind(id)
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await
+                    })
+                })
+                .await
+                .map_err(db_stop)
+            }
+            Location::Exports | Location::Table => {
+                let sql = LEFT
+                    .iter()
+                    .find(|(name, _)| *name == store.name)
+                    .map(|(_, sql)| *sql)
+                    .expect("every erased table has its count");
+                let items = self.all_items(conn, job, store.name).await?;
+                let org = job.org_id;
+                in_org(conn, org, move |tx| {
+                    Box::pin(async move {
+                        sqlx::query_scalar(sql)
+                            .bind(org)
+                            .bind(items)
+                            .fetch_one(&mut *tx)
+                            .await
+                    })
+                })
+                .await
+                .map_err(db_stop)
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Erasure of the organization: through the organization-deletion job.
+
+    async fn erase_organization(&self, conn: &mut PgConnection, job: &Claimed) -> Result<(), Stop> {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
+                .bind(job.org_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| db_stop(describe(e)))?;
+        if state.is_none() {
+            let mut tx = self.db.begin_for_job(job.org_id).await.map_err(db_stop)?;
+            crate::domains::organizations::repo::request_deletion(&mut tx, None, None)
+                .await
+                .map_err(db_stop)?;
+            tx.commit().await.map_err(db_stop)?;
+            self.deletions.notify_one();
+        }
+        let now = plan::count_organization(
+            conn,
+            job.org_id,
+            self.storage.as_ref(),
+            self.traces.as_ref(),
+            state.as_deref() == Some("done"),
+        )
+        .await
+        .map_err(|u| Stop::Unreachable {
+            store: u.store.into(),
+            kind: u.kind,
+        })?;
+        let mut progress = job.progress.clone();
+        for (store, entry) in progress.iter_mut() {
+            if let Some(left) = now.get(store) {
+                entry.items_done = (entry.items_total - left).max(0);
+                entry.remaining = Some(*left);
+            }
+            entry.status = if state.as_deref() == Some("done") {
+                "done"
+            } else {
+                "running"
+            }
+            .into();
+            entry.last_error = None;
+        }
+        self.save_progress(conn, job, &progress).await?;
+        if state.as_deref() != Some("done") {
+            return Err(Stop::Later(DELETION_CHECK));
+        }
+        if now.values().any(|n| *n > 0) {
+            return Err(Stop::Later(DELETION_CHECK));
+        }
+        self.finish(conn, job, &progress, None).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Access.
+
+    async fn access(&self, conn: &mut PgConnection, job: &Claimed) -> Result<(), Stop> {
+        let storage = self.storage.as_ref().ok_or_else(|| Stop::Unreachable {
+            store: "exports_bucket".into(),
+            kind: "not configured".into(),
+        })?;
+        let subject = job.subject.clone().ok_or(Stop::Lost)?;
+        let (id, org) = (job.id, job.org_id);
+        let rows: Vec<(String, String)> = in_org(conn, org, move |tx| {
+            Box::pin(async move {
+                sqlx::query_as(
+                    "SELECT store, item FROM ibex_core.data_request_items WHERE request_id = $1 ORDER BY store, item",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await
+            })
+        })
+        .await
+        .map_err(db_stop)?;
+        let mut items: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (store, item) in rows {
+            items.entry(store).or_default().push(item);
+        }
+        let request = archive::Request {
+            id: job.id,
+            org_id: job.org_id,
+            subject: &subject,
+            received_at: job.received_at,
+            due_at: job.due_at,
+            items: &items,
+        };
+        let written = archive::build(conn, &request, storage, self.traces.as_ref(), &self.signing)
+            .await
+            .map_err(|f| Stop::Unreachable {
+                store: f.store.into(),
+                kind: f.kind,
+            })?;
+        tracing::info!(request_id = %job.id, files = written.files, bytes = written.bytes, "access archive written");
+        let mut progress = job.progress.clone();
+        for entry in progress.values_mut() {
+            entry.status = "done".into();
+            entry.items_done = entry.items_total;
+            entry.remaining = Some(0);
+            entry.last_error = None;
+        }
+        self.finish(conn, job, &progress, Some(written)).await
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The end.
+
+    /// `succeeded`, with its receipt; an erasure forgets whom it was about (the commitment
+    /// stays), an organization's erasure then removes the organization's requests.
+    async fn finish(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        progress: &BTreeMap<String, StoreProgress>,
+        archive: Option<archive::Written>,
+    ) -> Result<(), Stop> {
+        let facts = Facts {
+            request_id: job.id,
+            org_id: job.org_id,
+            kind: if job.kind == DataRequestType::Access {
+                "access"
+            } else {
+                "erasure"
+            },
+            subject_kind: job.subject_kind.clone(),
+            subject_commitment: job.commitment.clone(),
+            received_at: job.received_at,
+            due_at: job.due_at,
+            items_digest: job.items_digest.clone().unwrap_or_default(),
+            archive_sha256: archive.as_ref().map(|a| a.sha256.clone()),
+        };
+        let (id, org, attempt) = (job.id, job.org_id, job.attempt);
+        let erasure = job.kind == DataRequestType::Erasure;
+        let organization_gone = erasure && job.subject_kind() == SubjectKind::Organization;
+        let progress_json = serde_json::to_value(progress).expect("progress serializes");
+        let progress = progress.clone();
+        let signing = Arc::clone(&self.signing);
+        let ttl = self.archive_ttl.as_secs_f64();
+        let finished = in_org(conn, org, move |tx| {
+            Box::pin(async move {
+                let owned: Option<i32> = sqlx::query_scalar(
+                    "SELECT attempts FROM ibex_core.data_requests
+                     WHERE id = $1 AND attempts = $2 AND status = 'running' FOR UPDATE",
+                )
+                .bind(id)
+                .bind(attempt)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if owned.is_none() {
+                    return Ok(false);
+                }
+                let receipt_id = receipt::issue(tx, &facts, &progress, &signing).await?;
+                sqlx::query(
+                    "UPDATE ibex_core.data_requests
+                     SET status = 'succeeded', completed_at = now(), updated_at = now(),
+                         lease_until = NULL, progress = $2, receipt_id = $3,
+                         subject = CASE WHEN $4 THEN NULL ELSE subject END,
+                         archive_key = $5, archive_sha256 = $6, archive_bytes = $7,
+                         archive_expires_at = CASE WHEN $5::text IS NULL THEN NULL
+                             ELSE now() + make_interval(secs => $8) END
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(progress_json)
+                .bind(receipt_id)
+                .bind(erasure)
+                .bind(archive.as_ref().map(|a| a.key.clone()))
+                .bind(archive.as_ref().map(|a| a.sha256.clone()))
+                .bind(archive.as_ref().map(|a| a.bytes))
+                .bind(ttl)
+                .execute(&mut *tx)
+                .await?;
+                // The frozen ids are proven by the receipt's digest; they are not kept.
+                sqlx::query("DELETE FROM ibex_core.data_request_items WHERE request_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                if organization_gone {
+                    sqlx::query("DELETE FROM ibex_core.data_requests WHERE org_id = $1")
+                        .bind(org)
+                        .execute(&mut *tx)
+                        .await?;
+                } else {
+                    outbox(tx, org, id, "succeeded").await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+        .map_err(db_stop)?;
+        if !finished {
+            return Err(Stop::Lost);
+        }
+        self.db.outbox_wake().notify_one();
+        tracing::info!(request_id = %job.id, "data request succeeded");
+        Ok(())
+    }
+
+    /// Deletes the access archives whose time is over, and says so in the audit trail.
+    async fn purge_expired_archives(&self) {
+        let Some(storage) = &self.storage else { return };
+        let Ok(mut conn) = self.db.platform().await else {
+            return;
+        };
+        let due: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+            "SELECT id, org_id, archive_key FROM ibex_core.data_requests
+             WHERE archive_key IS NOT NULL AND archive_purged_at IS NULL AND archive_expires_at <= now()
+             ORDER BY archive_expires_at LIMIT 100",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_default();
+        for (id, org, key) in due {
+            if storage.exports.delete(&key).await.is_err() {
+                return;
+            }
+            let done = in_org(&mut conn, org, move |tx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE ibex_core.data_requests SET archive_purged_at = now(), updated_at = now()
+                         WHERE id = $1 AND archive_purged_at IS NULL",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO ibex_core.audit_events
+                             (id, org_id, action, target_type, target_id, request_id)
+                         VALUES ($1, $2, 'data_request.archive_purged', 'data_request', $3, '')",
+                    )
+                    .bind(Uuid::now_v7())
+                    .bind(org)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .await;
+            match done {
+                Ok(()) => tracing::info!(request_id = %id, "access archive purged"),
+                Err(problem) => {
+                    tracing::warn!(request_id = %id, %problem, "archive purge not recorded")
+                }
+            }
+        }
+    }
+}
+
+/// Publishes the request's new status on Redis through the outbox, in `tx`.
+async fn outbox(
+    tx: &mut PgConnection,
+    org: Uuid,
+    id: Uuid,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    let event = crate::events::Event::data_request_status(org, id, status);
+    let (channel, payload) = event.publish.expect("a status event publishes");
+    sqlx::query("INSERT INTO ibex_core.outbox (org_id, channel, payload) VALUES ($1, $2, $3)")
+        .bind(org)
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await
+        .map(|_| ())
+}
+
+/// The hot cache forgets the memories (ZREM) and downstream hears of their erasure, per agent,
+/// through the outbox, before the rows go.
+const HOT_CACHE: &str =
+    "INSERT INTO ibex_core.outbox (org_id, channel, payload, zrem_key, zrem_members)
+     SELECT $1, 'ibex:memory:deletions',
+            json_build_object('v', 1, 'org_id', $1, 'agent_id', agent_id,
+                              'memory_ids', array_agg(id ORDER BY id), 'reason', 'erasure')::text,
+            $1::text || ':hot_memories:' || agent_id::text, array_agg(id::text ORDER BY id)
+     FROM ibex_core.memories WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])
+     GROUP BY agent_id";
+
+/// Per erased table, the statement that erases a batch (`$1` the organization, `$2` the items).
+/// Rows added since planning that would keep a parent alive (a new tag, a new checkpoint) go
+/// with it.
+const ERASE: &[(&str, &str)] = &[
+    (
+        "memory_relationships",
+        "DELETE FROM ibex_core.memory_relationships WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "memory_tags",
+        "DELETE FROM ibex_core.memory_tags WHERE org_id = $1
+           AND (memory_id, tag) IN (SELECT left(x, 36)::uuid, substr(x, 38) FROM unnest($2::text[]) x)",
+    ),
+    (
+        "memory_versions",
+        "DELETE FROM ibex_core.memory_versions WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "memories",
+        "WITH ids AS (SELECT unnest($2::text[])::uuid AS id),
+              r AS (DELETE FROM ibex_core.memory_relationships WHERE org_id = $1
+                      AND (source_memory_id IN (SELECT id FROM ids) OR target_memory_id IN (SELECT id FROM ids))),
+              t AS (DELETE FROM ibex_core.memory_tags WHERE org_id = $1 AND memory_id IN (SELECT id FROM ids)),
+              v AS (DELETE FROM ibex_core.memory_versions WHERE org_id = $1 AND memory_id IN (SELECT id FROM ids)),
+              gone AS (DELETE FROM ibex_core.memories WHERE org_id = $1 AND id IN (SELECT id FROM ids)
+                       RETURNING agent_id, deleted_at)
+         UPDATE ibex_core.agents a SET total_memories = greatest(a.total_memories - g.n, 0)
+         FROM (SELECT agent_id, count(*) AS n FROM gone WHERE deleted_at IS NULL GROUP BY agent_id) g
+         WHERE a.org_id = $1 AND a.id = g.agent_id",
+    ),
+    (
+        "checkpoints",
+        "DELETE FROM ibex_core.checkpoints WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "sessions",
+        "WITH ids AS (SELECT unnest($2::text[])::uuid AS id),
+              c AS (DELETE FROM ibex_core.checkpoints WHERE org_id = $1 AND session_id IN (SELECT id FROM ids)),
+              gone AS (DELETE FROM ibex_core.sessions WHERE org_id = $1 AND id IN (SELECT id FROM ids)
+                       RETURNING agent_id, deleted_at)
+         UPDATE ibex_core.agents a SET total_sessions = greatest(a.total_sessions - g.n, 0)
+         FROM (SELECT agent_id, count(*) AS n FROM gone WHERE deleted_at IS NULL GROUP BY agent_id) g
+         WHERE a.org_id = $1 AND a.id = g.agent_id",
+    ),
+    (
+        "audit_events",
+        "UPDATE ibex_core.audit_events SET client_ip = NULL, user_agent = NULL
+         WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "users",
+        "UPDATE ibex_core.users SET name = '', email = 'erased-' || id::text || '@erased.invalid',
+             status = 'deactivated', deleted_at = COALESCE(deleted_at, now()), updated_at = now()
+         WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+];
+
+/// Per store, what is left of its frozen items (`$1` the organization, `$2` the items).
+const LEFT: &[(&str, &str)] = &[
+    (
+        "memory_exports",
+        "SELECT count(*) FROM ibex_core.memory_exports
+         WHERE org_id = $1 AND id = ANY($2::text[]::uuid[]) AND status <> 'purged'",
+    ),
+    (
+        "memory_relationships",
+        "SELECT count(*) FROM ibex_core.memory_relationships WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "memory_tags",
+        "SELECT count(*) FROM ibex_core.memory_tags WHERE org_id = $1
+           AND (memory_id, tag) IN (SELECT left(x, 36)::uuid, substr(x, 38) FROM unnest($2::text[]) x)",
+    ),
+    (
+        "memory_versions",
+        "SELECT count(*) FROM ibex_core.memory_versions WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "memories",
+        "SELECT count(*) FROM ibex_core.memories WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "checkpoints",
+        "SELECT count(*) FROM ibex_core.checkpoints WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "sessions",
+        "SELECT count(*) FROM ibex_core.sessions WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
+    ),
+    (
+        "audit_events",
+        "SELECT count(*) FROM ibex_core.audit_events WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])
+           AND (client_ip IS NOT NULL OR user_agent IS NOT NULL)",
+    ),
+    (
+        "users",
+        "SELECT count(*) FROM ibex_core.users WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])
+           AND (email NOT LIKE 'erased-%@erased.invalid' OR name <> '')",
+    ),
+];
+
+/// Requests not finished past their due date, and open ones, for `/metrics`.
+#[derive(Debug)]
+pub struct DataRequestSampler(pub Database);
+
+impl crate::observability::metrics::Sampler for DataRequestSampler {
+    fn sample(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let counted = async {
+                let mut conn = self.0.platform().await.ok()?;
+                sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT count(*) FILTER (WHERE due_at < now()), count(*)
+                     FROM ibex_core.data_requests
+                     WHERE status IN ('received', 'planning', 'awaiting_confirmation', 'running')",
+                )
+                .fetch_one(&mut *conn)
+                .await
+                .ok()
+            };
+            if let Ok(Some((overdue, open))) =
+                tokio::time::timeout(Duration::from_millis(500), counted).await
+            {
+                metrics::gauge!(crate::observability::metrics::DATA_REQUESTS_OVERDUE)
+                    .set(overdue as f64);
+                metrics::gauge!(crate::observability::metrics::DATA_REQUESTS_OPEN).set(open as f64);
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domains::memories::repo::{DELETIONS_CHANNEL, hot_cache_key};
+
+    /// The erasure's outbox rows speak as the memories' own deletions do.
+    #[test]
+    fn hot_cache_statement_names_the_memories_channel_and_key() {
+        assert!(HOT_CACHE.contains(&format!("'{DELETIONS_CHANNEL}'")));
+        let (org, agent) = (Uuid::nil(), Uuid::max());
+        assert_eq!(
+            hot_cache_key(org, agent),
+            format!("{org}:hot_memories:{agent}")
+        );
+        assert!(HOT_CACHE.contains("':hot_memories:'"));
+    }
+
+    #[test]
+    fn every_erased_table_has_its_statement_and_its_count() {
+        for store in plan::erasure_stores(SubjectKind::EndUser)
+            .into_iter()
+            .chain(plan::erasure_stores(SubjectKind::User))
+            .filter(|s| s.location == Location::Table)
+        {
+            assert!(
+                ERASE.iter().any(|(n, _)| *n == store.name),
+                "{}",
+                store.name
+            );
+            assert!(LEFT.iter().any(|(n, _)| *n == store.name), "{}", store.name);
+        }
+    }
+}
