@@ -35,6 +35,8 @@ CREATE TABLE ibex_core.data_requests (
     archive_purged_at  timestamptz,
     receipt_id         uuid,
     created_by         uuid,
+    -- The API request that last moved it (filed, confirmed): the worker's events name it.
+    request_id         uuid DEFAULT NULLIF(current_setting('app.request_id', true), '')::uuid,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now(),
     confirmed_at       timestamptz,

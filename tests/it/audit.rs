@@ -104,6 +104,7 @@ async fn walk_mutating_operations(with_key: bool) {
     let org_path = format!("/v1/organizations/{ORG_ID}");
     let mut made: BTreeMap<String, (String, String)> = BTreeMap::new();
     let operations = mutating_operations();
+    let erasure = json!({"type": "erasure", "subject": {"kind": "end_user", "external_ids": ["SECRET-PERSON"]}});
     let recipes: Vec<(&str, &str, String, Option<Value>, &str)> = vec![
         (
             "create_agent",
@@ -239,6 +240,41 @@ async fn walk_mutating_operations(with_key: bool) {
             "organization.suspend",
         ),
         (
+            "create_data_request",
+            "POST",
+            "/v1/data-requests".into(),
+            Some(erasure.clone()),
+            "data_request.create",
+        ),
+        (
+            "extend_data_request",
+            "POST",
+            "/v1/data-requests/{request}/extend".into(),
+            Some(json!({"reason": "SECRET-REASON"})),
+            "data_request.extend",
+        ),
+        (
+            "cancel_data_request",
+            "POST",
+            "/v1/data-requests/{request}/cancel".into(),
+            None,
+            "data_request.cancel",
+        ),
+        (
+            "create_data_request",
+            "POST",
+            "/v1/data-requests".into(),
+            Some(erasure),
+            "data_request.create",
+        ),
+        (
+            "confirm_data_request",
+            "POST",
+            "/v1/data-requests/{request}/confirm".into(),
+            None,
+            "data_request.confirm",
+        ),
+        (
             "delete_organization",
             "DELETE",
             org_path.clone(),
@@ -265,11 +301,26 @@ async fn walk_mutating_operations(with_key: bool) {
         .await
         .unwrap();
 
-    let (mut created_token, mut made_agent) = (String::new(), String::new());
+    let (mut created_token, mut made_agent, mut filed) =
+        (String::new(), String::new(), String::new());
     for (id, method, path, body, action) in &recipes {
         let path = path
             .replace("{created}", &created_token)
-            .replace("{made}", &made_agent);
+            .replace("{made}", &made_agent)
+            .replace("{request}", &filed);
+        if *id == "confirm_data_request" {
+            // Its plan is shown first.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while app
+                .read(&format!("/v1/data-requests/{filed}"), &token)
+                .await
+                .json()["status"]
+                != "awaiting_confirmation"
+            {
+                assert!(std::time::Instant::now() < deadline, "not planned");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         let key = Uuid::new_v4().to_string();
         let mut headers = vec![("User-Agent", "audit-test/1.0")];
         if with_key && *method == "POST" {
@@ -287,6 +338,7 @@ async fn walk_mutating_operations(with_key: bool) {
         match *id {
             "create_token" => created_token = reply.json()["id"].as_str().unwrap().to_owned(),
             "create_agent" => made_agent = reply.json()["id"].as_str().unwrap().to_owned(),
+            "create_data_request" => filed = reply.json()["id"].as_str().unwrap().to_owned(),
             _ => {}
         }
         made.insert(

@@ -63,8 +63,8 @@ async fn the_data_map_is_the_catalog_and_the_buckets() {
         .collect();
     assert_eq!(names(&map, "object_store"), buckets);
 
-    // What carries an organization's rows goes with the organization (its deletion record,
-    // which names no person, stays as the deletion's record).
+    // What carries an organization's rows goes with the organization (its deletion record and
+    // its data requests' receipts, which name no person, stay as their proof).
     for row in &rows {
         let (name, org_scoped): (String, bool) = (row.get("name"), row.get("org_scoped"));
         let entry = map["stores"]
@@ -73,7 +73,10 @@ async fn the_data_map_is_the_catalog_and_the_buckets() {
             .iter()
             .find(|s| s["name"] == name.as_str())
             .unwrap();
-        if org_scoped && name != "ibex_core.org_deletions" {
+        if org_scoped
+            && !["ibex_core.org_deletions", "ibex_core.data_request_receipts"]
+                .contains(&name.as_str())
+        {
             assert!(
                 entry["erasure"]
                     .as_array()
@@ -85,6 +88,46 @@ async fn the_data_map_is_the_catalog_and_the_buckets() {
         assert!(!entry["subjects"].as_array().unwrap().is_empty(), "{name}");
         assert!(!entry["retention"].as_str().unwrap().is_empty(), "{name}");
     }
+
+    // Whoever's personal data a table or the trace store holds can have it: an access request of
+    // each subject kind that reaches it covers it. The exceptions: the idempotency records
+    // (replays of answers, kept a day, whose content the other tables hold), and the data
+    // requests about an end user (the controller's own record of them, read through
+    // `GET /v1/data-requests`).
+    for entry in map["stores"].as_array().unwrap() {
+        let name = entry["name"].as_str().unwrap();
+        if entry["personal_data"].as_array().unwrap().is_empty()
+            || entry["store"] == "redis"
+            || entry["store"] == "object_store"
+            || name == "ibex_core.idempotency_keys"
+        {
+            continue;
+        }
+        for subject in entry["subjects"].as_array().unwrap() {
+            if name == "ibex_core.data_requests" && subject == "end_user" {
+                continue;
+            }
+            assert!(
+                entry["access"].as_array().unwrap().contains(subject),
+                "{name}: a {subject} access request does not cover it"
+            );
+        }
+    }
+    // The buckets: the archives reach the end user, every object the organization.
+    let archives = map["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["store"] == "object_store" && s["holds"].as_str().unwrap().contains("archives"))
+        .unwrap();
+    assert_eq!(
+        archives["access"],
+        serde_json::json!(["organization", "end_user"])
+    );
+    assert_eq!(
+        archives["erasure"],
+        serde_json::json!(["organization", "end_user"])
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
 
 use super::model::{Subject, SubjectKind, hex};
-use super::plan::{Location, data_request_prefix, organization_stores};
+use super::plan::{Location, access_stores, data_request_prefix};
 use crate::domains::analytics::store::TraceStore;
 use crate::signing::SigningKeys;
 use crate::storage::Storage;
@@ -431,9 +431,8 @@ async fn organization(
     zip: &mut Builder,
 ) -> Result<(), Failed> {
     let org = request.org_id;
-    for store in organization_stores() {
+    for store in access_stores(SubjectKind::Organization) {
         match store.location {
-            Location::Table if store.name == "idempotency_keys" => {}
             Location::Table => {
                 let column = if store.name == "organizations" {
                     "id"

@@ -167,8 +167,8 @@ const ENTRIES: &[Entry] = &[
     Entry {
         store: Postgresql,
         name: "ibex_core.data_request_items",
-        holds: "The items (ids, object keys) a data request froze when planned.",
-        personal_data: &["item"],
+        holds: "The items a data request froze when planned: row ids and object keys, nothing else.",
+        personal_data: &[],
         subjects: &[Organization, User, EndUser],
         retention: "Until the request ends (its receipt keeps their digest).",
     },
@@ -297,6 +297,15 @@ fn covered(entry: &Entry, erasure: bool) -> Vec<SubjectKind> {
 /// Whether a planned store is (part of) the entry.
 fn reaches(store: &Store, entry: &Entry) -> bool {
     match (store.location, entry.store) {
+        // An operator's access lists the ids of what they created.
+        (Location::Table, Postgresql) if store.name == "authored" => [
+            "ibex_core.agents",
+            "ibex_core.directive_versions",
+            "ibex_core.memory_exports",
+            "ibex_core.memory_versions",
+            "ibex_core.data_requests",
+        ]
+        .contains(&entry.name),
         (Location::Table, Postgresql) => entry.name.strip_prefix("ibex_core.") == Some(store.name),
         (Location::Archives, ObjectStore) => entry.name == ARCHIVES,
         (Location::Exports, ObjectStore) => entry.name == EXPORTS,

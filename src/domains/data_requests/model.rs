@@ -135,22 +135,26 @@ impl SlaState {
     }
 }
 
-/// Whom a request is about. After an erasure succeeded only `kind` is left (the identifiers are
-/// replaced by `subject_commitment`).
+/// Whom a request is about; fields a kind does not take are null or empty. After an erasure
+/// succeeded only `kind` is left (the identifiers are replaced by `subject_commitment`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Subject {
     pub kind: SubjectKind,
     /// `user`: the operator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    #[schema(required = true)]
     pub user_id: Option<Uuid>,
     /// `end_user`: sessions whose `external_id` is exactly one of these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
+    #[schema(required = true)]
     pub external_ids: Vec<String>,
     /// `end_user`: sessions with these ids.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
+    #[schema(required = true)]
     pub session_ids: Vec<Uuid>,
-    /// `end_user`: only sessions of these agents (default: every agent of the organization).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// `end_user`: only sessions of these agents (empty: every agent of the organization).
+    #[serde(default)]
+    #[schema(required = true)]
     pub agent_ids: Vec<Uuid>,
 }
 
@@ -174,8 +178,8 @@ impl Subject {
         }
     }
 
-    /// `SHA-256(salt ":" subject)` in hex, the subject as this service serializes it (compact
-    /// JSON, fields in declaration order, lists sorted): what a receipt names instead of the
+    /// `SHA-256(salt ":" subject)` in hex, the subject as the request shows it (compact JSON,
+    /// fields in declaration order, lists sorted): what a receipt names instead of the
     /// person, which the controller can recompute with the salt to prove whom it was about.
     pub fn commitment(&self, salt: &str) -> String {
         use sha2::{Digest, Sha256};
@@ -198,8 +202,10 @@ pub struct StoreProgress {
     /// Counted again in the store after the work (an erasure succeeds only with 0 everywhere).
     #[schema(required = true)]
     pub remaining: Option<i64>,
-    /// The store's last error while it was unreachable (a short kind, never a message of it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The store's last error while it is unreachable (a short kind, never a message of it);
+    /// null once it answers.
+    #[serde(default)]
+    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 

@@ -97,7 +97,13 @@ pub fn access_stores(kind: SubjectKind) -> Vec<Store> {
             .copied()
             .filter(|s| s.name != "tokens")
             .collect(),
-        SubjectKind::Organization => organization_stores(),
+        // Everything it owns but the idempotency records (replays of answers whose content is
+        // in the other tables), and its own data requests and receipts.
+        SubjectKind::Organization => organization_stores()
+            .into_iter()
+            .filter(|s| s.name != "idempotency_keys")
+            .chain([table("data_requests"), table("data_request_receipts")])
+            .collect(),
     }
 }
 
@@ -196,9 +202,12 @@ pub async fn plan(
         SubjectKind::EndUser => end_user(conn, org_id, kind, subject, storage, traces).await,
         SubjectKind::User => user(conn, org_id, kind, subject).await,
         SubjectKind::Organization => {
-            let mut plan = Plan::default();
-            plan.counts = count_organization(conn, org_id, storage, traces, true).await?;
-            Ok(plan)
+            // A store unreachable now is counted once it is reached (an organization's erasure
+            // must not wait on a count: its deletion removes everything anyway).
+            Ok(Plan {
+                counts: count_organization(conn, org_id, storage, traces, true, false).await?,
+                ..Plan::default()
+            })
         }
     }
 }
@@ -438,7 +447,9 @@ async fn user(
                  UNION ALL SELECT 'memory_export', id::text FROM ibex_core.memory_exports
                  WHERE org_id = $1 AND created_by = ANY($2)
                  UNION ALL SELECT 'memory_version', id::text FROM ibex_core.memory_versions
-                 WHERE org_id = $1 AND actor = ANY($2)) a
+                 WHERE org_id = $1 AND actor = ANY($2)
+                 UNION ALL SELECT 'data_request', id::text FROM ibex_core.data_requests
+                 WHERE org_id = $1 AND created_by = ANY($2)) a
              ORDER BY 1",
             vec![vec![user_id]],
         )
@@ -449,14 +460,16 @@ async fn user(
     Ok(plan)
 }
 
-/// Per store of the organization, how many rows, objects and traces it holds now. Planning
-/// counts the buckets only with `objects` (they are listed, which is slower).
+/// Per store of the organization, how many rows, objects and traces it holds now. The buckets
+/// are counted only with `objects` (they are listed, which is slower); without `strict` a store
+/// that cannot be reached is left out instead of failing the count.
 pub async fn count_organization(
     conn: &mut PgConnection,
     org_id: Uuid,
     storage: Option<&Storage>,
     traces: Option<&TraceStore>,
     objects: bool,
+    strict: bool,
 ) -> Result<BTreeMap<String, i64>, Unreachable> {
     let mut counts = BTreeMap::new();
     for store in organization_stores() {
@@ -489,23 +502,37 @@ pub async fn count_organization(
                     } else {
                         &storage.archives
                     };
-                    let n = bucket
+                    match bucket
                         .count_prefix(&org_id.to_string(), Some(&data_request_prefix(org_id)))
                         .await
-                        .map_err(|e| Unreachable {
-                            store: store.name,
-                            kind: e.to_string(),
-                        })?;
-                    counts.insert(store.name.to_owned(), n as i64);
+                    {
+                        Ok(n) => {
+                            counts.insert(store.name.to_owned(), n as i64);
+                        }
+                        Err(e) if strict => {
+                            return Err(Unreachable {
+                                store: store.name,
+                                kind: e.to_string(),
+                            });
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
             Location::Traces => {
                 if let Some(traces) = traces {
-                    let n = traces.count_org(org_id).await.map_err(|kind| Unreachable {
-                        store: store.name,
-                        kind,
-                    })?;
-                    counts.insert(store.name.to_owned(), n as i64);
+                    match traces.count_org(org_id).await {
+                        Ok(n) => {
+                            counts.insert(store.name.to_owned(), n as i64);
+                        }
+                        Err(kind) if strict => {
+                            return Err(Unreachable {
+                                store: store.name,
+                                kind,
+                            });
+                        }
+                        Err(_) => {}
+                    }
                 }
             }
             _ => {}

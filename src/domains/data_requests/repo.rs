@@ -243,7 +243,8 @@ pub async fn confirm(tx: &mut OrgTx, id: Uuid) -> Result<DataRequest, ApiError> 
         id,
         &["awaiting_confirmation"],
         "running",
-        ", confirmed_at = now(), lease_until = NULL",
+        ", confirmed_at = now(), lease_until = NULL,
+           request_id = NULLIF(current_setting('app.request_id', true), '')::uuid",
         Conflict::DataRequestTransition,
     )
     .await

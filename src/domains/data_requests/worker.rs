@@ -71,6 +71,8 @@ struct Claimed {
     due_at: DateTime<Utc>,
     progress: BTreeMap<String, StoreProgress>,
     items_digest: Option<String>,
+    /// The API request that last moved it: the worker's events name it.
+    caused_by: Option<Uuid>,
 }
 
 impl Claimed {
@@ -143,7 +145,7 @@ impl DataRequestWorker {
                  LIMIT 1)
              RETURNING id, org_id, type, subject, subject_kind, subject_commitment, status,
                  attempts, confirmed_at IS NOT NULL AS confirmed, received_at, due_at, progress,
-                 items_digest",
+                 items_digest, request_id",
         )
         .bind(self.lease.as_secs_f64())
         .fetch_optional(&mut *conn)
@@ -170,6 +172,7 @@ impl DataRequestWorker {
             due_at: row.get("due_at"),
             progress: serde_json::from_value(row.get("progress")).unwrap_or_default(),
             items_digest: row.get("items_digest"),
+            caused_by: row.get("request_id"),
         };
         if was_received && claimed.attempt == 1 {
             self.announce(&mut conn, &claimed, "planning").await;
@@ -179,9 +182,9 @@ impl DataRequestWorker {
 
     /// Publishes a status on Redis through the outbox (status only).
     async fn announce(&self, conn: &mut PgConnection, job: &Claimed, status: &'static str) {
-        let (org, id) = (job.org_id, job.id);
+        let (org, id, cause) = (job.org_id, job.id, job.caused_by);
         let _ = in_org(conn, org, move |tx| {
-            Box::pin(async move { outbox(tx, org, id, status).await })
+            Box::pin(async move { outbox(tx, org, id, status, cause).await })
         })
         .await;
         self.db.outbox_wake().notify_one();
@@ -360,7 +363,7 @@ impl DataRequestWorker {
         let counts = serde_json::to_value(&planned.counts).expect("counts serialize");
         let progress = serde_json::to_value(&progress).expect("progress serializes");
         let rejection = planned.rejection;
-        let (id, attempt, org_id) = (job.id, job.attempt, job.org_id);
+        let (id, attempt, org_id, cause) = (job.id, job.attempt, job.org_id, job.caused_by);
         let batch = self.batch_size as usize;
         let moved = in_org(conn, job.org_id, move |tx| {
             Box::pin(async move {
@@ -407,7 +410,7 @@ impl DataRequestWorker {
                     .execute(&mut *tx)
                     .await?;
                 }
-                outbox(tx, org_id, id, next).await?;
+                outbox(tx, org_id, id, next, cause).await?;
                 Ok(true)
             })
         })
@@ -420,6 +423,10 @@ impl DataRequestWorker {
         tracing::info!(request_id = %job.id, status = next, "data request planned");
         if next == "running" {
             self.wake.notify_one();
+            // An organization's deletion waits for its erasure's plan.
+            if subject.kind == SubjectKind::Organization {
+                self.deletions.notify_one();
+            }
         }
         Ok(())
     }
@@ -654,10 +661,15 @@ impl DataRequestWorker {
         batch: &[String],
         sql: Option<&'static str>,
     ) -> Result<(), Stop> {
-        let (id, org, attempt) = (job.id, job.org_id, job.attempt);
+        let (id, org, attempt, cause) = (job.id, job.org_id, job.attempt, job.caused_by);
         let batch = batch.to_vec();
         let owned = in_org(conn, org, move |tx| {
             Box::pin(async move {
+                // The events this batch enqueues name the request that caused the work.
+                sqlx::query("SELECT set_config('app.request_id', $1, true)")
+                    .bind(cause.map(|c| c.to_string()).unwrap_or_default())
+                    .execute(&mut *tx)
+                    .await?;
                 let owned: Option<i32> = sqlx::query_scalar(
                     "SELECT attempts FROM ibex_core.data_requests
                      WHERE id = $1 AND attempts = $2 AND status = 'running' FOR UPDATE",
@@ -850,12 +862,14 @@ impl DataRequestWorker {
             tx.commit().await.map_err(db_stop)?;
             self.deletions.notify_one();
         }
+        let done = state.as_deref() == Some("done");
         let now = plan::count_organization(
             conn,
             job.org_id,
             self.storage.as_ref(),
             self.traces.as_ref(),
-            state.as_deref() == Some("done"),
+            done,
+            done,
         )
         .await
         .map_err(|u| Stop::Unreachable {
@@ -863,6 +877,15 @@ impl DataRequestWorker {
             kind: u.kind,
         })?;
         let mut progress = job.progress.clone();
+        // A store planning could not reach is counted from when it is reached.
+        for (store, left) in &now {
+            progress
+                .entry(store.clone())
+                .or_insert_with(|| StoreProgress {
+                    items_total: *left,
+                    ..StoreProgress::default()
+                });
+        }
         for (store, entry) in progress.iter_mut() {
             if let Some(left) = now.get(store) {
                 entry.items_done = (entry.items_total - left).max(0);
@@ -877,7 +900,7 @@ impl DataRequestWorker {
             entry.last_error = None;
         }
         self.save_progress(conn, job, &progress).await?;
-        if state.as_deref() != Some("done") {
+        if !done {
             return Err(Stop::Later(DELETION_CHECK));
         }
         if now.values().any(|n| *n > 0) {
@@ -964,7 +987,7 @@ impl DataRequestWorker {
             items_digest: job.items_digest.clone().unwrap_or_default(),
             archive_sha256: archive.as_ref().map(|a| a.sha256.clone()),
         };
-        let (id, org, attempt) = (job.id, job.org_id, job.attempt);
+        let (id, org, attempt, cause) = (job.id, job.org_id, job.attempt, job.caused_by);
         let erasure = job.kind == DataRequestType::Erasure;
         let organization_gone = erasure && job.subject_kind() == SubjectKind::Organization;
         let progress_json = serde_json::to_value(progress).expect("progress serializes");
@@ -1016,7 +1039,7 @@ impl DataRequestWorker {
                         .execute(&mut *tx)
                         .await?;
                 } else {
-                    outbox(tx, org, id, "succeeded").await?;
+                    outbox(tx, org, id, "succeeded", cause).await?;
                 }
                 Ok(true)
             })
@@ -1088,14 +1111,18 @@ async fn outbox(
     org: Uuid,
     id: Uuid,
     status: &str,
+    cause: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
     let event = crate::events::Event::data_request_status(org, id, status);
     let (channel, payload) = event.publish.expect("a status event publishes");
-    sqlx::query("INSERT INTO ibex_core.outbox (org_id, channel, payload) VALUES ($1, $2, $3)")
-        .bind(org)
-        .bind(channel)
-        .bind(payload)
-        .execute(&mut *tx)
+    sqlx::query(
+        "INSERT INTO ibex_core.outbox (org_id, channel, payload, request_id) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(org)
+    .bind(channel)
+    .bind(payload)
+    .bind(cause)
+    .execute(&mut *tx)
         .await
         .map(|_| ())
 }

@@ -183,6 +183,10 @@ pub async fn request_deletion(
     get(tx).await
 }
 
+/// The subject of an organization's erasure, as data requests serialize it.
+const ORGANIZATION_SUBJECT: &str =
+    r#"{"kind":"organization","user_id":null,"external_ids":[],"session_ids":[],"agent_ids":[]}"#;
+
 /// The deletion is the organization's erasure as a data request (docs/domains/data-requests.md):
 /// one already awaiting confirmation is confirmed by it, else a new one is filed, confirmed (the
 /// DELETE is the confirmation), unless one is under way. The subject commitment is the one
@@ -194,7 +198,8 @@ async fn file_erasure_request(tx: &mut OrgTx, created_by: Option<Uuid>) -> Resul
         .query(
             "WITH confirmed AS (
                  UPDATE ibex_core.data_requests
-                 SET status = 'running', confirmed_at = now(), updated_at = now(), lease_until = NULL
+                 SET status = 'running', confirmed_at = now(), updated_at = now(), lease_until = NULL,
+                     request_id = NULLIF(current_setting('app.request_id', true), '')::uuid
                  WHERE org_id = $1 AND type = 'erasure' AND subject_kind = 'organization'
                    AND status = 'awaiting_confirmation'
                  RETURNING id, 'running' AS status),
@@ -202,8 +207,8 @@ async fn file_erasure_request(tx: &mut OrgTx, created_by: Option<Uuid>) -> Resul
                  INSERT INTO ibex_core.data_requests
                      (id, org_id, type, subject_kind, subject, subject_salt, subject_commitment,
                       received_at, due_at, created_by, confirmed_at)
-                 SELECT $2, $1, 'erasure', 'organization', '{\"kind\":\"organization\"}'::jsonb, salt,
-                        encode(sha256(convert_to(salt || ':{\"kind\":\"organization\"}', 'UTF8')), 'hex'),
+                 SELECT $2, $1, 'erasure', 'organization', $4::text::jsonb, salt,
+                        encode(sha256(convert_to(salt || ':' || $4::text, 'UTF8')), 'hex'),
                         now(), now() + interval '1 month', $3, now()
                  FROM (SELECT replace(gen_random_uuid()::text, '-', '') AS salt) s
                  WHERE NOT EXISTS (SELECT 1 FROM confirmed)
@@ -213,7 +218,7 @@ async fn file_erasure_request(tx: &mut OrgTx, created_by: Option<Uuid>) -> Resul
                          AND status IN ('received', 'planning', 'awaiting_confirmation', 'running'))
                  RETURNING id, status)
              SELECT id, status FROM confirmed UNION ALL SELECT id, status FROM filed",
-            &[&org_id, &Uuid::now_v7(), &created_by],
+            &[&org_id, &Uuid::now_v7(), &created_by, &ORGANIZATION_SUBJECT],
         )
         .await?;
     for row in rows {

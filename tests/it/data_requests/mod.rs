@@ -195,7 +195,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The commitment a request shows: SHA-256 of `salt ":" subject`, the subject as compact JSON
-/// with its fields in order (kind, user_id, external_ids, session_ids, agent_ids), lists sorted.
+/// with its fields in order (kind, user_id, external_ids, session_ids, agent_ids), lists sorted,
+/// written here independently of the service's serializer.
 pub fn commitment(salt: &str, subject: &Value) -> String {
     let mut ordered = String::from("{");
     let mut first = true;
@@ -216,6 +217,11 @@ pub fn commitment(salt: &str, subject: &Value) -> String {
     }
     ordered.push('}');
     sha256_hex(format!("{salt}:{ordered}").as_bytes())
+}
+
+/// A subject with nothing but its kind: what an erased request keeps.
+pub fn redacted(kind: &str) -> Value {
+    json!({"kind": kind, "user_id": null, "external_ids": [], "session_ids": [], "agent_ids": []})
 }
 
 /// The ZIP's files by name.
