@@ -212,6 +212,10 @@ fn add_rate_limit_headers(response: &mut Response) {
 fn add_common(operation: &mut Operation, public: bool, takes_body: bool) {
     // The request limits apply to every request, public or not.
     let mut statuses = vec!["414", "431", "500"];
+    // A path or query parameter that does not parse is a 400, public or not.
+    if public && operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+        statuses.push("400");
+    }
     if !public {
         operation.security = Some(vec![SecurityRequirement::new(
             BEARER_SCHEME,

@@ -84,12 +84,12 @@ pub async fn create_data_request(
     audit: AuditContext,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let mut tx = state.db.begin_for(&caller).await?;
+    let owner = require_manager(&mut tx, &caller).await?;
     let new = NewDataRequest::parse(body, Utc::now())?;
     if new.kind == DataRequestType::Access && state.storage.is_none() {
         return Err(ApiError::ServiceUnavailable);
     }
-    let mut tx = state.db.begin_for(&caller).await?;
-    let owner = require_manager(&mut tx, &caller).await?;
     if let Some(user) = new.subject.user_id {
         // Deleted operators too: their data may still be held.
         let role = subject_role_any(&mut tx, user).await?;
@@ -150,10 +150,11 @@ pub async fn list_data_requests(
     page: Page,
     ApiQuery(params): ApiQuery<DataRequestFilterParams>,
 ) -> Result<Json<CursorPage<DataRequest>>, ApiError> {
-    let filters = DataRequestFilters::parse(&params)?;
-    let page = page.resolve(&filters.scope())?;
+    // Who asks first, then what they ask.
     let mut tx = state.db.begin_for(&caller).await?;
     require_manager(&mut tx, &caller).await?;
+    let filters = DataRequestFilters::parse(&params)?;
+    let page = page.resolve(&filters.scope())?;
     let requests = repo::list(&mut tx, &filters, &page).await?;
     tx.finish_read();
     Ok(Json(requests))
@@ -320,9 +321,9 @@ pub async fn extend_data_request(
     ApiPath(path): ApiPath<DataRequestPath>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<DataRequest>, ApiError> {
-    let extension = Extension::parse(body)?;
     let mut tx = state.db.begin_for(&caller).await?;
     require_manager(&mut tx, &caller).await?;
+    let extension = Extension::parse(body)?;
     let request = repo::extend(&mut tx, path.request_id, &extension).await?;
     record(
         &mut tx,
