@@ -9,8 +9,12 @@ the server cannot drift apart without this failing.
 Usage: IBEX_BASE_URL=http://127.0.0.1:8010 IBEX_TOKEN=ibex_pat_... python golden_path.py
 """
 
+import base64
 import datetime
 import enum
+import hashlib
+import io
+import json
 import os
 import sys
 import time
@@ -18,10 +22,13 @@ import uuid
 
 import attrs
 import httpx
+import zipfile
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ibex_client import AuthenticatedClient
 from ibex_client.api.agents import create_agent, get_agent, list_agents, update_agent
 from ibex_client.api.analytics import usage
+from ibex_client.api.data_requests import create_data_request, get_archive, get_data_request, get_receipt, jwks
 from ibex_client.api.directives import get_directive, rollback_directive, set_directive
 from ibex_client.api.memories import (
     export_memories,
@@ -39,7 +46,16 @@ from ibex_client.models import (
     CursorPageAgent,
     CursorPageMemory,
     CursorPageSession,
+    ArchiveLink,
+    CreateDataRequest,
+    DataRequest,
+    DataRequestStatus,
+    DataRequestSubject,
+    DataRequestType,
     Directive,
+    JwkSet,
+    SignedReceipt,
+    SubjectKind,
     ErrorResponse,
     ExportFormat,
     ExportJob,
@@ -228,7 +244,54 @@ def main():
     )
     assert error.error.field_errors[0].field == "expires_at"
 
+    # Data requests: one person's access archive, its manifest verified with the public keys.
+    filed = ok(
+        create_data_request.sync_detailed(
+            client=client,
+            body=CreateDataRequest(
+                type_=DataRequestType.ACCESS,
+                subject=DataRequestSubject(kind=SubjectKind.END_USER, external_ids=["conv-1-1"]),
+                reference=f"sdk-{suffix}",
+            ),
+        ),
+        202,
+        DataRequest,
+    )
+    request = filed
+    deadline = time.monotonic() + 60
+    while request.status != DataRequestStatus.SUCCEEDED:
+        assert request.status not in (DataRequestStatus.REJECTED, DataRequestStatus.CANCELED), request.status
+        assert time.monotonic() < deadline, "the access request did not finish in 60 s"
+        time.sleep(0.3)
+        request = ok(get_data_request.sync_detailed(filed.id, client=client), 200, DataRequest)
+    link = ok(get_archive.sync_detailed(filed.id, client=client), 200, ArchiveLink)
+    archive = httpx.get(link.url)
+    assert archive.status_code == 200, archive.status_code
+    assert hashlib.sha256(archive.content).hexdigest() == request.archive.sha256
+    keys = ok(jwks.sync_detailed(client=client), 200, JwkSet)
+    files = zipfile.ZipFile(io.BytesIO(archive.content))
+    manifest = json.loads(files.read("manifest.json"))
+    assert verified(files.read("manifest.jws").decode(), keys) == manifest
+    for entry in manifest["files"]:
+        assert hashlib.sha256(files.read(entry["path"])).hexdigest() == entry["sha256"], entry["path"]
+    assert any(f["path"] == "postgresql/sessions.ndjson" and f["rows"] == 1 for f in manifest["files"])
+    receipt = ok(get_receipt.sync_detailed(filed.id, client=client), 200, SignedReceipt)
+    assert verified(receipt.jws, keys)["archive_sha256"] == request.archive.sha256
+
     print("python golden path: ok")
+
+
+def verified(jws, keys):
+    """The claims of a compact EdDSA JWS, checked with the key of its `kid` in the JWK Set."""
+    def decode(part):
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    header, payload, signature = jws.split(".")
+    head = json.loads(decode(header))
+    assert head["alg"] == "EdDSA", head
+    key = next(k for k in keys.keys if k.kid == head["kid"])
+    Ed25519PublicKey.from_public_bytes(decode(key.x)).verify(decode(signature), f"{header}.{payload}".encode())
+    return json.loads(decode(payload))
 
 
 if __name__ == "__main__":

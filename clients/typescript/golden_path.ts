@@ -6,7 +6,9 @@
 //
 // Usage: IBEX_BASE_URL=http://127.0.0.1:8010 IBEX_TOKEN=ibex_pat_... node dist/golden_path.js
 
+import { createHash, createPublicKey, verify } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
+import { inflateRawSync } from 'node:zlib';
 
 import { client } from './generated/hey-api/client.gen.js';
 import * as ibex from './generated/hey-api/sdk.gen.js';
@@ -129,8 +131,63 @@ async function main() {
   );
   check(error.error.field_errors?.[0]?.field === 'expires_at', 'the field named');
 
+  // Data requests: one person's access archive, its manifest verified with the public keys.
+  const filed = ok(
+    await ibex.createDataRequest({
+      body: { type: 'access', subject: { kind: 'end_user', external_ids: ['conv-1-2'] }, reference: `sdk-ts-${suffix}` },
+    }),
+    202,
+  );
+  let request = filed;
+  const requestDeadline = Date.now() + 60_000;
+  while (request.status !== 'succeeded') {
+    check(request.status !== 'rejected' && request.status !== 'canceled', `the request ${request.status}`);
+    check(Date.now() < requestDeadline, 'the access request finished within 60 s');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    request = ok(await ibex.getDataRequest({ path: { request_id: filed.id } }), 200);
+  }
+  const link = ok(await ibex.getArchive({ path: { request_id: filed.id } }), 200);
+  const archive = Buffer.from(await (await fetch(link.url)).arrayBuffer());
+  check(createHash('sha256').update(archive).digest('hex') === request.archive?.sha256, 'the archive digest');
+  const keys = ok(await ibex.jwks(), 200);
+  const manifest = JSON.parse(zipEntry(archive, 'manifest.json').toString());
+  check(isDeepStrictEqual(verified(zipEntry(archive, 'manifest.jws').toString(), keys.keys), manifest), 'the signed manifest');
+  check(manifest.request.id === filed.id, 'the manifest names the request');
+  const receipt = ok(await ibex.getReceipt({ path: { request_id: filed.id } }), 200);
+  check(verified(receipt.jws, keys.keys).archive_sha256 === request.archive?.sha256, 'the receipt proves the archive');
+
   await openapiFetchPath(BASE, TOKEN);
   console.log('typescript golden path: ok');
+}
+
+/** The claims of a compact EdDSA JWS, checked with the key of its `kid`. */
+function verified(jws: string, keys: { kid: string; x: string }[]): Record<string, unknown> {
+  const parts = jws.split('.');
+  check(parts.length === 3, 'a compact JWS');
+  const [header, payload, signature] = parts as [string, string, string];
+  const head = JSON.parse(Buffer.from(header, 'base64url').toString());
+  check(head.alg === 'EdDSA', 'an EdDSA signature');
+  const jwk = keys.find((k) => k.kid === head.kid);
+  check(jwk, 'its key is published');
+  const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: jwk.x }, format: 'jwk' });
+  check(verify(null, Buffer.from(`${header}.${payload}`), key, Buffer.from(signature, 'base64url')), 'the signature verifies');
+  return JSON.parse(Buffer.from(payload, 'base64url').toString());
+}
+
+/** One small entry of a ZIP file, found by its local header (the manifest's are neither zip64
+ * nor streamed), inflated. */
+function zipEntry(zip: Buffer, name: string): Buffer {
+  for (let at = zip.indexOf('PK\x03\x04', 0, 'latin1'); at >= 0; at = zip.indexOf('PK\x03\x04', at + 4, 'latin1')) {
+    const method = zip.readUInt16LE(at + 8);
+    const size = zip.readUInt32LE(at + 18);
+    const nameLength = zip.readUInt16LE(at + 26);
+    const extraLength = zip.readUInt16LE(at + 28);
+    if (zip.toString('utf8', at + 30, at + 30 + nameLength) !== name) continue;
+    const start = at + 30 + nameLength + extraLength;
+    const data = zip.subarray(start, start + size);
+    return method === 8 ? inflateRawSync(data) : data;
+  }
+  throw new Error(`golden path: no ${name} in the archive`);
 }
 
 main().catch((failure) => {
