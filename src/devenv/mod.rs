@@ -88,7 +88,39 @@ pub async fn seed(url: &str) -> Result<(), String> {
     }
     seed_memories(&mut conn).await.map_err(seed_error)?;
     seed_sessions(&mut conn).await.map_err(seed_error)?;
+    seed_data_request(&mut conn).await.map_err(seed_error)?;
     let _ = conn.close().await;
+    Ok(())
+}
+
+/// One person's access request, received three days ago, so `/v1/data-requests` shows one from
+/// the start (the worker carries it out: plan, archive, receipt).
+async fn seed_data_request(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    use crate::domains::data_requests::model::{Subject, SubjectKind};
+    let subject = Subject {
+        kind: SubjectKind::EndUser,
+        user_id: None,
+        external_ids: vec!["conv-1-3".into()],
+        session_ids: Vec::new(),
+        agent_ids: Vec::new(),
+    };
+    let salt = "5eed0000000000000000000000000001";
+    sqlx::query(
+        "INSERT INTO ibex_core.data_requests
+             (id, org_id, type, subject_kind, subject, subject_salt, subject_commitment, reference,
+              received_at, due_at, created_by)
+         VALUES ($1, $2, 'access', 'end_user', $3, $4, $5, 'DEV-TICKET-1',
+                 now() - interval '3 days', now() - interval '3 days' + interval '1 month', $6)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(Uuid::from_u128(0x0192_f0c4_5d7e_7c3a_9f1e_da7a_0000_0001))
+    .bind(DEV_ORG_ID)
+    .bind(serde_json::to_value(&subject).expect("a subject serializes"))
+    .bind(salt)
+    .bind(subject.commitment(salt))
+    .bind(DEV_USER_ID)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -195,11 +195,11 @@ pub async fn build(
             "id": request.id,
             "org_id": request.org_id,
             "type": "access",
-            "received_at": request.received_at,
-            "due_at": request.due_at,
+            "received_at": millis(request.received_at),
+            "due_at": millis(request.due_at),
         },
         "subject": request.subject,
-        "generated_at": Utc::now(),
+        "generated_at": millis(Utc::now()),
         "files": zip.files,
         "excluded": excluded,
     });
@@ -249,6 +249,10 @@ pub async fn build(
         bytes,
         files,
     })
+}
+
+fn millis(at: chrono::DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 const TOKENS_EXCLUDED: Excluded = Excluded {

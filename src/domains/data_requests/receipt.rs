@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
@@ -31,8 +32,11 @@ pub struct Receipt {
     pub kind: &'static str,
     pub subject_kind: String,
     pub subject_commitment: String,
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub received_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub due_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub completed_at: DateTime<Utc>,
     pub stores: BTreeMap<String, StoreCount>,
     /// SHA-256 over the frozen items (`store \t item \n`, in order).
@@ -56,6 +60,8 @@ pub struct Facts {
     pub due_at: DateTime<Utc>,
     pub items_digest: String,
     pub archive_sha256: Option<String>,
+    /// When the work ended (the request's `completed_at`).
+    pub completed_at: DateTime<Utc>,
 }
 
 /// Writes the request's receipt in `tx` (a transaction as `ibex_gdpr` in the organization):
@@ -87,7 +93,7 @@ pub async fn issue(
         subject_commitment: facts.subject_commitment.clone(),
         received_at: facts.received_at,
         due_at: facts.due_at,
-        completed_at: Utc::now(),
+        completed_at: facts.completed_at,
         stores: progress
             .iter()
             .map(|(store, p)| {

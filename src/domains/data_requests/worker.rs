@@ -986,7 +986,11 @@ impl DataRequestWorker {
             due_at: job.due_at,
             items_digest: job.items_digest.clone().unwrap_or_default(),
             archive_sha256: archive.as_ref().map(|a| a.sha256.clone()),
+            // Microseconds, as PostgreSQL keeps it: the receipt and the request say the same.
+            completed_at: DateTime::from_timestamp_micros(Utc::now().timestamp_micros())
+                .expect("now is representable"),
         };
+        let completed_at = facts.completed_at;
         let (id, org, attempt, cause) = (job.id, job.org_id, job.attempt, job.caused_by);
         let erasure = job.kind == DataRequestType::Erasure;
         let organization_gone = erasure && job.subject_kind() == SubjectKind::Organization;
@@ -1010,7 +1014,7 @@ impl DataRequestWorker {
                 let receipt_id = receipt::issue(tx, &facts, &progress, &signing).await?;
                 sqlx::query(
                     "UPDATE ibex_core.data_requests
-                     SET status = 'succeeded', completed_at = now(), updated_at = now(),
+                     SET status = 'succeeded', completed_at = $9, updated_at = now(),
                          lease_until = NULL, progress = $2, receipt_id = $3,
                          subject = CASE WHEN $4 THEN NULL ELSE subject END,
                          archive_key = $5, archive_sha256 = $6, archive_bytes = $7,
@@ -1026,6 +1030,7 @@ impl DataRequestWorker {
                 .bind(archive.as_ref().map(|a| a.sha256.clone()))
                 .bind(archive.as_ref().map(|a| a.bytes))
                 .bind(ttl)
+                .bind(completed_at)
                 .execute(&mut *tx)
                 .await?;
                 // The frozen ids are proven by the receipt's digest; they are not kept.

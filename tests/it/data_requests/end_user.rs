@@ -375,6 +375,8 @@ async fn an_end_users_erasure_removes_exactly_their_data_everywhere() {
     // The receipt: counts with nothing remaining, chained to the access request's receipt.
     let receipt = world.verified_receipt(&id).await;
     assert_eq!(receipt["sequence"], 2);
+    assert_eq!(receipt["completed_at"], done["completed_at"]);
+    assert_eq!(receipt["received_at"], done["received_at"]);
     let access_receipt = world
         .app
         .get(
