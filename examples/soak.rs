@@ -33,6 +33,9 @@ const REPLICAS: usize = 3;
 const ORGS: usize = 4;
 const AGENTS_PER_ORG: usize = 6;
 const MEMORIES_PER_AGENT: usize = 300;
+/// People each seeded tenant's agents talk to (a session, two checkpoints and a memory each):
+/// the subjects of the mix's data requests.
+const PERSONS: usize = 30;
 /// The pool of each replica (and the 3 platform connections each adds).
 const POOL: usize = 8;
 /// The memory service stand-in's pool (it runs in this process, on the same PostgreSQL).
@@ -123,6 +126,8 @@ struct Shared {
     violations: Mutex<Vec<String>>,
     created_agents: Mutex<Vec<(usize, Uuid)>>,
     exports: Mutex<Vec<(usize, Uuid, Uuid)>>,
+    /// Data requests filed (answered 202): (organization, request id, erasure?, person).
+    data_requests: Mutex<Vec<(usize, Uuid, bool, String)>>,
     /// Requests in flight on each replica when it was sent SIGTERM must all be answered.
     in_flight: Vec<AtomicUsize>,
     /// (due, ms late) of every request the generator started: the harness's own health (a
@@ -285,7 +290,7 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
             .to_string()
     };
     let read: Option<(&'static str, String)> = match roll {
-        0..10 => Some(("list agents", "/v1/agents?limit=20".into())),
+        0..=8 => Some(("list agents", "/v1/agents?limit=20".into())),
         10..20 => Some(("get agent", format!("/v1/agents/{agent}"))),
         20..26 => Some((
             "list memories",
@@ -304,7 +309,7 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
                 day(0)
             ),
         )),
-        60..63 => Some(("list tokens", "/v1/tokens".into())),
+        60..62 => Some(("list tokens", "/v1/tokens".into())),
         67..70 => Some((
             "list directive versions",
             format!("/v1/agents/{agent}/directive/versions"),
@@ -484,6 +489,50 @@ async fn one_request(sh: Arc<Shared>, due: f64) {
             let path = format!("/v1/agents/{agent}/memories?confirm=true&category=episodic");
             s.call(org, M::DELETE, &path, None, "bulk delete memories", due)
                 .await;
+        }
+        62 if org > 0 => {
+            // A person asks for their data, or its erasure.
+            let erasure = fastrand::bool();
+            let person = format!("person-{}", fastrand::usize(..PERSONS));
+            let body = json!({
+                "type": if erasure { "erasure" } else { "access" },
+                "subject": {"kind": "end_user", "external_ids": [person]},
+            });
+            if let Some((202, filed)) = s
+                .call(
+                    org,
+                    M::POST,
+                    "/v1/data-requests",
+                    Some(body),
+                    "file data request",
+                    due,
+                )
+                .await
+                && let Some(id) = filed["id"].as_str().and_then(|i| i.parse().ok())
+            {
+                s.data_requests
+                    .lock()
+                    .unwrap()
+                    .push((org, id, erasure, person));
+            }
+        }
+        9 => {
+            // The controller confirms one of its erasures (409 while it is still planning, or
+            // once confirmed).
+            let filed = {
+                let filed = s.data_requests.lock().unwrap();
+                let mine: Vec<Uuid> = filed
+                    .iter()
+                    .filter(|(o, _, erasure, _)| *o == org && *erasure)
+                    .map(|(_, id, ..)| *id)
+                    .collect();
+                (!mine.is_empty()).then(|| mine[fastrand::usize(..mine.len())])
+            };
+            if let Some(id) = filed {
+                let path = format!("/v1/data-requests/{id}/confirm");
+                s.call(org, M::POST, &path, None, "confirm data request", due)
+                    .await;
+            }
         }
         96..98 => {
             let path = format!("/v1/agents/{agent}/memories/export");
@@ -891,6 +940,28 @@ async fn seed(url: &str, orgs: &[Org]) {
             .await
             .unwrap();
         }
+        // The people its agents talk to: a session each, with checkpoints and a memory.
+        sqlx::query(
+            "WITH s AS (
+                 INSERT INTO ibex_core.sessions (id, org_id, agent_id, external_id, status, turn_count)
+                 SELECT gen_random_uuid(), $1, ($2::uuid[])[1 + i % cardinality($2::uuid[])],
+                        'person-' || i, 'completed', 2
+                 FROM generate_series(0, $3 - 1) AS i
+                 RETURNING id, agent_id, external_id),
+             c AS (
+                 INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index)
+                 SELECT gen_random_uuid(), $1, s.id, t FROM s, generate_series(0, 1) AS t)
+             INSERT INTO ibex_core.memories (id, org_id, agent_id, session_id, content, content_hash, category)
+             SELECT ibex_core.uuid_v7(), $1, agent_id, id, external_id || ' likes tea',
+                    encode(sha256(convert_to(external_id || ' likes tea', 'UTF8')), 'hex'), 'preference'
+             FROM s",
+        )
+        .bind(org.id)
+        .bind(&org.agents)
+        .bind(PERSONS as i32)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     }
 }
 
@@ -1029,6 +1100,9 @@ async fn main() {
             ("IBEX_API_RATE_LIMIT_TOKEN_PER_SECOND".into(), "5000".into()),
             ("IBEX_API_RATE_LIMIT_TOKEN_BURST".into(), "5000".into()),
             ("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS".into(), "3000".into()),
+            // A killed replica's data request is taken up again within seconds.
+            ("IBEX_API_DATA_REQUEST_LEASE_MS".into(), "3000".into()),
+            ("IBEX_API_DATA_REQUEST_RETRY_MAX_MS".into(), "2000".into()),
         ];
         env.extend(s3.settings().into_iter().map(|(k, v)| (k.to_owned(), v)));
         let mut replica = Replica {
@@ -1075,6 +1149,7 @@ async fn main() {
         violations: Mutex::new(Vec::new()),
         created_agents: Mutex::new(Vec::new()),
         exports: Mutex::new(Vec::new()),
+        data_requests: Mutex::new(Vec::new()),
         in_flight: (0..REPLICAS).map(|_| AtomicUsize::new(0)).collect(),
         lags: Mutex::default(),
         seen_agents: Mutex::default(),
@@ -1270,7 +1345,9 @@ async fn settle_and_check(
         let busy: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM ibex_core.memory_exports WHERE status IN ('pending','running'))
                   + (SELECT count(*) FROM ibex_core.org_deletions WHERE state <> 'done')
-                  + (SELECT count(*) FROM ibex_core.outbox WHERE delivered_at IS NULL)",
+                  + (SELECT count(*) FROM ibex_core.outbox WHERE delivered_at IS NULL)
+                  + (SELECT count(*) FROM ibex_core.data_requests
+                     WHERE status IN ('received', 'planning', 'running'))",
         )
         .fetch_one(&mut conn)
         .await
@@ -1345,6 +1422,8 @@ async fn settle_and_check(
         ("delete memory", &["memory.delete"]),
         ("bulk delete memories", &["memory.bulk_delete"]),
         ("start export", &["memory_export.create"]),
+        ("file data request", &["data_request.create"]),
+        ("confirm data request", &["data_request.confirm"]),
     ];
     let records = sh.records.lock().unwrap().clone();
     let mut missing_events = Vec::new();
@@ -1525,6 +1604,10 @@ async fn settle_and_check(
     for job in &jobs {
         let status: String = job.get("status");
         let key: Option<String> = job.get("object_key");
+        // A job whose file may have held an erased person's memory was purged with it.
+        if status == "purged" && key.is_none() {
+            continue;
+        }
         if status != "succeeded" {
             bad_jobs.push(format!("{} {status}", job.get::<Uuid, _>("id")));
         } else if let Some(key) = key {
@@ -1537,7 +1620,11 @@ async fn settle_and_check(
             keys.insert(key);
         }
     }
-    let strays: Vec<&String> = files.iter().filter(|f| !keys.contains(*f)).collect();
+    // Access archives of data requests live beside the exports (checked below).
+    let strays: Vec<&String> = files
+        .iter()
+        .filter(|f| !keys.contains(*f) && !f.contains("/data-requests/"))
+        .collect();
     let started = sh.exports.lock().unwrap().len();
     checks.push(Check {
         name: "exports: every job succeeded with exactly one object, none left running, no object without a job",
@@ -1548,6 +1635,83 @@ async fn settle_and_check(
             files.len(),
             bad_jobs.iter().take(5).collect::<Vec<_>>(),
             strays.iter().take(5).collect::<Vec<_>>()
+        ),
+    });
+
+    // Data requests filed during the faults: each ended or waits for its confirmation (none is
+    // stuck), every succeeded one has its receipt with nothing remaining, no erasure succeeded
+    // with anything of its person left, and no memory outlived its erased session.
+    let filed = sh.data_requests.lock().unwrap().clone();
+    let (mut succeeded, mut erased, mut waiting) = (0, 0, 0);
+    let mut wrong = Vec::new();
+    for (org, id, erasure, person) in &filed {
+        if sh.orgs[*org].id == deleted_org && deletion_requested {
+            continue; // removed with its organization, after its receipt
+        }
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT d.status, r.receipt FROM ibex_core.data_requests d
+             LEFT JOIN ibex_core.data_request_receipts r ON r.request_id = d.id
+             WHERE d.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        let Some((status, receipt)) = row else {
+            wrong.push(format!("{id}: gone"));
+            continue;
+        };
+        match status.as_str() {
+            "awaiting_confirmation" => waiting += 1,
+            "succeeded" => {
+                succeeded += 1;
+                let remaining: Option<i64> = receipt
+                    .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+                    .map(|r| {
+                        r["stores"]
+                            .as_object()
+                            .map(|s| {
+                                s.values()
+                                    .map(|c| c["remaining"].as_i64().unwrap_or(1))
+                                    .sum()
+                            })
+                            .unwrap_or(1)
+                    });
+                if remaining != Some(0) {
+                    wrong.push(format!("{id}: succeeded, receipt remaining {remaining:?}"));
+                }
+                if *erasure {
+                    erased += 1;
+                    let left: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM ibex_core.sessions WHERE org_id = $1 AND external_id = $2",
+                    )
+                    .bind(sh.orgs[*org].id)
+                    .bind(person)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                    if left != 0 {
+                        wrong.push(format!("{id}: erased {person}, {left} sessions left"));
+                    }
+                }
+            }
+            other => wrong.push(format!("{id}: {other}")),
+        }
+    }
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ibex_core.memories m WHERE m.session_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM ibex_core.sessions s WHERE s.id = m.session_id)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    checks.push(Check {
+        name: "data requests: none stuck, none succeeded early, every success proven (receipt, nothing remaining)",
+        ok: wrong.is_empty() && orphans == 0,
+        detail: format!(
+            "{} filed, {succeeded} succeeded ({erased} erasures), {waiting} awaiting confirmation; {orphans} memories outlived their erased session; wrong: {:?}",
+            filed.len(),
+            wrong.iter().take(5).collect::<Vec<_>>()
         ),
     });
 
@@ -1603,10 +1767,21 @@ async fn settle_and_check(
                     .unwrap();
             intact &= agents >= org.agents.len() as i64;
         }
+        // Its erasure request's receipt outlives it.
+        let receipts: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ibex_core.data_request_receipts
+             WHERE org_id = $1 AND receipt::jsonb ->> 'subject_kind' = 'organization'",
+        )
+        .bind(deleted_org)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap_or(0);
         checks.push(Check {
-            name: "GDPR deletion: done, nothing of the org left anywhere, the other orgs intact",
-            ok: state.as_deref() == Some("done") && left.is_empty() && intact,
-            detail: format!("state {state:?}; left: {left:?}; other orgs intact: {intact}"),
+            name: "GDPR deletion: done, nothing of the org left anywhere, the other orgs intact, its erasure receipt kept",
+            ok: state.as_deref() == Some("done") && left.is_empty() && intact && receipts == 1,
+            detail: format!(
+                "state {state:?}; left: {left:?}; other orgs intact: {intact}; erasure receipts: {receipts}"
+            ),
         });
     }
     checks
