@@ -461,9 +461,17 @@ impl DataRequestWorker {
                 // Back to work: the store keeps something (a trace mutation still applying).
                 entry.status = "running".into();
                 self.save_progress(conn, job, &progress).await?;
-                // Queued or applying work is waited for, not done again.
-                if !matches!(store.location, Location::Traces | Location::HotCache) {
-                    self.reopen(conn, job, store.name).await?;
+                match store.location {
+                    // Queued for Redis: waited for, not done again; Redis may be away.
+                    Location::HotCache => {
+                        return Err(Stop::Unreachable {
+                            store: store.name.into(),
+                            kind: format!("{remaining} hot-cache removals not yet delivered to Redis"),
+                        });
+                    }
+                    // A trace mutation still applying: waited for, not done again.
+                    Location::Traces => {}
+                    _ => self.reopen(conn, job, store.name).await?,
                 }
                 return Err(Stop::Later(Duration::from_secs(1)));
             }
