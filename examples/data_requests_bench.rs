@@ -52,7 +52,14 @@ impl Drop for Server {
 /// Seeds the development organization with `sessions` sessions (external id `person-{i}`, two
 /// checkpoints each), `memories` memories spread over them (a tag each, one version each), an
 /// archive object for each of the first `archived` sessions, and two traces a session.
-async fn seed(url: &str, s3: &TempS3, clickhouse: &str, memories: usize, sessions: usize, archived: usize) -> Vec<Uuid> {
+async fn seed(
+    url: &str,
+    s3: &TempS3,
+    clickhouse: &str,
+    memories: usize,
+    sessions: usize,
+    archived: usize,
+) -> Vec<Uuid> {
     ibex_api::devenv::seed(url).await.unwrap();
     let mut conn = PgConnection::connect(url).await.unwrap();
     let agents: Vec<Uuid> = (0..AGENTS).map(|_| Uuid::now_v7()).collect();
@@ -158,7 +165,11 @@ async fn seed(url: &str, s3: &TempS3, clickhouse: &str, memories: usize, session
             urlencode("INSERT INTO ibex.llm_traces FORMAT JSONEachRow")
         );
         let answer = client.post(url).body(body).send().await.unwrap();
-        assert!(answer.status().is_success(), "{}", answer.text().await.unwrap());
+        assert!(
+            answer.status().is_success(),
+            "{}",
+            answer.text().await.unwrap()
+        );
     }
     let _ = conn.close().await;
     agents
@@ -211,8 +222,14 @@ impl Api {
             if values.iter().any(|v| body[field] == *v) {
                 return body;
             }
-            assert!(body[field] != "rejected" && body[field] != "failed", "{body}");
-            assert!(Instant::now() < deadline, "{path} not {values:?} in 10 minutes: {body}");
+            assert!(
+                body[field] != "rejected" && body[field] != "failed",
+                "{body}"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{path} not {values:?} in 10 minutes: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -220,17 +237,28 @@ impl Api {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let memories = args.first().copied().unwrap_or(100_000);
     let sessions = args.get(1).copied().unwrap_or(10_000);
     let erased = args.get(2).copied().unwrap_or(1_000);
-    let binary = std::fs::canonicalize("target/release/ibex-api").expect("cargo build --release first");
+    let binary =
+        std::fs::canonicalize("target/release/ibex-api").expect("cargo build --release first");
 
     eprintln!("bench: starting PostgreSQL, ClickHouse, the S3 server, the auth service");
     let pg = TempPostgres::start().unwrap();
     let db_url = pg.url("postgres");
-    assert!(Command::new(&binary).arg("migrate").env("IBEX_API_DATABASE_URL", &db_url)
-        .stdout(Stdio::null()).status().unwrap().success());
+    assert!(
+        Command::new(&binary)
+            .arg("migrate")
+            .env("IBEX_API_DATABASE_URL", &db_url)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
     let clickhouse = TempClickHouse::start().unwrap();
     let ch = reqwest::Client::new();
     for ddl in ibex_api::devenv::clickhouse::TRACES_DDL {
@@ -240,16 +268,26 @@ async fn main() {
     // The erasure clears the proxy's hot cache through the outbox: it ends once Redis has it.
     let redis = TempRedis::start().unwrap();
     let token = ibex_api::auth::dev::generate_token();
-    let auth_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let auth_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let auth_addr: std::net::SocketAddr = format!("127.0.0.1:{auth_port}").parse().unwrap();
-    ibex_api::auth::dev::spawn(auth_addr, token.clone()).await.unwrap();
+    ibex_api::auth::dev::spawn(auth_addr, token.clone())
+        .await
+        .unwrap();
 
     eprintln!("bench: seeding {memories} memories over {sessions} sessions");
     let seeded = Instant::now();
     let agents = seed(&db_url, &s3, &clickhouse.url(), memories, sessions, erased).await;
     eprintln!("bench: seeded in {:.1} s", seeded.elapsed().as_secs_f64());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut command = Command::new(&binary);
     command
         .env_clear()
@@ -274,14 +312,28 @@ async fn main() {
         base: format!("http://127.0.0.1:{port}"),
         token,
     };
-    while api.client.get(format!("{}/ready", api.base)).send().await.ok().map(|r| r.status().as_u16()) != Some(200) {
+    while api
+        .client
+        .get(format!("{}/ready", api.base))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+        != Some(200)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("bench: the service is ready");
     // Warm up: the seeded data request, a few reads.
-    api.until("/v1/data-requests/0192f0c4-5d7e-7c3a-9f1e-da7a00000001", "status", &["succeeded"]).await;
+    api.until(
+        "/v1/data-requests/0192f0c4-5d7e-7c3a-9f1e-da7a00000001",
+        "status",
+        &["succeeded"],
+    )
+    .await;
     for _ in 0..20 {
-        api.call(reqwest::Method::GET, "/v1/data-requests", None).await;
+        api.call(reqwest::Method::GET, "/v1/data-requests", None)
+            .await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kib(pid);
@@ -292,9 +344,17 @@ async fn main() {
     let watch = sampler(pid, Arc::clone(&peak), Arc::clone(&stop));
     let started = Instant::now();
     let (_, job) = api
-        .call(reqwest::Method::POST, &format!("/v1/agents/{}/memories/export", agents[0]), Some(json!({"format": "json"})))
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/agents/{}/memories/export", agents[0]),
+            Some(json!({"format": "json"})),
+        )
         .await;
-    let job_path = format!("/v1/agents/{}/memories/export/{}", agents[0], job["job_id"].as_str().unwrap());
+    let job_path = format!(
+        "/v1/agents/{}/memories/export/{}",
+        agents[0],
+        job["job_id"].as_str().unwrap()
+    );
     let job = api.until(&job_path, "status", &["succeeded"]).await;
     let export_secs = started.elapsed().as_secs_f64();
     let export_rows = job["row_count"].as_i64().unwrap();
@@ -308,7 +368,11 @@ async fn main() {
     let watch = sampler(pid, Arc::clone(&peak), Arc::clone(&stop));
     let started = Instant::now();
     let (status, filed) = api
-        .call(reqwest::Method::POST, "/v1/data-requests", Some(json!({"type": "access", "subject": {"kind": "organization"}})))
+        .call(
+            reqwest::Method::POST,
+            "/v1/data-requests",
+            Some(json!({"type": "access", "subject": {"kind": "organization"}})),
+        )
         .await;
     assert_eq!(status, 202, "{filed}");
     let path = format!("/v1/data-requests/{}", filed["id"].as_str().unwrap());
@@ -318,7 +382,12 @@ async fn main() {
     watch.join().unwrap();
     let archive_peak = peak.load(Ordering::Relaxed);
     let archive_bytes = done["archive"]["bytes"].as_i64().unwrap();
-    let rows: i64 = done["plan"].as_object().unwrap().values().filter_map(Value::as_i64).sum();
+    let rows: i64 = done["plan"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_i64)
+        .sum();
 
     // One person named by `erased` sessions: planned, then erased.
     let mut conn = PgConnection::connect(&db_url).await.unwrap();
@@ -332,35 +401,79 @@ async fn main() {
     .unwrap();
     let started = Instant::now();
     let (status, filed) = api
-        .call(reqwest::Method::POST, "/v1/data-requests", Some(json!({"type": "erasure", "subject": {"kind": "end_user", "session_ids": ids}})))
+        .call(
+            reqwest::Method::POST,
+            "/v1/data-requests",
+            Some(json!({"type": "erasure", "subject": {"kind": "end_user", "session_ids": ids}})),
+        )
         .await;
     assert_eq!(status, 202, "{filed}");
     let path = format!("/v1/data-requests/{}", filed["id"].as_str().unwrap());
     let planned = api.until(&path, "status", &["awaiting_confirmation"]).await;
     let plan_secs = started.elapsed().as_secs_f64();
     let confirmed = Instant::now();
-    let (status, _) = api.call(reqwest::Method::POST, &format!("{path}/confirm"), None).await;
+    let (status, _) = api
+        .call(reqwest::Method::POST, &format!("{path}/confirm"), None)
+        .await;
     assert_eq!(status, 200);
     let erasure = api.until(&path, "status", &["succeeded"]).await;
     let erase_secs = confirmed.elapsed().as_secs_f64();
-    let items: i64 = planned["plan"].as_object().unwrap().values().filter_map(Value::as_i64).sum();
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ibex_core.sessions WHERE id = ANY($1)")
-        .bind(&ids)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let items: i64 = planned["plan"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_i64)
+        .sum();
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ibex_core.sessions WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(left, 0);
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!("| Measure | Value | Ratio to the baseline |");
     println!("|---|---|---|");
-    println!("| Data | {memories} memories, {sessions} sessions ({} checkpoints), {erased} archive objects, {} traces | |", sessions * 2, sessions * 2);
-    println!("| Baseline: memory export of one agent | {export_rows} rows in {export_secs:.2} s ({:.0} rows/s), peak RSS {:.1} MiB (+{:.1} MiB) | 1 |", export_rows as f64 / export_secs, mib(export_peak), mib(export_peak.saturating_sub(idle)));
-    println!("| Organization access archive | {rows} rows and objects in {archive_secs:.2} s ({:.0}/s), ZIP {:.1} MiB | {:.2}x the export's rows per second |", rows as f64 / archive_secs, archive_bytes as f64 / 1048576.0, (rows as f64 / archive_secs) / (export_rows as f64 / export_secs));
-    println!("| RSS while writing it | idle {:.1} MiB, peak {:.1} MiB: growth {:.1} MiB (target < 64) | {:.2}x the export's growth |", mib(idle), mib(archive_peak), mib(archive_peak.saturating_sub(idle)), mib(archive_peak.saturating_sub(idle)) / mib(export_peak.saturating_sub(idle)).max(0.1));
-    println!("| End-user erasure: planning | {} sessions, {items} items frozen in {plan_secs:.2} s | |", ids.len());
-    println!("| End-user erasure: confirm to succeeded | {erase_secs:.2} s ({:.0} items/s), every store 0 remaining | {:.2}x the export's rows per second |", items as f64 / erase_secs, (items as f64 / erase_secs) / (export_rows as f64 / export_secs));
-    let stores: Vec<String> = erasure["progress"].as_object().unwrap().iter().map(|(s, p)| format!("{s} {}", p["items_done"])).collect();
+    println!(
+        "| Data | {memories} memories, {sessions} sessions ({} checkpoints), {erased} archive objects, {} traces | |",
+        sessions * 2,
+        sessions * 2
+    );
+    println!(
+        "| Baseline: memory export of one agent | {export_rows} rows in {export_secs:.2} s ({:.0} rows/s), peak RSS {:.1} MiB (+{:.1} MiB) | 1 |",
+        export_rows as f64 / export_secs,
+        mib(export_peak),
+        mib(export_peak.saturating_sub(idle))
+    );
+    println!(
+        "| Organization access archive | {rows} rows and objects in {archive_secs:.2} s ({:.0}/s), ZIP {:.1} MiB | {:.2}x the export's rows per second |",
+        rows as f64 / archive_secs,
+        archive_bytes as f64 / 1048576.0,
+        (rows as f64 / archive_secs) / (export_rows as f64 / export_secs)
+    );
+    println!(
+        "| RSS while writing it | idle {:.1} MiB, peak {:.1} MiB: growth {:.1} MiB (target < 64) | {:.2}x the export's growth |",
+        mib(idle),
+        mib(archive_peak),
+        mib(archive_peak.saturating_sub(idle)),
+        mib(archive_peak.saturating_sub(idle)) / mib(export_peak.saturating_sub(idle)).max(0.1)
+    );
+    println!(
+        "| End-user erasure: planning | {} sessions, {items} items frozen in {plan_secs:.2} s | |",
+        ids.len()
+    );
+    println!(
+        "| End-user erasure: confirm to succeeded | {erase_secs:.2} s ({:.0} items/s), every store 0 remaining | {:.2}x the export's rows per second |",
+        items as f64 / erase_secs,
+        (items as f64 / erase_secs) / (export_rows as f64 / export_secs)
+    );
+    let stores: Vec<String> = erasure["progress"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(s, p)| format!("{s} {}", p["items_done"]))
+        .collect();
     println!("\nerased per store: {}", stores.join(", "));
     drop(server);
     drop(pg);

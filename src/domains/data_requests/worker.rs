@@ -466,7 +466,9 @@ impl DataRequestWorker {
                     Location::HotCache => {
                         return Err(Stop::Unreachable {
                             store: store.name.into(),
-                            kind: format!("{remaining} hot-cache removals not yet delivered to Redis"),
+                            kind: format!(
+                                "{remaining} hot-cache removals not yet delivered to Redis"
+                            ),
                         });
                     }
                     // A trace mutation still applying: waited for, not done again.
