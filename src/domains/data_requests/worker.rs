@@ -492,22 +492,7 @@ impl DataRequestWorker {
         job: &Claimed,
         store: &'static str,
     ) -> Result<Vec<String>, Stop> {
-        let (id, org, limit) = (job.id, job.org_id, self.batch_size);
-        in_org(conn, org, move |tx| {
-            Box::pin(async move {
-                sqlx::query_scalar(
-                    "SELECT item FROM ibex_core.data_request_items
-                     WHERE request_id = $1 AND store = $2 AND NOT done ORDER BY item LIMIT $3",
-                )
-                .bind(id)
-                .bind(store)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await
-            })
-        })
-        .await
-        .map_err(db_stop)
+        self.items(conn, job, store, Some(self.batch_size)).await
     }
 
     /// Every item of the store.
@@ -517,14 +502,28 @@ impl DataRequestWorker {
         job: &Claimed,
         store: &'static str,
     ) -> Result<Vec<String>, Stop> {
+        self.items(conn, job, store, None).await
+    }
+
+    /// The store's items, in order: with `pending`, up to that many not done yet; else all.
+    async fn items(
+        &self,
+        conn: &mut PgConnection,
+        job: &Claimed,
+        store: &'static str,
+        pending: Option<i64>,
+    ) -> Result<Vec<String>, Stop> {
         let (id, org) = (job.id, job.org_id);
         in_org(conn, org, move |tx| {
             Box::pin(async move {
                 sqlx::query_scalar(
-                    "SELECT item FROM ibex_core.data_request_items WHERE request_id = $1 AND store = $2 ORDER BY item",
+                    "SELECT item FROM ibex_core.data_request_items
+                     WHERE request_id = $1 AND store = $2 AND ($3::int8 IS NULL OR NOT done)
+                     ORDER BY item LIMIT $3",
                 )
                 .bind(id)
                 .bind(store)
+                .bind(pending)
                 .fetch_all(&mut *tx)
                 .await
             })

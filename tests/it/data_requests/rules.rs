@@ -254,14 +254,6 @@ async fn transitions_deadlines_and_idempotent_retries() {
     assert_eq!(request["due_at"], "2026-02-28T10:00:00.000Z");
     assert_eq!(request["sla_state"], "overdue");
 
-    // Confirming before the plan is shown is the wrong state.
-    let early = world
-        .app
-        .post(&format!("{REQUESTS}/{id}/confirm"), &world.token, json!({}))
-        .await;
-    if early.status != 200 {
-        early.assert_error(409, "DATA_REQUEST_INVALID_TRANSITION");
-    }
     world
         .wait_for(&id, "awaiting_confirmation", Duration::from_secs(30))
         .await;
@@ -354,6 +346,16 @@ async fn transitions_deadlines_and_idempotent_retries() {
         )
         .await
         .assert_error(409, "DATA_REQUEST_NOT_CANCELABLE");
+    // Only an erasure awaiting confirmation is confirmed.
+    world
+        .app
+        .post(
+            &format!("{REQUESTS}/{running_id}/confirm"),
+            &world.token,
+            json!({}),
+        )
+        .await
+        .assert_error(409, "DATA_REQUEST_INVALID_TRANSITION");
 
     // The list: newest first, filtered, paged.
     let all = world.app.page_through(&world.token, REQUESTS, 1).await;
