@@ -14,8 +14,6 @@ use crate::error::{ApiError, Conflict};
 use crate::events::{self, Event};
 use crate::wire::pagination::{CursorPage, PageRequest, Position};
 
-pub use crate::events::DATA_REQUESTS_CHANNEL as CHANNEL;
-
 const COLUMNS: &str = "id, type, status, rejection_code, subject_kind, subject, subject_salt, \
      subject_commitment, reference, received_at, due_at, extension_reason, plan, progress, \
      archive_sha256, archive_bytes, archive_expires_at, archive_purged_at, receipt_id, \
@@ -100,11 +98,6 @@ impl FromRow for DataRequest {
     }
 }
 
-/// A status change for Redis, with the change (never the subject).
-pub fn status_event(org_id: Uuid, id: Uuid, status: &str) -> Event {
-    Event::data_request_status(org_id, id, status)
-}
-
 pub async fn insert(
     tx: &mut OrgTx,
     new: &NewDataRequest,
@@ -144,7 +137,7 @@ pub async fn insert(
             ],
         )
         .await?;
-    events::enqueue(tx, status_event(org_id, id, "received")).await?;
+    events::enqueue(tx, Event::data_request_status(org_id, id, "received")).await?;
     Ok(DataRequest::from_row(&row)?)
 }
 
@@ -226,7 +219,7 @@ async fn transition(
         .await?;
     match row {
         Some(row) => {
-            events::enqueue(tx, status_event(org_id, id, to)).await?;
+            events::enqueue(tx, Event::data_request_status(org_id, id, to)).await?;
             Ok(DataRequest::from_row(&row)?)
         }
         None => {
@@ -302,25 +295,29 @@ pub async fn extend(
     }
 }
 
-/// The archive's object key and whether it is gone, for `GET …/archive`.
+/// The request and its archive's object key, for `GET …/archive`.
 pub async fn archive(tx: &mut OrgTx, id: Uuid) -> Result<(DataRequest, Option<String>), ApiError> {
-    let request = get(tx, id).await?;
     let org_id = tx.org_id();
     let row = tx
-        .query_one(
-            "SELECT archive_key FROM ibex_core.data_requests WHERE org_id = $1 AND id = $2",
+        .query_opt(
+            &format!(
+                "SELECT {COLUMNS}, archive_key FROM ibex_core.data_requests
+                 WHERE org_id = $1 AND id = $2"
+            ),
             &[&org_id, &id],
         )
-        .await?;
-    Ok((request, row.try_get(0).map_err(DbError::from)?))
+        .await?
+        .ok_or_else(not_found)?;
+    let key = row.try_get("archive_key").map_err(DbError::from)?;
+    Ok((DataRequest::from_row(&row)?, key))
 }
 
-/// The role of the operator a `user` subject names (deleted ones count as gone).
+/// The role of an operator a `user` subject names, deleted ones too (their data may remain).
 pub async fn subject_role(tx: &mut OrgTx, user_id: Uuid) -> Result<Option<String>, ApiError> {
     let org_id = tx.org_id();
     let row = tx
         .query_opt(
-            "SELECT role FROM ibex_core.users WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
+            "SELECT role FROM ibex_core.users WHERE org_id = $1 AND id = $2",
             &[&org_id, &user_id],
         )
         .await?;

@@ -92,7 +92,7 @@ pub async fn create_data_request(
     }
     if let Some(user) = new.subject.user_id {
         // Deleted operators too: their data may still be held.
-        let role = subject_role_any(&mut tx, user).await?;
+        let role = repo::subject_role(&mut tx, user).await?;
         let Some(role) = role else {
             return Err(ApiError::UserNotFound);
         };
@@ -119,21 +119,6 @@ pub async fn create_data_request(
     state.data_requests.notify_one();
     let location = format!("/v1/data-requests/{}", request.id);
     Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(request)))
-}
-
-/// The role of any operator of the organization, deleted or not.
-async fn subject_role_any(tx: &mut OrgTx, user: uuid::Uuid) -> Result<Option<String>, ApiError> {
-    let org_id = tx.org_id();
-    let row = tx
-        .query_opt(
-            "SELECT role FROM ibex_core.users WHERE org_id = $1 AND id = $2",
-            &[&org_id, &user],
-        )
-        .await?;
-    Ok(row
-        .map(|row| row.try_get::<_, String>(0))
-        .transpose()
-        .map_err(DbError::from)?)
 }
 
 #[utoipa::path(get, path = "/v1/data-requests", tag = "data-requests",

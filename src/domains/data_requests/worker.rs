@@ -97,6 +97,15 @@ enum Stop {
     Lost,
 }
 
+impl From<plan::Unreachable> for Stop {
+    fn from(u: plan::Unreachable) -> Self {
+        Self::Unreachable {
+            store: u.store.into(),
+            kind: u.kind,
+        }
+    }
+}
+
 fn db_stop(e: impl ToString) -> Stop {
     Stop::Unreachable {
         store: "postgresql".into(),
@@ -312,10 +321,7 @@ impl DataRequestWorker {
             self.traces.as_ref(),
         )
         .await
-        .map_err(|u| Stop::Unreachable {
-            store: u.store.into(),
-            kind: u.kind,
-        })?;
+        .map_err(Stop::from)?;
         let digest = {
             let mut hasher = Sha256::new();
             let mut lines: Vec<String> = if planned.items.is_empty() {
@@ -679,15 +685,7 @@ impl DataRequestWorker {
                     .bind(cause.map(|c| c.to_string()).unwrap_or_default())
                     .execute(&mut *tx)
                     .await?;
-                let owned: Option<i32> = sqlx::query_scalar(
-                    "SELECT attempts FROM ibex_core.data_requests
-                     WHERE id = $1 AND attempts = $2 AND status = 'running' FOR UPDATE",
-                )
-                .bind(id)
-                .bind(attempt)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if owned.is_none() {
+                if !still_owned(tx, id, attempt).await? {
                     return Ok(false);
                 }
                 if let Some(sql) = sql {
@@ -881,10 +879,7 @@ impl DataRequestWorker {
             done,
         )
         .await
-        .map_err(|u| Stop::Unreachable {
-            store: u.store.into(),
-            kind: u.kind,
-        })?;
+        .map_err(Stop::from)?;
         let mut progress = job.progress.clone();
         // A store planning could not reach is counted from when it is reached.
         for (store, left) in &now {
@@ -1009,15 +1004,7 @@ impl DataRequestWorker {
         let ttl = self.archive_ttl.as_secs_f64();
         let finished = in_org(conn, org, move |tx| {
             Box::pin(async move {
-                let owned: Option<i32> = sqlx::query_scalar(
-                    "SELECT attempts FROM ibex_core.data_requests
-                     WHERE id = $1 AND attempts = $2 AND status = 'running' FOR UPDATE",
-                )
-                .bind(id)
-                .bind(attempt)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if owned.is_none() {
+                if !still_owned(tx, id, attempt).await? {
                     return Ok(false);
                 }
                 let receipt_id = receipt::issue(tx, &facts, &progress, &signing).await?;
@@ -1117,6 +1104,20 @@ impl DataRequestWorker {
             }
         }
     }
+}
+
+/// Whether this claim still owns the running request, the row locked for the transaction: a
+/// worker whose lease ran out writes nothing.
+async fn still_owned(tx: &mut PgConnection, id: Uuid, attempt: i32) -> Result<bool, sqlx::Error> {
+    let owned: Option<i32> = sqlx::query_scalar(
+        "SELECT attempts FROM ibex_core.data_requests
+         WHERE id = $1 AND attempts = $2 AND status = 'running' FOR UPDATE",
+    )
+    .bind(id)
+    .bind(attempt)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(owned.is_some())
 }
 
 /// Publishes the request's new status on Redis through the outbox, in `tx`.
