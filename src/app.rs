@@ -21,7 +21,7 @@ use tower_http::timeout::TimeoutLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::cache::ValidationCache;
-use crate::auth::{AuthClient, AuthLayer, AuthReachable, Validator};
+use crate::auth::{AuthClient, AuthReachable, Validator};
 use crate::config::Config;
 use crate::db::{Database, DatabaseReady};
 use crate::domains::analytics::Analytics;
@@ -33,15 +33,16 @@ use crate::domains::memories::export::{ExportWorker, RetryPolicy};
 use crate::domains::memories::search::MemoryService;
 use crate::domains::organizations::deletion::DeletionJob;
 use crate::events::publisher::{self, RedisReady};
-use crate::middleware::access_log::{AccessLogLayer, ExposeMatchedPathLayer};
-use crate::middleware::cors::CorsLayer;
-use crate::middleware::envelope::EnvelopeLayer;
+use crate::layer::AroundLayer;
+use crate::middleware::access_log::{self, ExposeMatchedPath};
+use crate::middleware::cors;
+use crate::middleware::envelope;
 use crate::middleware::idempotency::{self, Idempotency};
 use crate::middleware::rate_limit::{self, RateLimiter};
-use crate::middleware::request_id::RequestIdLayer;
-use crate::middleware::request_limits::RequestLimitsLayer;
+use crate::middleware::request_id;
+use crate::middleware::request_limits;
 use crate::observability::routes::RouteTemplates;
-use crate::observability::traces::TraceLayer;
+use crate::observability::traces;
 use crate::readiness::{Readiness, ReadinessCheck};
 use crate::signing::SigningKeys;
 use crate::state::AppState;
@@ -135,7 +136,7 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
     let router = routes
         .merge(extra_routes)
         .merge(docs)
-        .route_layer(ExposeMatchedPathLayer)
+        .route_layer(AroundLayer(ExposeMatchedPath))
         .route_layer(from_fn_with_state(idempotency, idempotency::layer))
         .layer(from_fn_with_state(rate_limiter, rate_limit::layer))
         .layer(axum::Extension(cursor_keys(config)))
@@ -144,20 +145,20 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
     ServiceBuilder::new()
         // Request id first: every response, even a CORS preflight, carries `X-Request-ID` (and
         // `nosniff`), and every log line the id.
-        .layer(RequestIdLayer)
+        .layer(request_id::layer())
         // The request's server span (when traces are exported), around everything below, so
         // every line of the request carries its trace id.
-        .layer(TraceLayer::new(Arc::clone(&templates)))
+        .layer(traces::layer(Arc::clone(&templates)))
         // The access log sees the final status of everything, refusals included.
-        .layer(AccessLogLayer::new(templates))
+        .layer(access_log::layer(templates))
         // CORS answers preflights before auth, and decorates every error the layers below make,
         // so the dashboard can read them.
-        .layer(CorsLayer::new(config.server.cors_allowed_origins.clone()))
+        .layer(cors::layer(config.server.cors_allowed_origins.clone()))
         // The envelope turns any error response from below into the platform's JSON envelope.
-        .layer(EnvelopeLayer)
+        .layer(envelope::layer())
         // Header count and size and the target's length, refused with the envelope (the HTTP
         // server's own limits sit far above them, since it answers without one).
-        .layer(RequestLimitsLayer)
+        .layer(request_limits::layer())
         // A panicking handler (or auth client) becomes a 500 the envelope renders.
         .layer(CatchPanicLayer::new())
         // Oversized bodies are refused before anyone buffers them.
@@ -171,7 +172,7 @@ pub fn build(config: &Config, app: App, extra_routes: Router<App>) -> impl HttpS
         // Auth wraps the whole router, so unknown paths and wrong methods are 401 without a
         // token. Inside it, as router layers (both need the caller), the rate limit and the
         // idempotency keys (see `router` above).
-        .layer(AuthLayer::new(validator))
+        .layer(crate::auth::layer::layer(validator))
         // Wrapping the router as a service (not `Router::layer`) puts the stack in front of
         // routing itself.
         .service(router)
@@ -300,10 +301,10 @@ pub fn from_config(
         batch_size: i64::from(config.gdpr.batch_size),
     };
     if config.gdpr.worker {
-        worker.spawn();
+        crate::leased::spawn(worker);
     }
     let exports = Arc::new(Notify::new());
-    ExportWorker {
+    crate::leased::spawn(ExportWorker {
         db: db.clone(),
         storage: storage.clone(),
         wake: Arc::clone(&exports),
@@ -312,8 +313,7 @@ pub fn from_config(
             window: config.exports.retry_window,
             max_backoff: config.exports.retry_max_backoff,
         },
-    }
-    .spawn();
+    });
     let readiness = Arc::new(Readiness::new(
         checks,
         config.readiness.check_timeout,

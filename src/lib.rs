@@ -11,6 +11,8 @@ pub mod domains;
 pub mod error;
 pub mod events;
 pub mod healthcheck;
+pub mod layer;
+pub mod leased;
 pub mod log_format;
 pub mod middleware;
 pub mod observability;

@@ -3,22 +3,19 @@
 //! It wraps the whole router (not `route_layer`), so an anonymous caller gets 401 for unknown
 //! paths and wrong methods as well, and learns nothing about which routes exist.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use http::Request;
-use tower::{Layer, Service};
 
 use super::cache::ValidationCache;
 use super::caller::{Caller, CallerToken};
 use super::client::{AuthClient, AuthFailure};
 use super::token::bearer_token;
 use crate::error::ApiError;
+use crate::layer::{Answer, Around, AroundLayer, Inner};
 use crate::request_id::RequestId;
 
 /// Paths served without a token: probes and the API description. Matching is exact, as routing
@@ -85,55 +82,27 @@ impl Validator {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct AuthLayer {
-    validator: Arc<Validator>,
-}
-
-impl AuthLayer {
-    pub fn new(validator: Arc<Validator>) -> Self {
-        Self { validator }
-    }
-}
-
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Auth {
-            inner,
-            validator: Arc::clone(&self.validator),
-        }
-    }
+pub fn layer(validator: Arc<Validator>) -> AroundLayer<Authenticate> {
+    AroundLayer(Authenticate { validator })
 }
 
 #[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
+pub struct Authenticate {
     validator: Arc<Validator>,
 }
 
-impl<S, B> Service<Request<B>> for Auth<S>
+impl<S, B> Around<S, B> for Authenticate
 where
-    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Inner<B> + Clone + Send + 'static,
     B: Send + 'static,
 {
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, mut req: Request<B>) -> Answer<S, B> {
         if is_public(req.uri().path()) {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(inner.call(req));
         }
         // The ready inner service goes with this request; a fresh clone waits for the next.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let clone = inner.clone();
+        let mut inner = std::mem::replace(inner, clone);
         let validator = Arc::clone(&self.validator);
         Box::pin(async move {
             let request_id = req

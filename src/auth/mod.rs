@@ -11,5 +11,5 @@ pub mod token;
 
 pub use caller::{Caller, CallerToken};
 pub use client::{AuthClient, AuthFailure, AuthReachable};
-pub use layer::{AuthLayer, Validator};
+pub use layer::Validator;
 pub use permissions::Permissions;

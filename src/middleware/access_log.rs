@@ -4,68 +4,35 @@
 //! The line never carries a body, a header value, the raw path or the query string: the route
 //! template (`/v1/agents/{agent_id}`) says what was called without echoing caller input.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::MatchedPath;
-use http::{Request, Response};
-use tower::{Layer, Service};
+use http::Request;
 use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::layer::{Answer, Around, AroundLayer, Inner};
 use crate::observability::routes::RouteTemplates;
 
+/// The access log over the routes `templates` knows (for requests refused before routing).
+pub fn layer(templates: Arc<RouteTemplates>) -> AroundLayer<AccessLog> {
+    AroundLayer(AccessLog { templates })
+}
+
 #[derive(Debug, Clone, Default)]
-pub struct AccessLogLayer {
+pub struct AccessLog {
     templates: Arc<RouteTemplates>,
 }
 
-impl AccessLogLayer {
-    pub fn new(templates: Arc<RouteTemplates>) -> Self {
-        Self { templates }
-    }
-}
-
-impl<S> Layer<S> for AccessLogLayer {
-    type Service = AccessLog<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        AccessLog {
-            inner,
-            templates: Arc::clone(&self.templates),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct AccessLog<S> {
-    inner: S,
-    templates: Arc<RouteTemplates>,
-}
-
-impl<S, B, ResB> Service<Request<B>> for AccessLog<S>
-where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl<S: Inner<B>, B> Around<S, B> for AccessLog {
+    fn call(&self, inner: &mut S, req: Request<B>) -> Answer<S, B> {
         let started = Instant::now();
         let method = req.method().clone();
         let templates = Arc::clone(&self.templates);
         // Only kept for requests that might be refused before routing (a cheap clone).
         let uri = req.uri().clone();
-        let future = self.inner.call(req);
+        let future = inner.call(req);
         Box::pin(async move {
             let in_flight = crate::observability::metrics::InFlight::start();
             let result = future.await;
@@ -118,37 +85,12 @@ where
 /// Route layer: copies the matched route template onto the response, where the access log
 /// (which runs outside the router) can read it.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ExposeMatchedPathLayer;
+pub struct ExposeMatchedPath;
 
-impl<S> Layer<S> for ExposeMatchedPathLayer {
-    type Service = ExposeMatchedPath<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ExposeMatchedPath { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ExposeMatchedPath<S> {
-    inner: S,
-}
-
-impl<S, B, ResB> Service<Request<B>> for ExposeMatchedPath<S>
-where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl<S: Inner<B>, B> Around<S, B> for ExposeMatchedPath {
+    fn call(&self, inner: &mut S, req: Request<B>) -> Answer<S, B> {
         let matched = req.extensions().get::<MatchedPath>().cloned();
-        let future = self.inner.call(req);
+        let future = inner.call(req);
         Box::pin(async move {
             let mut response = future.await?;
             if let Some(matched) = matched {

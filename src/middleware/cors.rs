@@ -12,16 +12,14 @@
 //! carry `Access-Control-Allow-Origin` and expose `X-Request-ID` (and the ETag, rate-limit and
 //! replay headers) for an allowed origin.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::response::Response;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode};
-use tower::{Layer, Service};
+
+use crate::layer::{Answer, Around, AroundLayer, Inner};
 
 #[derive(Debug)]
 struct Policy {
@@ -34,50 +32,31 @@ struct Policy {
 }
 
 #[derive(Debug, Clone)]
-pub struct CorsLayer {
+pub struct Cors {
     policy: Arc<Policy>,
 }
 
-impl CorsLayer {
-    /// `origins` are validated by the configuration (no wildcard, scheme://host[:port]).
-    pub fn new(origins: Vec<HeaderValue>) -> Self {
-        Self {
-            policy: Arc::new(Policy {
-                origins,
-                allow_methods: HeaderValue::from_static("GET,POST,PUT,PATCH,DELETE,OPTIONS"),
-                // The dashboard sends preconditions and idempotency keys, and reads versions,
-                // replays and its remaining rate.
-                allow_headers: HeaderValue::from_static(
-                    "authorization,content-type,x-request-id,if-match,if-none-match,idempotency-key",
-                ),
-                expose_headers: HeaderValue::from_static(
-                    "x-request-id,etag,location,retry-after,idempotent-replayed,\
+/// `origins` are validated by the configuration (no wildcard, scheme://host[:port]).
+pub fn layer(origins: Vec<HeaderValue>) -> AroundLayer<Cors> {
+    AroundLayer(Cors {
+        policy: Arc::new(Policy {
+            origins,
+            allow_methods: HeaderValue::from_static("GET,POST,PUT,PATCH,DELETE,OPTIONS"),
+            // The dashboard sends preconditions and idempotency keys, and reads versions,
+            // replays and its remaining rate.
+            allow_headers: HeaderValue::from_static(
+                "authorization,content-type,x-request-id,if-match,if-none-match,idempotency-key",
+            ),
+            expose_headers: HeaderValue::from_static(
+                "x-request-id,etag,location,retry-after,idempotent-replayed,\
                      ratelimit-limit,ratelimit-remaining,ratelimit-reset",
-                ),
-                max_age: HeaderValue::from_static("600"),
-                vary_preflight: HeaderValue::from_static(
-                    "origin, access-control-request-method, access-control-request-headers",
-                ),
-            }),
-        }
-    }
-}
-
-impl<S> Layer<S> for CorsLayer {
-    type Service = Cors<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Cors {
-            inner,
-            policy: Arc::clone(&self.policy),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Cors<S> {
-    inner: S,
-    policy: Arc<Policy>,
+            ),
+            max_age: HeaderValue::from_static("600"),
+            vary_preflight: HeaderValue::from_static(
+                "origin, access-control-request-method, access-control-request-headers",
+            ),
+        }),
+    })
 }
 
 impl Policy {
@@ -106,20 +85,8 @@ impl Policy {
     }
 }
 
-impl<S, B> Service<Request<B>> for Cors<S>
-where
-    S: Service<Request<B>, Response = Response>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl<S: Inner<B>, B> Around<S, B> for Cors {
+    fn call(&self, inner: &mut S, req: Request<B>) -> Answer<S, B> {
         let allowed = self.policy.allowed(req.headers().get(header::ORIGIN));
         let preflight = req.method() == Method::OPTIONS
             && req.headers().contains_key(header::ORIGIN)
@@ -131,7 +98,7 @@ where
             return Box::pin(async move { Ok(response) });
         }
         let expose = self.policy.expose_headers.clone();
-        let future = self.inner.call(req);
+        let future = inner.call(req);
         Box::pin(async move {
             let mut response = future.await?;
             let headers = response.headers_mut();

@@ -6,54 +6,25 @@
 //! empty 408/413, the panic handler's text, axum's 404/405) has its body discarded and is
 //! classified by status, so a raw body or an echo of the request can never reach a client.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
 use http::{Request, header};
-use tower::{BoxError, Layer, Service};
 
 use crate::error::ApiError;
+use crate::layer::{Answer, Around, AroundLayer, Inner};
 use crate::request_id::RequestId;
 use crate::wire::response::KeepBody;
 
+pub fn layer() -> AroundLayer<Envelope> {
+    AroundLayer(Envelope)
+}
+
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EnvelopeLayer;
+pub struct Envelope;
 
-impl<S> Layer<S> for EnvelopeLayer {
-    type Service = Envelope<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Envelope { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Envelope<S> {
-    inner: S,
-}
-
-impl<S, B, ResB> Service<Request<B>> for Envelope<S>
-where
-    S: Service<Request<B>, Response = http::Response<ResB>>,
-    S::Future: Send + 'static,
-    ResB: http_body::Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl<S: Inner<B>, B> Around<S, B> for Envelope {
+    fn call(&self, inner: &mut S, req: Request<B>) -> Answer<S, B> {
         let request_id = req.extensions().get::<RequestId>().copied();
-        let future = self.inner.call(req);
+        let future = inner.call(req);
         Box::pin(async move {
             let response = future.await?;
             Ok(render(response, request_id))
@@ -61,15 +32,11 @@ where
     }
 }
 
-fn render<ResB>(response: http::Response<ResB>, id: Option<RequestId>) -> Response
-where
-    ResB: http_body::Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
-{
+fn render(response: Response, id: Option<RequestId>) -> Response {
     let status = response.status();
     let is_error = status.is_client_error() || status.is_server_error();
     if !is_error || response.extensions().get::<KeepBody>().is_some() {
-        return response.map(Body::new);
+        return response;
     }
     let (mut parts, _discarded_body) = response.into_parts();
     let error = parts

@@ -6,14 +6,14 @@
 //! [`SERVER_MAX_HEADER_BYTES`]); only a request beyond those, which cannot be read without
 //! holding an unbounded buffer, still gets hyper's bare answer (docs/errors.md).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use http::{Request, Response};
-use tower::{Layer, Service};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::Request;
+use tower::{BoxError, Service};
 
 use crate::error::ApiError;
+use crate::layer::{Answer, Around, AroundLayer};
 
 /// Headers a request may carry (hyper's own default, now answered with the envelope).
 pub const MAX_HEADERS: usize = 100;
@@ -25,21 +25,12 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const SERVER_MAX_HEADERS: usize = 5 * MAX_HEADERS;
 pub const SERVER_MAX_HEADER_BYTES: usize = 5 * MAX_HEADER_BYTES;
 
+pub fn layer() -> AroundLayer<RequestLimits> {
+    AroundLayer(RequestLimits)
+}
+
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RequestLimitsLayer;
-
-impl<S> Layer<S> for RequestLimitsLayer {
-    type Service = RequestLimits<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestLimits { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RequestLimits<S> {
-    inner: S,
-}
+pub struct RequestLimits;
 
 /// The limit `req` exceeds, if any.
 fn check<B>(req: &Request<B>) -> Result<(), ApiError> {
@@ -64,28 +55,23 @@ fn check<B>(req: &Request<B>) -> Result<(), ApiError> {
     Ok(())
 }
 
-impl<S, B, ResB> Service<Request<B>> for RequestLimits<S>
+/// Below sit tower-http's layers, whose bodies become axum's here (once, as the envelope above
+/// would otherwise).
+impl<S, B, ResB> Around<S, B> for RequestLimits
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-    ResB: Default + Send + 'static,
+    S: Service<Request<B>, Response = http::Response<ResB>, Future: Send + 'static>,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&self, inner: &mut S, req: Request<B>) -> Answer<S, B> {
         if let Err(error) = check(&req) {
             // Tagged like every ApiError: the envelope layer renders it.
-            let mut response = Response::new(ResB::default());
+            let mut response = Response::new(Body::empty());
             *response.status_mut() = error.status();
             response.extensions_mut().insert(error);
             return Box::pin(async move { Ok(response) });
         }
-        Box::pin(self.inner.call(req))
+        let future = inner.call(req);
+        Box::pin(async move { Ok(future.await?.map(Body::new)) })
     }
 }

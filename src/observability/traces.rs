@@ -7,24 +7,21 @@
 //! by its own thread); a collector that refuses them costs the batch, counted in
 //! `ibex_trace_spans_dropped_total`, never latency.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::routes::RouteTemplates;
+use crate::layer::{Answer, Around, AroundLayer, Inner};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Head sampling, decided before any span exists (`OTEL_TRACES_SAMPLER`, `_ARG`): an unsampled
@@ -230,56 +227,25 @@ pub fn client_span(name: &'static str) -> tracing::Span {
 /// The server span of every request, around everything inside it (the access log included, so
 /// its line carries the trace id). Named `METHOD route-template` from the start: the template is
 /// looked up from the path, as routing will.
-#[derive(Debug, Clone)]
-pub struct TraceLayer {
-    templates: Arc<RouteTemplates>,
-}
-
-impl TraceLayer {
-    pub fn new(templates: Arc<RouteTemplates>) -> Self {
-        Self { templates }
-    }
-}
-
-impl<S> Layer<S> for TraceLayer {
-    type Service = Trace<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Trace {
-            inner,
-            templates: Arc::clone(&self.templates),
-        }
-    }
+pub fn layer(templates: Arc<RouteTemplates>) -> AroundLayer<Trace> {
+    AroundLayer(Trace { templates })
 }
 
 #[derive(Debug, Clone)]
-pub struct Trace<S> {
-    inner: S,
+pub struct Trace {
     templates: Arc<RouteTemplates>,
 }
 
-impl<S, B, ResB> Service<Request<B>> for Trace<S>
-where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResB>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+impl<S: Inner<B>, B> Around<S, B> for Trace {
+    fn call(&self, inner: &mut S, req: Request<B>) -> Answer<S, B> {
         if !enabled() {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(inner.call(req));
         }
         let method = super::metrics::method_label(req.method());
         // A malformed or absent traceparent yields an empty context: a new trace starts.
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
         if !SAMPLER.get().is_some_and(|sampler| sampler.sample(&parent)) {
-            return Box::pin(self.inner.call(req));
+            return Box::pin(inner.call(req));
         }
         let route = self.templates.find(req.uri().path()).unwrap_or("-");
         let span = tracing::info_span!(
@@ -292,7 +258,7 @@ where
         );
         let _ = span.set_parent(parent);
         let trace_id = span.context().span().span_context().trace_id();
-        let future = self.inner.call(req);
+        let future = inner.call(req);
         let instrumented_span = span.clone();
         Box::pin(TRACE_ID.scope(trace_id, async move {
             let result = future.instrument(instrumented_span).await;

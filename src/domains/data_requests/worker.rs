@@ -18,7 +18,6 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, Row};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::archive;
@@ -28,11 +27,11 @@ use super::receipt::{self, Facts};
 use crate::db::Database;
 use crate::domains::analytics::store::TraceStore;
 use crate::domains::organizations::deletion::{describe, in_org};
+use crate::leased::LeasedWorker;
 use crate::signing::SigningKeys;
 use crate::storage::Storage;
 
 /// How often the worker looks for work besides being woken.
-const POLL: Duration = Duration::from_secs(2);
 /// How soon an organization's erasure looks again at its deletion job's progress.
 const DELETION_CHECK: Duration = Duration::from_secs(1);
 
@@ -57,7 +56,7 @@ pub struct DataRequestWorker {
 
 /// A claimed request.
 #[derive(Debug, Clone)]
-struct Claimed {
+pub struct Claimed {
     id: Uuid,
     org_id: Uuid,
     kind: DataRequestType,
@@ -114,28 +113,31 @@ fn db_stop(e: impl ToString) -> Stop {
 }
 
 impl DataRequestWorker {
-    pub fn spawn(self) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                self.purge_expired_archives().await;
-                while let Some(job) = self.claim().await {
-                    let worker = self.clone();
-                    let id = job.id;
-                    // Its own task: a panic ends this attempt (the lease runs out, the request
-                    // is taken up again), never the worker.
-                    if tokio::spawn(async move { worker.run(job).await })
-                        .await
-                        .is_err()
-                    {
-                        tracing::error!(request_id = %id, "data request attempt panicked; it resumes once its lease runs out");
-                    }
-                }
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
-                }
-            }
+    /// Publishes a status on Redis through the outbox (status only).
+    async fn announce(&self, conn: &mut PgConnection, job: &Claimed, status: &'static str) {
+        let (org, id, cause) = (job.org_id, job.id, job.caused_by);
+        let _ = in_org(conn, org, move |tx| {
+            Box::pin(async move { outbox(tx, org, id, status, cause).await })
         })
+        .await;
+        self.db.outbox_wake().notify_one();
+    }
+}
+
+impl LeasedWorker for DataRequestWorker {
+    type Job = Claimed;
+    const JOB: &'static str = "data request";
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn job_id(job: &Claimed) -> Uuid {
+        job.id
+    }
+
+    async fn before_claims(&self) {
+        self.purge_expired_archives().await;
     }
 
     /// The oldest request with work to do whose lease (or backoff) is over, now this worker's.
@@ -189,16 +191,6 @@ impl DataRequestWorker {
         Some(claimed)
     }
 
-    /// Publishes a status on Redis through the outbox (status only).
-    async fn announce(&self, conn: &mut PgConnection, job: &Claimed, status: &'static str) {
-        let (org, id, cause) = (job.org_id, job.id, job.caused_by);
-        let _ = in_org(conn, org, move |tx| {
-            Box::pin(async move { outbox(tx, org, id, status, cause).await })
-        })
-        .await;
-        self.db.outbox_wake().notify_one();
-    }
-
     async fn run(&self, job: Claimed) {
         tracing::info!(request_id = %job.id, org_id = %job.org_id, status = %job.status, attempt = job.attempt, "data request step");
         let outcome = tokio::select! {
@@ -235,7 +227,9 @@ impl DataRequestWorker {
         .execute(&mut *conn)
         .await;
     }
+}
 
+impl DataRequestWorker {
     async fn current_progress(
         &self,
         conn: &mut PgConnection,

@@ -21,12 +21,12 @@ use serde_json::Value;
 use sqlx::Row;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::model::{Filters, Memory};
 use super::repo;
 use crate::db::Database;
+use crate::leased::LeasedWorker;
 use crate::storage::Storage;
 
 /// How long a job keeps retrying, and how far apart its attempts may drift.
@@ -59,7 +59,6 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// Encoded rows are handed to the upload in chunks of about this size.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// How often the worker looks for jobs besides being woken by a request.
-const POLL: Duration = Duration::from_secs(2);
 /// The export statement may run as long as the upload takes.
 const STATEMENT_TIMEOUT_MS: &str = "600000";
 
@@ -85,7 +84,7 @@ impl Failure {
 }
 
 #[derive(Debug)]
-struct Claimed {
+pub struct Claimed {
     id: Uuid,
     org_id: Uuid,
     agent_id: Uuid,
@@ -106,28 +105,16 @@ pub struct ExportWorker {
     pub retry: RetryPolicy,
 }
 
-impl ExportWorker {
-    pub fn spawn(self) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                while let Some(job) = self.claim().await {
-                    // Its own task: a panic fails this attempt (the lease runs out and the job
-                    // is taken up again), never the worker.
-                    let worker = self.clone();
-                    let id = job.id;
-                    if tokio::spawn(async move { worker.run(job).await })
-                        .await
-                        .is_err()
-                    {
-                        tracing::error!(job_id = %id, "export attempt panicked; it is retried once its lease runs out");
-                    }
-                }
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
-                }
-            }
-        })
+impl LeasedWorker for ExportWorker {
+    type Job = Claimed;
+    const JOB: &'static str = "export";
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn job_id(job: &Claimed) -> Uuid {
+        job.id
     }
 
     /// The oldest runnable job, now running under this worker's lease (as the login role: jobs
@@ -240,7 +227,9 @@ impl ExportWorker {
             tracing::warn!(job_id = %job.id, %problem, "export outcome not recorded");
         }
     }
+}
 
+impl ExportWorker {
     /// Records the outcome, only while this attempt still owns the job; returns whether it did
     /// (1) or not (0).
     async fn finish(

@@ -1,0 +1,59 @@
+//! The loop of every background worker that claims its jobs from a table under a lease (memory
+//! exports, data requests): claim until nothing is left, wait for a wake-up or the poll
+//! interval, again. What a job is, how it is claimed and run, is the worker's own.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// How often a worker looks for work without being woken (a job filed on another replica, a
+/// lease that ran out).
+pub const POLL: Duration = Duration::from_secs(2);
+
+pub trait LeasedWorker: Clone + Send + Sync + 'static {
+    type Job: Send + 'static;
+
+    /// What the log calls a job ("export", "data request").
+    const JOB: &'static str;
+
+    fn wake(&self) -> &Notify;
+
+    fn job_id(job: &Self::Job) -> Uuid;
+
+    /// The oldest job with work to do whose lease is over, now this worker's.
+    fn claim(&self) -> impl Future<Output = Option<Self::Job>> + Send;
+
+    fn run(&self, job: Self::Job) -> impl Future<Output = ()> + Send;
+
+    /// Work of each round before claiming (the data requests' archive purge).
+    fn before_claims(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+pub fn spawn<W: LeasedWorker>(worker: W) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            worker.before_claims().await;
+            while let Some(job) = worker.claim().await {
+                let id = W::job_id(&job);
+                let attempt = worker.clone();
+                // Its own task: a panic ends this attempt (the lease runs out and the job is
+                // taken up again), never the worker.
+                if tokio::spawn(async move { attempt.run(job).await })
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(job = W::JOB, %id, "attempt panicked; the job resumes once its lease runs out");
+                }
+            }
+            tokio::select! {
+                _ = worker.wake().notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    })
+}
