@@ -43,7 +43,7 @@ use crate::middleware::request_id;
 use crate::middleware::request_limits;
 use crate::observability::routes::RouteTemplates;
 use crate::observability::traces;
-use crate::readiness::{Readiness, ReadinessCheck};
+use crate::readiness::{Check, Readiness};
 use crate::signing::SigningKeys;
 use crate::state::AppState;
 use crate::storage::{Storage, StorageReady};
@@ -234,13 +234,16 @@ pub fn from_config(
         .then(|| ValidationCache::new(config.auth.cache_ttl, config.auth.cache_max_entries));
     let db = Database::connect_lazy(&config.database)?;
     let storage = Storage::from_config(config.object_store.as_ref())?;
-    let mut checks: Vec<Box<dyn ReadinessCheck>> = vec![
-        Box::new(AuthReachable(client.clone())),
-        Box::new(DatabaseReady(db.clone())),
-        Box::new(StorageReady(storage.clone())),
+    let mut checks = vec![
+        Check::critical("auth", AuthReachable(client.clone())),
+        Check::critical("database", DatabaseReady(db.clone())),
+        Check::optional("object_store", StorageReady(storage.clone())),
     ];
     let traces = config.analytics.as_ref().map(TraceStore::new);
-    checks.push(Box::new(ClickHouseReady(traces.clone())));
+    checks.push(Check::optional(
+        "clickhouse",
+        ClickHouseReady(traces.clone()),
+    ));
     let redis = match &config.redis.url {
         Some(url) => Some(
             redis::Client::open(url.expose())
@@ -249,10 +252,11 @@ pub fn from_config(
         None => None,
     };
     if let Some(client) = &redis {
-        checks.push(Box::new(RedisReady {
+        let redis = RedisReady {
             db: db.clone(),
             client: Some(client.clone()),
-        }));
+        };
+        checks.push(Check::optional("redis", redis));
     }
     // Background work lives as long as the runtime: the event publisher, the deletion job, the
     // export worker.

@@ -8,13 +8,36 @@ use futures_util::future::{BoxFuture, join_all};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// A dependency `/ready` looks at.
+/// How `/ready` looks at a dependency.
 pub trait ReadinessCheck: Send + Sync {
-    fn name(&self) -> &'static str;
-    /// A failing critical check makes the service unready (503); others only degrade it.
-    fn critical(&self) -> bool;
     /// `Ok` carries a short note; `Err` says what is wrong. Never a secret.
     fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>>;
+}
+
+/// A dependency `/ready` looks at, under its name in the answer.
+pub struct Check {
+    name: &'static str,
+    /// A failing critical check makes the service unready (503); others only degrade it.
+    critical: bool,
+    check: Box<dyn ReadinessCheck>,
+}
+
+impl Check {
+    pub fn critical(name: &'static str, check: impl ReadinessCheck + 'static) -> Self {
+        let check = Box::new(check);
+        Self {
+            name,
+            critical: true,
+            check,
+        }
+    }
+
+    pub fn optional(name: &'static str, check: impl ReadinessCheck + 'static) -> Self {
+        Self {
+            critical: false,
+            ..Self::critical(name, check)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -48,7 +71,7 @@ pub struct HealthReport {
 }
 
 pub struct Readiness {
-    checks: Vec<Box<dyn ReadinessCheck>>,
+    checks: Vec<Check>,
     deadline: Duration,
     reuse_for: Duration,
     /// The last dependency report and when it was made. The async lock also queues concurrent
@@ -59,7 +82,7 @@ pub struct Readiness {
 
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.checks.iter().map(|c| c.name()).collect();
+        let names: Vec<_> = self.checks.iter().map(|c| c.name).collect();
         f.debug_struct("Readiness")
             .field("checks", &names)
             .field("draining", &self.is_draining())
@@ -70,11 +93,7 @@ impl std::fmt::Debug for Readiness {
 impl Readiness {
     /// `reuse_for`: how long a report is served again instead of re-running the checks. `/ready`
     /// needs no token, so this bounds the auth-service probes anyone can trigger.
-    pub fn new(
-        checks: Vec<Box<dyn ReadinessCheck>>,
-        deadline: Duration,
-        reuse_for: Duration,
-    ) -> Self {
+    pub fn new(checks: Vec<Check>, deadline: Duration, reuse_for: Duration) -> Self {
         Self {
             checks,
             deadline,
@@ -137,7 +156,7 @@ impl Readiness {
     async fn run_checks(&self) -> HealthReport {
         let runs = self.checks.iter().map(|check| async move {
             let started = Instant::now();
-            let outcome = tokio::time::timeout(self.deadline, check.check(self.deadline))
+            let outcome = tokio::time::timeout(self.deadline, check.check.check(self.deadline))
                 .await
                 .unwrap_or_else(|_| {
                     Err(format!("no answer within {} ms", self.deadline.as_millis()))
@@ -160,12 +179,12 @@ impl Readiness {
         let mut checks = BTreeMap::new();
         for (check, result) in join_all(runs).await {
             if result.status == CheckStatus::Failed {
-                status = match (check.critical(), status) {
+                status = match (check.critical, status) {
                     (true, _) | (false, HealthStatus::Unhealthy) => HealthStatus::Unhealthy,
                     (false, _) => HealthStatus::Degraded,
                 };
             }
-            checks.insert(check.name().to_owned(), result);
+            checks.insert(check.name.to_owned(), result);
         }
         HealthReport { status, checks }
     }

@@ -229,14 +229,6 @@ impl Storage {
 pub struct StorageReady(pub Option<Storage>);
 
 impl ReadinessCheck for StorageReady {
-    fn name(&self) -> &'static str {
-        "object_store"
-    }
-
-    fn critical(&self) -> bool {
-        false
-    }
-
     fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             let Some(storage) = &self.0 else {

@@ -232,14 +232,6 @@ fn describe(status: &Status) -> String {
 pub struct AuthReachable(pub AuthClient);
 
 impl crate::readiness::ReadinessCheck for AuthReachable {
-    fn name(&self) -> &'static str {
-        "auth"
-    }
-
-    fn critical(&self) -> bool {
-        true
-    }
-
     fn check(
         &self,
         deadline: std::time::Duration,

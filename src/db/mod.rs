@@ -564,14 +564,6 @@ impl Drop for OrgTx {
 pub struct DatabaseReady(pub Database);
 
 impl ReadinessCheck for DatabaseReady {
-    fn name(&self) -> &'static str {
-        "database"
-    }
-
-    fn critical(&self) -> bool {
-        true
-    }
-
     fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             let mut conn = tokio::time::timeout(deadline, self.0.platform.acquire())

@@ -233,14 +233,6 @@ impl RedisReady {
 }
 
 impl ReadinessCheck for RedisReady {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
-    fn critical(&self) -> bool {
-        false
-    }
-
     fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             let started = Instant::now();

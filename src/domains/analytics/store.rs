@@ -326,14 +326,6 @@ fn describe(e: &clickhouse::error::Error) -> String {
 pub struct ClickHouseReady(pub Option<TraceStore>);
 
 impl ReadinessCheck for ClickHouseReady {
-    fn name(&self) -> &'static str {
-        "clickhouse"
-    }
-
-    fn critical(&self) -> bool {
-        false
-    }
-
     fn check(&self, deadline: Duration) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             let Some(store) = &self.0 else {
