@@ -218,14 +218,12 @@ async fn ids(
     sql: &'static str,
     args: Vec<Vec<Uuid>>,
 ) -> Result<Vec<String>, Unreachable> {
-    in_org(conn, org_id, move |tx| {
-        Box::pin(async move {
-            let mut query = sqlx::query_scalar::<_, String>(sql).bind(org_id);
-            for arg in args {
-                query = query.bind(arg);
-            }
-            query.fetch_all(&mut *tx).await
-        })
+    in_org(conn, org_id, async move |tx| {
+        let mut query = sqlx::query_scalar::<_, String>(sql).bind(org_id);
+        for arg in args {
+            query = query.bind(arg);
+        }
+        query.fetch_all(&mut *tx).await
     })
     .await
     .map_err(db_down)
@@ -248,21 +246,19 @@ async fn end_user(
     let external_ids = subject.external_ids.clone();
     let session_ids = subject.session_ids.clone();
     let agent_ids = subject.agent_ids.clone();
-    let sessions: Vec<(Uuid, Uuid)> = in_org(conn, org_id, move |tx| {
-        Box::pin(async move {
-            sqlx::query_as::<_, (Uuid, Uuid)>(
-                "SELECT id, agent_id FROM ibex_core.sessions
-                 WHERE org_id = $1 AND (external_id = ANY($2) OR id = ANY($3))
-                   AND (cardinality($4::uuid[]) = 0 OR agent_id = ANY($4))
-                 ORDER BY id",
-            )
-            .bind(org_id)
-            .bind(external_ids)
-            .bind(session_ids)
-            .bind(agent_ids)
-            .fetch_all(&mut *tx)
-            .await
-        })
+    let sessions: Vec<(Uuid, Uuid)> = in_org(conn, org_id, async move |tx| {
+        sqlx::query_as::<_, (Uuid, Uuid)>(
+            "SELECT id, agent_id FROM ibex_core.sessions
+             WHERE org_id = $1 AND (external_id = ANY($2) OR id = ANY($3))
+               AND (cardinality($4::uuid[]) = 0 OR agent_id = ANY($4))
+             ORDER BY id",
+        )
+        .bind(org_id)
+        .bind(external_ids)
+        .bind(session_ids)
+        .bind(agent_ids)
+        .fetch_all(&mut *tx)
+        .await
     })
     .await
     .map_err(db_down)?;
@@ -481,15 +477,13 @@ pub async fn count_organization(
                 } else {
                     "org_id"
                 };
-                let n: i64 = in_org(conn, org_id, move |tx| {
-                    Box::pin(async move {
-                        sqlx::query_scalar(&format!(
-                            "SELECT count(*) FROM ibex_core.{name} WHERE {column} = $1"
-                        ))
-                        .bind(org_id)
-                        .fetch_one(&mut *tx)
-                        .await
-                    })
+                let n: i64 = in_org(conn, org_id, async move |tx| {
+                    sqlx::query_scalar(&format!(
+                        "SELECT count(*) FROM ibex_core.{name} WHERE {column} = $1"
+                    ))
+                    .bind(org_id)
+                    .fetch_one(&mut *tx)
+                    .await
                 })
                 .await
                 .map_err(db_down)?;

@@ -116,8 +116,8 @@ impl DataRequestWorker {
     /// Publishes a status on Redis through the outbox (status only).
     async fn announce(&self, conn: &mut PgConnection, job: &Claimed, status: &'static str) {
         let (org, id, cause) = (job.org_id, job.id, job.caused_by);
-        let _ = in_org(conn, org, move |tx| {
-            Box::pin(async move { outbox(tx, org, id, status, cause).await })
+        let _ = in_org(conn, org, async move |tx| {
+            outbox(tx, org, id, status, cause).await
         })
         .await;
         self.db.outbox_wake().notify_one();
@@ -126,16 +126,6 @@ impl DataRequestWorker {
 
 impl LeasedWorker for DataRequestWorker {
     type Job = Claimed;
-    const JOB: &'static str = "data request";
-
-    fn wake(&self) -> &Notify {
-        &self.wake
-    }
-
-    fn job_id(job: &Claimed) -> Uuid {
-        job.id
-    }
-
     async fn before_claims(&self) {
         self.purge_expired_archives().await;
     }
@@ -226,6 +216,16 @@ impl LeasedWorker for DataRequestWorker {
         .bind(serde_json::to_value(&progress).expect("progress serializes"))
         .execute(&mut *conn)
         .await;
+    }
+
+    const JOB: &'static str = "data request";
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn job_id(job: &Claimed) -> Uuid {
+        job.id
     }
 }
 
@@ -365,54 +365,52 @@ impl DataRequestWorker {
         let rejection = planned.rejection;
         let (id, attempt, org_id, cause) = (job.id, job.attempt, job.org_id, job.caused_by);
         let batch = self.batch_size as usize;
-        let moved = in_org(conn, job.org_id, move |tx| {
-            Box::pin(async move {
-                let moved = sqlx::query(
-                    "UPDATE ibex_core.data_requests
-                     SET status = $3, rejection_code = $4, plan = $5, progress = $6,
-                         items_digest = $7, lease_until = NULL, updated_at = now(),
-                         completed_at = CASE WHEN $3 = 'rejected' THEN now() END
-                     WHERE id = $1 AND attempts = $2 AND status = 'planning'",
+        let moved = in_org(conn, job.org_id, async move |tx| {
+            let moved = sqlx::query(
+                "UPDATE ibex_core.data_requests
+                 SET status = $3, rejection_code = $4, plan = $5, progress = $6,
+                     items_digest = $7, lease_until = NULL, updated_at = now(),
+                     completed_at = CASE WHEN $3 = 'rejected' THEN now() END
+                 WHERE id = $1 AND attempts = $2 AND status = 'planning'",
+            )
+            .bind(id)
+            .bind(attempt)
+            .bind(next)
+            .bind(rejection)
+            .bind(if rejection.is_some() {
+                None
+            } else {
+                Some(counts)
+            })
+            .bind(if rejection.is_some() {
+                serde_json::json!({})
+            } else {
+                progress
+            })
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 0 {
+                return Ok(false);
+            }
+            for chunk in items.chunks(batch.max(1)) {
+                let stores: Vec<&str> = chunk.iter().map(|i| i.store).collect();
+                let keys: Vec<&str> = chunk.iter().map(|i| i.item.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO ibex_core.data_request_items (request_id, org_id, store, item)
+                     SELECT $1, $2, s, i FROM unnest($3::text[], $4::text[]) AS x(s, i)
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(id)
-                .bind(attempt)
-                .bind(next)
-                .bind(rejection)
-                .bind(if rejection.is_some() {
-                    None
-                } else {
-                    Some(counts)
-                })
-                .bind(if rejection.is_some() {
-                    serde_json::json!({})
-                } else {
-                    progress
-                })
-                .bind(digest)
+                .bind(org_id)
+                .bind(stores)
+                .bind(keys)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if moved == 0 {
-                    return Ok(false);
-                }
-                for chunk in items.chunks(batch.max(1)) {
-                    let stores: Vec<&str> = chunk.iter().map(|i| i.store).collect();
-                    let keys: Vec<&str> = chunk.iter().map(|i| i.item.as_str()).collect();
-                    sqlx::query(
-                        "INSERT INTO ibex_core.data_request_items (request_id, org_id, store, item)
-                         SELECT $1, $2, s, i FROM unnest($3::text[], $4::text[]) AS x(s, i)
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(org_id)
-                    .bind(stores)
-                    .bind(keys)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                outbox(tx, org_id, id, next, cause).await?;
-                Ok(true)
-            })
+                .await?;
+            }
+            outbox(tx, org_id, id, next, cause).await?;
+            Ok(true)
         })
         .await
         .map_err(db_stop)?;
@@ -514,19 +512,17 @@ impl DataRequestWorker {
         pending: Option<i64>,
     ) -> Result<Vec<String>, Stop> {
         let (id, org) = (job.id, job.org_id);
-        in_org(conn, org, move |tx| {
-            Box::pin(async move {
-                sqlx::query_scalar(
-                    "SELECT item FROM ibex_core.data_request_items
-                     WHERE request_id = $1 AND store = $2 AND ($3::int8 IS NULL OR NOT done)
-                     ORDER BY item LIMIT $3",
-                )
-                .bind(id)
-                .bind(store)
-                .bind(pending)
-                .fetch_all(&mut *tx)
-                .await
-            })
+        in_org(conn, org, async move |tx| {
+            sqlx::query_scalar(
+                "SELECT item FROM ibex_core.data_request_items
+                 WHERE request_id = $1 AND store = $2 AND ($3::int8 IS NULL OR NOT done)
+                 ORDER BY item LIMIT $3",
+            )
+            .bind(id)
+            .bind(store)
+            .bind(pending)
+            .fetch_all(&mut *tx)
+            .await
         })
         .await
         .map_err(db_stop)
@@ -539,15 +535,13 @@ impl DataRequestWorker {
         store: &'static str,
     ) -> Result<(), Stop> {
         let (id, org) = (job.id, job.org_id);
-        in_org(conn, org, move |tx| {
-            Box::pin(async move {
-                sqlx::query("UPDATE ibex_core.data_request_items SET done = false WHERE request_id = $1 AND store = $2")
-                    .bind(id)
-                    .bind(store)
-                    .execute(&mut *tx)
-                    .await
-                    .map(|_| ())
-            })
+        in_org(conn, org, async move |tx| {
+            sqlx::query("UPDATE ibex_core.data_request_items SET done = false WHERE request_id = $1 AND store = $2")
+                .bind(id)
+                .bind(store)
+                .execute(&mut *tx)
+                .await
+                .map(|_| ())
         })
         .await
         .map_err(db_stop)
@@ -672,34 +666,32 @@ impl DataRequestWorker {
     ) -> Result<(), Stop> {
         let (id, org, attempt, cause) = (job.id, job.org_id, job.attempt, job.caused_by);
         let batch = batch.to_vec();
-        let owned = in_org(conn, org, move |tx| {
-            Box::pin(async move {
-                // The events this batch enqueues name the request that caused the work.
-                sqlx::query("SELECT set_config('app.request_id', $1, true)")
-                    .bind(cause.map(|c| c.to_string()).unwrap_or_default())
-                    .execute(&mut *tx)
-                    .await?;
-                if !still_owned(tx, id, attempt).await? {
-                    return Ok(false);
-                }
-                if let Some(sql) = sql {
-                    sqlx::query(sql)
-                        .bind(org)
-                        .bind(&batch)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query(
-                    "UPDATE ibex_core.data_request_items SET done = true
-                     WHERE request_id = $1 AND store = $2 AND item = ANY($3)",
-                )
-                .bind(id)
-                .bind(store)
-                .bind(&batch)
+        let owned = in_org(conn, org, async move |tx| {
+            // The events this batch enqueues name the request that caused the work.
+            sqlx::query("SELECT set_config('app.request_id', $1, true)")
+                .bind(cause.map(|c| c.to_string()).unwrap_or_default())
                 .execute(&mut *tx)
                 .await?;
-                Ok(true)
-            })
+            if !still_owned(tx, id, attempt).await? {
+                return Ok(false);
+            }
+            if let Some(sql) = sql {
+                sqlx::query(sql)
+                    .bind(org)
+                    .bind(&batch)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE ibex_core.data_request_items SET done = true
+                 WHERE request_id = $1 AND store = $2 AND item = ANY($3)",
+            )
+            .bind(id)
+            .bind(store)
+            .bind(&batch)
+            .execute(&mut *tx)
+            .await?;
+            Ok(true)
         })
         .await
         .map_err(db_stop)?;
@@ -721,17 +713,15 @@ impl DataRequestWorker {
     ) -> Result<Vec<String>, Stop> {
         let org = job.org_id;
         let batch = batch.to_vec();
-        in_org(conn, org, move |tx| {
-            Box::pin(async move {
-                sqlx::query_scalar(
-                    "SELECT object_key FROM ibex_core.memory_exports
-                     WHERE org_id = $1 AND id = ANY($2::text[]::uuid[]) AND object_key IS NOT NULL",
-                )
-                .bind(org)
-                .bind(batch)
-                .fetch_all(&mut *tx)
-                .await
-            })
+        in_org(conn, org, async move |tx| {
+            sqlx::query_scalar(
+                "SELECT object_key FROM ibex_core.memory_exports
+                 WHERE org_id = $1 AND id = ANY($2::text[]::uuid[]) AND object_key IS NOT NULL",
+            )
+            .bind(org)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await
         })
         .await
         .map_err(db_stop)
@@ -790,34 +780,30 @@ impl DataRequestWorker {
             Location::HotCache => {
                 let items = self.all_items(conn, job, store.name).await?;
                 let org = job.org_id;
-                in_org(conn, org, move |tx| {
-                    Box::pin(async move {
-                        sqlx::query_scalar(
-                            "SELECT count(*) FROM ibex_core.outbox
-                             WHERE org_id = $1 AND delivered_at IS NULL AND zrem_members && $2::text[]",
-                        )
-                        .bind(org)
-                        .bind(items)
-                        .fetch_one(&mut *tx)
-                        .await
-                    })
+                in_org(conn, org, async move |tx| {
+                    sqlx::query_scalar(
+                        "SELECT count(*) FROM ibex_core.outbox
+                         WHERE org_id = $1 AND delivered_at IS NULL AND zrem_members && $2::text[]",
+                    )
+                    .bind(org)
+                    .bind(items)
+                    .fetch_one(&mut *tx)
+                    .await
                 })
                 .await
                 .map_err(db_stop)
             }
             Location::Auth => {
                 let (id, org, name) = (job.id, job.org_id, store.name);
-                in_org(conn, org, move |tx| {
-                    Box::pin(async move {
-                        sqlx::query_scalar(
-                            "SELECT count(*) FROM ibex_core.data_request_items
-                             WHERE request_id = $1 AND store = $2 AND NOT done",
-                        )
-                        .bind(id)
-                        .bind(name)
-                        .fetch_one(&mut *tx)
-                        .await
-                    })
+                in_org(conn, org, async move |tx| {
+                    sqlx::query_scalar(
+                        "SELECT count(*) FROM ibex_core.data_request_items
+                         WHERE request_id = $1 AND store = $2 AND NOT done",
+                    )
+                    .bind(id)
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await
                 })
                 .await
                 .map_err(db_stop)
@@ -830,14 +816,12 @@ impl DataRequestWorker {
                     .expect("every erased table has its count");
                 let items = self.all_items(conn, job, store.name).await?;
                 let org = job.org_id;
-                in_org(conn, org, move |tx| {
-                    Box::pin(async move {
-                        sqlx::query_scalar(sql)
-                            .bind(org)
-                            .bind(items)
-                            .fetch_one(&mut *tx)
-                            .await
-                    })
+                in_org(conn, org, async move |tx| {
+                    sqlx::query_scalar(sql)
+                        .bind(org)
+                        .bind(items)
+                        .fetch_one(&mut *tx)
+                        .await
                 })
                 .await
                 .map_err(db_stop)
@@ -917,15 +901,13 @@ impl DataRequestWorker {
         })?;
         let subject = job.subject.clone().ok_or(Stop::Lost)?;
         let (id, org) = (job.id, job.org_id);
-        let rows: Vec<(String, String)> = in_org(conn, org, move |tx| {
-            Box::pin(async move {
-                sqlx::query_as(
-                    "SELECT store, item FROM ibex_core.data_request_items WHERE request_id = $1 ORDER BY store, item",
-                )
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await
-            })
+        let rows: Vec<(String, String)> = in_org(conn, org, async move |tx| {
+            sqlx::query_as(
+                "SELECT store, item FROM ibex_core.data_request_items WHERE request_id = $1 ORDER BY store, item",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await
         })
         .await
         .map_err(db_stop)?;
@@ -996,48 +978,46 @@ impl DataRequestWorker {
         let progress = progress.clone();
         let signing = Arc::clone(&self.signing);
         let ttl = self.archive_ttl.as_secs_f64();
-        let finished = in_org(conn, org, move |tx| {
-            Box::pin(async move {
-                if !still_owned(tx, id, attempt).await? {
-                    return Ok(false);
-                }
-                let receipt_id = receipt::issue(tx, &facts, &progress, &signing).await?;
-                sqlx::query(
-                    "UPDATE ibex_core.data_requests
-                     SET status = 'succeeded', completed_at = $9, updated_at = now(),
-                         lease_until = NULL, progress = $2, receipt_id = $3,
-                         subject = CASE WHEN $4 THEN NULL ELSE subject END,
-                         archive_key = $5, archive_sha256 = $6, archive_bytes = $7,
-                         archive_expires_at = CASE WHEN $5::text IS NULL THEN NULL
-                             ELSE now() + make_interval(secs => $8) END
-                     WHERE id = $1",
-                )
+        let finished = in_org(conn, org, async move |tx| {
+            if !still_owned(tx, id, attempt).await? {
+                return Ok(false);
+            }
+            let receipt_id = receipt::issue(tx, &facts, &progress, &signing).await?;
+            sqlx::query(
+                "UPDATE ibex_core.data_requests
+                 SET status = 'succeeded', completed_at = $9, updated_at = now(),
+                     lease_until = NULL, progress = $2, receipt_id = $3,
+                     subject = CASE WHEN $4 THEN NULL ELSE subject END,
+                     archive_key = $5, archive_sha256 = $6, archive_bytes = $7,
+                     archive_expires_at = CASE WHEN $5::text IS NULL THEN NULL
+                         ELSE now() + make_interval(secs => $8) END
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(progress_json)
+            .bind(receipt_id)
+            .bind(erasure)
+            .bind(archive.as_ref().map(|a| a.key.clone()))
+            .bind(archive.as_ref().map(|a| a.sha256.clone()))
+            .bind(archive.as_ref().map(|a| a.bytes))
+            .bind(ttl)
+            .bind(completed_at)
+            .execute(&mut *tx)
+            .await?;
+            // The frozen ids are proven by the receipt's digest; they are not kept.
+            sqlx::query("DELETE FROM ibex_core.data_request_items WHERE request_id = $1")
                 .bind(id)
-                .bind(progress_json)
-                .bind(receipt_id)
-                .bind(erasure)
-                .bind(archive.as_ref().map(|a| a.key.clone()))
-                .bind(archive.as_ref().map(|a| a.sha256.clone()))
-                .bind(archive.as_ref().map(|a| a.bytes))
-                .bind(ttl)
-                .bind(completed_at)
                 .execute(&mut *tx)
                 .await?;
-                // The frozen ids are proven by the receipt's digest; they are not kept.
-                sqlx::query("DELETE FROM ibex_core.data_request_items WHERE request_id = $1")
-                    .bind(id)
+            if organization_gone {
+                sqlx::query("DELETE FROM ibex_core.data_requests WHERE org_id = $1")
+                    .bind(org)
                     .execute(&mut *tx)
                     .await?;
-                if organization_gone {
-                    sqlx::query("DELETE FROM ibex_core.data_requests WHERE org_id = $1")
-                        .bind(org)
-                        .execute(&mut *tx)
-                        .await?;
-                } else {
-                    outbox(tx, org, id, "succeeded", cause).await?;
-                }
-                Ok(true)
-            })
+            } else {
+                outbox(tx, org, id, "succeeded", cause).await?;
+            }
+            Ok(true)
         })
         .await
         .map_err(db_stop)?;
@@ -1067,27 +1047,25 @@ impl DataRequestWorker {
             if storage.exports.delete(&key).await.is_err() {
                 return;
             }
-            let done = in_org(&mut conn, org, move |tx| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE ibex_core.data_requests SET archive_purged_at = now(), updated_at = now()
-                         WHERE id = $1 AND archive_purged_at IS NULL",
-                    )
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO ibex_core.audit_events
-                             (id, org_id, action, target_type, target_id, request_id)
-                         VALUES ($1, $2, 'data_request.archive_purged', 'data_request', $3, '')",
-                    )
-                    .bind(Uuid::now_v7())
-                    .bind(org)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await
-                    .map(|_| ())
-                })
+            let done = in_org(&mut conn, org, async move |tx| {
+                sqlx::query(
+                    "UPDATE ibex_core.data_requests SET archive_purged_at = now(), updated_at = now()
+                     WHERE id = $1 AND archive_purged_at IS NULL",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO ibex_core.audit_events
+                         (id, org_id, action, target_type, target_id, request_id)
+                     VALUES ($1, $2, 'data_request.archive_purged', 'data_request', $3, '')",
+                )
+                .bind(Uuid::now_v7())
+                .bind(org)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map(|_| ())
             })
             .await;
             match done {

@@ -107,16 +107,6 @@ pub struct ExportWorker {
 
 impl LeasedWorker for ExportWorker {
     type Job = Claimed;
-    const JOB: &'static str = "export";
-
-    fn wake(&self) -> &Notify {
-        &self.wake
-    }
-
-    fn job_id(job: &Claimed) -> Uuid {
-        job.id
-    }
-
     /// The oldest runnable job, now running under this worker's lease (as the login role: jobs
     /// of every organization).
     async fn claim(&self) -> Option<Claimed> {
@@ -226,6 +216,16 @@ impl LeasedWorker for ExportWorker {
             // The lease runs out and the job is claimed again.
             tracing::warn!(job_id = %job.id, %problem, "export outcome not recorded");
         }
+    }
+
+    const JOB: &'static str = "export";
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn job_id(job: &Claimed) -> Uuid {
+        job.id
     }
 }
 

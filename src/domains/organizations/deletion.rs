@@ -109,18 +109,16 @@ impl DeletionJob {
     }
 
     async fn delete_all(&self, conn: &mut PgConnection, org_id: Uuid) -> Result<(), String> {
-        in_org(conn, org_id, |tx| {
-            Box::pin(async move {
-                sqlx::query(
-                    "UPDATE ibex_core.org_deletions
-                     SET state = 'running', started_at = COALESCE(started_at, now())
-                     WHERE org_id = $1",
-                )
-                .bind(org_id)
-                .execute(tx)
-                .await
-                .map(|_| ())
-            })
+        in_org(conn, org_id, async move |tx| {
+            sqlx::query(
+                "UPDATE ibex_core.org_deletions
+                 SET state = 'running', started_at = COALESCE(started_at, now())
+                 WHERE org_id = $1",
+            )
+            .bind(org_id)
+            .execute(tx)
+            .await
+            .map(|_| ())
         })
         .await?;
         tracing::info!(%org_id, "organization deletion running");
@@ -128,27 +126,25 @@ impl DeletionJob {
             let mut total = 0u64;
             loop {
                 let batch = i64::from(self.batch_size);
-                let deleted = in_org(conn, org_id, |tx| {
-                    Box::pin(async move {
-                        let deleted = sqlx::query(&format!(
-                            "DELETE FROM {table} WHERE ctid IN
-                                 (SELECT ctid FROM {table} WHERE org_id = $1 LIMIT $2)"
-                        ))
-                        .bind(org_id)
-                        .bind(batch)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        sqlx::query(
-                            "UPDATE ibex_core.org_deletions SET rows_deleted = rows_deleted + $2
-                             WHERE org_id = $1",
-                        )
-                        .bind(org_id)
-                        .bind(deleted as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                        Ok(deleted)
-                    })
+                let deleted = in_org(conn, org_id, async move |tx| {
+                    let deleted = sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE ctid IN
+                             (SELECT ctid FROM {table} WHERE org_id = $1 LIMIT $2)"
+                    ))
+                    .bind(org_id)
+                    .bind(batch)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    sqlx::query(
+                        "UPDATE ibex_core.org_deletions SET rows_deleted = rows_deleted + $2
+                         WHERE org_id = $1",
+                    )
+                    .bind(org_id)
+                    .bind(deleted as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                    Ok(deleted)
                 })
                 .await?;
                 total += deleted;
@@ -192,27 +188,25 @@ impl DeletionJob {
         }
         // Events not yet delivered stay (they name only the organization) until the publisher has
         // sent them and its clean-up removes them; delivered ones go now, then the row itself.
-        in_org(conn, org_id, |tx| {
-            Box::pin(async move {
-                sqlx::query(
-                    "DELETE FROM ibex_core.outbox WHERE org_id = $1 AND delivered_at IS NOT NULL",
-                )
+        in_org(conn, org_id, async move |tx| {
+            sqlx::query(
+                "DELETE FROM ibex_core.outbox WHERE org_id = $1 AND delivered_at IS NOT NULL",
+            )
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM ibex_core.organizations WHERE id = $1")
                 .bind(org_id)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM ibex_core.organizations WHERE id = $1")
-                    .bind(org_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE ibex_core.org_deletions SET state = 'done', finished_at = now()
-                     WHERE org_id = $1",
-                )
-                .bind(org_id)
-                .execute(&mut *tx)
-                .await
-                .map(|_| ())
-            })
+            sqlx::query(
+                "UPDATE ibex_core.org_deletions SET state = 'done', finished_at = now()
+                 WHERE org_id = $1",
+            )
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ())
         })
         .await?;
         tracing::info!(%org_id, "organization deletion done");
@@ -228,9 +222,7 @@ pub fn describe(e: sqlx::Error) -> String {
 pub async fn in_org<T>(
     conn: &mut PgConnection,
     org_id: Uuid,
-    work: impl for<'c> FnOnce(
-        &'c mut PgConnection,
-    ) -> futures_util::future::BoxFuture<'c, Result<T, sqlx::Error>>,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
 ) -> Result<T, String> {
     let mut tx = conn.begin().await.map_err(describe)?;
     sqlx::query(
