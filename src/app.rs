@@ -45,7 +45,7 @@ use crate::observability::routes::RouteTemplates;
 use crate::observability::traces;
 use crate::readiness::{Check, Readiness};
 use crate::signing::SigningKeys;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::storage::{Storage, StorageReady};
 use crate::wire::pagination::CursorKeys;
 
@@ -83,9 +83,9 @@ pub struct App {
     pub idempotency_ttl: Duration,
 }
 
-impl FromRef<App> for AppState {
-    fn from_ref(app: &App) -> Self {
-        app.state.clone()
+impl Shared for App {
+    fn app_state(&self) -> &AppState {
+        &self.state
     }
 }
 

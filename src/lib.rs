@@ -25,4 +25,5 @@ pub mod signing;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod tenancy;
 pub mod wire;

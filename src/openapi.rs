@@ -5,7 +5,7 @@
 //! document cannot drift from what the middleware actually does.
 
 use utoipa::openapi::header::{Header, HeaderBuilder};
-use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
 use utoipa::openapi::response::Response;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
@@ -230,6 +230,7 @@ fn add_common(operation: &mut Operation, public: bool, takes_body: bool) {
         }
     }
     if !public {
+        document_not_found(operation);
         for (status, response) in operation.responses.responses.iter_mut() {
             if let (true, RefOr::T(response)) = (status.starts_with(['2', '3']), response) {
                 add_rate_limit_headers(response);
@@ -247,4 +248,35 @@ fn add_common(operation: &mut Operation, public: bool, takes_body: bool) {
             .entry(status.to_owned())
             .or_insert_with(|| Ref::from_response_name(*name).into());
     }
+}
+
+/// An operation on an id in its path answers 404 for an id it cannot see; the row is derived
+/// from the path's ids unless the operation says more itself.
+fn document_not_found(operation: &mut Operation) {
+    let things: Vec<String> = operation
+        .parameters
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            RefOr::T(p) if p.parameter_in == ParameterIn::Path => p.name.strip_suffix("_id"),
+            _ => None,
+        })
+        .map(|thing| thing.replace('_', " "))
+        .collect();
+    if things.is_empty() || operation.responses.responses.contains_key("404") {
+        return;
+    }
+    let description = format!(
+        "NOT_FOUND: no such {} in the organization (an unknown id and another organization's answer alike).",
+        things.join(" or ")
+    );
+    let content = Content::new(Some(Ref::from_schema_name("ErrorResponse")));
+    let response = ResponseBuilder::new()
+        .description(description)
+        .content("application/json", content)
+        .build();
+    operation
+        .responses
+        .responses
+        .insert("404".to_owned(), response.into());
 }

@@ -1,21 +1,16 @@
 //! The platform's probe contract: `/health` (liveness) and `/ready` (readiness).
 
 use axum::Json;
-use axum::extract::{FromRef, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::readiness::{HealthReport, HealthStatus};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::wire::response::KeepBody;
 
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
-{
+pub fn router<S: Shared>() -> OpenApiRouter<S> {
     OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(ready))
@@ -39,7 +34,7 @@ pub async fn health() -> Json<HealthReport> {
         (status = 200, description = "Ready (`ok`, or `degraded` when only a non-critical check failed).", body = HealthReport),
         (status = 503, description = "Not ready: a critical check failed or the service is draining.", body = HealthReport),
     ))]
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub async fn ready(state: AppState) -> Response {
     let report = state.readiness.report().await;
     let status = match report.status {
         HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,

@@ -41,21 +41,25 @@ pub const NAMES: [&str; NAMED_BITS.len()] = {
     names
 };
 
-impl Permissions {
-    pub const MEMORY_READ: Self = Self(1 << 0);
-    pub const MEMORY_DELETE: Self = Self(1 << 2);
-    pub const MEMORY_BULK_EXPORT: Self = Self(1 << 3);
-    pub const DIRECTIVE_READ: Self = Self(1 << 8);
-    pub const SESSION_READ: Self = Self(1 << 17);
-    pub const TRACE_READ: Self = Self(1 << 24);
-    pub const DIRECTIVE_WRITE: Self = Self(1 << 9);
-    pub const DIRECTIVE_PROMOTE: Self = Self(1 << 10);
-    pub const DIRECTIVE_REVOKE: Self = Self(1 << 11);
-    pub const USER_MANAGE: Self = Self(1 << 32);
-    pub const ORG_SETTINGS_WRITE: Self = Self(1 << 35);
-    pub const TOKEN_CREATE: Self = Self(1 << 36);
-    pub const TOKEN_REVOKE: Self = Self(1 << 37);
+/// The bits operations need, as const-generic arguments (`tenancy::Tenant<{ need::USER_MANAGE }>`);
+/// each is the bit of its name in [`NAMED_BITS`] (a test holds them together).
+pub mod need {
+    pub const MEMORY_READ: u64 = 1 << 0;
+    pub const MEMORY_DELETE: u64 = 1 << 2;
+    pub const MEMORY_BULK_EXPORT: u64 = 1 << 3;
+    pub const DIRECTIVE_READ: u64 = 1 << 8;
+    pub const DIRECTIVE_WRITE: u64 = 1 << 9;
+    pub const DIRECTIVE_PROMOTE: u64 = 1 << 10;
+    pub const DIRECTIVE_REVOKE: u64 = 1 << 11;
+    pub const SESSION_READ: u64 = 1 << 17;
+    pub const TRACE_READ: u64 = 1 << 24;
+    pub const USER_MANAGE: u64 = 1 << 32;
+    pub const ORG_SETTINGS_WRITE: u64 = 1 << 35;
+    pub const TOKEN_CREATE: u64 = 1 << 36;
+    pub const TOKEN_REVOKE: u64 = 1 << 37;
+}
 
+impl Permissions {
     pub fn contains(self, required: Permissions) -> bool {
         self.0 & required.0 == required.0
     }
@@ -81,6 +85,31 @@ impl Permissions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_needed_bits_are_their_names_bits() {
+        for (name, bit) in [
+            ("memory:read", need::MEMORY_READ),
+            ("memory:delete", need::MEMORY_DELETE),
+            ("memory:bulk_export", need::MEMORY_BULK_EXPORT),
+            ("directive:read", need::DIRECTIVE_READ),
+            ("directive:write", need::DIRECTIVE_WRITE),
+            ("directive:promote", need::DIRECTIVE_PROMOTE),
+            ("directive:revoke", need::DIRECTIVE_REVOKE),
+            ("session:read", need::SESSION_READ),
+            ("trace:read", need::TRACE_READ),
+            ("user:manage", need::USER_MANAGE),
+            ("org_settings:write", need::ORG_SETTINGS_WRITE),
+            ("token:create", need::TOKEN_CREATE),
+            ("token:revoke", need::TOKEN_REVOKE),
+        ] {
+            assert_eq!(
+                Permissions::from_name(name),
+                Some(Permissions(bit)),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn admin_is_the_platforms_number() {

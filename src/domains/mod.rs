@@ -19,14 +19,12 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::state::AppState;
+use crate::state::Shared;
 
 /// Every route of the service (probes and domains) with its OpenAPI description, before any
 /// layer: generic over the application's state, which provides what each domain takes.
-pub fn router<S>() -> OpenApiRouter<S>
+pub fn router<S: Shared>() -> OpenApiRouter<S>
 where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
     memories::search::MemoryService: FromRef<S>,
     Arc<analytics::Analytics>: FromRef<S>,
 {

@@ -6,20 +6,15 @@ pub mod model;
 pub mod repo;
 pub mod routes;
 
-use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use model::{Agent, AgentPath, AgentStatus};
 use routes::*;
 
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
-{
+pub fn router<S: Shared>() -> OpenApiRouter<S> {
     OpenApiRouter::new()
         .routes(routes!(list_agents, create_agent))
         .routes(routes!(get_agent, update_agent, delete_agent))

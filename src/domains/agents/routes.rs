@@ -3,7 +3,6 @@
 //! about which ids exist.
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::LOCATION;
@@ -11,10 +10,9 @@ use serde_json::Value;
 
 use super::model::{Agent, AgentChanges, AgentFilter, AgentPath, AgentStatus, NewAgent};
 use super::repo;
-use crate::auth::{Caller, Permissions};
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
-use crate::state::AppState;
+use crate::tenancy::{Tenant, need};
 use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::wire::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
@@ -24,17 +22,15 @@ use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
     params(PageParams, AgentFilter),
     responses((status = 200, description = "One page of agents.", body = CursorPage<Agent>)))]
 pub async fn list_agents(
-    State(state): State<AppState>,
-    caller: Caller,
     page: Page,
     ApiQuery(filter): ApiQuery<AgentFilter>,
+    mut t: Tenant,
 ) -> Result<Json<CursorPage<Agent>>, ApiError> {
     let status = filter.status()?;
     let scope = ListScope::new("agents").filter("status", status.map(AgentStatus::as_str));
     let page = page.resolve(&scope)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let agents = repo::list(&mut tx, status, &page).await?;
-    tx.finish_read();
+    let agents = repo::list(&mut t.tx, status, &page).await?;
+    t.tx.finish_read();
     Ok(Json(agents))
 }
 
@@ -56,36 +52,28 @@ pub async fn list_agents(
         (status = 409, description = "AGENT_SLUG_CONFLICT: a live agent of the organization has this slug.", body = ErrorResponse),
     ))]
 pub async fn create_agent(
-    State(state): State<AppState>,
-    caller: Caller,
     audit: AuditContext,
+    mut t: Tenant<{ need::ORG_SETTINGS_WRITE }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     let new = NewAgent::parse(body)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let agent = repo::insert(&mut tx, caller.user_id, new).await?;
-    record(&mut tx, &caller, &audit, "agent.create", agent.id, &[]);
-    tx.commit().await?;
+    let agent = repo::insert(&mut t.tx, t.caller.user_id, new).await?;
+    record(&mut t, &audit, "agent.create", agent.id, &[]);
+    t.tx.commit().await?;
     let location = format!("/v1/agents/{}", agent.id);
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(agent)))
 }
 
 #[utoipa::path(get, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Get an agent",
     params(AgentPath, IfNoneMatch),
-    responses(
-        (status = 200, description = "The agent.", body = Agent),
-        (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
-    ))]
+    responses((status = 200, description = "The agent.", body = Agent)))]
 pub async fn get_agent(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     preconditions: Preconditions,
+    mut t: Tenant,
 ) -> Result<Response, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    let agent = repo::get(&mut tx, path.agent_id).await?;
-    tx.finish_read();
+    let agent = repo::get(&mut t.tx, path.agent_id).await?;
+    t.tx.finish_read();
     Ok(preconditions.read(agent.version, Json(agent)))
 }
 
@@ -95,25 +83,21 @@ pub async fn get_agent(
     request_body = crate::domains::agents::model::UpdateAgentBody,
     responses(
         (status = 200, description = "The updated agent.", body = Agent),
-        (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived.", body = ErrorResponse),
     ))]
 pub async fn update_agent(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::ORG_SETTINGS_WRITE }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Tagged<Json<Agent>>, ApiError> {
-    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
     let changes = AgentChanges::parse(body)?;
     let changed = changes.sent.clone();
-    let mut tx = state.db.begin_for(&caller).await?;
     let if_match = preconditions.if_match_versions();
-    let agent = repo::update(&mut tx, path.agent_id, changes, if_match).await?;
-    record(&mut tx, &caller, &audit, "agent.update", agent.id, &changed);
-    tx.commit().await?;
+    let agent = repo::update(&mut t.tx, path.agent_id, changes, if_match).await?;
+    record(&mut t, &audit, "agent.update", agent.id, &changed);
+    t.tx.commit().await?;
     Ok(Tagged(agent.version, Json(agent)))
 }
 
@@ -122,36 +106,29 @@ pub async fn update_agent(
     params(AgentPath, IfMatch),
     responses(
         (status = 204, description = "Deleted."),
-        (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_HAS_SESSIONS: archive the agent instead.", body = ErrorResponse),
     ))]
 pub async fn delete_agent(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::ORG_SETTINGS_WRITE }>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    repo::soft_delete(&mut tx, path.agent_id, preconditions.if_match_versions()).await?;
-    record(&mut tx, &caller, &audit, "agent.delete", path.agent_id, &[]);
-    tx.commit().await?;
+    repo::soft_delete(&mut t.tx, path.agent_id, preconditions.if_match_versions()).await?;
+    record(&mut t, &audit, "agent.delete", path.agent_id, &[]);
+    t.tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn transition(
-    state: AppState,
-    caller: Caller,
+    mut t: Tenant<{ need::ORG_SETTINGS_WRITE }>,
     audit: AuditContext,
     path: AgentPath,
     (target, action): (AgentStatus, &'static str),
 ) -> Result<Json<Agent>, ApiError> {
-    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let agent = repo::transition(&mut tx, path.agent_id, target).await?;
-    record(&mut tx, &caller, &audit, action, agent.id, &[]);
-    tx.commit().await?;
+    let agent = repo::transition(&mut t.tx, path.agent_id, target).await?;
+    record(&mut t, &audit, action, agent.id, &[]);
+    t.tx.commit().await?;
     Ok(Json(agent))
 }
 
@@ -164,16 +141,14 @@ macro_rules! lifecycle {
             params(AgentPath),
             responses(
                 (status = 200, description = "The agent in its new status.", body = Agent),
-                (status = 404, description = "NOT_FOUND: no live agent with this id in the organization.", body = ErrorResponse),
                 (status = 409, description = "AGENT_STATUS_CONFLICT: the lifecycle does not allow this transition.", body = ErrorResponse),
             ))]
         pub async fn $name(
-            State(state): State<AppState>,
-            caller: Caller,
             audit: AuditContext,
             ApiPath(path): ApiPath<AgentPath>,
+            t: Tenant<{ need::ORG_SETTINGS_WRITE }>,
         ) -> Result<Json<Agent>, ApiError> {
-            transition(state, caller, audit, path, ($target, $action)).await
+            transition(t, audit, path, ($target, $action)).await
         }
     };
 }

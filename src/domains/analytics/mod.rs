@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use routes::*;
 
-use crate::state::AppState;
+use crate::state::Shared;
 
 /// What the analytics operations share.
 #[derive(Debug)]
@@ -25,10 +25,8 @@ pub struct Analytics {
     pub cache: cache::AnalyticsCache,
 }
 
-pub fn router<S>() -> OpenApiRouter<S>
+pub fn router<S: Shared>() -> OpenApiRouter<S>
 where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
     std::sync::Arc<Analytics>: FromRef<S>,
 {
     OpenApiRouter::new()

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::header::CONTENT_TYPE;
+use http::request::Parts;
 use serde::Serialize;
 
 use utoipa::openapi::header::HeaderBuilder;
@@ -21,51 +22,80 @@ use super::model::{
 };
 use super::store::TraceStore;
 use super::{Analytics, cache};
-use crate::auth::{Caller, Permissions};
+use crate::auth::Caller;
 use crate::domains::agents::repo::require_live_agent;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
+use crate::tenancy::{Permitted, need};
 use crate::wire::extract::ApiQuery;
+use uuid::Uuid;
 
-/// Validates, checks the agent, then answers from the cache or computes (and caches) the answer.
-async fn answer<T, F, Fut>(
-    state: &AppState,
-    analytics: &Analytics,
-    caller: &Caller,
-    endpoint: &str,
-    params: RawParams<'_>,
-    compute: F,
-) -> Result<Response, ApiError>
+/// Who asks an analytics question (with `trace:read`, checked first) and what answers it.
+pub struct Asker {
+    state: AppState,
+    analytics: Arc<Analytics>,
+    caller: Caller,
+}
+
+impl<S: Shared> FromRequestParts<S> for Asker
 where
-    T: Serialize,
-    F: FnOnce(TraceStore, Query) -> Fut,
-    Fut: Future<Output = Result<T, ApiError>>,
+    Arc<Analytics>: FromRef<S>,
 {
-    caller.require(Permissions::TRACE_READ)?;
-    let query = Query::parse(params)?;
-    if let Some(agent_id) = query.agent_id {
-        let mut tx = state.db.begin_for(caller).await?;
-        require_live_agent(&mut tx, agent_id).await?;
-        tx.finish_read();
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Permitted(caller) =
+            Permitted::<{ need::TRACE_READ }>::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.app_state().clone(),
+            analytics: Arc::from_ref(state),
+            caller,
+        })
     }
-    let key = cache::key(caller.org_id, &query.normalized(endpoint));
-    let cached = analytics.cache.get(&key).await;
-    crate::observability::metrics::record_analytics_cache_lookup(cached.is_some());
-    if let Some(hit) = cached {
-        return Ok(json(hit));
+}
+
+impl Asker {
+    /// Validates, checks the agent, then answers from the cache or computes (and caches) the
+    /// answer; `compute` gets the store, the caller's organization and the query.
+    async fn answer<T, F, Fut>(
+        self,
+        endpoint: &str,
+        params: RawParams<'_>,
+        compute: F,
+    ) -> Result<Response, ApiError>
+    where
+        T: Serialize,
+        F: FnOnce(TraceStore, Uuid, Query) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let query = Query::parse(params)?;
+        if let Some(agent_id) = query.agent_id {
+            let mut tx = self.state.db.begin_for(&self.caller).await?;
+            require_live_agent(&mut tx, agent_id).await?;
+            tx.finish_read();
+        }
+        let key = cache::key(self.caller.org_id, &query.normalized(endpoint));
+        let cache = &self.analytics.cache;
+        let cached = cache.get(&key).await;
+        crate::observability::metrics::record_analytics_cache_lookup(cached.is_some());
+        if let Some(hit) = cached {
+            return Ok(json(hit));
+        }
+        let store = self
+            .analytics
+            .store
+            .clone()
+            .ok_or(ApiError::AnalyticsUnavailable)?;
+        let ttl = if endpoint == "models" {
+            60
+        } else {
+            query.granularity.cache_ttl_secs()
+        };
+        let answer = compute(store, self.caller.org_id, query).await?;
+        let body = serde_json::to_vec(&answer).map_err(|_| ApiError::Internal)?;
+        cache.put(&key, &body, ttl).await;
+        Ok(json(body))
     }
-    let store = analytics
-        .store
-        .clone()
-        .ok_or(ApiError::AnalyticsUnavailable)?;
-    let ttl = if endpoint == "models" {
-        60
-    } else {
-        query.granularity.cache_ttl_secs()
-    };
-    let body = serde_json::to_vec(&compute(store, query).await?).map_err(|_| ApiError::Internal)?;
-    analytics.cache.put(&key, &body, ttl).await;
-    Ok(json(body))
 }
 
 fn json(body: Vec<u8>) -> Response {
@@ -138,9 +168,7 @@ impl utoipa::IntoResponses for AnalyticsRefusals {
         AnalyticsRefusals,
     ))]
 pub async fn usage(
-    State(state): State<AppState>,
-    State(analytics): State<Arc<Analytics>>,
-    caller: Caller,
+    asker: Asker,
     ApiQuery(range): ApiQuery<RangeParams>,
     ApiQuery(bucket): ApiQuery<GranularityParam>,
 ) -> Result<Response, ApiError> {
@@ -148,14 +176,8 @@ pub async fn usage(
         granularity: bucket.granularity.as_deref(),
         ..range.raw()
     };
-    let org = caller.org_id;
-    answer(
-        &state,
-        &analytics,
-        &caller,
-        "usage",
-        params,
-        |store, q| async move {
+    asker
+        .answer("usage", params, |store, org, q| async move {
             let rows = store.usage(org, &q).await?;
             let buckets = buckets(
                 &q,
@@ -182,9 +204,8 @@ pub async fn usage(
                 end: q.end,
                 buckets,
             })
-        },
-    )
-    .await
+        })
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/analytics/latency", tag = "analytics", summary = "Latency percentiles over time",
@@ -195,9 +216,7 @@ pub async fn usage(
         AnalyticsRefusals,
     ))]
 pub async fn latency(
-    State(state): State<AppState>,
-    State(analytics): State<Arc<Analytics>>,
-    caller: Caller,
+    asker: Asker,
     ApiQuery(range): ApiQuery<RangeParams>,
     ApiQuery(bucket): ApiQuery<GranularityParam>,
     ApiQuery(percentile): ApiQuery<PercentileParam>,
@@ -207,14 +226,8 @@ pub async fn latency(
         percentile: percentile.percentile.as_deref(),
         ..range.raw()
     };
-    let org = caller.org_id;
-    answer(
-        &state,
-        &analytics,
-        &caller,
-        "latency",
-        params,
-        |store, q| async move {
+    asker
+        .answer("latency", params, |store, org, q| async move {
             let rows = store.latency(org, &q).await?;
             let buckets = buckets(
                 &q,
@@ -240,9 +253,8 @@ pub async fn latency(
                 percentile: q.percentile,
                 buckets,
             })
-        },
-    )
-    .await
+        })
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/analytics/models", tag = "analytics", summary = "Usage per model",
@@ -253,20 +265,12 @@ pub async fn latency(
         AnalyticsRefusals,
     ))]
 pub async fn models(
-    State(state): State<AppState>,
-    State(analytics): State<Arc<Analytics>>,
-    caller: Caller,
+    asker: Asker,
     ApiQuery(range): ApiQuery<RangeParams>,
 ) -> Result<Response, ApiError> {
     let params = range.raw();
-    let org = caller.org_id;
-    answer(
-        &state,
-        &analytics,
-        &caller,
-        "models",
-        params,
-        |store, q| async move {
+    asker
+        .answer("models", params, |store, org, q| async move {
             let rows = store.models(org, &q).await?;
             Ok(ModelBreakdown {
                 start: q.start,
@@ -283,9 +287,8 @@ pub async fn models(
                     })
                     .collect(),
             })
-        },
-    )
-    .await
+        })
+        .await
 }
 
 #[utoipa::path(get, path = "/v1/analytics/errors", tag = "analytics", summary = "Errors over time",
@@ -296,9 +299,7 @@ pub async fn models(
         AnalyticsRefusals,
     ))]
 pub async fn errors(
-    State(state): State<AppState>,
-    State(analytics): State<Arc<Analytics>>,
-    caller: Caller,
+    asker: Asker,
     ApiQuery(range): ApiQuery<RangeParams>,
     ApiQuery(bucket): ApiQuery<GranularityParam>,
     ApiQuery(code): ApiQuery<ErrorCodeParam>,
@@ -308,14 +309,8 @@ pub async fn errors(
         error_code: code.error_code.as_deref(),
         ..range.raw()
     };
-    let org = caller.org_id;
-    answer(
-        &state,
-        &analytics,
-        &caller,
-        "errors",
-        params,
-        |store, q| async move {
+    asker
+        .answer("errors", params, |store, org, q| async move {
             let rows = store.errors(org, &q).await?;
             let mut per_bucket: BTreeMap<u32, Vec<ErrorCount>> = BTreeMap::new();
             for row in rows {
@@ -345,7 +340,6 @@ pub async fn errors(
                 end: q.end,
                 buckets,
             })
-        },
-    )
-    .await
+        })
+        .await
 }

@@ -11,20 +11,15 @@ pub mod repo;
 pub mod routes;
 
 pub use context::AuditContext;
-pub use repo::record;
+pub use repo::{record, record_in};
 
-use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use routes::*;
 
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
-{
+pub fn router<S: Shared>() -> OpenApiRouter<S> {
     OpenApiRouter::new().routes(routes!(list_audit_events))
 }

@@ -8,6 +8,7 @@ use super::model::{AuditEvent, AuditFilters};
 use crate::auth::Caller;
 use crate::db::{DbError, FromRow, OrgTx, Sql};
 use crate::error::ApiError;
+use crate::tenancy::Tenant;
 use crate::wire::pagination::{CursorPage, PageRequest, Position};
 
 const INSERT: &str = "INSERT INTO ibex_core.audit_events
@@ -18,10 +19,29 @@ const INSERT: &str = "INSERT INTO ibex_core.audit_events
 const COLUMNS: &str = "id, occurred_at, actor_user_id, actor_token_id, action, target_type, \
                        target_id, request_id, client_ip, user_agent, changed_fields";
 
-/// Records that `caller` did `action` (`<target_type>.<verb>`) to the target, in `tx`: the
-/// event goes out with COMMIT (no round trip of its own) and commits or rolls back with the
-/// change. `changed_fields` are names only, never values.
-pub fn record(
+/// Records that the tenant's caller did `action` (`<target_type>.<verb>`) to the target, in its
+/// transaction: the event goes out with COMMIT (no round trip of its own) and commits or rolls
+/// back with the change. `changed_fields` are names only, never values.
+pub fn record<const NEED: u64>(
+    t: &mut Tenant<NEED>,
+    context: &AuditContext,
+    action: &'static str,
+    target_id: impl ToString,
+    changed_fields: &[&str],
+) {
+    record_in(
+        &mut t.tx,
+        &t.caller,
+        context,
+        action,
+        target_id,
+        changed_fields,
+    );
+}
+
+/// [`record`] in any transaction of the caller's organization (a token change, whose
+/// transaction is opened apart).
+pub fn record_in(
     tx: &mut OrgTx,
     caller: &Caller,
     context: &AuditContext,

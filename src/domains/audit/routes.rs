@@ -1,13 +1,11 @@
 //! The audit operation: the organization's owners and admins read its trail.
 
 use axum::Json;
-use axum::extract::State;
 
 use super::model::{AuditEvent, AuditFilterParams, AuditFilters};
 use super::repo;
-use crate::auth::Caller;
 use crate::error::{ApiError, ErrorResponse};
-use crate::state::AppState;
+use crate::tenancy::Tenant;
 use crate::wire::extract::ApiQuery;
 use crate::wire::pagination::{CursorPage, Page, PageParams};
 
@@ -20,16 +18,14 @@ use crate::wire::pagination::{CursorPage, Page, PageParams};
         (status = 404, description = "USER_NOT_FOUND: `actor_id` is not a user of the organization (deleted users count: the trail is history).", body = ErrorResponse),
     ))]
 pub async fn list_audit_events(
-    State(state): State<AppState>,
-    caller: Caller,
     page: Page,
     ApiQuery(params): ApiQuery<AuditFilterParams>,
+    mut t: Tenant,
 ) -> Result<Json<CursorPage<AuditEvent>>, ApiError> {
-    let user = caller.user_id.ok_or(ApiError::InsufficientPermissions)?;
+    let user = t.caller.user_id.ok_or(ApiError::InsufficientPermissions)?;
     let filters = AuditFilters::parse(&params)?;
     let page = page.resolve(&filters.scope())?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let events = repo::list(&mut tx, user, &filters, &page).await?;
-    tx.finish_read();
+    let events = repo::list(&mut t.tx, user, &filters, &page).await?;
+    t.tx.finish_read();
     Ok(Json(events))
 }

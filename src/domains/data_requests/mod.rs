@@ -19,19 +19,14 @@ pub mod retention;
 pub mod routes;
 pub mod worker;
 
-use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use routes::*;
 
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
-{
+pub fn router<S: Shared>() -> OpenApiRouter<S> {
     OpenApiRouter::new()
         .routes(routes!(get_data_map))
         .routes(routes!(jwks))

@@ -4,7 +4,6 @@
 //! token (public keys; receipts hold nothing personal and their ids are unguessable).
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::IntoResponse;
 use chrono::Utc;
 use http::StatusCode;
@@ -26,13 +25,14 @@ use crate::error::{ApiError, Conflict, ErrorResponse};
 use crate::request_id::RequestId;
 use crate::signing::JwkSet;
 use crate::state::AppState;
+use crate::tenancy::Tenant;
 use crate::wire::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::wire::pagination::{CursorPage, Page, PageParams};
 
 #[utoipa::path(get, path = "/v1/data-map", tag = "data-requests", summary = "The data map",
     description = "Every store the service keeps (PostgreSQL tables, the ClickHouse trace table, the object store's buckets, Redis key spaces and channels): what it holds, its personal data by field, which kinds of data subject reach it, which subject kinds an access or an erasure request covers, and how long it is kept. For records of processing and for planning data requests.",
     responses((status = 200, description = "The map.", body = DataMap)))]
-pub async fn get_data_map(State(state): State<AppState>, _caller: Caller) -> Json<DataMap> {
+pub async fn get_data_map(state: AppState, _caller: Caller) -> Json<DataMap> {
     Json(data_map(state.storage.as_ref()))
 }
 
@@ -40,7 +40,7 @@ pub async fn get_data_map(State(state): State<AppState>, _caller: Caller) -> Jso
     summary = "The service's public signing keys",
     description = "No token. The Ed25519 public keys (a JWK Set, RFC 7517 and 8037) that verify what the service signs: data-request receipts and archive manifests, compact JWS with `alg` `EdDSA` naming their key by `kid` (its RFC 7638 thumbprint). The first configured key signs; earlier ones stay listed after a rotation.",
     responses((status = 200, description = "The key set.", body = JwkSet)))]
-pub async fn jwks(State(state): State<AppState>) -> Json<JwkSet> {
+pub async fn jwks(state: AppState) -> Json<JwkSet> {
     Json(state.signing.jwks())
 }
 
@@ -79,20 +79,18 @@ async fn needs_owner(tx: &mut OrgTx, request: &DataRequest) -> Result<bool, ApiE
         (status = 503, description = "SERVICE_UNAVAILABLE: an access request needs the object store, which is not configured.", body = ErrorResponse),
     ))]
 pub async fn create_data_request(
-    State(state): State<AppState>,
-    caller: Caller,
     audit: AuditContext,
+    mut t: Tenant,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    let owner = require_manager(&mut tx, &caller).await?;
+    let owner = require_manager(&mut t.tx, &t.caller).await?;
     let new = NewDataRequest::parse(body, Utc::now())?;
-    if new.kind == DataRequestType::Access && state.storage.is_none() {
+    if new.kind == DataRequestType::Access && t.state.storage.is_none() {
         return Err(ApiError::ServiceUnavailable);
     }
     if let Some(user) = new.subject.user_id {
         // Deleted operators too: their data may still be held.
-        let role = repo::subject_role(&mut tx, user).await?;
+        let role = repo::subject_role(&mut t.tx, user).await?;
         let Some(role) = role else {
             return Err(ApiError::UserNotFound);
         };
@@ -106,17 +104,10 @@ pub async fn create_data_request(
     {
         return Err(ApiError::InsufficientPermissions);
     }
-    let request = repo::insert(&mut tx, &new, caller.user_id).await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "data_request.create",
-        request.id,
-        &[],
-    );
-    tx.commit().await?;
-    state.data_requests.notify_one();
+    let request = repo::insert(&mut t.tx, &new, t.caller.user_id).await?;
+    record(&mut t, &audit, "data_request.create", request.id, &[]);
+    t.tx.commit().await?;
+    t.state.data_requests.notify_one();
     let location = format!("/v1/data-requests/{}", request.id);
     Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(request)))
 }
@@ -130,18 +121,16 @@ pub async fn create_data_request(
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: not an owner or admin.", body = ErrorResponse),
     ))]
 pub async fn list_data_requests(
-    State(state): State<AppState>,
-    caller: Caller,
     page: Page,
     ApiQuery(params): ApiQuery<DataRequestFilterParams>,
+    mut t: Tenant,
 ) -> Result<Json<CursorPage<DataRequest>>, ApiError> {
     // Who asks first, then what they ask.
-    let mut tx = state.db.begin_for(&caller).await?;
-    require_manager(&mut tx, &caller).await?;
+    require_manager(&mut t.tx, &t.caller).await?;
     let filters = DataRequestFilters::parse(&params)?;
     let page = page.resolve(&filters.scope())?;
-    let requests = repo::list(&mut tx, &filters, &page).await?;
-    tx.finish_read();
+    let requests = repo::list(&mut t.tx, &filters, &page).await?;
+    t.tx.finish_read();
     Ok(Json(requests))
 }
 
@@ -149,19 +138,14 @@ pub async fn list_data_requests(
     summary = "Get a data request",
     description = "Owners and admins. Its status, deadline and SLA state, plan and per-store progress.",
     params(DataRequestPath),
-    responses(
-        (status = 200, description = "The request.", body = DataRequest),
-        (status = 404, description = "NOT_FOUND: no such request in the organization.", body = ErrorResponse),
-    ))]
+    responses((status = 200, description = "The request.", body = DataRequest)))]
 pub async fn get_data_request(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<DataRequestPath>,
+    mut t: Tenant,
 ) -> Result<Json<DataRequest>, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    require_manager(&mut tx, &caller).await?;
-    let request = repo::get(&mut tx, path.request_id).await?;
-    tx.finish_read();
+    require_manager(&mut t.tx, &t.caller).await?;
+    let request = repo::get(&mut t.tx, path.request_id).await?;
+    t.tx.finish_read();
     Ok(Json(request))
 }
 
@@ -171,40 +155,33 @@ pub async fn get_data_request(
     params(DataRequestPath),
     responses(
         (status = 200, description = "Running.", body = DataRequest),
-        (status = 404, description = "NOT_FOUND: no such request in the organization.", body = ErrorResponse),
         (status = 409, description = "DATA_REQUEST_INVALID_TRANSITION: not awaiting confirmation.", body = ErrorResponse),
     ))]
 pub async fn confirm_data_request(
-    State(state): State<AppState>,
-    caller: Caller,
     token: CallerToken,
     request_id: RequestId,
     audit: AuditContext,
     ApiPath(path): ApiPath<DataRequestPath>,
+    mut t: Tenant,
 ) -> Result<Json<DataRequest>, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    let owner = require_manager(&mut tx, &caller).await?;
-    let request = repo::get(&mut tx, path.request_id).await?;
-    if needs_owner(&mut tx, &request).await? && !owner {
+    let owner = require_manager(&mut t.tx, &t.caller).await?;
+    let request = repo::get(&mut t.tx, path.request_id).await?;
+    if needs_owner(&mut t.tx, &request).await? && !owner {
         return Err(ApiError::InsufficientPermissions);
     }
     if request.status != DataRequestStatus::AwaitingConfirmation {
         return Err(ApiError::Conflict(Conflict::DataRequestTransition));
     }
     if request.subject.kind == SubjectKind::User {
-        revoke_tokens(&state, &mut tx, &caller, &token, request_id, request.id).await?;
+        revoke_tokens(
+            &t.state, &mut t.tx, &t.caller, &token, request_id, request.id,
+        )
+        .await?;
     }
-    let request = repo::confirm(&mut tx, path.request_id).await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "data_request.confirm",
-        request.id,
-        &[],
-    );
-    tx.commit().await?;
-    state.data_requests.notify_one();
+    let request = repo::confirm(&mut t.tx, path.request_id).await?;
+    record(&mut t, &audit, "data_request.confirm", request.id, &[]);
+    t.tx.commit().await?;
+    t.state.data_requests.notify_one();
     Ok(Json(request))
 }
 
@@ -265,27 +242,17 @@ async fn revoke_tokens(
     params(DataRequestPath),
     responses(
         (status = 200, description = "Canceled.", body = DataRequest),
-        (status = 404, description = "NOT_FOUND: no such request in the organization.", body = ErrorResponse),
         (status = 409, description = "DATA_REQUEST_NOT_CANCELABLE: running or ended.", body = ErrorResponse),
     ))]
 pub async fn cancel_data_request(
-    State(state): State<AppState>,
-    caller: Caller,
     audit: AuditContext,
     ApiPath(path): ApiPath<DataRequestPath>,
+    mut t: Tenant,
 ) -> Result<Json<DataRequest>, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    require_manager(&mut tx, &caller).await?;
-    let request = repo::cancel(&mut tx, path.request_id).await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "data_request.cancel",
-        request.id,
-        &[],
-    );
-    tx.commit().await?;
+    require_manager(&mut t.tx, &t.caller).await?;
+    let request = repo::cancel(&mut t.tx, path.request_id).await?;
+    record(&mut t, &audit, "data_request.cancel", request.id, &[]);
+    t.tx.commit().await?;
     Ok(Json(request))
 }
 
@@ -296,29 +263,25 @@ pub async fn cancel_data_request(
     request_body = ExtendDataRequestBody,
     responses(
         (status = 200, description = "Extended.", body = DataRequest),
-        (status = 404, description = "NOT_FOUND: no such request in the organization.", body = ErrorResponse),
         (status = 409, description = "DATA_REQUEST_INVALID_TRANSITION: already extended, or ended.", body = ErrorResponse),
     ))]
 pub async fn extend_data_request(
-    State(state): State<AppState>,
-    caller: Caller,
     audit: AuditContext,
     ApiPath(path): ApiPath<DataRequestPath>,
+    mut t: Tenant,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<DataRequest>, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    require_manager(&mut tx, &caller).await?;
+    require_manager(&mut t.tx, &t.caller).await?;
     let extension = Extension::parse(body)?;
-    let request = repo::extend(&mut tx, path.request_id, &extension).await?;
+    let request = repo::extend(&mut t.tx, path.request_id, &extension).await?;
     record(
-        &mut tx,
-        &caller,
+        &mut t,
         &audit,
         "data_request.extend",
         request.id,
         &["due_at", "extension_reason"],
     );
-    tx.commit().await?;
+    t.tx.commit().await?;
     Ok(Json(request))
 }
 
@@ -328,19 +291,16 @@ pub async fn extend_data_request(
     params(DataRequestPath),
     responses(
         (status = 200, description = "The link.", body = ArchiveLink),
-        (status = 404, description = "NOT_FOUND: no such request in the organization.", body = ErrorResponse),
         (status = 409, description = "DATA_REQUEST_NO_ARCHIVE: an erasure; DATA_REQUEST_NOT_COMPLETED: not succeeded yet.", body = ErrorResponse),
         (status = 410, description = "DATA_REQUEST_ARCHIVE_EXPIRED: deleted at the end of its retention.", body = ErrorResponse),
     ))]
 pub async fn get_archive(
-    State(state): State<AppState>,
-    caller: Caller,
     audit: AuditContext,
     ApiPath(path): ApiPath<DataRequestPath>,
+    mut t: Tenant,
 ) -> Result<Json<ArchiveLink>, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    require_manager(&mut tx, &caller).await?;
-    let (request, key) = repo::archive(&mut tx, path.request_id).await?;
+    require_manager(&mut t.tx, &t.caller).await?;
+    let (request, key) = repo::archive(&mut t.tx, path.request_id).await?;
     if request.kind != DataRequestType::Access {
         return Err(ApiError::Conflict(Conflict::DataRequestNoArchive));
     }
@@ -354,21 +314,18 @@ pub async fn get_archive(
     let (Some(key), false) = (key, expired) else {
         return Err(ApiError::ArchiveExpired);
     };
-    let storage = state.storage.as_ref().ok_or(ApiError::ServiceUnavailable)?;
+    let storage = t
+        .state
+        .storage
+        .as_ref()
+        .ok_or(ApiError::ServiceUnavailable)?;
     let (url, expires_at) = storage
         .exports
         .presign_get(&key, storage.url_ttl)
         .await
         .map_err(|_| ApiError::ServiceUnavailable)?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "data_request.archive_url",
-        request.id,
-        &[],
-    );
-    tx.commit().await?;
+    record(&mut t, &audit, "data_request.archive_url", request.id, &[]);
+    t.tx.commit().await?;
     Ok(Json(ArchiveLink { url, expires_at }))
 }
 
@@ -378,19 +335,16 @@ pub async fn get_archive(
     params(DataRequestPath),
     responses(
         (status = 200, description = "The receipt.", body = SignedReceipt),
-        (status = 404, description = "NOT_FOUND: no such request in the organization.", body = ErrorResponse),
         (status = 409, description = "DATA_REQUEST_NOT_COMPLETED: not succeeded.", body = ErrorResponse),
     ))]
 pub async fn get_receipt(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<DataRequestPath>,
+    mut t: Tenant,
 ) -> Result<Json<SignedReceipt>, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    require_manager(&mut tx, &caller).await?;
-    repo::get(&mut tx, path.request_id).await?;
-    let receipt = repo::receipt(&mut tx, path.request_id).await?;
-    tx.finish_read();
+    require_manager(&mut t.tx, &t.caller).await?;
+    repo::get(&mut t.tx, path.request_id).await?;
+    let receipt = repo::receipt(&mut t.tx, path.request_id).await?;
+    t.tx.finish_read();
     let (text, jws) = receipt.ok_or(ApiError::Conflict(Conflict::DataRequestNotCompleted))?;
     Ok(Json(signed(&text, jws)))
 }
@@ -412,7 +366,7 @@ fn signed(text: &str, jws: String) -> SignedReceipt {
         (status = 404, description = "NOT_FOUND: no receipt with this id.", body = ErrorResponse),
     ))]
 pub async fn get_public_receipt(
-    State(state): State<AppState>,
+    state: AppState,
     ApiPath(path): ApiPath<ReceiptPath>,
 ) -> Result<Json<SignedReceipt>, ApiError> {
     let mut conn = state.db.platform().await?;

@@ -7,19 +7,14 @@ pub mod model;
 pub mod repo;
 pub mod routes;
 
-use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use routes::*;
 
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
-{
+pub fn router<S: Shared>() -> OpenApiRouter<S> {
     OpenApiRouter::new()
         .routes(routes!(get_directive, set_directive, delete_directive))
         .routes(routes!(list_directive_versions))

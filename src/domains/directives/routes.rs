@@ -4,7 +4,6 @@
 //! outbox, in the same transaction.
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::LOCATION;
@@ -15,13 +14,12 @@ use super::model::{
     RollbackTo,
 };
 use super::repo::{self, Outcome};
-use crate::auth::{Caller, Permissions};
 use crate::db::OrgTx;
 use crate::domains::agents::AgentPath;
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::events::{self, Event};
-use crate::state::AppState;
+use crate::tenancy::{Tenant, need};
 use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::wire::extract::{ApiJson, ApiPath};
 use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
@@ -54,16 +52,13 @@ async fn finish(
         (status = 404, description = "NOT_FOUND: no such agent in the organization, or it never had a directive.", body = ErrorResponse),
     ))]
 pub async fn get_directive(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     preconditions: Preconditions,
+    mut t: Tenant<{ need::DIRECTIVE_READ }>,
 ) -> Result<Response, ApiError> {
-    caller.require(Permissions::DIRECTIVE_READ)?;
-    let mut tx = state.db.begin_for(&caller).await?;
     // The agent check travels with the read (`read_below_agent`).
-    let directive = repo::get(&mut tx, path.agent_id).await?;
-    tx.finish_read();
+    let directive = repo::get(&mut t.tx, path.agent_id).await?;
+    t.tx.finish_read();
     Ok(preconditions.read(directive.version, Json(directive)))
 }
 
@@ -76,33 +71,22 @@ pub async fn get_directive(
         (status = 200, description = "Updated (or unchanged).", body = Directive),
         (status = 201, description = "Created with version 1; `Location` names it.", body = Directive,
             headers(("Location" = String, description = "/v1/agents/{agent_id}/directive"))),
-        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
     ))]
 pub async fn set_directive(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::DIRECTIVE_WRITE }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Permissions::DIRECTIVE_WRITE)?;
     let change = DirectiveChange::parse(body)?;
     let changed = change.sent.clone();
-    let mut tx = state.db.begin_for(&caller).await?;
     let if_match = preconditions.if_match_versions();
     let (outcome, directive) =
-        repo::set(&mut tx, path.agent_id, change, caller.user_id, if_match).await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "directive.set",
-        path.agent_id,
-        &changed,
-    );
-    let directive = finish(tx, path.agent_id, outcome, Some(directive)).await?;
+        repo::set(&mut t.tx, path.agent_id, change, t.caller.user_id, if_match).await?;
+    record(&mut t, &audit, "directive.set", path.agent_id, &changed);
+    let directive = finish(t.tx, path.agent_id, outcome, Some(directive)).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -126,26 +110,16 @@ pub async fn set_directive(
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
     ))]
 pub async fn delete_directive(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::DIRECTIVE_REVOKE }>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Permissions::DIRECTIVE_REVOKE)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    repo::writable_agent(&mut tx, path.agent_id).await?;
+    repo::writable_agent(&mut t.tx, path.agent_id).await?;
     let if_match = preconditions.if_match_versions();
-    let outcome = repo::deactivate(&mut tx, path.agent_id, if_match).await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "directive.deactivate",
-        path.agent_id,
-        &[],
-    );
-    finish(tx, path.agent_id, outcome, None).await?;
+    let outcome = repo::deactivate(&mut t.tx, path.agent_id, if_match).await?;
+    record(&mut t, &audit, "directive.deactivate", path.agent_id, &[]);
+    finish(t.tx, path.agent_id, outcome, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -158,19 +132,16 @@ pub async fn delete_directive(
         (status = 404, description = "NOT_FOUND: no such agent in the organization, or it never had a directive.", body = ErrorResponse),
     ))]
 pub async fn list_directive_versions(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     page: Page,
+    mut t: Tenant<{ need::DIRECTIVE_READ }>,
 ) -> Result<Json<CursorPage<DirectiveVersionSummary>>, ApiError> {
-    caller.require(Permissions::DIRECTIVE_READ)?;
     let scope =
         ListScope::new("directive_versions").filter("agent_id", Some(&path.agent_id.to_string()));
     let page = page.resolve(&scope)?;
-    let mut tx = state.db.begin_for(&caller).await?;
     // The agent check travels with the read (`read_below_agent`).
-    let versions = repo::list_versions(&mut tx, path.agent_id, &page).await?;
-    tx.finish_read();
+    let versions = repo::list_versions(&mut t.tx, path.agent_id, &page).await?;
+    t.tx.finish_read();
     Ok(Json(versions))
 }
 
@@ -183,18 +154,15 @@ pub async fn list_directive_versions(
         (status = 404, description = "NOT_FOUND: no such agent, directive or version.", body = ErrorResponse),
     ))]
 pub async fn get_directive_version(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<DirectiveVersionPath>,
+    mut t: Tenant<{ need::DIRECTIVE_READ }>,
 ) -> Result<Json<DirectiveVersion>, ApiError> {
-    caller.require(Permissions::DIRECTIVE_READ)?;
-    let mut tx = state.db.begin_for(&caller).await?;
     // Past i32 no version can exist; 0 is below the first. The agent check travels with the
     // read (`read_below_agent`).
     let number = i32::try_from(path.version_num)
         .map_err(|_| ApiError::not_found("This directive has no such version."))?;
-    let version = repo::get_version(&mut tx, path.agent_id, number).await?;
-    tx.finish_read();
+    let version = repo::get_version(&mut t.tx, path.agent_id, number).await?;
+    t.tx.finish_read();
     Ok(Json(version))
 }
 
@@ -209,27 +177,23 @@ pub async fn get_directive_version(
         (status = 409, description = "AGENT_STATUS_CONFLICT: the agent is archived; its directive is read-only.", body = ErrorResponse),
     ))]
 pub async fn rollback_directive(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::DIRECTIVE_PROMOTE }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Tagged<Json<Directive>>, ApiError> {
-    caller.require(Permissions::DIRECTIVE_PROMOTE)?;
     let RollbackTo(version_num) = RollbackTo::parse(body)?;
-    let mut tx = state.db.begin_for(&caller).await?;
     let if_match = preconditions.if_match_versions();
     let (outcome, directive) =
-        repo::rollback(&mut tx, path.agent_id, version_num, if_match).await?;
+        repo::rollback(&mut t.tx, path.agent_id, version_num, if_match).await?;
     record(
-        &mut tx,
-        &caller,
+        &mut t,
         &audit,
         "directive.rollback",
         path.agent_id,
         &["active_version"],
     );
-    let directive = finish(tx, path.agent_id, outcome, Some(directive)).await?;
+    let directive = finish(t.tx, path.agent_id, outcome, Some(directive)).await?;
     Ok(Tagged(directive.version, Json(directive)))
 }

@@ -19,12 +19,10 @@ use utoipa_axum::routes;
 
 use routes::*;
 
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub fn router<S>() -> OpenApiRouter<S>
+pub fn router<S: Shared>() -> OpenApiRouter<S>
 where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
     search::MemoryService: FromRef<S>,
 {
     OpenApiRouter::new()

@@ -14,12 +14,12 @@ use super::model::{
 };
 use super::repo::{self, Selection};
 use super::search::MemoryService;
-use crate::auth::{Caller, Permissions};
 use crate::domains::agents::AgentPath;
 use crate::domains::agents::repo::live_status;
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
+use crate::tenancy::{Permitted, Tenant, need};
 use crate::wire::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::wire::pagination::{CursorPage, Page, PageParams};
 
@@ -30,84 +30,59 @@ pub const DELETED_COUNT: &str = "ibex-deleted-count";
     summary = "List an agent's memories",
     description = "Needs `memory:read`. Newest first. Every filter is an exact match and all given apply together; `status` defaults to `active`. A cursor is valid only with the filters that produced it.",
     params(AgentPath, PageParams, FilterParams),
-    responses(
-        (status = 200, description = "One page of memories.", body = CursorPage<Memory>),
-        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
-    ))]
+    responses((status = 200, description = "One page of memories.", body = CursorPage<Memory>)))]
 pub async fn list_memories(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     page: Page,
     ApiQuery(params): ApiQuery<FilterParams>,
+    mut t: Tenant<{ need::MEMORY_READ }>,
 ) -> Result<Json<CursorPage<Memory>>, ApiError> {
-    caller.require(Permissions::MEMORY_READ)?;
     let filters = Filters::parse(&params)?;
     let page = page.resolve(&filters.scope(path.agent_id))?;
-    let mut tx = state.db.begin_for(&caller).await?;
     // The agent check travels with the read (`read_below_agent`).
-    let memories = repo::list(&mut tx, path.agent_id, &filters, &page).await?;
-    tx.finish_read();
+    let memories = repo::list(&mut t.tx, path.agent_id, &filters, &page).await?;
+    t.tx.finish_read();
     Ok(Json(memories))
 }
 
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/memories/{memory_id}", tag = "memories",
     summary = "Get a memory",
-    description = "Needs `memory:read`.",
+    description = "Needs `memory:read`. A deleted memory is a 404.",
     params(MemoryPath),
-    responses(
-        (status = 200, description = "The memory.", body = Memory),
-        (status = 404, description = "NOT_FOUND: no such agent or memory in the organization (or the memory is deleted).", body = ErrorResponse),
-    ))]
+    responses((status = 200, description = "The memory.", body = Memory)))]
 pub async fn get_memory(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<MemoryPath>,
+    mut t: Tenant<{ need::MEMORY_READ }>,
 ) -> Result<Json<Memory>, ApiError> {
-    caller.require(Permissions::MEMORY_READ)?;
-    let mut tx = state.db.begin_for(&caller).await?;
     // The agent check travels with the read (`read_below_agent`).
-    let memory = repo::get(&mut tx, path.agent_id, path.memory_id).await?;
-    tx.finish_read();
+    let memory = repo::get(&mut t.tx, path.agent_id, path.memory_id).await?;
+    t.tx.finish_read();
     Ok(Json(memory))
 }
 
 #[utoipa::path(delete, path = "/v1/agents/{agent_id}/memories/{memory_id}", tag = "memories",
     summary = "Delete a memory",
-    description = "Needs `memory:delete`. A soft delete with its cascade in one transaction: a `delete` history row, its relationships removed, and the proxy told at once (its hot cache loses the id; `ibex:memory:deletions` is published).",
+    description = "Needs `memory:delete`. A soft delete with its cascade in one transaction: a `delete` history row, its relationships removed, and the proxy told at once (its hot cache loses the id; `ibex:memory:deletions` is published). A memory already deleted is a 404.",
     params(MemoryPath),
-    responses(
-        (status = 204, description = "Deleted."),
-        (status = 404, description = "NOT_FOUND: no such agent or memory in the organization, or already deleted.", body = ErrorResponse),
-    ))]
+    responses((status = 204, description = "Deleted.")))]
 pub async fn delete_memory(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<MemoryPath>,
     audit: AuditContext,
+    mut t: Tenant<{ need::MEMORY_DELETE }>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Permissions::MEMORY_DELETE)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
+    live_status(&mut t.tx, path.agent_id, false).await?;
     let deleted = repo::delete(
-        &mut tx,
+        &mut t.tx,
         path.agent_id,
         Selection::One(path.memory_id),
-        caller.user_id,
+        t.caller.user_id,
     )
     .await?;
     if deleted == 0 {
         return Err(ApiError::not_found("No memory with this id."));
     }
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "memory.delete",
-        path.memory_id,
-        &[],
-    );
-    tx.commit().await?;
+    record(&mut t, &audit, "memory.delete", path.memory_id, &[]);
+    t.tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -118,17 +93,14 @@ pub async fn delete_memory(
     responses(
         (status = 204, description = "Deleted.",
             headers(("Ibex-Deleted-Count" = u64, description = "How many memories were deleted."))),
-        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
     ))]
 pub async fn delete_memories(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     ApiQuery(confirm): ApiQuery<ConfirmParam>,
     ApiQuery(params): ApiQuery<FilterParams>,
     audit: AuditContext,
+    mut t: Tenant<{ need::MEMORY_DELETE }>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Permissions::MEMORY_DELETE)?;
     if confirm.confirm.as_deref() != Some("true") {
         return Err(ApiError::field(
             "confirm",
@@ -137,26 +109,18 @@ pub async fn delete_memories(
         ));
     }
     let filters = Filters::parse(&params)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
+    live_status(&mut t.tx, path.agent_id, false).await?;
     let deleted = repo::delete(
-        &mut tx,
+        &mut t.tx,
         path.agent_id,
         Selection::Matching(&filters),
-        caller.user_id,
+        t.caller.user_id,
     )
     .await?;
     // The target is the agent whose memories went; the filters are not recorded (a tag can
     // be content).
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "memory.bulk_delete",
-        path.agent_id,
-        &[],
-    );
-    tx.commit().await?;
+    record(&mut t, &audit, "memory.bulk_delete", path.agent_id, &[]);
+    t.tx.commit().await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(DELETED_COUNT, deleted.to_string())],
@@ -170,18 +134,16 @@ pub async fn delete_memories(
     request_body = crate::domains::memories::model::SearchBody,
     responses(
         (status = 200, description = "The results, best first.", body = SearchResults),
-        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
         (status = 503, description = "MEMORY_SERVICE_UNAVAILABLE: the memory service is down, slow or answered nonsense; retry after `Retry-After` seconds.", body = ErrorResponse,
             headers(("Retry-After" = u32, description = "Seconds to wait."))),
     ))]
 pub async fn search_memories(
-    State(state): State<AppState>,
+    state: AppState,
     State(memory_service): State<MemoryService>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
+    Permitted(caller): Permitted<{ need::MEMORY_READ }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<SearchResults>, ApiError> {
-    caller.require(Permissions::MEMORY_READ)?;
     let request = SearchRequest::parse(body)?;
     // The agent first: an unknown agent is a 404 without a call to the memory service.
     let mut tx = state.db.begin_for(&caller).await?;
@@ -221,41 +183,30 @@ pub async fn search_memories(
                     ("job_id" = "$response.body#/job_id"),
                 ))),
             )),
-        (status = 404, description = "NOT_FOUND: no such agent in the organization.", body = ErrorResponse),
         (status = 503, description = "SERVICE_UNAVAILABLE: the object store is not configured.", body = ErrorResponse),
     ))]
 pub async fn export_memories(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<AgentPath>,
     audit: AuditContext,
+    mut t: Tenant<{ need::MEMORY_BULK_EXPORT }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Permissions::MEMORY_BULK_EXPORT)?;
     let request = ExportRequest::parse(body)?;
-    if state.storage.is_none() {
+    if t.state.storage.is_none() {
         return Err(ApiError::ServiceUnavailable);
     }
-    let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
+    live_status(&mut t.tx, path.agent_id, false).await?;
     let job = repo::insert_export(
-        &mut tx,
+        &mut t.tx,
         path.agent_id,
         request.format,
         &request.filters,
-        caller.user_id,
+        t.caller.user_id,
     )
     .await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "memory_export.create",
-        job.job_id,
-        &[],
-    );
-    tx.commit().await?;
-    state.exports.notify_one();
+    record(&mut t, &audit, "memory_export.create", job.job_id, &[]);
+    t.tx.commit().await?;
+    t.state.exports.notify_one();
     let location = format!(
         "/v1/agents/{}/memories/export/{}",
         path.agent_id, job.job_id
@@ -267,21 +218,16 @@ pub async fn export_memories(
     summary = "Get an export job",
     description = "Needs `memory:bulk_export`. Once `succeeded`, `download_url` is a pre-signed GET URL made at this read (valid 15 minutes; no credentials needed; useless once changed or expired).",
     params(ExportJobPath),
-    responses(
-        (status = 200, description = "The job.", body = ExportJob),
-        (status = 404, description = "NOT_FOUND: no such agent or export job in the organization.", body = ErrorResponse),
-    ))]
+    responses((status = 200, description = "The job.", body = ExportJob)))]
 pub async fn get_memory_export(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<ExportJobPath>,
+    mut t: Tenant<{ need::MEMORY_BULK_EXPORT }>,
 ) -> Result<Json<ExportJob>, ApiError> {
-    caller.require(Permissions::MEMORY_BULK_EXPORT)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    live_status(&mut tx, path.agent_id, false).await?;
-    let (mut job, key) = repo::get_export(&mut tx, path.agent_id, path.job_id).await?;
-    tx.finish_read();
-    if let (Some(key), Some(storage)) = (key.filter(|_| job.status == "succeeded"), &state.storage)
+    live_status(&mut t.tx, path.agent_id, false).await?;
+    let (mut job, key) = repo::get_export(&mut t.tx, path.agent_id, path.job_id).await?;
+    t.tx.finish_read();
+    if let (Some(key), Some(storage)) =
+        (key.filter(|_| job.status == "succeeded"), &t.state.storage)
     {
         let (url, expires_at) = storage
             .exports

@@ -3,19 +3,18 @@
 //! one of its owners. Permission bits are checked first, then the path, then the role.
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::Value;
 
 use super::model::{OrgChanges, OrgPath, Organization};
 use super::repo;
-use crate::auth::{Caller, Permissions};
+use crate::auth::Caller;
 use crate::db::OrgTx;
 use crate::domains::audit::{AuditContext, record};
 use crate::domains::users::repo::caller_role;
 use crate::error::{ApiError, ErrorResponse};
-use crate::state::AppState;
+use crate::tenancy::{Tenant, need};
 use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::wire::extract::{ApiJson, ApiPath};
 
@@ -43,15 +42,13 @@ async fn require_owner(tx: &mut OrgTx, caller: &Caller) -> Result<(), ApiError> 
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
     ))]
 pub async fn get_organization(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<OrgPath>,
     preconditions: Preconditions,
+    mut t: Tenant,
 ) -> Result<Response, ApiError> {
-    own_org(&caller, &path)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let org = repo::get(&mut tx).await?;
-    tx.finish_read();
+    own_org(&t.caller, &path)?;
+    let org = repo::get(&mut t.tx).await?;
+    t.tx.finish_read();
     Ok(preconditions.read(org.version, Json(org)))
 }
 
@@ -66,28 +63,18 @@ pub async fn get_organization(
         (status = 409, description = "ORG_STATUS_CONFLICT: the organization's deletion is under way.", body = ErrorResponse),
     ))]
 pub async fn update_organization(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<OrgPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::ORG_SETTINGS_WRITE }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Tagged<Json<Organization>>, ApiError> {
-    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
-    own_org(&caller, &path)?;
+    own_org(&t.caller, &path)?;
     let changes = OrgChanges::parse(body)?;
     let changed = changes.sent.clone();
-    let mut tx = state.db.begin_for(&caller).await?;
-    let org = repo::update(&mut tx, changes, preconditions.if_match_versions()).await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "organization.update",
-        org.id,
-        &changed,
-    );
-    tx.commit().await?;
+    let org = repo::update(&mut t.tx, changes, preconditions.if_match_versions()).await?;
+    record(&mut t, &audit, "organization.update", org.id, &changed);
+    t.tx.commit().await?;
     Ok(Tagged(org.version, Json(org)))
 }
 
@@ -101,25 +88,15 @@ pub async fn update_organization(
         (status = 409, description = "ORG_STATUS_CONFLICT: the organization's deletion is under way.", body = ErrorResponse),
     ))]
 pub async fn suspend_organization(
-    State(state): State<AppState>,
-    caller: Caller,
     audit: AuditContext,
     ApiPath(path): ApiPath<OrgPath>,
+    mut t: Tenant<{ need::ORG_SETTINGS_WRITE }>,
 ) -> Result<Json<Organization>, ApiError> {
-    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
-    own_org(&caller, &path)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    require_owner(&mut tx, &caller).await?;
-    let org = repo::suspend(&mut tx).await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "organization.suspend",
-        org.id,
-        &[],
-    );
-    tx.commit().await?;
+    own_org(&t.caller, &path)?;
+    require_owner(&mut t.tx, &t.caller).await?;
+    let org = repo::suspend(&mut t.tx).await?;
+    record(&mut t, &audit, "organization.suspend", org.id, &[]);
+    t.tx.commit().await?;
     Ok(Json(org))
 }
 
@@ -132,28 +109,22 @@ pub async fn suspend_organization(
         (status = 404, description = "NOT_FOUND: the organization no longer exists.", body = ErrorResponse),
     ))]
 pub async fn delete_organization(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<OrgPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::ORG_SETTINGS_WRITE }>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Permissions::ORG_SETTINGS_WRITE)?;
-    own_org(&caller, &path)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    require_owner(&mut tx, &caller).await?;
-    let org =
-        repo::request_deletion(&mut tx, preconditions.if_match_versions(), caller.user_id).await?;
-    record(
-        &mut tx,
-        &caller,
-        &audit,
-        "organization.delete_request",
-        org.id,
-        &[],
-    );
-    tx.commit().await?;
-    state.deletions.notify_one();
-    state.data_requests.notify_one();
+    own_org(&t.caller, &path)?;
+    require_owner(&mut t.tx, &t.caller).await?;
+    let org = repo::request_deletion(
+        &mut t.tx,
+        preconditions.if_match_versions(),
+        t.caller.user_id,
+    )
+    .await?;
+    record(&mut t, &audit, "organization.delete_request", org.id, &[]);
+    t.tx.commit().await?;
+    t.state.deletions.notify_one();
+    t.state.data_requests.notify_one();
     Ok((StatusCode::ACCEPTED, Json(org)))
 }

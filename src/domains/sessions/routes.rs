@@ -1,13 +1,11 @@
 //! The three session operations; all need `session:read`.
 
 use axum::Json;
-use axum::extract::State;
 
 use super::model::{Replay, Session, SessionFilterParams, SessionFilters, SessionPath};
 use super::repo;
-use crate::auth::{Caller, Permissions};
 use crate::error::{ApiError, Conflict, ErrorResponse};
-use crate::state::AppState;
+use crate::tenancy::{Tenant, need};
 use crate::wire::extract::{ApiPath, ApiQuery};
 use crate::wire::pagination::{CursorPage, Page, PageParams};
 
@@ -19,36 +17,27 @@ use crate::wire::pagination::{CursorPage, Page, PageParams};
         (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
     ))]
 pub async fn list_sessions(
-    State(state): State<AppState>,
-    caller: Caller,
     page: Page,
     ApiQuery(params): ApiQuery<SessionFilterParams>,
+    mut t: Tenant<{ need::SESSION_READ }>,
 ) -> Result<Json<CursorPage<Session>>, ApiError> {
-    caller.require(Permissions::SESSION_READ)?;
     let filters = SessionFilters::parse(&params)?;
     let page = page.resolve(&filters.scope())?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let sessions = repo::list(&mut tx, &filters, &page).await?;
-    tx.finish_read();
+    let sessions = repo::list(&mut t.tx, &filters, &page).await?;
+    t.tx.finish_read();
     Ok(Json(sessions))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "sessions", summary = "Get a session",
     description = "Needs `session:read`.",
     params(SessionPath),
-    responses(
-        (status = 200, description = "The session.", body = Session),
-        (status = 404, description = "NOT_FOUND: no such session in the organization.", body = ErrorResponse),
-    ))]
+    responses((status = 200, description = "The session.", body = Session)))]
 pub async fn get_session(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<SessionPath>,
+    mut t: Tenant<{ need::SESSION_READ }>,
 ) -> Result<Json<Session>, ApiError> {
-    caller.require(Permissions::SESSION_READ)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let session = repo::get(&mut tx, path.session_id).await?;
-    tx.finish_read();
+    let session = repo::get(&mut t.tx, path.session_id).await?;
+    t.tx.finish_read();
     Ok(Json(session))
 }
 
@@ -58,20 +47,20 @@ pub async fn get_session(
     params(SessionPath),
     responses(
         (status = 200, description = "The link.", body = Replay),
-        (status = 404, description = "NOT_FOUND: no such session in the organization.", body = ErrorResponse),
         (status = 409, description = "SESSION_NOT_ARCHIVED: the session's archive does not exist (yet).", body = ErrorResponse),
     ))]
 pub async fn replay_session(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<SessionPath>,
+    mut t: Tenant<{ need::SESSION_READ }>,
 ) -> Result<Json<Replay>, ApiError> {
-    caller.require(Permissions::SESSION_READ)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let session = repo::get(&mut tx, path.session_id).await?;
-    tx.finish_read();
-    let storage = state.storage.as_ref().ok_or(ApiError::ServiceUnavailable)?;
-    let key = repo::archive_key(caller.org_id, session.agent_id, session.id);
+    let session = repo::get(&mut t.tx, path.session_id).await?;
+    t.tx.finish_read();
+    let storage = t
+        .state
+        .storage
+        .as_ref()
+        .ok_or(ApiError::ServiceUnavailable)?;
+    let key = repo::archive_key(t.caller.org_id, session.agent_id, session.id);
     let archived = storage
         .archives
         .exists(&key)

@@ -7,20 +7,15 @@
 pub mod model;
 pub mod routes;
 
-use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use model::{Token, TokenPath};
 use routes::*;
 
-use crate::state::AppState;
+use crate::state::Shared;
 
-pub fn router<S>() -> OpenApiRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-    AppState: FromRef<S>,
-{
+pub fn router<S: Shared>() -> OpenApiRouter<S> {
     OpenApiRouter::new()
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(get_token, delete_token))

@@ -3,7 +3,6 @@
 //! caller's own PAT.
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::IntoResponse;
 use chrono::DateTime;
 use http::StatusCode;
@@ -17,10 +16,11 @@ use crate::auth::proto::{
 use crate::auth::{Caller, CallerToken, Permissions};
 use crate::db::OrgTx;
 use crate::domains::agents::repo::require_live_agent;
-use crate::domains::audit::{AuditContext, record};
+use crate::domains::audit::{AuditContext, record_in};
 use crate::error::{ApiError, ErrorResponse};
 use crate::request_id::RequestId;
 use crate::state::AppState;
+use crate::tenancy::{Permitted, need};
 use crate::wire::extract::ApiJson;
 use crate::wire::extract::ApiPath;
 use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
@@ -60,13 +60,12 @@ fn unusable() -> ApiError {
     params(PageParams),
     responses((status = 200, description = "One page of tokens.", body = CursorPage<Token>)))]
 pub async fn list_tokens(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: AppState,
     token: CallerToken,
     request_id: RequestId,
     page: Page,
+    Permitted(caller): Permitted<{ need::TOKEN_CREATE }>,
 ) -> Result<Json<CursorPage<Token>>, ApiError> {
-    caller.require(Permissions::TOKEN_CREATE)?;
     let page = page.resolve_foreign(&ListScope::new("tokens"), is_auth_cursor)?;
     let cursor = page.after.clone().unwrap_or_default();
     let answer = auth_page(&state, &caller, &token, request_id, cursor, page.limit).await?;
@@ -97,14 +96,13 @@ pub async fn list_tokens(
         (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike); nothing minted.", body = ErrorResponse),
     ))]
 pub async fn create_token(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: AppState,
     token: CallerToken,
     request_id: RequestId,
     audit: AuditContext,
+    Permitted(caller): Permitted<{ need::TOKEN_CREATE }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Permissions::TOKEN_CREATE)?;
     let new = NewToken::parse(body)?;
     if !caller.permissions.contains(new.permissions) {
         return Err(ApiError::PermissionElevationDenied);
@@ -168,18 +166,14 @@ pub async fn create_token(
 #[utoipa::path(get, path = "/v1/tokens/{token_id}", tag = "tokens", summary = "Get a token",
     description = "Needs `token:create` (there is no single-token lookup in the auth service: this pages its list).",
     params(TokenPath),
-    responses(
-        (status = 200, description = "The token's metadata.", body = Token),
-        (status = 404, description = "NOT_FOUND: no token with this id in the organization.", body = ErrorResponse),
-    ))]
+    responses((status = 200, description = "The token's metadata.", body = Token)))]
 pub async fn get_token(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: AppState,
     token: CallerToken,
     request_id: RequestId,
     ApiPath(path): ApiPath<TokenPath>,
+    Permitted(caller): Permitted<{ need::TOKEN_CREATE }>,
 ) -> Result<Json<Token>, ApiError> {
-    caller.require(Permissions::TOKEN_CREATE)?;
     let wanted = path.token_id.to_string();
     let mut cursor = String::new();
     for _ in 0..MAX_LOOKUP_PAGES {
@@ -198,12 +192,9 @@ pub async fn get_token(
 #[utoipa::path(delete, path = "/v1/tokens/{token_id}", tag = "tokens", summary = "Revoke a token",
     description = "Needs `token:revoke`, or the token is the caller's own. Revoking an already revoked token is 204 again. This replica's validation cache forgets the token at once.",
     params(TokenPath),
-    responses(
-        (status = 204, description = "Revoked."),
-        (status = 404, description = "NOT_FOUND: no token with this id in the organization.", body = ErrorResponse),
-    ))]
+    responses((status = 204, description = "Revoked.")))]
 pub async fn delete_token(
-    State(state): State<AppState>,
+    state: AppState,
     caller: Caller,
     token: CallerToken,
     request_id: RequestId,
@@ -212,7 +203,7 @@ pub async fn delete_token(
 ) -> Result<StatusCode, ApiError> {
     // The one rule that depends on the target (docs/api.md): one's own token needs no bit.
     if caller.token_id != Some(path.token_id) {
-        caller.require(Permissions::TOKEN_REVOKE)?;
+        caller.require(Permissions(need::TOKEN_REVOKE))?;
     }
     let trail = AuditTrail::open(&state, &caller, None).await?;
     state
@@ -273,7 +264,7 @@ impl AuditTrail {
         token_id: uuid::Uuid,
     ) {
         let mut tx = self.0;
-        record(&mut tx, caller, audit, action, token_id, &[]);
+        record_in(&mut tx, caller, audit, action, token_id, &[]);
         if let Err(error) = tx.commit().await {
             tracing::warn!(action, %token_id, code = error.code(), "audit event not written yet: retrying");
             let (state, caller, audit) = (state.clone(), caller.clone(), audit.clone());
@@ -283,7 +274,7 @@ impl AuditTrail {
                     tokio::time::sleep(wait).await;
                     let written = async {
                         let mut tx = state.db.begin_for(&caller).await?;
-                        record(&mut tx, &caller, &audit, action, token_id, &[]);
+                        record_in(&mut tx, &caller, &audit, action, token_id, &[]);
                         tx.commit().await
                     }
                     .await;

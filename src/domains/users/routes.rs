@@ -2,7 +2,6 @@
 //! `user:manage`, and the owner role moves only by an owner's hand.
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::LOCATION;
@@ -10,10 +9,9 @@ use serde_json::Value;
 
 use super::model::{NewUser, User, UserChanges, UserPath};
 use super::repo;
-use crate::auth::{Caller, Permissions};
 use crate::domains::audit::{AuditContext, record};
 use crate::error::{ApiError, ErrorResponse};
-use crate::state::AppState;
+use crate::tenancy::{Tenant, need};
 use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::wire::extract::{ApiJson, ApiPath};
 use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
@@ -22,15 +20,10 @@ use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
     description = "The organization's live users, newest first.",
     params(PageParams),
     responses((status = 200, description = "One page of users.", body = CursorPage<User>)))]
-pub async fn list_users(
-    State(state): State<AppState>,
-    caller: Caller,
-    page: Page,
-) -> Result<Json<CursorPage<User>>, ApiError> {
+pub async fn list_users(page: Page, mut t: Tenant) -> Result<Json<CursorPage<User>>, ApiError> {
     let page = page.resolve(&ListScope::new("users"))?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let users = repo::list(&mut tx, &page).await?;
-    tx.finish_read();
+    let users = repo::list(&mut t.tx, &page).await?;
+    t.tx.finish_read();
     Ok(Json(users))
 }
 
@@ -50,40 +43,32 @@ pub async fn list_users(
         (status = 409, description = "USER_EMAIL_CONFLICT: a live user of the organization has this email.", body = ErrorResponse),
     ))]
 pub async fn create_user(
-    State(state): State<AppState>,
-    caller: Caller,
     audit: AuditContext,
+    mut t: Tenant<{ need::USER_MANAGE }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    caller.require(Permissions::USER_MANAGE)?;
     let new = NewUser::parse(body)?;
-    let mut tx = state.db.begin_for(&caller).await?;
-    let caller_role = repo::caller_role(&mut tx, caller.user_id).await?;
+    let caller_role = repo::caller_role(&mut t.tx, t.caller.user_id).await?;
     if !repo::may_change_role(caller_role.as_deref(), None, Some(new.role), false) {
         return Err(ApiError::RoleNotGrantable);
     }
-    let user = repo::insert(&mut tx, new).await?;
-    record(&mut tx, &caller, &audit, "user.create", user.id, &[]);
-    tx.commit().await?;
+    let user = repo::insert(&mut t.tx, new).await?;
+    record(&mut t, &audit, "user.create", user.id, &[]);
+    t.tx.commit().await?;
     let location = format!("/v1/users/{}", user.id);
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(user)))
 }
 
 #[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users", summary = "Get a user",
     params(UserPath, IfNoneMatch),
-    responses(
-        (status = 200, description = "The user.", body = User),
-        (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
-    ))]
+    responses((status = 200, description = "The user.", body = User)))]
 pub async fn get_user(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<UserPath>,
     preconditions: Preconditions,
+    mut t: Tenant,
 ) -> Result<Response, ApiError> {
-    let mut tx = state.db.begin_for(&caller).await?;
-    let user = repo::get(&mut tx, path.user_id).await?;
-    tx.finish_read();
+    let user = repo::get(&mut t.tx, path.user_id).await?;
+    t.tx.finish_read();
     Ok(preconditions.read(user.version, Json(user)))
 }
 
@@ -94,25 +79,21 @@ pub async fn get_user(
     responses(
         (status = 200, description = "The updated user.", body = User),
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the role order forbids this change; nothing changed.", body = ErrorResponse),
-        (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner keeps the role.", body = ErrorResponse),
     ))]
 pub async fn update_user(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<UserPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::USER_MANAGE }>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Tagged<Json<User>>, ApiError> {
-    caller.require(Permissions::USER_MANAGE)?;
     let changes = UserChanges::parse(body)?;
     let changed = changes.sent.clone();
-    let mut tx = state.db.begin_for(&caller).await?;
     let if_match = preconditions.if_match_versions();
-    let user = repo::update(&mut tx, path.user_id, changes, caller.user_id, if_match).await?;
-    record(&mut tx, &caller, &audit, "user.update", user.id, &changed);
-    tx.commit().await?;
+    let user = repo::update(&mut t.tx, path.user_id, changes, t.caller.user_id, if_match).await?;
+    record(&mut t, &audit, "user.update", user.id, &changed);
+    t.tx.commit().await?;
     Ok(Tagged(user.version, Json(user)))
 }
 
@@ -122,21 +103,17 @@ pub async fn update_user(
     responses(
         (status = 204, description = "Deleted."),
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the user's role is not below the caller's.", body = ErrorResponse),
-        (status = 404, description = "NOT_FOUND: no live user with this id in the organization.", body = ErrorResponse),
         (status = 409, description = "LAST_OWNER_PROTECTED: the organization's last owner cannot be deleted.", body = ErrorResponse),
     ))]
 pub async fn delete_user(
-    State(state): State<AppState>,
-    caller: Caller,
     ApiPath(path): ApiPath<UserPath>,
     preconditions: Preconditions,
     audit: AuditContext,
+    mut t: Tenant<{ need::USER_MANAGE }>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(Permissions::USER_MANAGE)?;
-    let mut tx = state.db.begin_for(&caller).await?;
     let if_match = preconditions.if_match_versions();
-    repo::soft_delete(&mut tx, path.user_id, caller.user_id, if_match).await?;
-    record(&mut tx, &caller, &audit, "user.delete", path.user_id, &[]);
-    tx.commit().await?;
+    repo::soft_delete(&mut t.tx, path.user_id, t.caller.user_id, if_match).await?;
+    record(&mut t, &audit, "user.delete", path.user_id, &[]);
+    t.tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
