@@ -7,7 +7,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use ibex_api::config::LogFormat;
@@ -128,7 +128,7 @@ async fn spans_continue_the_callers_trace_and_reach_the_collector() {
     .await;
     assert_eq!(reply.status, 200);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Deadline::after(Duration::from_secs(10));
     let (server, auth_span) = loop {
         let spans = collector.0.lock().unwrap().clone();
         let server = spans
@@ -142,8 +142,12 @@ async fn spans_continue_the_callers_trace_and_reach_the_collector() {
         if let (Some(server), Some(auth_span)) = (server, auth_span) {
             break (server, auth_span);
         }
-        assert!(Instant::now() < deadline, "spans not exported: {spans:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(
+                Duration::from_millis(100),
+                format!("spans not exported: {spans:?}"),
+            )
+            .await;
     };
     assert_eq!(
         server.parent_span_id, PARENT_ID,

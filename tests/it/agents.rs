@@ -6,9 +6,6 @@ use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const ORG_SETTINGS_WRITE: u64 = 1 << 35;
-const MEMORY_READ: u64 = 1;
-
 struct Setup {
     _auth: FakeAuth,
     app: TestApp,

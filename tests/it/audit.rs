@@ -310,15 +310,16 @@ async fn walk_mutating_operations(with_key: bool) {
             .replace("{request}", &filed);
         if *id == "confirm_data_request" {
             // Its plan is shown first.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let deadline = Deadline::after(std::time::Duration::from_secs(30));
             while app
                 .read(&format!("/v1/data-requests/{filed}"), &token)
                 .await
                 .json()["status"]
                 != "awaiting_confirmation"
             {
-                assert!(std::time::Instant::now() < deadline, "not planned");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                deadline
+                    .tick(std::time::Duration::from_millis(50), "not planned")
+                    .await;
             }
         }
         let key = Uuid::new_v4().to_string();
@@ -416,7 +417,7 @@ async fn walk_mutating_operations(with_key: bool) {
         .execute(&mut holder)
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = Deadline::after(std::time::Duration::from_secs(30));
     loop {
         let left: i64 =
             sqlx::query_scalar("SELECT count(*) FROM ibex_core.audit_events WHERE org_id = $1")
@@ -427,11 +428,10 @@ async fn walk_mutating_operations(with_key: bool) {
         if left == 0 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{left} audit events outlived the deletion"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let late = format!("{left} audit events outlived the deletion");
+        deadline
+            .tick(std::time::Duration::from_millis(200), late)
+            .await;
     }
 }
 

@@ -10,8 +10,6 @@ use crate::common::*;
 use serde_json::json;
 use uuid::Uuid;
 
-const ORG_SETTINGS_WRITE: u64 = 1 << 35;
-const USER_MANAGE: u64 = 1 << 32;
 const DIRECTIVE_ALL: u64 = (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11);
 
 fn etag(reply: &Reply) -> String {

@@ -7,16 +7,8 @@ use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const READ: u64 = 1 << 8;
-const WRITE: u64 = 1 << 9;
-const PROMOTE: u64 = 1 << 10;
-const REVOKE: u64 = 1 << 11;
-const ORG_SETTINGS_WRITE: u64 = 1 << 35;
-const ALL: u64 = READ | WRITE | PROMOTE | REVOKE | ORG_SETTINGS_WRITE;
-
-fn org_a() -> Uuid {
-    ORG_ID.parse().unwrap()
-}
+const ALL: u64 =
+    DIRECTIVE_READ | DIRECTIVE_WRITE | DIRECTIVE_PROMOTE | DIRECTIVE_REVOKE | ORG_SETTINGS_WRITE;
 
 struct Setup {
     auth: FakeAuth,
@@ -186,21 +178,21 @@ async fn each_operation_needs_its_bit_and_a_live_agent_of_the_org() {
     s.app.db.add_org(org_b).await;
     let other = s.auth.token_for(org_b, ALL);
     let ops: Vec<(&str, String, Option<Value>, u64)> = vec![
-        ("GET", s.path(""), None, READ),
+        ("GET", s.path(""), None, DIRECTIVE_READ),
         (
             "POST",
             s.path(""),
             Some(json!({"content": "stolen"})),
-            WRITE,
+            DIRECTIVE_WRITE,
         ),
-        ("DELETE", s.path(""), None, REVOKE),
-        ("GET", s.path("/versions"), None, READ),
-        ("GET", s.path("/versions/1"), None, READ),
+        ("DELETE", s.path(""), None, DIRECTIVE_REVOKE),
+        ("GET", s.path("/versions"), None, DIRECTIVE_READ),
+        ("GET", s.path("/versions/1"), None, DIRECTIVE_READ),
         (
             "POST",
             s.path("/rollback"),
             Some(json!({"version_num": 1})),
-            PROMOTE,
+            DIRECTIVE_PROMOTE,
         ),
     ];
     for (method, path, body, bit) in &ops {
@@ -429,7 +421,7 @@ async fn every_change_is_announced_in_order() {
         latencies.push(started.elapsed());
         assert_eq!(event, json!({"agent_id": s.agent, "version_num": version}));
         // The key is deleted in the same delivery as the publish.
-        let deadline = Instant::now() + Duration::from_secs(1);
+        let deadline = Deadline::after(Duration::from_secs(1));
         loop {
             let exists: bool = redis::cmd("EXISTS")
                 .arg(&key)
@@ -439,8 +431,9 @@ async fn every_change_is_announced_in_order() {
             if !exists {
                 break;
             }
-            assert!(Instant::now() < deadline, "cache key still there");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            deadline
+                .tick(Duration::from_millis(10), "cache key still there")
+                .await;
         }
     }
     assert!(

@@ -11,11 +11,6 @@ use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
-const ORG_SETTINGS_WRITE: u64 = 1 << 35;
-const TOKEN_CREATE: u64 = 1 << 36;
-const MEMORY_READ: u64 = 1;
-const MEMORY_BULK_EXPORT: u64 = 1 << 3;
-
 async fn count(app: &TestApp, sql: &str) -> i64 {
     let mut admin = app.db.admin().await;
     sqlx::query(sql)

@@ -7,12 +7,6 @@ use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const ORG_SETTINGS_WRITE: u64 = 1 << 35;
-
-fn org_a() -> Uuid {
-    ORG_ID.parse().unwrap()
-}
-
 #[tokio::test]
 async fn only_the_callers_own_org_and_only_owners_suspend_or_delete() {
     let auth = FakeAuth::start().await;
@@ -193,7 +187,7 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
         .expect("the event once Redis is back");
     assert_eq!(event["org_id"], ORG_ID);
     // Marked delivered right after Redis accepted it.
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Deadline::after(Duration::from_secs(3));
     loop {
         let undelivered: i64 =
             sqlx::query_scalar("SELECT count(*) FROM ibex_core.outbox WHERE delivered_at IS NULL")
@@ -203,8 +197,9 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
         if undelivered == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "still undelivered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        deadline
+            .tick(Duration::from_millis(50), "still undelivered")
+            .await;
     }
 }
 
@@ -303,7 +298,7 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
         again.text()
     );
 
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Deadline::after(Duration::from_secs(20));
     while count(
         &app,
         "SELECT count(*) FROM ibex_core.organizations WHERE id = $1",
@@ -312,8 +307,9 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
     .await
         > 0
     {
-        assert!(Instant::now() < deadline, "the deletion did not finish");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(Duration::from_millis(100), "the deletion did not finish")
+            .await;
     }
     for table in [
         "directive_versions",
@@ -428,7 +424,7 @@ async fn a_killed_deletion_resumes_after_restart() {
     };
 
     let (mut first, addr) = start("100");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Deadline::after(Duration::from_secs(10));
     let reply = loop {
         if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
             drop(stream);
@@ -442,15 +438,17 @@ async fn a_killed_deletion_resumes_after_restart() {
             )
             .await;
         }
-        assert!(Instant::now() < deadline, "the binary did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        deadline
+            .tick(Duration::from_millis(50), "the binary did not come up")
+            .await;
     };
     assert_eq!(reply.status, 202, "{}", reply.text());
     // Kill it once some, but not all, rows are gone.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Deadline::after(Duration::from_secs(20));
     while rows_deleted(&mut admin).await < 1000 {
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        deadline
+            .tick(Duration::from_millis(20), "no progress")
+            .await;
     }
     first.kill().unwrap();
     first.wait().unwrap();
@@ -465,7 +463,7 @@ async fn a_killed_deletion_resumes_after_restart() {
     assert_eq!(state, "running");
 
     let (mut second, _) = start("0");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Deadline::after(Duration::from_secs(30));
     loop {
         let state: String =
             sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
@@ -476,8 +474,9 @@ async fn a_killed_deletion_resumes_after_restart() {
         if state == "done" {
             break;
         }
-        assert!(Instant::now() < deadline, "the deletion did not resume");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(Duration::from_millis(100), "the deletion did not resume")
+            .await;
     }
     second.kill().unwrap();
     second.wait().unwrap();

@@ -8,9 +8,6 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-const MEMORY_READ: u64 = 1;
-const ORG_SETTINGS_WRITE: u64 = 1 << 35;
-
 fn limits<'a>(redis: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut vars = vec![
         ("IBEX_API_REDIS_URL", redis),

@@ -10,16 +10,6 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use uuid::Uuid;
 
-const USER_MANAGE: u64 = 1 << 32;
-const TOKEN_CREATE: u64 = 1 << 36;
-const SESSION_READ: u64 = 1 << 17;
-const TRACE_READ: u64 = 1 << 24;
-const MEMORY_READ: u64 = 1;
-
-fn org_a() -> Uuid {
-    ORG_ID.parse().unwrap()
-}
-
 /// Every id a body or a query string can carry, as the served document declares it: (method,
 /// path, where, name). A new operation taking an id fails this test until it is listed in
 /// [`id_cases`] with a request that proves the rule for it.

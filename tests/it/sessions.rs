@@ -8,12 +8,6 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
 use uuid::Uuid;
 
-const SESSION_READ: u64 = 1 << 17;
-
-fn org_a() -> Uuid {
-    ORG_ID.parse().unwrap()
-}
-
 #[derive(Debug, Clone)]
 struct SeededSession {
     id: Uuid,

@@ -8,15 +8,6 @@ use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;
 
-const MEMORY_READ: u64 = 1;
-const ORG_SETTINGS_WRITE: u64 = 1 << 35;
-const TOKEN_CREATE: u64 = 1 << 36;
-const TOKEN_REVOKE: u64 = 1 << 37;
-
-fn org_a() -> Uuid {
-    ORG_ID.parse().unwrap()
-}
-
 #[tokio::test]
 async fn mint_use_list_and_revoke() {
     let auth = FakeAuth::start().await;

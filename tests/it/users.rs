@@ -6,12 +6,6 @@ use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const USER_MANAGE: u64 = 1 << 32;
-
-fn org_a() -> Uuid {
-    ORG_ID.parse().unwrap()
-}
-
 struct Setup {
     auth: FakeAuth,
     app: TestApp,

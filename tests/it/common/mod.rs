@@ -38,6 +38,15 @@ pub const TOKEN: &str =
     "ibex_pat_0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70_q7Yx3kP0vN2mR8sT4wZ6bC1dF5gH9jK0lM2nQ4rS6tU";
 pub const ORG_ID: &str = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70";
 
+/// The bits operations need, as the service declares them.
+#[allow(unused_imports)]
+pub use ibex_api::tenancy::need::*;
+
+/// The harness' organization ([`ORG_ID`]).
+pub fn org_a() -> uuid::Uuid {
+    ORG_ID.parse().unwrap()
+}
+
 /// Every permission bit the API checks.
 pub const ALL_PERMISSIONS: u64 = (1 << 0)
     | (1 << 2)
@@ -59,4 +68,19 @@ pub const PERMISSION_ADMIN: u64 = 0b10;
 
 pub fn bearer() -> (&'static str, String) {
     ("Authorization", format!("Bearer {TOKEN}"))
+}
+
+/// How long a test polls for something to happen.
+pub struct Deadline(std::time::Instant);
+
+impl Deadline {
+    pub fn after(limit: std::time::Duration) -> Self {
+        Self(std::time::Instant::now() + limit)
+    }
+
+    /// Fails the test with `what` once the deadline has passed; else waits `every`.
+    pub async fn tick(&self, every: std::time::Duration, what: impl std::fmt::Display) {
+        assert!(std::time::Instant::now() < self.0, "{what}");
+        tokio::time::sleep(every).await;
+    }
 }

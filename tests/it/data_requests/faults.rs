@@ -3,7 +3,7 @@
 
 use std::process::Child;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -26,7 +26,7 @@ async fn an_object_store_outage_makes_the_erasure_wait_never_succeed_early() {
     world.s3.stop();
     world.confirm(&id).await;
     // It waits on the store, saying so; it does not succeed while the store is away.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Deadline::after(Duration::from_secs(30));
     let waiting = loop {
         let request = world.get(&id).await;
         assert_eq!(request["status"], "running", "{request:#}");
@@ -39,11 +39,12 @@ async fn an_object_store_outage_makes_the_erasure_wait_never_succeed_early() {
         if let Some(waiting) = waiting {
             break waiting;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no store shown waiting: {request:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(
+                Duration::from_millis(100),
+                format!("no store shown waiting: {request:#}"),
+            )
+            .await;
     };
     assert!(
         ["memory_exports", "session_archives"].contains(&waiting.0.as_str()),
@@ -105,18 +106,19 @@ async fn a_clickhouse_outage_makes_the_erasure_wait() {
     assert_eq!(planned["plan"]["llm_traces"], 1);
     clickhouse.stop();
     world.confirm(&id).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Deadline::after(Duration::from_secs(30));
     loop {
         let request = world.get(&id).await;
         assert_eq!(request["status"], "running", "{request:#}");
         if request["progress"]["llm_traces"]["status"] == "waiting" {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "ClickHouse not shown waiting: {request:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(
+                Duration::from_millis(100),
+                format!("ClickHouse not shown waiting: {request:#}"),
+            )
+            .await;
     }
     clickhouse.restart().unwrap();
     world
@@ -170,12 +172,13 @@ fn replica(world: &World) -> (Replica, std::net::SocketAddr) {
 }
 
 async fn up(addr: std::net::SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Deadline::after(Duration::from_secs(15));
     while tokio::net::TcpStream::connect(addr).await.is_err()
         || request(addr, "GET", "/health", &[], b"").await.status != 200
     {
-        assert!(Instant::now() < deadline, "the replica did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        deadline
+            .tick(Duration::from_millis(50), "the replica did not come up")
+            .await;
     }
 }
 
@@ -316,7 +319,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
     .await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.text());
     // Kill it once some, not all, of the work is done.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Deadline::after(Duration::from_secs(60));
     loop {
         let p = progress(&mut admin, id).await;
         let done: i64 = p
@@ -328,8 +331,9 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         if done > 50 {
             break;
         }
-        assert!(Instant::now() < deadline, "no progress: {p:#}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        deadline
+            .tick(Duration::from_millis(10), format!("no progress: {p:#}"))
+            .await;
     }
     first.kill().unwrap();
     first.wait().unwrap();
@@ -348,7 +352,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         .unwrap();
     let (mut second, addr) = replica(&world);
     up(addr).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Deadline::after(Duration::from_secs(120));
     loop {
         let status: String =
             sqlx::query_scalar("SELECT status FROM ibex_core.data_requests WHERE id = $1")
@@ -359,8 +363,9 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         if status == "succeeded" {
             break;
         }
-        assert!(Instant::now() < deadline, "the erasure did not resume");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(Duration::from_millis(100), "the erasure did not resume")
+            .await;
     }
     let p = progress(&mut admin, id).await;
     for (store, progress) in p.as_object().unwrap() {
@@ -398,7 +403,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
     assert_eq!(access.status, 202, "{}", access.text());
     let access_id: Uuid = access.json()["id"].as_str().unwrap().parse().unwrap();
     // Killed as soon as it runs.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Deadline::after(Duration::from_secs(30));
     loop {
         let status: String =
             sqlx::query_scalar("SELECT status FROM ibex_core.data_requests WHERE id = $1")
@@ -409,11 +414,9 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         if status == "running" || status == "succeeded" {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the access request did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        deadline
+            .tick(Duration::from_millis(5), "the access request did not start")
+            .await;
     }
     second.kill().unwrap();
     second.wait().unwrap();

@@ -93,16 +93,12 @@ impl World {
 
     /// Polls the request until it is in `status` (within `limit`); its body.
     pub async fn wait_for(&self, id: &str, status: &str, limit: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = Deadline::after(limit);
         loop {
             let request = self.get(id).await;
             if request["status"] == status {
                 return request;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "request {id} not {status} within {limit:?}: {request:#}"
-            );
             assert!(
                 !["succeeded", "canceled", "rejected"]
                     .contains(&request["status"].as_str().unwrap())
@@ -110,7 +106,8 @@ impl World {
                 "request {id} ended {} instead of {status}: {request:#}",
                 request["status"]
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let late = format!("request {id} not {status} within {limit:?}: {request:#}");
+            deadline.tick(Duration::from_millis(100), late).await;
         }
     }
 

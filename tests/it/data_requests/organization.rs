@@ -106,7 +106,7 @@ async fn deleting_the_organization_is_its_erasure_with_a_receipt_that_outlives_i
 
     // It ends with the organization gone; its receipt stays, public.
     let mut admin = world.admin().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Deadline::after(Duration::from_secs(60));
     let receipt_id: Uuid = loop {
         let found: Option<Uuid> = sqlx::query_scalar(
             "SELECT id FROM ibex_core.data_request_receipts WHERE request_id = $1",
@@ -118,11 +118,12 @@ async fn deleting_the_organization_is_its_erasure_with_a_receipt_that_outlives_i
         if let Some(found) = found {
             break found;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no receipt for the organization's erasure"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        deadline
+            .tick(
+                Duration::from_millis(200),
+                "no receipt for the organization's erasure",
+            )
+            .await;
     };
     let public = world
         .app

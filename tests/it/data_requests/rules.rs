@@ -387,13 +387,11 @@ async fn transitions_deadlines_and_idempotent_retries() {
         .unwrap();
     let key = format!("{}/data-requests/{running_id}.zip", world.org);
     assert!(world.object_exists("ibex-exports", &key));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = Deadline::after(Duration::from_secs(15));
     while world.object_exists("ibex-exports", &key) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the archive was not purged"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        deadline
+            .tick(Duration::from_millis(200), "the archive was not purged")
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     world

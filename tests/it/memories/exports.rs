@@ -31,7 +31,7 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
         })
         .collect();
     seed(&app.db, &memories).await;
-    let token = auth.token_for(org_a(), MEMORY_EXPORT);
+    let token = auth.token_for(org_a(), MEMORY_BULK_EXPORT);
 
     // Bad bodies: 400 naming the field, no job.
     let export = format!("/v1/agents/{agent}/memories/export");
@@ -186,7 +186,7 @@ async fn an_expired_download_url_is_refused() {
     let app = TestApp::start(auth.addr, &as_refs(&settings)).await;
     let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
-    let token = auth.token_for(org_a(), MEMORY_EXPORT);
+    let token = auth.token_for(org_a(), MEMORY_BULK_EXPORT);
     let reply = start_export(&app, &token, agent, "csv").await;
     let job = finished_job(&app, &token, reply.header("location").unwrap()).await;
     let url = job["download_url"].as_str().unwrap();
@@ -230,7 +230,7 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
     .unwrap();
     settings.push(("IBEX_API_DATABASE_URL", db.url.clone()));
     let app = TestApp::start_with(config(auth.addr, &as_refs(&settings))).await;
-    let token = auth.token_for(org_a(), MEMORY_EXPORT);
+    let token = auth.token_for(org_a(), MEMORY_BULK_EXPORT);
     let job = finished_job(
         &app,
         &token,
@@ -273,7 +273,7 @@ async fn export_with_the_store_down(
     let app = TestApp::start(auth.addr, &settings).await;
     let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
-    let token = auth.token_for(org_a(), MEMORY_EXPORT);
+    let token = auth.token_for(org_a(), MEMORY_BULK_EXPORT);
     s3.stop();
     let reply = start_export(&app, &token, agent, "csv").await;
     assert_eq!(reply.status, 202);
@@ -290,7 +290,7 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
         ("IBEX_API_EXPORT_RETRY_MAX_BACKOFF_MS", "500"),
     ])
     .await;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Deadline::after(Duration::from_secs(40));
     let mut saw_retry = false;
     let job = loop {
         let job = app.read(&location, &token).await.json();
@@ -302,8 +302,9 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
         if job["status"] == "failed" {
             break job;
         }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(Duration::from_millis(100), format!("{job}"))
+            .await;
     };
     assert!(saw_retry, "retried before failing");
     assert_eq!(job["error"], "OBJECT_STORE_UNAVAILABLE");
@@ -381,7 +382,7 @@ async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
     .await;
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole = format!("http://{}", black_hole.local_addr().unwrap());
-    let token = auth.token_for(org_a(), MEMORY_EXPORT);
+    let token = auth.token_for(org_a(), MEMORY_BULK_EXPORT);
     let start = |s3_endpoint: &str| {
         let (mut command, addr) = app_process(auth.addr, &db.url);
         command.env("IBEX_API_EXPORT_LEASE_MS", "1500");
@@ -409,7 +410,7 @@ async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
 
     let (mut first, addr) = start(&hole);
     let auth_header = format!("Bearer {token}");
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Deadline::after(Duration::from_secs(15));
     let reply = loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break request(
@@ -424,16 +425,18 @@ async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
             )
             .await;
         }
-        assert!(Instant::now() < deadline, "the binary did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        deadline
+            .tick(Duration::from_millis(50), "the binary did not come up")
+            .await;
     };
     assert_eq!(reply.status, 202, "{}", reply.text());
     let job: Uuid = reply.json()["job_id"].as_str().unwrap().parse().unwrap();
     // Running (its upload hangs in the black hole), then killed.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Deadline::after(Duration::from_secs(10));
     while status(job).await.0 != "running" {
-        assert!(Instant::now() < deadline, "the export never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        deadline
+            .tick(Duration::from_millis(20), "the export never started")
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.kill().unwrap();
@@ -445,17 +448,18 @@ async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
     );
 
     let (mut second, _) = start(&s3.endpoint());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Deadline::after(Duration::from_secs(30));
     let finished = loop {
         let now = status(job).await;
         if now.0 == "succeeded" || now.0 == "failed" {
             break now;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the job was not taken up: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(
+                Duration::from_millis(100),
+                format!("the job was not taken up: {now:?}"),
+            )
+            .await;
     };
     second.kill().unwrap();
     second.wait().unwrap();

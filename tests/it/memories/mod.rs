@@ -10,15 +10,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const MEMORY_READ: u64 = 1 << 0;
-const MEMORY_DELETE: u64 = 1 << 2;
-const MEMORY_EXPORT: u64 = 1 << 3;
-const ORG_SETTINGS_WRITE: u64 = 1 << 35;
-const ALL: u64 = MEMORY_READ | MEMORY_DELETE | MEMORY_EXPORT;
-
-fn org_a() -> Uuid {
-    ORG_ID.parse().unwrap()
-}
+const ALL: u64 = MEMORY_READ | MEMORY_DELETE | MEMORY_BULK_EXPORT;
 
 /// One memory to seed.
 #[derive(Debug, Clone)]
@@ -136,17 +128,18 @@ async fn start_export(app: &TestApp, token: &str, agent: Uuid, format: &str) -> 
 
 /// Waits for the export job to leave pending/running.
 async fn finished_job(app: &TestApp, token: &str, location: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Deadline::after(Duration::from_secs(60));
     loop {
         let job = app.read(location, token).await.json();
         if job["status"] == "succeeded" || job["status"] == "failed" {
             return job;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the export did not finish: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        deadline
+            .tick(
+                Duration::from_millis(100),
+                format!("the export did not finish: {job}"),
+            )
+            .await;
     }
 }
 
