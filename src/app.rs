@@ -305,19 +305,19 @@ pub fn from_config(
         batch_size: i64::from(config.gdpr.batch_size),
     };
     if config.gdpr.worker {
-        crate::leased::spawn(worker);
+        crate::leased::spawn(worker, Arc::clone(&data_requests));
     }
     let exports = Arc::new(Notify::new());
-    crate::leased::spawn(ExportWorker {
+    let worker = ExportWorker {
         db: db.clone(),
         storage: storage.clone(),
-        wake: Arc::clone(&exports),
         lease: config.exports.lease,
         retry: RetryPolicy {
             window: config.exports.retry_window,
             max_backoff: config.exports.retry_max_backoff,
         },
-    });
+    };
+    crate::leased::spawn(worker, Arc::clone(&exports));
     let readiness = Arc::new(Readiness::new(
         checks,
         config.readiness.check_timeout,

@@ -3,6 +3,7 @@
 //! interval, again. What a job is, how it is claimed and run, is the worker's own.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -19,8 +20,6 @@ pub trait LeasedWorker: Clone + Send + Sync + 'static {
     /// What the log calls a job ("export", "data request").
     const JOB: &'static str;
 
-    fn wake(&self) -> &Notify;
-
     fn job_id(job: &Self::Job) -> Uuid;
 
     /// The oldest job with work to do whose lease is over, now this worker's.
@@ -34,7 +33,8 @@ pub trait LeasedWorker: Clone + Send + Sync + 'static {
     }
 }
 
-pub fn spawn<W: LeasedWorker>(worker: W) -> JoinHandle<()> {
+/// Runs `worker` for as long as the runtime lives; `wake` cuts a wait short (a job was filed).
+pub fn spawn<W: LeasedWorker>(worker: W, wake: Arc<Notify>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             worker.before_claims().await;
@@ -51,7 +51,7 @@ pub fn spawn<W: LeasedWorker>(worker: W) -> JoinHandle<()> {
                 }
             }
             tokio::select! {
-                _ = worker.wake().notified() => {}
+                _ = wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }

@@ -220,10 +220,6 @@ impl LeasedWorker for DataRequestWorker {
 
     const JOB: &'static str = "data request";
 
-    fn wake(&self) -> &Notify {
-        &self.wake
-    }
-
     fn job_id(job: &Claimed) -> Uuid {
         job.id
     }

@@ -8,7 +8,6 @@
 //! [`RetryPolicy`] allows (by default ten minutes from its first start, so a routine restart of the
 //! store, minutes long, fails no export); only then does it end `failed`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -20,7 +19,6 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::model::{Filters, Memory};
@@ -100,7 +98,6 @@ pub struct Claimed {
 pub struct ExportWorker {
     pub db: Database,
     pub storage: Option<Storage>,
-    pub wake: Arc<Notify>,
     pub lease: Duration,
     pub retry: RetryPolicy,
 }
@@ -219,10 +216,6 @@ impl LeasedWorker for ExportWorker {
     }
 
     const JOB: &'static str = "export";
-
-    fn wake(&self) -> &Notify {
-        &self.wake
-    }
 
     fn job_id(job: &Claimed) -> Uuid {
         job.id
