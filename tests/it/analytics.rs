@@ -740,19 +740,8 @@ async fn clickhouse_down_is_a_fast_503_and_recovers_without_a_restart() {
     assert_eq!(ready.status, 200, "not critical");
     assert_eq!(ready.json()["checks"]["clickhouse"]["status"], "failed");
     ch.restart().unwrap();
-    let deadline = Deadline::after(Duration::from_secs(10));
-    loop {
-        let reply = app.read(path, &token).await;
-        if reply.status == 200 {
-            break;
-        }
-        deadline
-            .tick(
-                Duration::from_millis(100),
-                format!("no recovery: {}", reply.text()),
-            )
-            .await;
-    }
+    app.read_until_ok(path, &token, Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test]

@@ -458,18 +458,7 @@ async fn every_change_is_announced_in_order() {
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
     let mut admin = s.app.db.admin().await;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(ibex_api::events::publisher::PUBLISHER_LOCK)
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    tokio::task::block_in_place(|| own_redis.restart()).unwrap();
-    let mut events = subscribe_at(&url, &channel).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(ibex_api::events::publisher::PUBLISHER_LOCK)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let mut events = restart_and_subscribe(&mut own_redis, &mut admin, &channel).await;
     let mut delivered = Vec::new();
     for _ in 0..3 {
         let event = next_message(&mut events, Duration::from_secs(10))

@@ -154,17 +154,20 @@ async fn parameter_errors_name_the_field_without_echoing_it() {
     assert!(!body.to_string().contains("SECRET-MARKER"));
 }
 
+/// An app whose requests time out at 600 ms and statements at 500 ms (the test routes sleep past
+/// them).
+async fn with_short_deadlines(auth: &FakeAuth) -> TestApp {
+    let deadlines = [
+        ("IBEX_API_REQUEST_TIMEOUT_MS", "600"),
+        ("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", "500"),
+    ];
+    TestApp::start(auth.addr, &deadlines).await
+}
+
 #[tokio::test]
 async fn handler_error_panic_and_timeout() {
     let auth = FakeAuth::start().await;
-    let app = TestApp::start(
-        auth.addr,
-        &[
-            ("IBEX_API_REQUEST_TIMEOUT_MS", "600"),
-            ("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", "500"),
-        ],
-    )
-    .await;
+    let app = with_short_deadlines(&auth).await;
 
     app.get_authed("/test/admin")
         .await
@@ -372,14 +375,7 @@ async fn cors_for_the_dashboard_only() {
 #[tokio::test]
 async fn every_error_path_has_cors_for_the_dashboard_only() {
     let auth = FakeAuth::start().await;
-    let app = TestApp::start(
-        auth.addr,
-        &[
-            ("IBEX_API_REQUEST_TIMEOUT_MS", "600"),
-            ("IBEX_API_DATABASE_STATEMENT_TIMEOUT_MS", "500"),
-        ],
-    )
-    .await;
+    let app = with_short_deadlines(&auth).await;
     let (name, value) = bearer();
     let token = (name, value.as_str());
     let json = ("Content-Type", "application/json");

@@ -170,18 +170,8 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
 
     // Hold the publisher off (its advisory lock) while Redis comes back and we subscribe, so
     // the event cannot slip out before anyone listens.
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(ibex_api::events::publisher::PUBLISHER_LOCK)
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    tokio::task::block_in_place(|| own_redis.restart()).unwrap();
-    let mut events = subscribe_at(&url, "ibex:token:revocations").await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(ibex_api::events::publisher::PUBLISHER_LOCK)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let mut events =
+        restart_and_subscribe(&mut own_redis, &mut admin, "ibex:token:revocations").await;
     let event = next_message(&mut events, Duration::from_secs(10))
         .await
         .expect("the event once Redis is back");
@@ -341,12 +331,7 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
         .await,
         1
     );
-    let state: String =
-        sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
-            .bind(org_a())
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let state = deletion_state(&mut admin).await;
     assert_eq!(state, "done");
     // The organization is gone for its old tokens too.
     app.read(&mine, &token).await.assert_error(404, "NOT_FOUND");
@@ -373,6 +358,15 @@ async fn a_cancelled_org_is_read_only() {
     app.call("POST", &format!("{mine}/suspend"), &token, None)
         .await
         .assert_error(409, "ORG_STATUS_CONFLICT");
+}
+
+/// The state of org A's deletion job.
+async fn deletion_state(admin: &mut sqlx::PgConnection) -> String {
+    sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
+        .bind(org_a())
+        .fetch_one(admin)
+        .await
+        .unwrap()
 }
 
 async fn rows_deleted(admin: &mut sqlx::PgConnection) -> i64 {
@@ -454,23 +448,13 @@ async fn a_killed_deletion_resumes_after_restart() {
     first.wait().unwrap();
     let at_kill = rows_deleted(&mut admin).await;
     assert!(at_kill < 20_000, "killed in the middle: {at_kill}");
-    let state: String =
-        sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
-            .bind(org_a())
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let state = deletion_state(&mut admin).await;
     assert_eq!(state, "running");
 
     let (mut second, _) = start("0");
     let deadline = Deadline::after(Duration::from_secs(30));
     loop {
-        let state: String =
-            sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
-                .bind(org_a())
-                .fetch_one(&mut admin)
-                .await
-                .unwrap();
+        let state = deletion_state(&mut admin).await;
         if state == "done" {
             break;
         }

@@ -276,6 +276,19 @@ impl TestApp {
         self.call("GET", path, token, None).await
     }
 
+    /// `GET path` until it answers 200 (a dependency came back), within `limit`; that answer.
+    pub async fn read_until_ok(&self, path: &str, token: &str, limit: Duration) -> Reply {
+        let deadline = super::Deadline::after(limit);
+        loop {
+            let reply = self.read(path, token).await;
+            if reply.status == 200 {
+                return reply;
+            }
+            let late = format!("no recovery: {}", reply.text());
+            deadline.tick(Duration::from_millis(100), late).await;
+        }
+    }
+
     /// Follows `next_cursor` from `path` to the end, `limit` a page; the ids in order.
     pub async fn page_through(&self, token: &str, path: &str, limit: u32) -> Vec<Uuid> {
         let mut ids = Vec::new();

@@ -37,3 +37,25 @@ pub async fn next_message(pubsub: &mut redis::aio::PubSub, limit: Duration) -> O
     let payload: String = message.get_payload().unwrap();
     Some(serde_json::from_str(&payload).unwrap())
 }
+
+/// Restarts `redis` and subscribes to `channel` on it while the event publisher is held off
+/// (its advisory lock, taken on `admin`), so no event slips out before anyone listens.
+pub async fn restart_and_subscribe(
+    redis: &mut TempRedis,
+    admin: &mut sqlx::PgConnection,
+    channel: &str,
+) -> redis::aio::PubSub {
+    let publisher =
+        |statement| sqlx::query(statement).bind(ibex_api::events::publisher::PUBLISHER_LOCK);
+    publisher("SELECT pg_advisory_lock($1)")
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| redis.restart()).unwrap();
+    let events = subscribe_at(&redis.url(), channel).await;
+    publisher("SELECT pg_advisory_unlock($1)")
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+    events
+}
