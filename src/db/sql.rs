@@ -2,6 +2,8 @@
 
 use tokio_postgres::types::ToSql;
 
+use crate::wire::pagination::Position;
+
 /// SQL text and the values of its `$n` placeholders, in order.
 #[derive(Default)]
 pub struct Sql {
@@ -36,6 +38,21 @@ impl Sql {
     pub fn arg<T: ToSql + Sync + Send + 'static>(&mut self, value: T) -> &mut Self {
         self.params.push(Box::new(value));
         self
+    }
+
+    /// Ends a newest-first list query: the rows after `after` (creation time, then id), at most
+    /// `limit` of them. One order for every such list, so each walks its `(org_id, created_at
+    /// DESC, id DESC)` index from the cursor.
+    pub fn newest_first(&mut self, after: Option<&Position>, limit: i64) -> &mut Self {
+        if let Some(after) = after {
+            self.push(" AND (created_at, id) < (")
+                .push_bind(after.created_at)
+                .push(", ")
+                .push_bind(after.id)
+                .push(")");
+        }
+        self.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(limit)
     }
 
     pub fn text(&self) -> &str {

@@ -126,6 +126,10 @@ pub struct Position {
 }
 
 impl Position {
+    pub fn new(created_at: DateTime<Utc>, id: Uuid) -> Self {
+        Self { created_at, id }
+    }
+
     /// The position in a list ordered by a number instead (directive versions by `version_num`,
     /// newest first): the number takes the time slot, the id is unused.
     pub fn sequence(n: i64) -> Self {

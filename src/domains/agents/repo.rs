@@ -5,10 +5,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::model::{Agent, AgentChanges, AgentStatus, NewAgent};
-use crate::db::OrgTx;
+use crate::db::{OrgTx, Sql};
 use crate::error::{ApiError, Conflict};
 use crate::wire::pagination::{CursorPage, PageRequest, Position};
-use tokio_postgres::types::ToSql;
 
 const COLUMNS: &str = "id, org_id, name, slug, status, config, total_sessions, total_memories, \
                        last_active_at, created_at, updated_at, version";
@@ -24,40 +23,16 @@ pub async fn list(
 ) -> Result<CursorPage<Agent>, ApiError> {
     // One statement text per filter combination: each gets a plan that walks its own index from
     // the cursor, where an `$n IS NULL OR …` catch-all would scan from the top on a generic plan.
-    let mut sql =
-        format!("SELECT {COLUMNS} FROM ibex_core.agents WHERE org_id = $1 AND deleted_at IS NULL");
-    let mut next = 2;
-    if status.is_some() {
-        sql.push_str(&format!(" AND status = ${next}"));
-        next += 1;
+    let mut sql = Sql::new(format!(
+        "SELECT {COLUMNS} FROM ibex_core.agents WHERE deleted_at IS NULL AND org_id = "
+    ));
+    sql.push_bind(tx.org_id());
+    if let Some(status) = status {
+        sql.push(" AND status = ").push_bind(status.as_str());
     }
-    if page.after.is_some() {
-        sql.push_str(&format!(
-            " AND (created_at, id) < (${}, ${})",
-            next,
-            next + 1
-        ));
-        next += 2;
-    }
-    sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${next}"));
-
-    let org_id = tx.org_id();
-    let status = status.map(AgentStatus::as_str);
-    let limit = page.fetch_limit();
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org_id];
-    if let Some(status) = &status {
-        params.push(status);
-    }
-    if let Some(after) = &page.after {
-        params.push(&after.created_at);
-        params.push(&after.id);
-    }
-    params.push(&limit);
-    let rows = tx.fetch_all::<Agent>(&sql, &params).await?;
-    Ok(page.finish(rows, |agent| Position {
-        created_at: agent.created_at,
-        id: agent.id,
-    }))
+    sql.newest_first(page.after.as_ref(), page.fetch_limit());
+    let rows = tx.fetch_all::<Agent>(sql.text(), &sql.params()).await?;
+    Ok(page.finish(rows, |agent| Position::new(agent.created_at, agent.id)))
 }
 
 pub async fn insert(

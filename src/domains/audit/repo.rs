@@ -182,8 +182,5 @@ pub async fn list(
         .iter()
         .map(AuditEvent::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(events, |e| Position {
-        created_at: e.occurred_at,
-        id: e.id,
-    }))
+    Ok(page.finish(events, |e| Position::new(e.occurred_at, e.id)))
 }

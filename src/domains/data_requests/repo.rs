@@ -175,24 +175,13 @@ pub async fn list(
     if let Some(status) = filters.status {
         qb.push(" AND status = ").push_bind(status.to_owned());
     }
-    if let Some(after) = page.after {
-        qb.push(" AND (created_at, id) < (")
-            .push_bind(after.created_at)
-            .push(", ")
-            .push_bind(after.id)
-            .push(")");
-    }
-    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(page.fetch_limit());
+    qb.newest_first(page.after.as_ref(), page.fetch_limit());
     let rows = tx.query(qb.text(), &qb.params()).await?;
     let requests = rows
         .iter()
         .map(DataRequest::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(requests, |r| Position {
-        created_at: r.created_at,
-        id: r.id,
-    }))
+    Ok(page.finish(requests, |r| Position::new(r.created_at, r.id)))
 }
 
 /// Moves the request from one of `from` to `to` (with `set`, more assignments); the request

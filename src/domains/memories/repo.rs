@@ -163,10 +163,7 @@ pub async fn list(
         .iter()
         .map(Memory::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(rows, |m| Position {
-        created_at: m.created_at,
-        id: m.id,
-    }))
+    Ok(page.finish(rows, |m| Position::new(m.created_at, m.id)))
 }
 
 /// The statement an export streams: every matching memory, newest first, read row by row with

@@ -41,15 +41,7 @@ pub fn list_statement(
     if let Some(before) = filters.started_before {
         qb.push(" AND created_at < ").push_bind(before);
     }
-    if let Some(after) = after {
-        qb.push(" AND (created_at, id) < (")
-            .push_bind(after.created_at)
-            .push(", ")
-            .push_bind(after.id)
-            .push(")");
-    }
-    qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(limit);
+    qb.newest_first(after.as_ref(), limit);
     qb
 }
 
@@ -77,10 +69,7 @@ pub async fn list(
         }
         None => tx.fetch_all::<Session>(qb.text(), &qb.params()).await?,
     };
-    Ok(page.finish(rows, |s| Position {
-        created_at: s.created_at,
-        id: s.id,
-    }))
+    Ok(page.finish(rows, |s| Position::new(s.created_at, s.id)))
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Session, ApiError> {

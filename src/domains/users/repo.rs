@@ -63,10 +63,7 @@ pub async fn list(tx: &mut OrgTx, page: &PageRequest) -> Result<CursorPage<User>
             .await?
         }
     };
-    Ok(page.finish(rows, |user| Position {
-        created_at: user.created_at,
-        id: user.id,
-    }))
+    Ok(page.finish(rows, |user| Position::new(user.created_at, user.id)))
 }
 
 pub async fn insert(tx: &mut OrgTx, new: NewUser) -> Result<User, ApiError> {
