@@ -231,19 +231,7 @@ impl Fields {
         let Kind::UuidList { max_items } = self.kind(name) else {
             panic!("{name} is not a UUID list");
         };
-        let value = self.map.remove(name)?;
-        let Value::Array(items) = value else {
-            self.wrong_type(name, &value, "an array");
-            return None;
-        };
-        if items.len() > max_items {
-            self.error(
-                name,
-                "TOO_MANY",
-                format!("must have at most {max_items} items"),
-            );
-            return None;
-        }
+        let items = self.take_array(name, max_items, "an array")?;
         let mut ids: Vec<Uuid> = Vec::with_capacity(items.len());
         for item in items {
             let Some(id) = item.as_str().and_then(|text| Uuid::try_parse(text).ok()) else {
@@ -435,21 +423,25 @@ impl Fields {
         }
     }
 
-    /// An array of at most `max_items` texts, each following `rule`.
-    fn read_text_list(&mut self, name: &str, rule: Text, max_items: usize) -> Option<Vec<String>> {
+    /// The array sent as `name`, if it is one of at most `max_items` items (`expected` names
+    /// what it should have been).
+    fn take_array(&mut self, name: &str, max_items: usize, expected: &str) -> Option<Vec<Value>> {
         let value = self.map.remove(name)?;
         let Value::Array(items) = value else {
-            self.wrong_type(name, &value, "an array of strings");
+            self.wrong_type(name, &value, expected);
             return None;
         };
         if items.len() > max_items {
-            self.error(
-                name,
-                "TOO_MANY",
-                format!("must have at most {max_items} items"),
-            );
+            let message = format!("must have at most {max_items} items");
+            self.error(name, "TOO_MANY", message);
             return None;
         }
+        Some(items)
+    }
+
+    /// An array of at most `max_items` texts, each following `rule`.
+    fn read_text_list(&mut self, name: &str, rule: Text, max_items: usize) -> Option<Vec<String>> {
+        let items = self.take_array(name, max_items, "an array of strings")?;
         let mut texts = Vec::with_capacity(items.len());
         for item in items {
             // Each item is checked like a field of its own, under the array's name.
