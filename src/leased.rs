@@ -14,13 +14,16 @@ use uuid::Uuid;
 /// lease that ran out).
 pub const POLL: Duration = Duration::from_secs(2);
 
+/// A claimed job; its id names it in the log.
+pub trait Job: Send + 'static {
+    fn id(&self) -> Uuid;
+}
+
 pub trait LeasedWorker: Clone + Send + Sync + 'static {
-    type Job: Send + 'static;
+    type Job: Job;
 
     /// What the log calls a job ("export", "data request").
     const JOB: &'static str;
-
-    fn job_id(job: &Self::Job) -> Uuid;
 
     /// The oldest job with work to do whose lease is over, now this worker's.
     fn claim(&self) -> impl Future<Output = Option<Self::Job>> + Send;
@@ -39,7 +42,7 @@ pub fn spawn<W: LeasedWorker>(worker: W, wake: Arc<Notify>) -> JoinHandle<()> {
         loop {
             worker.before_claims().await;
             while let Some(job) = worker.claim().await {
-                let id = W::job_id(&job);
+                let id = job.id();
                 let attempt = worker.clone();
                 // Its own task: a panic ends this attempt (the lease runs out and the job is
                 // taken up again), never the worker.

@@ -74,6 +74,12 @@ pub struct Claimed {
     caused_by: Option<Uuid>,
 }
 
+impl crate::leased::Job for Claimed {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 impl Claimed {
     fn subject_kind(&self) -> SubjectKind {
         match self.subject_kind.as_str() {
@@ -126,6 +132,8 @@ impl DataRequestWorker {
 
 impl LeasedWorker for DataRequestWorker {
     type Job = Claimed;
+    const JOB: &'static str = "data request";
+
     async fn before_claims(&self) {
         self.purge_expired_archives().await;
     }
@@ -216,12 +224,6 @@ impl LeasedWorker for DataRequestWorker {
         .bind(serde_json::to_value(&progress).expect("progress serializes"))
         .execute(&mut *conn)
         .await;
-    }
-
-    const JOB: &'static str = "data request";
-
-    fn job_id(job: &Claimed) -> Uuid {
-        job.id
     }
 }
 

@@ -94,6 +94,12 @@ pub struct Claimed {
     claimed: std::time::Instant,
 }
 
+impl crate::leased::Job for Claimed {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ExportWorker {
     pub db: Database,
@@ -104,6 +110,8 @@ pub struct ExportWorker {
 
 impl LeasedWorker for ExportWorker {
     type Job = Claimed;
+    const JOB: &'static str = "export";
+
     /// The oldest runnable job, now running under this worker's lease (as the login role: jobs
     /// of every organization).
     async fn claim(&self) -> Option<Claimed> {
@@ -213,12 +221,6 @@ impl LeasedWorker for ExportWorker {
             // The lease runs out and the job is claimed again.
             tracing::warn!(job_id = %job.id, %problem, "export outcome not recorded");
         }
-    }
-
-    const JOB: &'static str = "export";
-
-    fn job_id(job: &Claimed) -> Uuid {
-        job.id
     }
 }
 
