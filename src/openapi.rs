@@ -48,7 +48,63 @@ pub fn complete(
 ) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi().merge_from(routes);
     CommonResponses { idempotency_window }.modify(&mut doc);
+    require_answer_fields(&mut doc);
     doc
+}
+
+/// A success answer carries every field of its type, null where it has no value (no answer
+/// skips a field when serialized), so every property of a schema an answer reaches is required:
+/// stated here once instead of on each optional field. Error bodies are not answers of this
+/// kind (`field_errors` is left out when empty) and request bodies are declared by their own
+/// rules (`wire::body`).
+fn require_answer_fields(doc: &mut utoipa::openapi::OpenApi) {
+    fn refs(value: &serde_json::Value, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value.as_str()) {
+                        ("$ref", Some(target)) => {
+                            found.extend(target.rsplit('/').next().map(str::to_owned));
+                        }
+                        _ => refs(value, found),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+    let json = serde_json::to_value(&*doc).expect("the document serializes");
+    let mut todo = Vec::new();
+    for item in json["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for operation in item.as_object().into_iter().flat_map(|i| i.values()) {
+            for (status, answer) in operation["responses"].as_object().into_iter().flatten() {
+                if status.starts_with(['2', '3']) {
+                    refs(answer, &mut todo);
+                }
+            }
+        }
+    }
+    let mut reached = std::collections::BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if reached.insert(name.clone()) {
+            refs(&json["components"]["schemas"][&name], &mut todo);
+        }
+    }
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for name in reached {
+        if let Some(RefOr::T(utoipa::openapi::Schema::Object(object))) =
+            components.schemas.get_mut(&name)
+        {
+            object.required = object.properties.keys().cloned().collect();
+        }
+    }
 }
 
 pub const BEARER_SCHEME: &str = "bearer";

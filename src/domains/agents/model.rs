@@ -90,7 +90,6 @@ pub struct Agent {
     #[schema(minimum = 0)]
     pub total_memories: i32,
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
-    #[schema(required = true)]
     pub last_active_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,

@@ -347,10 +347,8 @@ pub struct LatencyBucket {
     pub start: DateTime<Utc>,
     pub requests: u64,
     /// The percentile of the proxy's own overhead, ms; null without requests.
-    #[schema(required = true)]
     pub proxy_overhead_ms: Option<f64>,
     /// The percentile of time to first byte, ms; null without requests.
-    #[schema(required = true)]
     pub ttfb_ms: Option<f64>,
 }
 

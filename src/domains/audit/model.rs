@@ -16,10 +16,8 @@ pub struct AuditEvent {
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub occurred_at: DateTime<Utc>,
     /// The user who made the change; null for a token without a user (an agent's).
-    #[schema(required = true)]
     pub actor_user_id: Option<Uuid>,
     /// The token the change was made with, when the auth service named it.
-    #[schema(required = true)]
     pub actor_token_id: Option<Uuid>,
     /// `<target>.<verb>`, e.g. `agent.update`, `token.revoke`, `memory.bulk_delete`.
     #[schema(example = "agent.update")]
@@ -32,9 +30,7 @@ pub struct AuditEvent {
     /// The request's id (its `X-Request-ID`).
     pub request_id: String,
     /// The client's address: the last `X-Forwarded-For` entry, else the connection's peer.
-    #[schema(required = true)]
     pub client_ip: Option<String>,
-    #[schema(required = true)]
     pub user_agent: Option<String>,
     /// For updates, the names of the fields the request changed; never their values.
     pub changed_fields: Vec<String>,

@@ -142,19 +142,15 @@ pub struct Subject {
     pub kind: SubjectKind,
     /// `user`: the operator.
     #[serde(default)]
-    #[schema(required = true)]
     pub user_id: Option<Uuid>,
     /// `end_user`: sessions whose `external_id` is exactly one of these.
     #[serde(default)]
-    #[schema(required = true)]
     pub external_ids: Vec<String>,
     /// `end_user`: sessions with these ids.
     #[serde(default)]
-    #[schema(required = true)]
     pub session_ids: Vec<Uuid>,
     /// `end_user`: only sessions of these agents (empty: every agent of the organization).
     #[serde(default)]
-    #[schema(required = true)]
     pub agent_ids: Vec<Uuid>,
 }
 
@@ -200,12 +196,10 @@ pub struct StoreProgress {
     pub items_total: i64,
     pub items_done: i64,
     /// Counted again in the store after the work (an erasure succeeds only with 0 everywhere).
-    #[schema(required = true)]
     pub remaining: Option<i64>,
     /// The store's last error while it is unreachable (a short kind, never a message of it);
     /// null once it answers.
     #[serde(default)]
-    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 
@@ -230,7 +224,6 @@ pub struct DataRequest {
     pub kind: DataRequestType,
     pub status: DataRequestStatus,
     /// Why it was rejected (`LAST_OWNER_PROTECTED`, `USER_NOT_FOUND`, …), when `rejected`.
-    #[schema(required = true)]
     pub rejection_code: Option<String>,
     pub subject: Subject,
     /// The salt of `subject_commitment`: keep it with your own record of the subject to prove
@@ -239,7 +232,6 @@ pub struct DataRequest {
     /// `SHA-256(subject_salt ":" subject)` in hex (see docs/domains/data-requests.md).
     pub subject_commitment: String,
     /// The controller's ticket id.
-    #[schema(required = true)]
     pub reference: Option<String>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub received_at: DateTime<Utc>,
@@ -247,24 +239,19 @@ pub struct DataRequest {
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub due_at: DateTime<Utc>,
     pub sla_state: SlaState,
-    #[schema(required = true)]
     pub extension_reason: Option<String>,
     /// Per store, how many items the plan froze; null until planned.
-    #[schema(required = true)]
     pub plan: Option<BTreeMap<String, i64>>,
     pub progress: BTreeMap<String, StoreProgress>,
     /// An access request's archive, once succeeded.
-    #[schema(required = true)]
     pub archive: Option<ArchiveInfo>,
     /// The receipt's id, once succeeded: `GET /v1/data-request-receipts/{receipt_id}` (no token).
-    #[schema(required = true)]
     pub receipt_id: Option<Uuid>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
-    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 

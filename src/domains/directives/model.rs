@@ -25,9 +25,7 @@ pub struct Directive {
     #[schema(value_type = InjectionMode, example = "system_first")]
     pub injection_mode: String,
     pub is_active: bool,
-    #[schema(required = true)]
     pub version_num: Option<i32>,
-    #[schema(required = true)]
     pub content: Option<String>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
@@ -45,7 +43,6 @@ pub struct DirectiveVersionSummary {
     pub version_num: i32,
     /// SHA-256 of the content, lowercase hex.
     pub content_hash: String,
-    #[schema(required = true)]
     pub created_by: Option<Uuid>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
@@ -60,7 +57,6 @@ pub struct DirectiveVersion {
     pub version_num: i32,
     pub content: String,
     pub content_hash: String,
-    #[schema(required = true)]
     pub created_by: Option<Uuid>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,

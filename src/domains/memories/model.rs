@@ -74,7 +74,6 @@ pub enum ExportFormat {
 pub struct Memory {
     pub id: Uuid,
     pub agent_id: Uuid,
-    #[schema(required = true)]
     pub session_id: Option<Uuid>,
     #[schema(min_length = 1, max_length = 8192)]
     pub content: String,
@@ -89,7 +88,6 @@ pub struct Memory {
     #[schema(minimum = 0)]
     pub retrieval_count: i32,
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
-    #[schema(required = true)]
     pub last_retrieved_at: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
     #[schema(value_type = crate::wire::fields::JsonObject)]
@@ -417,25 +415,19 @@ pub struct ExportJob {
     #[schema(value_type = ExportStatus)]
     pub status: String,
     /// Memories written, once succeeded.
-    #[schema(required = true)]
     pub row_count: Option<i64>,
     /// Size of the file in bytes, once succeeded.
-    #[schema(required = true)]
     pub size_bytes: Option<i64>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
-    #[schema(required = true)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Why it failed, as a code (`OBJECT_STORE_UNAVAILABLE`, `EXPORT_FAILED`); never a stack.
-    #[schema(required = true)]
     pub error: Option<String>,
     /// A pre-signed GET URL of the file (no credentials needed), made at this read, valid 15
     /// minutes; null until succeeded.
-    #[schema(required = true)]
     pub download_url: Option<String>,
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
-    #[schema(required = true)]
     pub download_expires_at: Option<DateTime<Utc>>,
 }
 

@@ -27,7 +27,6 @@ pub struct Organization {
     #[schema(value_type = String, example = "active")]
     pub status: String,
 
-    #[schema(required = true)]
     pub billing_email: Option<String>,
     #[schema(value_type = crate::wire::fields::JsonObject)]
     pub settings: Value,
@@ -36,7 +35,6 @@ pub struct Organization {
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Present once a deletion is requested, until the organization's row itself is removed.
-    #[schema(required = true)]
     pub deletion: Option<Deletion>,
     /// Bumped on every change; the `ETag` header carries it.
     #[serde(skip)]

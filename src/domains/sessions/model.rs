@@ -26,13 +26,11 @@ pub struct Session {
     pub id: Uuid,
     pub agent_id: Uuid,
     /// The caller's own id for the conversation, unique per agent when set.
-    #[schema(required = true)]
     pub external_id: Option<String>,
     #[schema(value_type = SessionStatus)]
     pub status: String,
     pub model: String,
     pub provider: String,
-    #[schema(required = true)]
     pub directive_version_id: Option<Uuid>,
     #[schema(minimum = 0)]
     pub turn_count: i32,
@@ -47,7 +45,6 @@ pub struct Session {
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
-    #[schema(required = true)]
     pub completed_at: Option<DateTime<Utc>>,
 }
 

@@ -21,19 +21,16 @@ pub struct Token {
     pub id: Uuid,
     pub name: String,
     /// As given at creation; the auth service's list does not return it, so it is null there.
-    #[schema(required = true)]
     pub description: Option<String>,
     /// The token's first characters, to recognise it.
     pub prefix: String,
     /// Permission names (`memory:read`, …).
     pub permissions: Vec<&'static str>,
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
-    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
-    #[schema(required = true)]
     pub revoked_at: Option<DateTime<Utc>>,
     pub is_revoked: bool,
 }
