@@ -102,14 +102,13 @@ fn json(body: Vec<u8>) -> Response {
     ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Every bucket of the query's range, oldest first: `fill` gives the row for a bucket that had
-/// traffic, `empty` one for a bucket that had none.
-fn buckets<R, B>(
+/// Every bucket of the query's range, oldest first: `fill` makes each from its row, a bucket
+/// without traffic from an empty (default) row.
+fn buckets<R: Default, B>(
     q: &Query,
     rows: Vec<R>,
     at: impl Fn(&R) -> u32,
     fill: impl Fn(chrono::DateTime<chrono::Utc>, R) -> B,
-    empty: impl Fn(chrono::DateTime<chrono::Utc>) -> B,
 ) -> Vec<B> {
     let mut by_bucket: BTreeMap<u32, R> = rows.into_iter().map(|r| (at(&r), r)).collect();
     q.granularity
@@ -117,10 +116,7 @@ fn buckets<R, B>(
         .into_iter()
         .map(|start| {
             let secs = u32::try_from(start.timestamp()).unwrap_or(0);
-            match by_bucket.remove(&secs) {
-                Some(row) => fill(start, row),
-                None => empty(start),
-            }
+            fill(start, by_bucket.remove(&secs).unwrap_or_default())
         })
         .collect()
 }
@@ -190,13 +186,6 @@ pub async fn usage(
                     output_tokens: r.output_tokens,
                     total_tokens: r.total_tokens,
                 },
-                |start| UsageBucket {
-                    start,
-                    requests: 0,
-                    input_tokens: 0,
-                    output_tokens: 0,
-                    total_tokens: 0,
-                },
             );
             Ok(UsageSeries {
                 granularity: q.granularity,
@@ -236,14 +225,9 @@ pub async fn latency(
                 |start, r| LatencyBucket {
                     start,
                     requests: r.requests,
-                    proxy_overhead_ms: Some(r.proxy_overhead_ms),
-                    ttfb_ms: Some(r.ttfb_ms),
-                },
-                |start| LatencyBucket {
-                    start,
-                    requests: 0,
-                    proxy_overhead_ms: None,
-                    ttfb_ms: None,
+                    // A bucket without requests has no latency.
+                    proxy_overhead_ms: (r.requests > 0).then_some(r.proxy_overhead_ms),
+                    ttfb_ms: (r.requests > 0).then_some(r.ttfb_ms),
                 },
             );
             Ok(LatencySeries {
@@ -327,11 +311,6 @@ pub async fn errors(
                     start,
                     errors: codes.iter().map(|c| c.count).sum(),
                     codes,
-                },
-                |start| ErrorBucket {
-                    start,
-                    errors: 0,
-                    codes: Vec::new(),
                 },
             );
             Ok(ErrorSeries {

@@ -27,7 +27,7 @@ pub struct TraceStore {
     timeout: Duration,
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
+#[derive(Debug, Default, clickhouse::Row, Deserialize)]
 pub struct UsageRow {
     pub bucket: u32,
     pub requests: u64,
@@ -36,7 +36,7 @@ pub struct UsageRow {
     pub total_tokens: u64,
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
+#[derive(Debug, Default, clickhouse::Row, Deserialize)]
 pub struct LatencyRow {
     pub bucket: u32,
     pub requests: u64,
@@ -54,7 +54,7 @@ pub struct ModelRow {
     pub total_tokens: u64,
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
+#[derive(Debug, Default, clickhouse::Row, Deserialize)]
 pub struct ErrorRow {
     pub bucket: u32,
     pub error_code: String,
