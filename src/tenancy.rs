@@ -4,8 +4,9 @@
 //!
 //! `Tenant<{ need::USER_MANAGE }>` needs `user:manage`; a bare `Tenant` any valid token of the
 //! organization. Taken after the path and query extractors and before the body, so a malformed
-//! path is still a 400 and a refused caller's body is never parsed. The transaction sends
-//! nothing until its first statement (`db::OrgTx`), so taking it costs a pooled connection only.
+//! path is still a 400 and a refused caller's body is never parsed. The transaction draws no
+//! connection and sends nothing until its first statement (`db::OrgTx`), so a handler holds no
+//! connection while the body arrives or is checked.
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;

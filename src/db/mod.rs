@@ -147,7 +147,6 @@ impl Database {
 
     async fn begin_tenant(&self, org_id: Uuid) -> Result<OrgTx, ApiError> {
         let started = std::time::Instant::now();
-        let client = self.tenants.get().await.map_err(DbError::from)?;
         // BEGIN, the role, the tenant and the request's id in one simple-query message, sent
         // with the first statement. Both ids are `Uuid`s (the org from the auth service or a
         // job's own row, the request id validated by the request-id layer), rendered as hex
@@ -163,7 +162,7 @@ impl Database {
             org_id.hyphenated()
         );
         Ok(OrgTx {
-            client,
+            client: None,
             tenants: self.tenants.clone(),
             org_id,
             begin: Some(begin),
@@ -258,11 +257,14 @@ enum Outcome {
     Count(u64),
 }
 
-/// A request transaction confined to one organization. Nothing is sent until its first
-/// statement, which carries BEGIN and the tenant settings in the same flight. Dropping it
+/// A request transaction confined to one organization. Nothing is sent, and no connection
+/// drawn, until its first statement, which carries BEGIN and the tenant settings in the same
+/// flight. Dropping it
 /// without [`OrgTx::commit`] rolls back.
 pub struct OrgTx {
-    client: Object,
+    /// Drawn from the pool for the first statement, not before: a handler holds no connection
+    /// while it parses (or a client slowly sends) the request's body.
+    client: Option<Object>,
     tenants: deadpool_postgres::Pool,
     org_id: Uuid,
     /// The BEGIN message, until it went out with the first statement.
@@ -406,9 +408,10 @@ impl OrgTx {
         if self.begin.is_some() {
             self.execute("SELECT 1", &[]).await?;
         }
-        let statement = self.client.prepare_cached(sql).await?;
+        self.connect().await?;
+        let statement = self.conn().prepare_cached(sql).await?;
         Ok(self
-            .client
+            .conn()
             .query_raw(&statement, params.iter().copied())
             .await?)
     }
@@ -422,6 +425,7 @@ impl OrgTx {
         statements: &[(&str, Params<'_>)],
         count: bool,
     ) -> Result<Vec<Outcome>, DbError> {
+        self.connect().await?;
         let mut attempts = self.tenants.status().max_size + 1;
         loop {
             let first = self.begin.is_some();
@@ -437,8 +441,10 @@ impl OrgTx {
                 Err(error) if first && attempts > 1 && error.is_dead_connection() => {
                     attempts -= 1;
                     tracing::debug!(reason = %error.describe(), "dead pooled connection replaced");
-                    let dead = std::mem::replace(&mut self.client, self.tenants.get().await?);
-                    let _ = Object::take(dead);
+                    let fresh = self.tenants.get().await?;
+                    if let Some(dead) = self.client.replace(fresh) {
+                        let _ = Object::take(dead);
+                    }
                 }
                 Err(error) => {
                     if first {
@@ -458,7 +464,7 @@ impl OrgTx {
         count: bool,
     ) -> Result<Vec<Outcome>, DbError> {
         let prepared = self.prepare_all(statements).await?;
-        let client = &self.client;
+        let client = self.conn();
         // Each future queues its messages on the connection at its first poll, and both
         // `try_join!` and `try_join_all` poll in order: BEGIN, then the statements in order,
         // all in one write.
@@ -477,6 +483,21 @@ impl OrgTx {
         })
     }
 
+    /// Draws the transaction's connection, the first time.
+    async fn connect(&mut self) -> Result<(), DbError> {
+        if self.client.is_none() {
+            self.client = Some(self.tenants.get().await?);
+        }
+        Ok(())
+    }
+
+    /// The connection [`OrgTx::connect`] drew.
+    fn conn(&self) -> &Object {
+        self.client
+            .as_ref()
+            .expect("connected before the first statement")
+    }
+
     /// Commits, sending the writes queued by [`OrgTx::execute_at_commit`] in the same flight.
     pub async fn commit(mut self) -> Result<(), ApiError> {
         let at_commit = std::mem::take(&mut self.at_commit);
@@ -493,13 +514,14 @@ impl OrgTx {
             .iter()
             .map(|(sql, params)| (*sql, params.as_slice()))
             .collect();
+        self.connect().await?;
         let prepared = self.prepare_all(&statements).await.map_err(DbError::from)?;
         if let Some(begin) = self.begin.take() {
             // Only queued writes: BEGIN goes out ahead of them, in the same flight.
             self.open = true;
-            self.client.batch_execute(&begin).now_or_never();
+            self.conn().batch_execute(&begin).now_or_never();
         }
-        let client = &self.client;
+        let client = self.conn();
         let writes = futures_util::future::try_join_all(
             statements
                 .iter()
@@ -538,7 +560,7 @@ impl OrgTx {
     ) -> Result<Vec<tokio_postgres::Statement>, tokio_postgres::Error> {
         let mut prepared = Vec::with_capacity(statements.len());
         for (sql, _) in statements {
-            prepared.push(self.client.prepare_cached(sql).await?);
+            prepared.push(self.conn().prepare_cached(sql).await?);
         }
         Ok(prepared)
     }
@@ -550,11 +572,11 @@ impl OrgTx {
 
 impl Drop for OrgTx {
     fn drop(&mut self) {
-        if self.open {
+        if let (true, Some(client)) = (self.open, &self.client) {
             // One poll writes the ROLLBACK into the connection's queue; its answer is read and
             // discarded by the connection task. Requests on a connection run in order, so the
             // next transaction on it starts after this one ended.
-            let _ = self.client.batch_execute("ROLLBACK").now_or_never();
+            let _ = client.batch_execute("ROLLBACK").now_or_never();
         }
     }
 }

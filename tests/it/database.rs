@@ -218,3 +218,48 @@ async fn a_token_change_waits_for_its_audit_trail() {
     .unwrap();
     assert_eq!(events, ["token.create", "token.revoke"]);
 }
+
+/// A handler draws its connection at its first statement, not when it starts: with a pool of
+/// one, a write whose body is still arriving holds no connection, so a read meanwhile is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_still_arriving_holds_no_pooled_connection() {
+    use tokio::io::AsyncWriteExt;
+
+    let auth = FakeAuth::start().await;
+    let token = auth.token_for(org_a(), ORG_SETTINGS_WRITE);
+    let app = TestApp::start(
+        auth.addr,
+        &[
+            ("IBEX_API_DATABASE_MAX_CONNECTIONS", "1"),
+            ("IBEX_API_DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
+        ],
+    )
+    .await;
+    let body = json!({"name": "slow", "slug": "slow"}).to_string();
+    let (first, rest) = body.split_at(10);
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // The write is in its handler now, waiting for the rest of its body.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        let read = app.read("/v1/agents", &token).await;
+        assert_eq!(
+            read.status,
+            200,
+            "the pool's one connection is held: {}",
+            read.text()
+        );
+    }
+    slow.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut slow, &mut answer)
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
