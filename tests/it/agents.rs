@@ -248,6 +248,18 @@ async fn writes_need_org_settings_write_whatever_the_id() {
         .post("/v1/agents", &s.reader, json!({"name": "n", "slug": "n"}))
         .await
         .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+    // The bit before the body: whatever a caller without it sends is a 403, never a 400 that
+    // would tell it the body's rules.
+    let bearer = format!("Bearer {}", s.reader);
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    for body in [&b"{\"name\":"[..], b"{\"name\": 1, \"name\": 2}", b"[]"] {
+        request(s.app.addr, "POST", "/v1/agents", &headers, body)
+            .await
+            .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+    }
     assert_eq!(row(&s, &id).await, before);
     // Reads need no bit.
     assert_eq!(s.app.read("/v1/agents", &s.reader).await.status, 200);
