@@ -74,6 +74,16 @@ pub enum Kind {
     ReadOnly(&'static str),
 }
 
+impl Kind {
+    /// One of the names of `T`, documented by `T`'s own schema.
+    pub const fn choice<T: crate::wire::names::Named>() -> Self {
+        Self::Choice {
+            values: T::NAMES,
+            schema: component::<T>,
+        }
+    }
+}
+
 /// One field of a body.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {

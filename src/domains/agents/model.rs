@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::body_schema;
 use crate::error::ApiError;
 use crate::wire::fields::{Body, Field, Kind, Shape, Text};
+use crate::wire::names::named;
 
 pub const NAME: Text = Text::chars(1, 255);
 pub const SLUG: Text = Text::chars(1, 100).shaped(Shape {
@@ -24,33 +25,18 @@ fn is_slug(text: &str) -> bool {
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AgentStatus {
-    Active,
-    Paused,
-    /// Set by the platform (abuse, billing), never through this API.
-    Suspended,
-    /// Terminal.
-    Archived,
+named! {
+    pub enum AgentStatus {
+        Active = "active",
+        Paused = "paused",
+        /// Set by the platform (abuse, billing), never through this API.
+        Suspended = "suspended",
+        /// Terminal.
+        Archived = "archived",
+    }
 }
 
 impl AgentStatus {
-    pub const ALL: [Self; 4] = [Self::Active, Self::Paused, Self::Suspended, Self::Archived];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Suspended => "suspended",
-            Self::Archived => "archived",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
     /// The statuses from which this API may move an agent to `self`: active ↔ paused; active,
     /// paused or suspended → archived. Archived is terminal, suspended is the platform's.
     pub fn reachable_from(self) -> &'static [&'static str] {

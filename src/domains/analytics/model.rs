@@ -7,40 +7,35 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::wire::names::named;
 
 /// Longest range of any query, and of an hourly one.
 pub const MAX_RANGE: Duration = Duration::days(90);
 pub const MAX_HOURLY_RANGE: Duration = Duration::days(7);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Granularity {
-    Hour,
-    Day,
-    /// Weeks start on Monday, 00:00 UTC.
-    Week,
+named! {
+    pub enum Granularity {
+        Hour = "hour",
+        Day = "day",
+        /// Weeks start on Monday, 00:00 UTC.
+        Week = "week",
+    }
 }
 
 impl Granularity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hour => "hour",
-            Self::Day => "day",
-            Self::Week => "week",
-        }
-    }
-
-    fn parse(text: Option<&str>) -> Result<Self, ApiError> {
-        match text {
-            None | Some("day") => Ok(Self::Day),
-            Some("hour") => Ok(Self::Hour),
-            Some("week") => Ok(Self::Week),
-            Some(_) => Err(ApiError::field(
+    /// `day` when not given.
+    fn from_param(text: Option<&str>) -> Result<Self, ApiError> {
+        let Some(text) = text else {
+            return Ok(Self::Day);
+        };
+        Self::parse(text).ok_or_else(|| {
+            let names = Self::NAMES.join(", ");
+            ApiError::field(
                 "granularity",
                 "INVALID_VALUE",
-                "must be one of hour, day, week",
-            )),
-        }
+                format!("must be one of {names}"),
+            )
+        })
     }
 
     /// The start of the bucket holding `t` (UTC; weeks from Monday).
@@ -221,7 +216,7 @@ impl Query {
                 "must be before end",
             ));
         }
-        let granularity = Granularity::parse(params.granularity)?;
+        let granularity = Granularity::from_param(params.granularity)?;
         let limit = if granularity == Granularity::Hour {
             MAX_HOURLY_RANGE
         } else {

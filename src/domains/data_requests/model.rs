@@ -13,14 +13,14 @@ pub enum StoreKind {
     Redis,
 }
 
-/// Whose data a request is about: the whole organization, one of its operators, or one of the
-/// people its agents talk to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SubjectKind {
-    Organization,
-    User,
-    EndUser,
+named! {
+    /// Whose data a request is about: the whole organization, one of its operators, or one of the
+    /// people its agents talk to.
+    pub enum SubjectKind {
+        Organization = "organization",
+        User = "user",
+        EndUser = "end_user",
+    }
 }
 
 /// One store: a table, a bucket or a Redis key space or channel.
@@ -64,8 +64,9 @@ use uuid::Uuid;
 
 use crate::body_schema;
 use crate::error::ApiError;
-use crate::wire::body::{Body, Field, Kind, component};
+use crate::wire::body::{Body, Field, Kind};
 use crate::wire::fields::Text;
+use crate::wire::names::named;
 use crate::wire::pagination::ListScope;
 
 /// Most identifiers an end user may be named by, all lists together.
@@ -75,38 +76,26 @@ pub const MAX_EXTENSION_MONTHS: i64 = 2;
 /// `at_risk` this close to `due_at`.
 pub const AT_RISK_DAYS: i64 = 7;
 
-pub const TYPES: &[&str] = &["access", "erasure"];
-pub const SUBJECT_KINDS: &[&str] = &["organization", "user", "end_user"];
-pub const STATUSES: &[&str] = &[
-    "received",
-    "planning",
-    "awaiting_confirmation",
-    "running",
-    "succeeded",
-    "canceled",
-    "rejected",
-];
-
-/// What the person asked for: a copy of their data (Art. 15 and 20) or its erasure (Art. 17).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DataRequestType {
-    Access,
-    Erasure,
+named! {
+    /// What the person asked for: a copy of their data (Art. 15 and 20) or its erasure (Art. 17).
+    pub enum DataRequestType {
+        Access = "access",
+        Erasure = "erasure",
+    }
 }
 
-/// `received` → `planning` → `awaiting_confirmation` (erasure only) → `running` → `succeeded`;
-/// or `canceled` (before anything was touched) or `rejected` (with `rejection_code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DataRequestStatus {
-    Received,
-    Planning,
-    AwaitingConfirmation,
-    Running,
-    Succeeded,
-    Canceled,
-    Rejected,
+named! {
+    /// `received` → `planning` → `awaiting_confirmation` (erasure only) → `running` → `succeeded`;
+    /// or `canceled` (before anything was touched) or `rejected` (with `rejection_code`).
+    pub enum DataRequestStatus {
+        Received = "received",
+        Planning = "planning",
+        AwaitingConfirmation = "awaiting_confirmation",
+        Running = "running",
+        Succeeded = "succeeded",
+        Canceled = "canceled",
+        Rejected = "rejected",
+    }
 }
 
 /// Against `due_at`: `at_risk` within 7 days of it, `overdue` past it (a finished request: whether
@@ -163,14 +152,6 @@ impl Subject {
             external_ids: Vec::new(),
             session_ids: Vec::new(),
             agent_ids: Vec::new(),
-        }
-    }
-
-    pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            SubjectKind::Organization => "organization",
-            SubjectKind::User => "user",
-            SubjectKind::EndUser => "end_user",
         }
     }
 
@@ -286,14 +267,7 @@ pub static SUBJECT: Body = Body {
     name: "DataRequestSubject",
     doc: "Whom the request is about. `organization`: the caller's organization (no other field). `user`: an operator of it (`user_id`). `end_user`: one person, named by the sessions that are theirs: those whose `external_id` is exactly one of `external_ids` or whose id is in `session_ids`, of every agent of the organization or only of `agent_ids`; at least one external or session id, at most 1,000 values in all.",
     fields: &[
-        Field::new(
-            "kind",
-            Kind::Choice {
-                values: SUBJECT_KINDS,
-                schema: component::<SubjectKind>,
-            },
-        )
-        .required(),
+        Field::new("kind", Kind::choice::<SubjectKind>()).required(),
         Field::new("user_id", Kind::Uuid).doc("`user` only."),
         Field::new(
             "external_ids",
@@ -325,14 +299,7 @@ pub static CREATE: Body = Body {
     name: "CreateDataRequest",
     doc: "A data-protection request received by the controller.",
     fields: &[
-        Field::new(
-            "type",
-            Kind::Choice {
-                values: TYPES,
-                schema: component::<DataRequestType>,
-            },
-        )
-        .required(),
+        Field::new("type", Kind::choice::<DataRequestType>()).required(),
         Field::new("subject", Kind::Nested(&SUBJECT)).required(),
         Field::new("received_at", Kind::Timestamp)
             .doc("When the controller received the request (not in the future; default now)."),
@@ -517,8 +484,8 @@ impl DataRequestFilters {
                 .transpose()
         };
         Ok(Self {
-            kind: one_of("type", params.kind.as_deref(), TYPES)?,
-            status: one_of("status", params.status.as_deref(), STATUSES)?,
+            kind: one_of("type", params.kind.as_deref(), DataRequestType::NAMES)?,
+            status: one_of("status", params.status.as_deref(), DataRequestStatus::NAMES)?,
         })
     }
 

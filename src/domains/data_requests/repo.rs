@@ -108,10 +108,7 @@ pub async fn insert(
     let salt = super::model::hex(&random_bytes());
     let commitment = new.subject.commitment(&salt);
     let subject = serde_json::to_value(&new.subject).expect("a subject serializes");
-    let kind = match new.kind {
-        DataRequestType::Access => "access",
-        DataRequestType::Erasure => "erasure",
-    };
+    let kind = new.kind.as_str();
     let due_at = plus_months(new.received_at, 1);
     let row = tx
         .query_one(
@@ -126,7 +123,7 @@ pub async fn insert(
                 &id,
                 &org_id,
                 &kind,
-                &new.subject.kind_name(),
+                &new.subject.kind.as_str(),
                 &subject,
                 &salt,
                 &commitment,

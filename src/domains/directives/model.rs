@@ -8,13 +8,12 @@ use uuid::Uuid;
 
 use crate::body_schema;
 use crate::error::ApiError;
-use crate::wire::body::component;
 use crate::wire::fields::{Body, Field, Kind, Text};
+use crate::wire::names::named;
 
 /// Largest content, in bytes of UTF-8 (not characters).
 pub const MAX_CONTENT_BYTES: usize = 32_768;
 pub const CONTENT: Text = Text::chars(1, MAX_CONTENT_BYTES).max_bytes(MAX_CONTENT_BYTES);
-pub const INJECTION_MODES: &[&str] = &["system_first", "system_append", "user_prepend"];
 
 /// An agent's directive, with its active version's number and content (null when inactive).
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,12 +62,12 @@ pub struct DirectiveVersion {
     pub is_active: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum InjectionMode {
-    SystemFirst,
-    SystemAppend,
-    UserPrepend,
+named! {
+    pub enum InjectionMode {
+        SystemFirst = "system_first",
+        SystemAppend = "system_append",
+        UserPrepend = "user_prepend",
+    }
 }
 
 /// Body of `POST /v1/agents/{agent_id}/directive`.
@@ -79,14 +78,8 @@ pub static SET: Body = Body {
         Field::new("content", Kind::Text(CONTENT))
             .required()
             .doc("Never logged."),
-        Field::new(
-            "injection_mode",
-            Kind::Choice {
-                values: INJECTION_MODES,
-                schema: component::<InjectionMode>,
-            },
-        )
-        .doc("Default `system_first` on create, unchanged on update."),
+        Field::new("injection_mode", Kind::choice::<InjectionMode>())
+            .doc("Default `system_first` on create, unchanged on update."),
     ],
 };
 

@@ -9,64 +9,48 @@ use uuid::Uuid;
 
 use crate::body_schema;
 use crate::error::ApiError;
-use crate::wire::body::component;
 use crate::wire::fields::{Body, Field, Fields, Kind, Text};
+use crate::wire::names::named;
 use crate::wire::pagination::ListScope;
 use crate::wire::time::{check_range, parse_param};
 
-pub const CATEGORIES: &[&str] = &[
-    "factual",
-    "preference",
-    "behavioral",
-    "episodic",
-    "procedural",
-];
-pub const SOURCES: &[&str] = &["extracted", "user_provided", "imported", "inferred"];
-pub const STATUSES: &[&str] = &[
-    "active",
-    "superseded",
-    "merged",
-    "archived",
-    "pending_review",
-];
-pub const FORMATS: &[&str] = &["csv", "json"];
 pub const TAG: Text = Text::chars(1, 100);
 pub const QUERY: Text = Text::chars(1, 2000);
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MemoryCategory {
-    Factual,
-    Preference,
-    Behavioral,
-    Episodic,
-    Procedural,
+named! {
+    pub enum MemoryCategory {
+        Factual = "factual",
+        Preference = "preference",
+        Behavioral = "behavioral",
+        Episodic = "episodic",
+        Procedural = "procedural",
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MemorySource {
-    Extracted,
-    UserProvided,
-    Imported,
-    Inferred,
+named! {
+    pub enum MemorySource {
+        Extracted = "extracted",
+        UserProvided = "user_provided",
+        Imported = "imported",
+        Inferred = "inferred",
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MemoryStatus {
-    Active,
-    Superseded,
-    Merged,
-    Archived,
-    PendingReview,
+named! {
+    pub enum MemoryStatus {
+        Active = "active",
+        Superseded = "superseded",
+        Merged = "merged",
+        Archived = "archived",
+        PendingReview = "pending_review",
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ExportFormat {
-    Csv,
-    Json,
+named! {
+    pub enum ExportFormat {
+        Csv = "csv",
+        Json = "json",
+    }
 }
 
 /// Something an agent remembers, as the memory engine extracted it.
@@ -181,9 +165,14 @@ impl Filters {
             }
         };
         let filters = Self {
-            category: one_of("category", params.category.as_deref(), CATEGORIES)?,
-            status: one_of("status", params.status.as_deref(), STATUSES)?.unwrap_or("active"),
-            source: one_of("source", params.source.as_deref(), SOURCES)?,
+            category: one_of(
+                "category",
+                params.category.as_deref(),
+                MemoryCategory::NAMES,
+            )?,
+            status: one_of("status", params.status.as_deref(), MemoryStatus::NAMES)?
+                .unwrap_or("active"),
+            source: one_of("source", params.source.as_deref(), MemorySource::NAMES)?,
             tag,
             created_after: parse_param("created_after", params.created_after.as_deref())?,
             created_before: parse_param("created_before", params.created_before.as_deref())?,
@@ -265,10 +254,7 @@ impl Filters {
     }
 }
 
-const CATEGORY: Kind = Kind::Choice {
-    values: CATEGORIES,
-    schema: component::<MemoryCategory>,
-};
+const CATEGORY: Kind = Kind::choice::<MemoryCategory>();
 
 /// Body of `POST /v1/agents/{agent_id}/memories/search`.
 pub static SEARCH: Body = Body {
@@ -300,30 +286,10 @@ pub static EXPORT: Body = Body {
     name: "ExportMemories",
     doc: "An export of the agent's memories that match the filters (those of the list).",
     fields: &[
-        Field::new(
-            "format",
-            Kind::Choice {
-                values: FORMATS,
-                schema: component::<ExportFormat>,
-            },
-        )
-        .required(),
+        Field::new("format", Kind::choice::<ExportFormat>()).required(),
         Field::new("category", CATEGORY),
-        Field::new(
-            "status",
-            Kind::Choice {
-                values: STATUSES,
-                schema: component::<MemoryStatus>,
-            },
-        )
-        .doc("Default `active`."),
-        Field::new(
-            "source",
-            Kind::Choice {
-                values: SOURCES,
-                schema: component::<MemorySource>,
-            },
-        ),
+        Field::new("status", Kind::choice::<MemoryStatus>()).doc("Default `active`."),
+        Field::new("source", Kind::choice::<MemorySource>()),
         Field::new("tag", Kind::Text(TAG)),
         Field::new("created_after", Kind::Timestamp),
         Field::new("created_before", Kind::Timestamp),

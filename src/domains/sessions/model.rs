@@ -6,18 +6,17 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::wire::names::named;
 use crate::wire::pagination::ListScope;
 use crate::wire::time::{check_range, parse_param};
 
-pub const STATUSES: &[&str] = &["active", "completed", "abandoned", "error"];
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SessionStatus {
-    Active,
-    Completed,
-    Abandoned,
-    Error,
+named! {
+    pub enum SessionStatus {
+        Active = "active",
+        Completed = "completed",
+        Abandoned = "abandoned",
+        Error = "error",
+    }
 }
 
 /// A conversation an agent had through the proxy.
@@ -96,7 +95,7 @@ impl SessionFilters {
             .status
             .as_deref()
             .map(|text| {
-                STATUSES
+                SessionStatus::NAMES
                     .iter()
                     .find(|s| **s == text)
                     .copied()
@@ -104,7 +103,7 @@ impl SessionFilters {
                         ApiError::field(
                             "status",
                             "INVALID_VALUE",
-                            format!("must be one of {}", STATUSES.join(", ")),
+                            format!("must be one of {}", SessionStatus::NAMES.join(", ")),
                         )
                     })
             })

@@ -8,11 +8,10 @@ use uuid::Uuid;
 
 use crate::body_schema;
 use crate::error::ApiError;
-use crate::wire::body::component;
 use crate::wire::fields::{Body, EMAIL, Field, Kind, Text};
+use crate::wire::names::named;
 
 pub const NAME: Text = Text::chars(0, 255);
-pub const ROLES: &[&str] = &["owner", "admin", "member", "viewer"];
 
 /// A user of the caller's organization.
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,19 +52,16 @@ impl crate::db::FromRow for User {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Owner,
-    Admin,
-    Member,
-    Viewer,
+named! {
+    pub enum Role {
+        Owner = "owner",
+        Admin = "admin",
+        Member = "member",
+        Viewer = "viewer",
+    }
 }
 
-const ROLE: Kind = Kind::Choice {
-    values: ROLES,
-    schema: component::<Role>,
-};
+const ROLE: Kind = Kind::choice::<Role>();
 
 /// Body of `POST /v1/users`: the user is invited (status `invited`).
 pub static CREATE: Body = Body {
