@@ -139,7 +139,11 @@ async fn spans_continue_the_callers_trace_and_reach_the_collector() {
             .iter()
             .find(|s| s.trace_id == TRACE_ID && s.name == "auth.ValidateToken")
             .cloned();
-        if let (Some(server), Some(auth_span)) = (server, auth_span) {
+        // The second request's spans may leave in a later export batch: wait for them too.
+        let fresh_trace = spans
+            .iter()
+            .any(|s| s.name == "GET /v1/agents" && s.trace_id != TRACE_ID);
+        if let (Some(server), Some(auth_span), true) = (server, auth_span, fresh_trace) {
             break (server, auth_span);
         }
         deadline
