@@ -29,8 +29,7 @@ impl<S: Shared, const NEED: u64> FromRequestParts<S> for Tenant<NEED> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(Permissions(NEED))?;
+        let Permitted(caller) = Permitted::<NEED>::from_request_parts(parts, state).await?;
         let state = state.app_state().clone();
         let tx = state.db.begin_for(&caller).await?;
         Ok(Self { state, caller, tx })

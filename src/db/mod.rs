@@ -406,9 +406,9 @@ impl OrgTx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<RowStream, DbError> {
         if self.begin.is_some() {
+            // BEGIN goes out (and the connection is drawn) with a statement of its own.
             self.execute("SELECT 1", &[]).await?;
         }
-        self.connect().await?;
         let statement = self.conn().prepare_cached(sql).await?;
         Ok(self
             .conn()
