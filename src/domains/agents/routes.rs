@@ -17,9 +17,10 @@ use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::wire::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
 
-#[utoipa::path(get, path = "/v1/agents", tag = "agents", summary = "List agents",
-    description = "The organization's live agents, newest first.",
-    params(PageParams, AgentFilter),
+/// List agents
+///
+/// The organization's live agents, newest first.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", params(PageParams, AgentFilter),
     responses((status = 200, description = "One page of agents.", body = CursorPage<Agent>)))]
 pub async fn list_agents(
     page: Page,
@@ -34,9 +35,10 @@ pub async fn list_agents(
     Ok(Json(agents))
 }
 
-#[utoipa::path(post, path = "/v1/agents", tag = "agents", summary = "Create an agent",
-    description = "Needs `org_settings:write`. New agents are `active`.",
-    request_body = crate::domains::agents::model::CreateAgentBody,
+/// Create an agent
+///
+/// Needs `org_settings:write`. New agents are `active`.
+#[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = crate::domains::agents::model::CreateAgentBody,
     responses(
         (status = 201, description = "Created; `Location` names the new agent.", body = Agent,
             headers(("Location" = String, description = "/v1/agents/{id}")),
@@ -64,8 +66,8 @@ pub async fn create_agent(
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(agent)))
 }
 
-#[utoipa::path(get, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Get an agent",
-    params(AgentPath, IfNoneMatch),
+/// Get an agent
+#[utoipa::path(get, path = "/v1/agents/{agent_id}", tag = "agents", params(AgentPath, IfNoneMatch),
     responses((status = 200, description = "The agent.", body = Agent)))]
 pub async fn get_agent(
     ApiPath(path): ApiPath<AgentPath>,
@@ -77,9 +79,11 @@ pub async fn get_agent(
     Ok(preconditions.read(agent.version, Json(agent)))
 }
 
-#[utoipa::path(patch, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Update an agent",
-    description = "Needs `org_settings:write`. Changes only the fields present; `slug` is immutable and `status` changes through the lifecycle operations. An archived agent is read-only.",
-    params(AgentPath, IfMatch),
+/// Update an agent
+///
+/// Needs `org_settings:write`. Changes only the fields present; `slug` is immutable and `status`
+/// changes through the lifecycle operations. An archived agent is read-only.
+#[utoipa::path(patch, path = "/v1/agents/{agent_id}", tag = "agents", params(AgentPath, IfMatch),
     request_body = crate::domains::agents::model::UpdateAgentBody,
     responses(
         (status = 200, description = "The updated agent.", body = Agent),
@@ -101,9 +105,11 @@ pub async fn update_agent(
     Ok(Tagged(agent.version, Json(agent)))
 }
 
-#[utoipa::path(delete, path = "/v1/agents/{agent_id}", tag = "agents", summary = "Delete an agent",
-    description = "Needs `org_settings:write`. Soft delete: the agent disappears from reads and frees its slug. An agent with sessions must be archived instead.",
-    params(AgentPath, IfMatch),
+/// Delete an agent
+///
+/// Needs `org_settings:write`. Soft delete: the agent disappears from reads and frees its slug. An
+/// agent with sessions must be archived instead.
+#[utoipa::path(delete, path = "/v1/agents/{agent_id}", tag = "agents", params(AgentPath, IfMatch),
     responses(
         (status = 204, description = "Deleted."),
         (status = 409, description = "AGENT_HAS_SESSIONS: archive the agent instead.", body = ErrorResponse),

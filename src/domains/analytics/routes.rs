@@ -156,9 +156,13 @@ impl utoipa::IntoResponses for AnalyticsRefusals {
     }
 }
 
-#[utoipa::path(get, path = "/v1/analytics/usage", tag = "analytics", summary = "Requests and tokens over time",
-    description = "Needs `trace:read`. Per UTC bucket (`week` starts on Monday): requests and input, output and total tokens of the caller's organization (or one agent). Every bucket of the range is present, zeros included, oldest first; only requests inside [start, end) count. At most 90 days (7 for `hour`).",
-    params(RangeParams, GranularityParam),
+/// Requests and tokens over time
+///
+/// Needs `trace:read`. Per UTC bucket (`week` starts on Monday): requests and input, output and
+/// total tokens of the caller's organization (or one agent). Every bucket of the range is present,
+/// zeros included, oldest first; only requests inside [start, end) count. At most 90 days (7 for
+/// `hour`).
+#[utoipa::path(get, path = "/v1/analytics/usage", tag = "analytics", params(RangeParams, GranularityParam),
     responses(
         (status = 200, description = "The series.", body = UsageSeries),
         AnalyticsRefusals,
@@ -197,9 +201,13 @@ pub async fn usage(
         .await
 }
 
-#[utoipa::path(get, path = "/v1/analytics/latency", tag = "analytics", summary = "Latency percentiles over time",
-    description = "Needs `trace:read`. Per UTC bucket: requests, and the `percentile` (50, 95 or 99; default 95) of the proxy's own overhead and of the time to first byte, in ms (ClickHouse's `quantile`: exact up to 8 192 requests a bucket, a uniform sample beyond). A bucket without requests has null latencies.",
-    params(RangeParams, GranularityParam, PercentileParam),
+/// Latency percentiles over time
+///
+/// Needs `trace:read`. Per UTC bucket: requests, and the `percentile` (50, 95 or 99; default 95) of
+/// the proxy's own overhead and of the time to first byte, in ms (ClickHouse's `quantile`: exact up
+/// to 8 192 requests a bucket, a uniform sample beyond). A bucket without requests has null
+/// latencies.
+#[utoipa::path(get, path = "/v1/analytics/latency", tag = "analytics", params(RangeParams, GranularityParam, PercentileParam),
     responses(
         (status = 200, description = "The series.", body = LatencySeries),
         AnalyticsRefusals,
@@ -241,9 +249,11 @@ pub async fn latency(
         .await
 }
 
-#[utoipa::path(get, path = "/v1/analytics/models", tag = "analytics", summary = "Usage per model",
-    description = "Needs `trace:read`. Per model and provider over the range: requests and tokens, most total tokens first.",
-    params(RangeParams),
+/// Usage per model
+///
+/// Needs `trace:read`. Per model and provider over the range: requests and tokens, most total
+/// tokens first.
+#[utoipa::path(get, path = "/v1/analytics/models", tag = "analytics", params(RangeParams),
     responses(
         (status = 200, description = "The breakdown.", body = ModelBreakdown),
         AnalyticsRefusals,
@@ -275,9 +285,11 @@ pub async fn models(
         .await
 }
 
-#[utoipa::path(get, path = "/v1/analytics/errors", tag = "analytics", summary = "Errors over time",
-    description = "Needs `trace:read`. Per UTC bucket: the requests that ended with an error, in all and per error code (optionally only `error_code`), most frequent first.",
-    params(RangeParams, GranularityParam, ErrorCodeParam),
+/// Errors over time
+///
+/// Needs `trace:read`. Per UTC bucket: the requests that ended with an error, in all and per error
+/// code (optionally only `error_code`), most frequent first.
+#[utoipa::path(get, path = "/v1/analytics/errors", tag = "analytics", params(RangeParams, GranularityParam, ErrorCodeParam),
     responses(
         (status = 200, description = "The series.", body = ErrorSeries),
         AnalyticsRefusals,

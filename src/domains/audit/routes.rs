@@ -9,9 +9,13 @@ use crate::tenancy::Tenant;
 use crate::wire::extract::ApiQuery;
 use crate::wire::pagination::{CursorPage, Page, PageParams};
 
-#[utoipa::path(get, path = "/v1/audit-events", tag = "audit", summary = "List audit events",
-    description = "The organization's owners and admins only: the caller's token must belong to a user who is an active `owner` or `admin` of the organization (no permission bit grants it; an agent's token never can). Every change made through the API, newest first; filters are exact matches and all given apply together; a cursor is valid only with the filters that produced it.",
-    params(PageParams, AuditFilterParams),
+/// List audit events
+///
+/// The organization's owners and admins only: the caller's token must belong to a user who is an
+/// active `owner` or `admin` of the organization (no permission bit grants it; an agent's token
+/// never can). Every change made through the API, newest first; filters are exact matches and all
+/// given apply together; a cursor is valid only with the filters that produced it.
+#[utoipa::path(get, path = "/v1/audit-events", tag = "audit", params(PageParams, AuditFilterParams),
     responses(
         (status = 200, description = "One page of audit events.", body = CursorPage<AuditEvent>),
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: the caller is not an active owner or admin of the organization.", body = ErrorResponse),

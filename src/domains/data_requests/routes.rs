@@ -29,16 +29,24 @@ use crate::tenancy::Tenant;
 use crate::wire::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::wire::pagination::{CursorPage, Page, PageParams};
 
-#[utoipa::path(get, path = "/v1/data-map", tag = "data-requests", summary = "The data map",
-    description = "Every store the service keeps (PostgreSQL tables, the ClickHouse trace table, the object store's buckets, Redis key spaces and channels): what it holds, its personal data by field, which kinds of data subject reach it, which subject kinds an access or an erasure request covers, and how long it is kept. For records of processing and for planning data requests.",
-    responses((status = 200, description = "The map.", body = DataMap)))]
+/// The data map
+///
+/// Every store the service keeps (PostgreSQL tables, the ClickHouse trace table, the object store's
+/// buckets, Redis key spaces and channels): what it holds, its personal data by field, which kinds
+/// of data subject reach it, which subject kinds an access or an erasure request covers, and how
+/// long it is kept. For records of processing and for planning data requests.
+#[utoipa::path(get, path = "/v1/data-map", tag = "data-requests", responses((status = 200, description = "The map.", body = DataMap)))]
 pub async fn get_data_map(state: AppState, _caller: Caller) -> Json<DataMap> {
     Json(data_map(state.storage.as_ref()))
 }
 
+/// The service's public signing keys
+///
+/// No token. The Ed25519 public keys (a JWK Set, RFC 7517 and 8037) that verify what the service
+/// signs: data-request receipts and archive manifests, compact JWS with `alg` `EdDSA` naming their
+/// key by `kid` (its RFC 7638 thumbprint). The first configured key signs; earlier ones stay listed
+/// after a rotation.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "data-requests", operation_id = "jwks",
-    summary = "The service's public signing keys",
-    description = "No token. The Ed25519 public keys (a JWK Set, RFC 7517 and 8037) that verify what the service signs: data-request receipts and archive manifests, compact JWS with `alg` `EdDSA` naming their key by `kid` (its RFC 7638 thumbprint). The first configured key signs; earlier ones stay listed after a rotation.",
     responses((status = 200, description = "The key set.", body = JwkSet)))]
 pub async fn jwks(state: AppState) -> Json<JwkSet> {
     Json(state.signing.jwks())
@@ -67,9 +75,15 @@ async fn needs_owner(tx: &mut OrgTx, request: &DataRequest) -> Result<bool, ApiE
     })
 }
 
+/// File a data request
+///
+/// Owners and admins; erasure of the organization or of an owner: owners only. Records a request
+/// the controller received (Art. 15, 17 and 20 GDPR) and starts planning it: the exact items it
+/// covers are frozen before anything is touched. An erasure then waits in `awaiting_confirmation`
+/// with its plan until confirmed; an access request runs on to its archive. `due_at` is one
+/// calendar month after `received_at`. A `user_id` of another organization, or of none, is 404;
+/// another organization's session ids simply match nothing.
 #[utoipa::path(post, path = "/v1/data-requests", tag = "data-requests",
-    summary = "File a data request",
-    description = "Owners and admins; erasure of the organization or of an owner: owners only. Records a request the controller received (Art. 15, 17 and 20 GDPR) and starts planning it: the exact items it covers are frozen before anything is touched. An erasure then waits in `awaiting_confirmation` with its plan until confirmed; an access request runs on to its archive. `due_at` is one calendar month after `received_at`. A `user_id` of another organization, or of none, is 404; another organization's session ids simply match nothing.",
     request_body = CreateDataRequestBody,
     responses(
         (status = 202, description = "Received; poll `Location`.", body = DataRequest,
@@ -112,9 +126,10 @@ pub async fn create_data_request(
     Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(request)))
 }
 
+/// List data requests
+///
+/// Owners and admins. Newest first; filters apply together.
 #[utoipa::path(get, path = "/v1/data-requests", tag = "data-requests",
-    summary = "List data requests",
-    description = "Owners and admins. Newest first; filters apply together.",
     params(PageParams, DataRequestFilterParams),
     responses(
         (status = 200, description = "One page of requests.", body = CursorPage<DataRequest>),
@@ -134,9 +149,10 @@ pub async fn list_data_requests(
     Ok(Json(requests))
 }
 
+/// Get a data request
+///
+/// Owners and admins. Its status, deadline and SLA state, plan and per-store progress.
 #[utoipa::path(get, path = "/v1/data-requests/{request_id}", tag = "data-requests",
-    summary = "Get a data request",
-    description = "Owners and admins. Its status, deadline and SLA state, plan and per-store progress.",
     params(DataRequestPath),
     responses((status = 200, description = "The request.", body = DataRequest)))]
 pub async fn get_data_request(
@@ -149,9 +165,12 @@ pub async fn get_data_request(
     Ok(Json(request))
 }
 
+/// Confirm an erasure
+///
+/// Owners and admins; the organization's or an owner's erasure: owners only. Starts the erasure of
+/// exactly the plan shown. An operator's tokens are revoked now, through the auth service on the
+/// caller's behalf (503 if it cannot be reached: nothing changed, confirm again).
 #[utoipa::path(post, path = "/v1/data-requests/{request_id}/confirm", tag = "data-requests",
-    summary = "Confirm an erasure",
-    description = "Owners and admins; the organization's or an owner's erasure: owners only. Starts the erasure of exactly the plan shown. An operator's tokens are revoked now, through the auth service on the caller's behalf (503 if it cannot be reached: nothing changed, confirm again).",
     params(DataRequestPath),
     responses(
         (status = 200, description = "Running.", body = DataRequest),
@@ -236,9 +255,11 @@ async fn revoke_tokens(
     Ok(())
 }
 
+/// Cancel a data request
+///
+/// Owners and admins. Only before anything was touched (`received`, `planning`,
+/// `awaiting_confirmation`).
 #[utoipa::path(post, path = "/v1/data-requests/{request_id}/cancel", tag = "data-requests",
-    summary = "Cancel a data request",
-    description = "Owners and admins. Only before anything was touched (`received`, `planning`, `awaiting_confirmation`).",
     params(DataRequestPath),
     responses(
         (status = 200, description = "Canceled.", body = DataRequest),
@@ -256,9 +277,11 @@ pub async fn cancel_data_request(
     Ok(Json(request))
 }
 
+/// Extend the deadline
+///
+/// Owners and admins. The one extension Art. 12(3) allows: `due_at` moves by `months` (1 or 2,
+/// default 2), with the reason to tell the person. Only while the request is open, once.
 #[utoipa::path(post, path = "/v1/data-requests/{request_id}/extend", tag = "data-requests",
-    summary = "Extend the deadline",
-    description = "Owners and admins. The one extension Art. 12(3) allows: `due_at` moves by `months` (1 or 2, default 2), with the reason to tell the person. Only while the request is open, once.",
     params(DataRequestPath),
     request_body = ExtendDataRequestBody,
     responses(
@@ -285,9 +308,12 @@ pub async fn extend_data_request(
     Ok(Json(request))
 }
 
+/// Get the access archive's link
+///
+/// Owners and admins. A pre-signed GET URL of the ZIP archive of a succeeded access request, made
+/// at this request, valid 15 minutes. The archive is deleted 7 days
+/// (IBEX_API_DATA_REQUEST_ARCHIVE_DAYS) after it was made; then 410.
 #[utoipa::path(get, path = "/v1/data-requests/{request_id}/archive", tag = "data-requests",
-    summary = "Get the access archive's link",
-    description = "Owners and admins. A pre-signed GET URL of the ZIP archive of a succeeded access request, made at this request, valid 15 minutes. The archive is deleted 7 days (IBEX_API_DATA_REQUEST_ARCHIVE_DAYS) after it was made; then 410.",
     params(DataRequestPath),
     responses(
         (status = 200, description = "The link.", body = ArchiveLink),
@@ -329,9 +355,11 @@ pub async fn get_archive(
     Ok(Json(ArchiveLink { url, expires_at }))
 }
 
+/// Get the receipt
+///
+/// Owners and admins. The signed receipt of a succeeded request (see `GET
+/// /v1/data-request-receipts/{receipt_id}`).
 #[utoipa::path(get, path = "/v1/data-requests/{request_id}/receipt", tag = "data-requests",
-    summary = "Get the receipt",
-    description = "Owners and admins. The signed receipt of a succeeded request (see `GET /v1/data-request-receipts/{receipt_id}`).",
     params(DataRequestPath),
     responses(
         (status = 200, description = "The receipt.", body = SignedReceipt),
@@ -356,10 +384,13 @@ fn signed(text: &str, jws: String) -> SignedReceipt {
     }
 }
 
+/// Get a receipt by its id (no token)
+///
+/// No token. A receipt holds no personal data and its id is random (122 bits), so it can be handed
+/// to whoever must check it; it outlives its organization (an organization's own erasure receipt).
+/// Verify `jws` with `/.well-known/jwks.json`.
 #[utoipa::path(get, path = "/v1/data-request-receipts/{receipt_id}", tag = "data-requests",
     operation_id = "get_public_receipt",
-    summary = "Get a receipt by its id (no token)",
-    description = "No token. A receipt holds no personal data and its id is random (122 bits), so it can be handed to whoever must check it; it outlives its organization (an organization's own erasure receipt). Verify `jws` with `/.well-known/jwks.json`.",
     params(ReceiptPath),
     responses(
         (status = 200, description = "The receipt.", body = SignedReceipt),

@@ -43,9 +43,11 @@ async fn finish(
     Ok(directive)
 }
 
+/// Get an agent's directive
+///
+/// Needs `directive:read`. The directive with its active version (`version_num` and `content` null
+/// while deactivated).
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/directive", tag = "directives",
-    summary = "Get an agent's directive",
-    description = "Needs `directive:read`. The directive with its active version (`version_num` and `content` null while deactivated).",
     params(AgentPath, IfNoneMatch),
     responses(
         (status = 200, description = "The directive.", body = Directive),
@@ -62,9 +64,13 @@ pub async fn get_directive(
     Ok(preconditions.read(directive.version, Json(directive)))
 }
 
+/// Create or update an agent's directive
+///
+/// Needs `directive:write`. A new version N+1 becomes active (`201` when the directive is created,
+/// `200` after). Content equal to the active version's creates no version: a no-op `200`, unless
+/// `injection_mode` changes. After a DELETE, a POST reactivates the directive with a new version.
+/// The proxy learns of every change within a second.
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/directive", tag = "directives",
-    summary = "Create or update an agent's directive",
-    description = "Needs `directive:write`. A new version N+1 becomes active (`201` when the directive is created, `200` after). Content equal to the active version's creates no version: a no-op `200`, unless `injection_mode` changes. After a DELETE, a POST reactivates the directive with a new version. The proxy learns of every change within a second.",
     params(AgentPath, IfMatch),
     request_body = crate::domains::directives::model::SetDirectiveBody,
     responses(
@@ -100,9 +106,11 @@ pub async fn set_directive(
     ))
 }
 
+/// Deactivate an agent's directive
+///
+/// Needs `directive:revoke`. Deactivates the directive and clears its active version; the history
+/// stays. Already inactive: `204` again.
 #[utoipa::path(delete, path = "/v1/agents/{agent_id}/directive", tag = "directives",
-    summary = "Deactivate an agent's directive",
-    description = "Needs `directive:revoke`. Deactivates the directive and clears its active version; the history stays. Already inactive: `204` again.",
     params(AgentPath, IfMatch),
     responses(
         (status = 204, description = "Deactivated."),
@@ -123,9 +131,10 @@ pub async fn delete_directive(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List directive versions
+///
+/// Needs `directive:read`. Every version, newest first, without content.
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/directive/versions", tag = "directives",
-    summary = "List directive versions",
-    description = "Needs `directive:read`. Every version, newest first, without content.",
     params(AgentPath, PageParams),
     responses(
         (status = 200, description = "One page of versions.", body = CursorPage<DirectiveVersionSummary>),
@@ -145,9 +154,10 @@ pub async fn list_directive_versions(
     Ok(Json(versions))
 }
 
+/// Get one directive version
+///
+/// Needs `directive:read`. The version with its content.
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/directive/versions/{version_num}", tag = "directives",
-    summary = "Get one directive version",
-    description = "Needs `directive:read`. The version with its content.",
     params(DirectiveVersionPath),
     responses(
         (status = 200, description = "The version.", body = DirectiveVersion),
@@ -166,9 +176,11 @@ pub async fn get_directive_version(
     Ok(Json(version))
 }
 
+/// Roll back to an earlier version
+///
+/// Needs `directive:promote`. Makes version `version_num` active again; creates no version. The
+/// active one already: a no-op `200`.
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/directive/rollback", tag = "directives",
-    summary = "Roll back to an earlier version",
-    description = "Needs `directive:promote`. Makes version `version_num` active again; creates no version. The active one already: a no-op `200`.",
     params(AgentPath, IfMatch),
     request_body = crate::domains::directives::model::RollbackBody,
     responses(

@@ -26,9 +26,11 @@ use crate::wire::pagination::{CursorPage, Page, PageParams};
 /// The header a bulk delete reports its count in.
 pub const DELETED_COUNT: &str = "ibex-deleted-count";
 
+/// List an agent's memories
+///
+/// Needs `memory:read`. Newest first. Every filter is an exact match and all given apply together;
+/// `status` defaults to `active`. A cursor is valid only with the filters that produced it.
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/memories", tag = "memories",
-    summary = "List an agent's memories",
-    description = "Needs `memory:read`. Newest first. Every filter is an exact match and all given apply together; `status` defaults to `active`. A cursor is valid only with the filters that produced it.",
     params(AgentPath, PageParams, FilterParams),
     responses((status = 200, description = "One page of memories.", body = CursorPage<Memory>)))]
 pub async fn list_memories(
@@ -45,9 +47,10 @@ pub async fn list_memories(
     Ok(Json(memories))
 }
 
+/// Get a memory
+///
+/// Needs `memory:read`. A deleted memory is a 404.
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/memories/{memory_id}", tag = "memories",
-    summary = "Get a memory",
-    description = "Needs `memory:read`. A deleted memory is a 404.",
     params(MemoryPath),
     responses((status = 200, description = "The memory.", body = Memory)))]
 pub async fn get_memory(
@@ -60,9 +63,12 @@ pub async fn get_memory(
     Ok(Json(memory))
 }
 
+/// Delete a memory
+///
+/// Needs `memory:delete`. A soft delete with its cascade in one transaction: a `delete` history
+/// row, its relationships removed, and the proxy told at once (its hot cache loses the id;
+/// `ibex:memory:deletions` is published). A memory already deleted is a 404.
 #[utoipa::path(delete, path = "/v1/agents/{agent_id}/memories/{memory_id}", tag = "memories",
-    summary = "Delete a memory",
-    description = "Needs `memory:delete`. A soft delete with its cascade in one transaction: a `delete` history row, its relationships removed, and the proxy told at once (its hot cache loses the id; `ibex:memory:deletions` is published). A memory already deleted is a 404.",
     params(MemoryPath),
     responses((status = 204, description = "Deleted.")))]
 pub async fn delete_memory(
@@ -86,9 +92,11 @@ pub async fn delete_memory(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Delete every memory the filters match
+///
+/// Needs `memory:delete` and `confirm=true`. Atomic: all the matching memories or none, each with
+/// the cascade of a single delete. The count is in `Ibex-Deleted-Count` (0 when nothing matched).
 #[utoipa::path(delete, path = "/v1/agents/{agent_id}/memories", tag = "memories",
-    summary = "Delete every memory the filters match",
-    description = "Needs `memory:delete` and `confirm=true`. Atomic: all the matching memories or none, each with the cascade of a single delete. The count is in `Ibex-Deleted-Count` (0 when nothing matched).",
     params(AgentPath, ConfirmParam, FilterParams),
     responses(
         (status = 204, description = "Deleted.",
@@ -127,9 +135,11 @@ pub async fn delete_memories(
     ))
 }
 
+/// Search an agent's memories
+///
+/// Needs `memory:read`. Ranked by the platform's memory service, best first. Results are read back
+/// under the caller's organization: an id that is not a live memory of this agent is dropped.
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/memories/search", tag = "memories",
-    summary = "Search an agent's memories",
-    description = "Needs `memory:read`. Ranked by the platform's memory service, best first. Results are read back under the caller's organization: an id that is not a live memory of this agent is dropped.",
     params(AgentPath),
     request_body = crate::domains::memories::model::SearchBody,
     responses(
@@ -169,9 +179,14 @@ pub async fn search_memories(
     Ok(Json(SearchResults { items }))
 }
 
+/// Export an agent's memories
+///
+/// Needs `memory:bulk_export`. Starts a background export of the memories the filters match (the
+/// list's filters; `status` defaults to `active`) as CSV (columns id, category, content,
+/// confidence, source, created_at, retrieval_count; RFC 4180; a cell starting with `=`, `+`, `-`,
+/// `@`, tab or CR is prefixed with `'`) or NDJSON (one memory per line, without `metadata`). Poll
+/// the job at `Location`; once it succeeded it carries a download URL.
 #[utoipa::path(post, path = "/v1/agents/{agent_id}/memories/export", tag = "memories",
-    summary = "Export an agent's memories",
-    description = "Needs `memory:bulk_export`. Starts a background export of the memories the filters match (the list's filters; `status` defaults to `active`) as CSV (columns id, category, content, confidence, source, created_at, retrieval_count; RFC 4180; a cell starting with `=`, `+`, `-`, `@`, tab or CR is prefixed with `'`) or NDJSON (one memory per line, without `metadata`). Poll the job at `Location`; once it succeeded it carries a download URL.",
     params(AgentPath),
     request_body = crate::domains::memories::model::ExportBody,
     responses(
@@ -214,9 +229,11 @@ pub async fn export_memories(
     Ok((StatusCode::ACCEPTED, [(LOCATION, location)], Json(job)))
 }
 
+/// Get an export job
+///
+/// Needs `memory:bulk_export`. Once `succeeded`, `download_url` is a pre-signed GET URL made at
+/// this read (valid 15 minutes; no credentials needed; useless once changed or expired).
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/memories/export/{job_id}", tag = "memories",
-    summary = "Get an export job",
-    description = "Needs `memory:bulk_export`. Once `succeeded`, `download_url` is a pre-signed GET URL made at this read (valid 15 minutes; no credentials needed; useless once changed or expired).",
     params(ExportJobPath),
     responses((status = 200, description = "The job.", body = ExportJob)))]
 pub async fn get_memory_export(

@@ -34,8 +34,8 @@ async fn require_owner(tx: &mut OrgTx, caller: &Caller) -> Result<(), ApiError> 
     }
 }
 
+/// Get the caller's organization
 #[utoipa::path(get, path = "/v1/organizations/{org_id}", tag = "organizations",
-    summary = "Get the caller's organization",
     params(OrgPath, IfNoneMatch),
     responses(
         (status = 200, description = "The organization; `deletion` is set while a requested deletion is under way.", body = Organization),
@@ -52,9 +52,11 @@ pub async fn get_organization(
     Ok(preconditions.read(org.version, Json(org)))
 }
 
+/// Update the caller's organization
+///
+/// Needs `org_settings:write`. Changes `name`, `billing_email` (null clears it) and `settings`
+/// (replaced whole) only.
 #[utoipa::path(patch, path = "/v1/organizations/{org_id}", tag = "organizations",
-    summary = "Update the caller's organization",
-    description = "Needs `org_settings:write`. Changes `name`, `billing_email` (null clears it) and `settings` (replaced whole) only.",
     params(OrgPath, IfMatch),
     request_body = crate::domains::organizations::model::UpdateOrganizationBody,
     responses(
@@ -78,9 +80,12 @@ pub async fn update_organization(
     Ok(Tagged(org.version, Json(org)))
 }
 
+/// Suspend the caller's organization
+///
+/// Needs `org_settings:write` and an owner. Blocks the organization's traffic platform-wide:
+/// `{"v":1,"event_type":"org_suspend",…}` is published on `ibex:token:revocations`. Already
+/// suspended: a no-op 200.
 #[utoipa::path(post, path = "/v1/organizations/{org_id}/suspend", tag = "organizations",
-    summary = "Suspend the caller's organization",
-    description = "Needs `org_settings:write` and an owner. Blocks the organization's traffic platform-wide: `{\"v\":1,\"event_type\":\"org_suspend\",…}` is published on `ibex:token:revocations`. Already suspended: a no-op 200.",
     params(OrgPath),
     responses(
         (status = 200, description = "The suspended organization.", body = Organization),
@@ -100,9 +105,12 @@ pub async fn suspend_organization(
     Ok(Json(org))
 }
 
+/// Delete the caller's organization (GDPR)
+///
+/// Needs `org_settings:write` and an owner. The organization turns `cancelled`, its traffic is
+/// blocked as for a suspension, and a background job removes every row it owns for good; `GET`
+/// shows `deletion` until the organization's own row goes. Asking again while it runs: 202 again.
 #[utoipa::path(delete, path = "/v1/organizations/{org_id}", tag = "organizations",
-    summary = "Delete the caller's organization (GDPR)",
-    description = "Needs `org_settings:write` and an owner. The organization turns `cancelled`, its traffic is blocked as for a suspension, and a background job removes every row it owns for good; `GET` shows `deletion` until the organization's own row goes. Asking again while it runs: 202 again.",
     params(OrgPath, IfMatch),
     responses(
         (status = 202, description = "The deletion is scheduled.", body = Organization),

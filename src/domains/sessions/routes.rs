@@ -9,9 +9,11 @@ use crate::tenancy::{Tenant, need};
 use crate::wire::extract::{ApiPath, ApiQuery};
 use crate::wire::pagination::{CursorPage, Page, PageParams};
 
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", summary = "List sessions",
-    description = "Needs `session:read`. Newest first. Filters are exact matches and all given apply together; a cursor is valid only with the filters that produced it.",
-    params(PageParams, SessionFilterParams),
+/// List sessions
+///
+/// Needs `session:read`. Newest first. Filters are exact matches and all given apply together; a
+/// cursor is valid only with the filters that produced it.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(PageParams, SessionFilterParams),
     responses(
         (status = 200, description = "One page of sessions.", body = CursorPage<Session>),
         (status = 404, description = "AGENT_NOT_FOUND: `agent_id` is not a live agent of the organization (another organization's and an unknown one answer alike).", body = ErrorResponse),
@@ -28,9 +30,10 @@ pub async fn list_sessions(
     Ok(Json(sessions))
 }
 
-#[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "sessions", summary = "Get a session",
-    description = "Needs `session:read`.",
-    params(SessionPath),
+/// Get a session
+///
+/// Needs `session:read`.
+#[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "sessions", params(SessionPath),
     responses((status = 200, description = "The session.", body = Session)))]
 pub async fn get_session(
     ApiPath(path): ApiPath<SessionPath>,
@@ -41,9 +44,12 @@ pub async fn get_session(
     Ok(Json(session))
 }
 
+/// Get a replay link
+///
+/// Needs `session:read`. A pre-signed GET URL of the session's archive (written by the platform's
+/// archiver), valid 15 minutes, made at this request; no credentials needed, useless once changed
+/// or expired.
 #[utoipa::path(get, path = "/v1/sessions/{session_id}/replay", tag = "sessions",
-    summary = "Get a replay link",
-    description = "Needs `session:read`. A pre-signed GET URL of the session's archive (written by the platform's archiver), valid 15 minutes, made at this request; no credentials needed, useless once changed or expired.",
     params(SessionPath),
     responses(
         (status = 200, description = "The link.", body = Replay),

@@ -55,9 +55,11 @@ fn unusable() -> ApiError {
     ApiError::AuthUnavailable
 }
 
-#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", summary = "List tokens",
-    description = "Needs `token:create`. The organization's tokens, newest first, revoked ones included (`is_revoked`); metadata only, never a secret.",
-    params(PageParams),
+/// List tokens
+///
+/// Needs `token:create`. The organization's tokens, newest first, revoked ones included
+/// (`is_revoked`); metadata only, never a secret.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", params(PageParams),
     responses((status = 200, description = "One page of tokens.", body = CursorPage<Token>)))]
 pub async fn list_tokens(
     state: AppState,
@@ -83,9 +85,12 @@ pub async fn list_tokens(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", summary = "Create a token",
-    description = "Needs `token:create`, and every permission asked for must be one the caller's own token holds. `agent_id`, when given, must be a live agent of the caller's organization (checked before the auth service is asked). The answer carries the token's `plaintext` this once.",
-    request_body = crate::domains::tokens::model::CreateTokenBody,
+/// Create a token
+///
+/// Needs `token:create`, and every permission asked for must be one the caller's own token holds.
+/// `agent_id`, when given, must be a live agent of the caller's organization (checked before the
+/// auth service is asked). The answer carries the token's `plaintext` this once.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = crate::domains::tokens::model::CreateTokenBody,
     responses(
         (status = 201, description = "Created; `plaintext` is shown this once.", body = CreatedToken,
             headers(("Location" = String, description = "/v1/tokens/{id}")),
@@ -163,9 +168,10 @@ pub async fn create_token(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/tokens/{token_id}", tag = "tokens", summary = "Get a token",
-    description = "Needs `token:create` (there is no single-token lookup in the auth service: this pages its list).",
-    params(TokenPath),
+/// Get a token
+///
+/// Needs `token:create` (there is no single-token lookup in the auth service: this pages its list).
+#[utoipa::path(get, path = "/v1/tokens/{token_id}", tag = "tokens", params(TokenPath),
     responses((status = 200, description = "The token's metadata.", body = Token)))]
 pub async fn get_token(
     state: AppState,
@@ -189,9 +195,11 @@ pub async fn get_token(
     Err(ApiError::not_found("No token with this id."))
 }
 
-#[utoipa::path(delete, path = "/v1/tokens/{token_id}", tag = "tokens", summary = "Revoke a token",
-    description = "Needs `token:revoke`, or the token is the caller's own. Revoking an already revoked token is 204 again. This replica's validation cache forgets the token at once.",
-    params(TokenPath),
+/// Revoke a token
+///
+/// Needs `token:revoke`, or the token is the caller's own. Revoking an already revoked token is 204
+/// again. This replica's validation cache forgets the token at once.
+#[utoipa::path(delete, path = "/v1/tokens/{token_id}", tag = "tokens", params(TokenPath),
     responses((status = 204, description = "Revoked.")))]
 pub async fn delete_token(
     state: AppState,

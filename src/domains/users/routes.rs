@@ -16,9 +16,10 @@ use crate::wire::conditional::{IfMatch, IfNoneMatch, Preconditions, Tagged};
 use crate::wire::extract::{ApiJson, ApiPath};
 use crate::wire::pagination::{CursorPage, ListScope, Page, PageParams};
 
-#[utoipa::path(get, path = "/v1/users", tag = "users", summary = "List users",
-    description = "The organization's live users, newest first.",
-    params(PageParams),
+/// List users
+///
+/// The organization's live users, newest first.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(PageParams),
     responses((status = 200, description = "One page of users.", body = CursorPage<User>)))]
 pub async fn list_users(page: Page, mut t: Tenant) -> Result<Json<CursorPage<User>>, ApiError> {
     let page = page.resolve(&ListScope::new("users"))?;
@@ -27,9 +28,12 @@ pub async fn list_users(page: Page, mut t: Tenant) -> Result<Json<CursorPage<Use
     Ok(Json(users))
 }
 
-#[utoipa::path(post, path = "/v1/users", tag = "users", summary = "Invite a user",
-    description = "Needs `user:manage`, and the caller's user may invite only with a role below its own (owner > admin > member > viewer; an owner invites any role, an agent's token none). The user starts `invited`.",
-    request_body = crate::domains::users::model::CreateUserBody,
+/// Invite a user
+///
+/// Needs `user:manage`, and the caller's user may invite only with a role below its own (owner >
+/// admin > member > viewer; an owner invites any role, an agent's token none). The user starts
+/// `invited`.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = crate::domains::users::model::CreateUserBody,
     responses(
         (status = 201, description = "Invited; `Location` names the new user.", body = User,
             headers(("Location" = String, description = "/v1/users/{id}")),
@@ -59,8 +63,8 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, [(LOCATION, location)], Json(user)))
 }
 
-#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users", summary = "Get a user",
-    params(UserPath, IfNoneMatch),
+/// Get a user
+#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users", params(UserPath, IfNoneMatch),
     responses((status = 200, description = "The user.", body = User)))]
 pub async fn get_user(
     ApiPath(path): ApiPath<UserPath>,
@@ -72,9 +76,13 @@ pub async fn get_user(
     Ok(preconditions.read(user.version, Json(user)))
 }
 
-#[utoipa::path(patch, path = "/v1/users/{user_id}", tag = "users", summary = "Update a user",
-    description = "Needs `user:manage`. Changes `name` and `role` only. A role change follows the role order owner > admin > member > viewer: the caller may take away and grant only roles below its own, only an owner grants or removes `owner`, and a caller may lower its own role but never raise it. The last owner cannot be demoted.",
-    params(UserPath, IfMatch),
+/// Update a user
+///
+/// Needs `user:manage`. Changes `name` and `role` only. A role change follows the role order owner
+/// > admin > member > viewer: the caller may take away and grant only roles below its own, only an
+/// owner grants or removes `owner`, and a caller may lower its own role but never raise it. The
+/// last owner cannot be demoted.
+#[utoipa::path(patch, path = "/v1/users/{user_id}", tag = "users", params(UserPath, IfMatch),
     request_body = crate::domains::users::model::UpdateUserBody,
     responses(
         (status = 200, description = "The updated user.", body = User),
@@ -97,9 +105,12 @@ pub async fn update_user(
     Ok(Tagged(user.version, Json(user)))
 }
 
-#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users", summary = "Delete a user",
-    description = "Needs `user:manage`, and the user's role must be below the caller's own (an owner removes anyone; anyone may remove themselves). Soft delete: the user is deactivated and frees its email. The last owner cannot be deleted.",
-    params(UserPath, IfMatch),
+/// Delete a user
+///
+/// Needs `user:manage`, and the user's role must be below the caller's own (an owner removes
+/// anyone; anyone may remove themselves). Soft delete: the user is deactivated and frees its email.
+/// The last owner cannot be deleted.
+#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users", params(UserPath, IfMatch),
     responses(
         (status = 204, description = "Deleted."),
         (status = 403, description = "INSUFFICIENT_PERMISSIONS: the token lacks `user:manage`. ROLE_NOT_GRANTABLE: the user's role is not below the caller's.", body = ErrorResponse),
