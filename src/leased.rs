@@ -10,6 +10,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::db::Database;
+
 /// How often a worker looks for work without being woken (a job filed on another replica, a
 /// lease that ran out).
 pub const POLL: Duration = Duration::from_secs(2);
@@ -59,4 +61,51 @@ pub fn spawn<W: LeasedWorker>(worker: W, wake: Arc<Notify>) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// How a job's lease ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// Another worker claimed the job, or it is gone (deleted with its organization).
+    Lost,
+    /// Two renewals in a row could not reach the database: the lease may still hold, so the
+    /// attempt gives up before it runs out.
+    DatabaseAway,
+}
+
+/// Renews a claimed job's lease every third of it until the lease ends. `renew` sets
+/// `lease_until = now() + make_interval(secs => $3)` where `id = $1 AND attempts = $2` and the job
+/// is still in a claimed state, so an attempt that was overtaken renews nothing.
+pub async fn keep(
+    db: &Database,
+    renew: &'static str,
+    id: Uuid,
+    attempt: i32,
+    lease: Duration,
+) -> LeaseEnd {
+    let mut misses = 0;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let renewed = async {
+            let mut conn = db.platform().await.ok()?;
+            sqlx::query(renew)
+                .bind(id)
+                .bind(attempt)
+                .bind(lease.as_secs_f64())
+                .execute(&mut *conn)
+                .await
+                .ok()
+                .map(|r| r.rows_affected() == 1)
+        };
+        match renewed.await {
+            Some(true) => misses = 0,
+            Some(false) => return LeaseEnd::Lost,
+            None => {
+                misses += 1;
+                if misses >= 2 {
+                    return LeaseEnd::DatabaseAway;
+                }
+            }
+        }
+    }
 }

@@ -23,6 +23,7 @@ mod sql;
 
 pub use error::DbError;
 pub use rows::FromRow;
+pub(crate) use rows::from_row;
 pub use sql::Sql;
 
 use std::str::FromStr;
@@ -386,6 +387,32 @@ impl OrgTx {
             Some(row) => Ok(Some(T::from_row(&row)?)),
             None => Ok(None),
         }
+    }
+
+    /// The first column of the first row, if there is a row.
+    pub async fn fetch_value<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<T>, DbError> {
+        let row = self.query_opt(sql, params).await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    /// Row `id` of one of the organization's tables (`ibex_core.{table}`), decoded, unless it is
+    /// soft-deleted.
+    pub async fn fetch_live<T: FromRow>(
+        &mut self,
+        table: &str,
+        columns: &str,
+        id: Uuid,
+    ) -> Result<Option<T>, DbError> {
+        let org_id = self.org_id();
+        let sql = format!(
+            "SELECT {columns} FROM ibex_core.{table}
+             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+        );
+        self.fetch_optional(&sql, &[&org_id, &id]).await
     }
 
     /// The first row decoded; [`DbError::NoRow`] (a 404) when there is none.

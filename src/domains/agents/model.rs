@@ -7,6 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::body_schema;
+use crate::db::from_row;
 use crate::error::ApiError;
 use crate::wire::fields::{Body, Field, Kind, Shape, Text};
 use crate::wire::names::named;
@@ -86,25 +87,13 @@ pub struct Agent {
     pub version: i64,
 }
 
-impl crate::db::FromRow for Agent {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::db::DbError> {
-        let status: String = row.try_get("status")?;
-        Ok(Self {
-            id: row.try_get("id")?,
-            org_id: row.try_get("org_id")?,
-            name: row.try_get("name")?,
-            slug: row.try_get("slug")?,
-            status: AgentStatus::parse(&status)
-                .ok_or(crate::db::DbError::Decode("agent status"))?,
-            config: row.try_get("config")?,
-            total_sessions: row.try_get("total_sessions")?,
-            total_memories: row.try_get("total_memories")?,
-            last_active_at: row.try_get("last_active_at")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            version: row.try_get("version")?,
-        })
+from_row! {
+    Agent {
+        id, org_id, name, slug, config, total_sessions, total_memories, last_active_at,
+        created_at, updated_at, version,
     }
+    status: |row| AgentStatus::parse(&row.try_get::<_, String>("status")?)
+        .ok_or(crate::db::DbError::Decode("agent status"))?,
 }
 
 /// Body of `POST /v1/agents`.

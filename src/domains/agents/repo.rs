@@ -68,16 +68,7 @@ pub async fn insert(
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Agent, ApiError> {
-    let org_id = tx.org_id();
-    tx.fetch_optional::<Agent>(
-        &format!(
-            "SELECT {COLUMNS} FROM ibex_core.agents
-             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
-        ),
-        &[&org_id, &id],
-    )
-    .await?
-    .ok_or_else(not_found)
+    tx.fetch_live("agents", COLUMNS, id).await?.ok_or_else(not_found)
 }
 
 /// The live agent's status (its row shared-locked when `lock`, so it cannot be archived or

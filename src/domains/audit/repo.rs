@@ -1,12 +1,11 @@
 //! The audit events' SQL, in an [`OrgTx`].
 
-use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::context::AuditContext;
 use super::model::{AuditEvent, AuditFilters};
 use crate::auth::Caller;
-use crate::db::{DbError, FromRow, OrgTx, Sql};
+use crate::db::{FromRow, OrgTx, Sql, from_row};
 use crate::error::ApiError;
 use crate::tenancy::Tenant;
 use crate::wire::pagination::{CursorPage, PageRequest, Position};
@@ -71,21 +70,10 @@ pub fn record_in(
     tx.execute_at_commit(INSERT, params);
 }
 
-impl FromRow for AuditEvent {
-    fn from_row(row: &Row) -> Result<Self, DbError> {
-        Ok(Self {
-            id: row.try_get("id")?,
-            occurred_at: row.try_get("occurred_at")?,
-            actor_user_id: row.try_get("actor_user_id")?,
-            actor_token_id: row.try_get("actor_token_id")?,
-            action: row.try_get("action")?,
-            target_type: row.try_get("target_type")?,
-            target_id: row.try_get("target_id")?,
-            request_id: row.try_get("request_id")?,
-            client_ip: row.try_get("client_ip")?,
-            user_agent: row.try_get("user_agent")?,
-            changed_fields: row.try_get("changed_fields")?,
-        })
+from_row! {
+    AuditEvent {
+        id, occurred_at, actor_user_id, actor_token_id, action, target_type, target_id, request_id,
+        client_ip, user_agent, changed_fields,
     }
 }
 

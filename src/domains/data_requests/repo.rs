@@ -301,16 +301,8 @@ pub async fn archive(tx: &mut OrgTx, id: Uuid) -> Result<(DataRequest, Option<St
 /// The role of an operator a `user` subject names, deleted ones too (their data may remain).
 pub async fn subject_role(tx: &mut OrgTx, user_id: Uuid) -> Result<Option<String>, ApiError> {
     let org_id = tx.org_id();
-    let row = tx
-        .query_opt(
-            "SELECT role FROM ibex_core.users WHERE org_id = $1 AND id = $2",
-            &[&org_id, &user_id],
-        )
-        .await?;
-    Ok(row
-        .map(|row| row.try_get::<_, String>(0))
-        .transpose()
-        .map_err(DbError::from)?)
+    let sql = "SELECT role FROM ibex_core.users WHERE org_id = $1 AND id = $2";
+    Ok(tx.fetch_value(sql, &[&org_id, &user_id]).await?)
 }
 
 /// The receipt of a request, as stored: (receipt JSON text, JWS).

@@ -27,7 +27,7 @@ use super::receipt::{self, Facts};
 use crate::db::Database;
 use crate::domains::analytics::store::TraceStore;
 use crate::domains::organizations::deletion::{describe, in_org};
-use crate::leased::LeasedWorker;
+use crate::leased::{self, LeasedWorker};
 use crate::signing::SigningKeys;
 use crate::storage::Storage;
 
@@ -253,37 +253,12 @@ impl DataRequestWorker {
             .mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 
-    /// Renews the lease every third of it; returns once it is lost.
+    /// Keeps the lease while the step runs; returns once it ends.
     async fn keep_lease(&self, job: &Claimed) {
-        let mut misses = 0;
-        loop {
-            tokio::time::sleep(self.lease / 3).await;
-            let renewed = async {
-                let mut conn = self.db.platform().await.ok()?;
-                sqlx::query(
-                    "UPDATE ibex_core.data_requests
-                     SET lease_until = now() + make_interval(secs => $3)
-                     WHERE id = $1 AND attempts = $2 AND status IN ('planning', 'running')",
-                )
-                .bind(job.id)
-                .bind(job.attempt)
-                .bind(self.lease.as_secs_f64())
-                .execute(&mut *conn)
-                .await
-                .ok()
-                .map(|r| r.rows_affected() == 1)
-            };
-            match renewed.await {
-                Some(true) => misses = 0,
-                Some(false) => return,
-                None => {
-                    misses += 1;
-                    if misses >= 2 {
-                        return;
-                    }
-                }
-            }
-        }
+        const RENEW: &str = "UPDATE ibex_core.data_requests
+                             SET lease_until = now() + make_interval(secs => $3)
+                             WHERE id = $1 AND attempts = $2 AND status IN ('planning', 'running')";
+        leased::keep(&self.db, RENEW, job.id, job.attempt, self.lease).await;
     }
 
     async fn step(&self, job: &Claimed) -> Result<(), Stop> {

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::model::{Directive, DirectiveChange, DirectiveVersion, DirectiveVersionSummary};
-use crate::db::{DbError, FromRow, OrgTx};
+use crate::db::{DbError, FromRow, OrgTx, from_row};
 use crate::domains::agents::AgentStatus;
 use crate::domains::agents::repo::{live_status, read_below_agent};
 use crate::error::{ApiError, Conflict};
@@ -88,44 +88,22 @@ pub async fn get(tx: &mut OrgTx, agent_id: Uuid) -> Result<Directive, ApiError> 
     Ok(Directive::from_row(rows.first().ok_or_else(no_directive)?)?)
 }
 
-impl FromRow for Directive {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
-        Ok(Directive {
-            id: row.try_get("id")?,
-            agent_id: row.try_get("agent_id")?,
-            injection_mode: row.try_get("injection_mode")?,
-            is_active: row.try_get("is_active")?,
-            version_num: row.try_get("version_num")?,
-            content: row.try_get("content")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            version: row.try_get("version")?,
-        })
+from_row! {
+    Directive {
+        id, agent_id, injection_mode, is_active, version_num, content, created_at, updated_at,
+        version,
     }
 }
 
-impl FromRow for DirectiveVersionSummary {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
-        Ok(Self {
-            version_num: row.try_get("version_num")?,
-            content_hash: row.try_get("content_hash")?,
-            created_by: row.try_get("created_by")?,
-            created_at: row.try_get("created_at")?,
-            is_active: row.try_get("is_active")?,
-        })
+from_row! {
+    DirectiveVersionSummary {
+        version_num, content_hash, created_by, created_at, is_active,
     }
 }
 
-impl FromRow for DirectiveVersion {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
-        Ok(Self {
-            version_num: row.try_get("version_num")?,
-            content: row.try_get("content")?,
-            content_hash: row.try_get("content_hash")?,
-            created_by: row.try_get("created_by")?,
-            created_at: row.try_get("created_at")?,
-            is_active: row.try_get("is_active")?,
-        })
+from_row! {
+    DirectiveVersion {
+        version_num, content, content_hash, created_by, created_at, is_active,
     }
 }
 

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::model::{Filters, Memory};
 use super::repo;
 use crate::db::Database;
-use crate::leased::LeasedWorker;
+use crate::leased::{self, LeaseEnd, LeasedWorker};
 use crate::storage::Storage;
 
 /// How long a job keeps retrying, and how far apart its attempts may drift.
@@ -252,38 +252,14 @@ impl ExportWorker {
             .map_err(|e| crate::db::error::describe_unavailable(&e))
     }
 
-    /// Renews the lease every third of it; returns once the lease is lost (the job was claimed
-    /// by another worker, or deleted with its organization).
+    /// Keeps the lease while the export runs; the failure to record once it ends.
     async fn keep_lease(&self, job: &Claimed) -> Failure {
-        let mut misses = 0;
-        loop {
-            tokio::time::sleep(self.lease / 3).await;
-            let renewed = async {
-                let mut conn = self.db.platform().await.ok()?;
-                sqlx::query(
-                    "UPDATE ibex_core.memory_exports
-                     SET lease_until = now() + make_interval(secs => $3)
-                     WHERE id = $1 AND attempts = $2 AND status = 'running'",
-                )
-                .bind(job.id)
-                .bind(job.attempt)
-                .bind(self.lease.as_secs_f64())
-                .execute(&mut *conn)
-                .await
-                .ok()
-                .map(|r| r.rows_affected() == 1)
-            };
-            match renewed.await {
-                Some(true) => misses = 0,
-                Some(false) => return Failure::LeaseLost,
-                // The database is away: the lease may still hold; give up before it runs out.
-                None => {
-                    misses += 1;
-                    if misses >= 2 {
-                        return Failure::Database;
-                    }
-                }
-            }
+        const RENEW: &str = "UPDATE ibex_core.memory_exports
+                             SET lease_until = now() + make_interval(secs => $3)
+                             WHERE id = $1 AND attempts = $2 AND status = 'running'";
+        match leased::keep(&self.db, RENEW, job.id, job.attempt, self.lease).await {
+            LeaseEnd::Lost => Failure::LeaseLost,
+            LeaseEnd::DatabaseAway => Failure::Database,
         }
     }
 

@@ -7,7 +7,7 @@
 use uuid::Uuid;
 
 use super::model::{ExportJob, Filters, Memory};
-use crate::db::{DbError, FromRow, OrgTx, Sql};
+use crate::db::{DbError, FromRow, OrgTx, Sql, from_row};
 use crate::domains::agents::repo::read_below_agent;
 use crate::error::ApiError;
 use crate::wire::pagination::{CursorPage, PageRequest, Position};
@@ -331,42 +331,17 @@ const JOB_COLUMNS: &str = "id AS job_id, agent_id, format, status, row_count, si
                            created_at, finished_at, error, NULL::text AS download_url, \
                            NULL::timestamptz AS download_expires_at";
 
-impl FromRow for Memory {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
-        Ok(Self {
-            id: row.try_get("id")?,
-            agent_id: row.try_get("agent_id")?,
-            session_id: row.try_get("session_id")?,
-            content: row.try_get("content")?,
-            category: row.try_get("category")?,
-            source: row.try_get("source")?,
-            status: row.try_get("status")?,
-            confidence: row.try_get("confidence")?,
-            retrieval_count: row.try_get("retrieval_count")?,
-            last_retrieved_at: row.try_get("last_retrieved_at")?,
-            tags: row.try_get("tags")?,
-            metadata: row.try_get("metadata")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
+from_row! {
+    Memory {
+        id, agent_id, session_id, content, category, source, status, confidence, retrieval_count,
+        last_retrieved_at, tags, metadata, created_at, updated_at,
     }
 }
 
-impl FromRow for ExportJob {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
-        Ok(Self {
-            job_id: row.try_get("job_id")?,
-            agent_id: row.try_get("agent_id")?,
-            format: row.try_get("format")?,
-            status: row.try_get("status")?,
-            row_count: row.try_get("row_count")?,
-            size_bytes: row.try_get("size_bytes")?,
-            created_at: row.try_get("created_at")?,
-            finished_at: row.try_get("finished_at")?,
-            error: row.try_get("error")?,
-            download_url: None,
-            download_expires_at: None,
-        })
+from_row! {
+    ExportJob {
+        job_id, agent_id, format, status, row_count, size_bytes, created_at, finished_at, error,
+        download_url, download_expires_at,
     }
 }
 

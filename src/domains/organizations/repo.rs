@@ -3,11 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::model::{Deletion, OrgChanges, Organization};
-use crate::db::{DbError, FromRow, OrgTx};
+use crate::db::{DbError, OrgTx, from_row};
 use crate::error::{ApiError, Conflict};
 use crate::events::{self, Event};
 
@@ -20,29 +19,15 @@ const SELECT: &str = "SELECT o.id, o.name, o.slug, o.tier, o.status, o.billing_e
                       LEFT JOIN ibex_core.org_deletions d ON d.org_id = o.id AND d.state <> 'done'
                       WHERE o.id = $1 AND o.deleted_at IS NULL";
 
-impl FromRow for Organization {
-    fn from_row(row: &Row) -> Result<Self, DbError> {
+from_row! {
+    Organization {
+        id, name, slug, tier, status, billing_email, settings, created_at, updated_at, version,
+    }
+    deletion: |row| {
         let state: Option<String> = row.try_get("state")?;
         let requested_at: Option<DateTime<Utc>> = row.try_get("requested_at")?;
-        Ok(Organization {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            slug: row.try_get("slug")?,
-            tier: row.try_get("tier")?,
-            status: row.try_get("status")?,
-            billing_email: row.try_get("billing_email")?,
-            settings: row.try_get("settings")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            version: row.try_get("version")?,
-            deletion: state
-                .zip(requested_at)
-                .map(|(state, requested_at)| Deletion {
-                    state,
-                    requested_at,
-                }),
-        })
-    }
+        state.zip(requested_at).map(|(state, requested_at)| Deletion { state, requested_at })
+    },
 }
 
 fn missing() -> ApiError {

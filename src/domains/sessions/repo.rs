@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::model::{Session, SessionFilters};
-use crate::db::{DbError, FromRow, OrgTx, Sql};
+use crate::db::{DbError, FromRow, OrgTx, Sql, from_row};
 use crate::domains::agents::repo::read_if_agent;
 use crate::error::ApiError;
 use crate::wire::pagination::{CursorPage, PageRequest, Position};
@@ -73,36 +73,14 @@ pub async fn list(
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Session, ApiError> {
-    let org_id = tx.org_id();
-    tx.fetch_optional::<Session>(
-        &format!(
-            "SELECT {COLUMNS} FROM ibex_core.sessions
-             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
-        ),
-        &[&org_id, &id],
-    )
-    .await?
-    .ok_or_else(not_found)
+    tx.fetch_live("sessions", COLUMNS, id).await?.ok_or_else(not_found)
 }
 
-impl FromRow for Session {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, DbError> {
-        Ok(Self {
-            id: row.try_get("id")?,
-            agent_id: row.try_get("agent_id")?,
-            external_id: row.try_get("external_id")?,
-            status: row.try_get("status")?,
-            model: row.try_get("model")?,
-            provider: row.try_get("provider")?,
-            directive_version_id: row.try_get("directive_version_id")?,
-            turn_count: row.try_get("turn_count")?,
-            total_input_tokens: row.try_get("total_input_tokens")?,
-            total_output_tokens: row.try_get("total_output_tokens")?,
-            total_latency_ms: row.try_get("total_latency_ms")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            completed_at: row.try_get("completed_at")?,
-        })
+from_row! {
+    Session {
+        id, agent_id, external_id, status, model, provider, directive_version_id, turn_count,
+        total_input_tokens, total_output_tokens, total_latency_ms, created_at, updated_at,
+        completed_at,
     }
 }
 

@@ -7,6 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::body_schema;
+use crate::db::from_row;
 use crate::error::ApiError;
 use crate::wire::fields::{Body, EMAIL, Field, Kind, Text};
 use crate::wire::names::named;
@@ -36,19 +37,9 @@ pub struct User {
     pub version: i64,
 }
 
-impl crate::db::FromRow for User {
-    fn from_row(row: &tokio_postgres::Row) -> Result<Self, crate::db::DbError> {
-        Ok(Self {
-            id: row.try_get("id")?,
-            org_id: row.try_get("org_id")?,
-            email: row.try_get("email")?,
-            name: row.try_get("name")?,
-            role: row.try_get("role")?,
-            status: row.try_get("status")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            version: row.try_get("version")?,
-        })
+from_row! {
+    User {
+        id, org_id, email, name, role, status, created_at, updated_at, version,
     }
 }
 

@@ -3,7 +3,6 @@
 use uuid::Uuid;
 
 use super::model::{NewUser, User, UserChanges};
-use crate::db::DbError;
 use crate::db::OrgTx;
 use crate::error::{ApiError, Conflict};
 use crate::wire::pagination::{CursorPage, PageRequest, Position};
@@ -24,17 +23,9 @@ pub async fn caller_role(
         return Ok(None);
     };
     let org_id = tx.org_id();
-    let row = tx
-        .query_opt(
-            "SELECT role FROM ibex_core.users
-             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL AND status = 'active'",
-            &[&org_id, &user_id],
-        )
-        .await?;
-    Ok(row
-        .map(|row| row.try_get::<_, String>(0))
-        .transpose()
-        .map_err(DbError::from)?)
+    let sql = "SELECT role FROM ibex_core.users
+               WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL AND status = 'active'";
+    Ok(tx.fetch_value(sql, &[&org_id, &user_id]).await?)
 }
 
 pub async fn list(tx: &mut OrgTx, page: &PageRequest) -> Result<CursorPage<User>, ApiError> {
@@ -86,16 +77,7 @@ pub async fn insert(tx: &mut OrgTx, new: NewUser) -> Result<User, ApiError> {
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<User, ApiError> {
-    let org_id = tx.org_id();
-    tx.fetch_optional::<User>(
-        &format!(
-            "SELECT {COLUMNS} FROM ibex_core.users
-             WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
-        ),
-        &[&org_id, &id],
-    )
-    .await?
-    .ok_or_else(not_found)
+    tx.fetch_live("users", COLUMNS, id).await?.ok_or_else(not_found)
 }
 
 /// The role order, highest first: a caller grants and takes away only roles below its own, and
