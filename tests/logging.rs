@@ -300,7 +300,8 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
         )
         .await;
     let location = export.header("location").unwrap().to_owned();
-    let deadline = Deadline::after(std::time::Duration::from_secs(20));
+    let deadline = Deadline::after(std::time::Duration::from_secs(20))
+        .every(std::time::Duration::from_millis(50));
     loop {
         let job = app.read(&location, &token).await.json();
         if job["status"] == "succeeded" {
@@ -309,9 +310,7 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
             assert!(String::from_utf8_lossy(&body).contains("SECRET-MEMORY"));
             break;
         }
-        deadline
-            .tick(std::time::Duration::from_millis(50), format!("{job}"))
-            .await;
+        deadline.tick(format!("{job}")).await;
     }
     let one = app
         .call("DELETE", &format!("{base}/{}", ids[0]), &token, None)

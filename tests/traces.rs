@@ -147,10 +147,7 @@ async fn spans_continue_the_callers_trace_and_reach_the_collector() {
             break (server, auth_span);
         }
         deadline
-            .tick(
-                Duration::from_millis(100),
-                format!("spans not exported: {spans:?}"),
-            )
+            .tick(format!("spans not exported: {spans:?}"))
             .await;
     };
     assert_eq!(

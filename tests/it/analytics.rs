@@ -788,7 +788,7 @@ async fn gdpr_deletion_removes_the_orgs_traces_and_waits_for_clickhouse() {
     );
 
     ch.restart().unwrap();
-    let deadline = Deadline::after(Duration::from_secs(30));
+    let deadline = Deadline::after(Duration::from_secs(30)).every(Duration::from_millis(200));
     let mut admin = app.db.admin().await;
     loop {
         let left: i64 =
@@ -800,16 +800,12 @@ async fn gdpr_deletion_removes_the_orgs_traces_and_waits_for_clickhouse() {
         if left == 0 {
             break;
         }
-        deadline
-            .tick(Duration::from_millis(200), "the deletion did not finish")
-            .await;
+        deadline.tick("the deletion did not finish").await;
     }
     // The mutation is applied in the background; it must get there.
-    let deadline = Deadline::after(Duration::from_secs(20));
+    let deadline = Deadline::after(Duration::from_secs(20)).every(Duration::from_millis(200));
     while count(org_a()).await > 0 {
-        deadline
-            .tick(Duration::from_millis(200), "traces left behind")
-            .await;
+        deadline.tick("traces left behind").await;
     }
     assert_eq!(
         count(org_b).await,

@@ -5,6 +5,7 @@
 //! organization; the table refuses UPDATE and DELETE; the GDPR deletion removes the events.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::common::*;
 use serde_json::{Value, json};
@@ -310,16 +311,15 @@ async fn walk_mutating_operations(with_key: bool) {
             .replace("{request}", &filed);
         if *id == "confirm_data_request" {
             // Its plan is shown first.
-            let deadline = Deadline::after(std::time::Duration::from_secs(30));
+            let deadline = Deadline::after(std::time::Duration::from_secs(30))
+                .every(Duration::from_millis(50));
             while app
                 .read(&format!("/v1/data-requests/{filed}"), &token)
                 .await
                 .json()["status"]
                 != "awaiting_confirmation"
             {
-                deadline
-                    .tick(std::time::Duration::from_millis(50), "not planned")
-                    .await;
+                deadline.tick("not planned").await;
             }
         }
         let key = Uuid::new_v4().to_string();
@@ -417,7 +417,8 @@ async fn walk_mutating_operations(with_key: bool) {
         .execute(&mut holder)
         .await
         .unwrap();
-    let deadline = Deadline::after(std::time::Duration::from_secs(30));
+    let deadline =
+        Deadline::after(std::time::Duration::from_secs(30)).every(Duration::from_millis(200));
     loop {
         let left: i64 =
             sqlx::query_scalar("SELECT count(*) FROM ibex_core.audit_events WHERE org_id = $1")
@@ -429,9 +430,7 @@ async fn walk_mutating_operations(with_key: bool) {
             break;
         }
         let late = format!("{left} audit events outlived the deletion");
-        deadline
-            .tick(std::time::Duration::from_millis(200), late)
-            .await;
+        deadline.tick(late).await;
     }
 }
 

@@ -171,16 +171,14 @@ async fn auth_down_is_503_and_recovers_when_it_returns() {
     assert_eq!(app.get("/health", &[]).await.status, 200);
 
     let auth = FakeAuth::start_on(addr, Behavior::accept()).await;
-    let deadline = Deadline::after(Duration::from_secs(5));
+    let deadline = Deadline::after(Duration::from_secs(5)).every(Duration::from_millis(50));
     loop {
         let reply = app.get_authed("/test/whoami").await;
         if reply.status == 200 {
             break;
         }
         reply.assert_error(503, "AUTH_UNAVAILABLE");
-        deadline
-            .tick(Duration::from_millis(50), "no recovery within 5 s")
-            .await;
+        deadline.tick("no recovery within 5 s").await;
     }
     assert!(auth.calls() >= 1);
     assert_eq!(app.get("/ready", &[]).await.status, 200);

@@ -203,9 +203,7 @@ async fn a_token_change_waits_for_its_audit_trail() {
     tokio::task::block_in_place(|| postgres.restart()).unwrap();
     let deadline = Deadline::after(Duration::from_secs(10));
     while app.call("DELETE", &revoke, &creator, None).await.status != 204 {
-        deadline
-            .tick(Duration::from_millis(100), "the revoke never went through")
-            .await;
+        deadline.tick("the revoke never went through").await;
     }
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
         .await

@@ -421,7 +421,7 @@ async fn every_change_is_announced_in_order() {
         latencies.push(started.elapsed());
         assert_eq!(event, json!({"agent_id": s.agent, "version_num": version}));
         // The key is deleted in the same delivery as the publish.
-        let deadline = Deadline::after(Duration::from_secs(1));
+        let deadline = Deadline::after(Duration::from_secs(1)).every(Duration::from_millis(10));
         loop {
             let exists: bool = redis::cmd("EXISTS")
                 .arg(&key)
@@ -431,9 +431,7 @@ async fn every_change_is_announced_in_order() {
             if !exists {
                 break;
             }
-            deadline
-                .tick(Duration::from_millis(10), "cache key still there")
-                .await;
+            deadline.tick("cache key still there").await;
         }
     }
     assert!(

@@ -188,11 +188,9 @@ fn dev_mode_serves_end_to_end_and_the_healthcheck_command_works() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     runtime.block_on(async {
-        let deadline = Deadline::after(Duration::from_secs(5));
+        let deadline = Deadline::after(Duration::from_secs(5)).every(Duration::from_millis(50));
         while TcpStream::connect(addr).await.is_err() {
-            deadline
-                .tick(Duration::from_millis(50), "server did not start")
-                .await;
+            deadline.tick("server did not start").await;
         }
         let value = format!("Bearer {token}");
         let agents = request(addr, "GET", "/v1/agents", &[("Authorization", &value)], b"").await;

@@ -177,7 +177,7 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
         .expect("the event once Redis is back");
     assert_eq!(event["org_id"], ORG_ID);
     // Marked delivered right after Redis accepted it.
-    let deadline = Deadline::after(Duration::from_secs(3));
+    let deadline = Deadline::after(Duration::from_secs(3)).every(Duration::from_millis(50));
     loop {
         let undelivered: i64 =
             sqlx::query_scalar("SELECT count(*) FROM ibex_core.outbox WHERE delivered_at IS NULL")
@@ -187,9 +187,7 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
         if undelivered == 0 {
             break;
         }
-        deadline
-            .tick(Duration::from_millis(50), "still undelivered")
-            .await;
+        deadline.tick("still undelivered").await;
     }
 }
 
@@ -297,9 +295,7 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
     .await
         > 0
     {
-        deadline
-            .tick(Duration::from_millis(100), "the deletion did not finish")
-            .await;
+        deadline.tick("the deletion did not finish").await;
     }
     for table in [
         "directive_versions",
@@ -418,7 +414,7 @@ async fn a_killed_deletion_resumes_after_restart() {
     };
 
     let (mut first, addr) = start("100");
-    let deadline = Deadline::after(Duration::from_secs(10));
+    let deadline = Deadline::after(Duration::from_secs(10)).every(Duration::from_millis(50));
     let reply = loop {
         if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
             drop(stream);
@@ -432,17 +428,13 @@ async fn a_killed_deletion_resumes_after_restart() {
             )
             .await;
         }
-        deadline
-            .tick(Duration::from_millis(50), "the binary did not come up")
-            .await;
+        deadline.tick("the binary did not come up").await;
     };
     assert_eq!(reply.status, 202, "{}", reply.text());
     // Kill it once some, but not all, rows are gone.
-    let deadline = Deadline::after(Duration::from_secs(20));
+    let deadline = Deadline::after(Duration::from_secs(20)).every(Duration::from_millis(20));
     while rows_deleted(&mut admin).await < 1000 {
-        deadline
-            .tick(Duration::from_millis(20), "no progress")
-            .await;
+        deadline.tick("no progress").await;
     }
     first.kill().unwrap();
     first.wait().unwrap();
@@ -458,9 +450,7 @@ async fn a_killed_deletion_resumes_after_restart() {
         if state == "done" {
             break;
         }
-        deadline
-            .tick(Duration::from_millis(100), "the deletion did not resume")
-            .await;
+        deadline.tick("the deletion did not resume").await;
     }
     second.kill().unwrap();
     second.wait().unwrap();

@@ -166,10 +166,7 @@ async fn rows_deleted_past_the_retention_period_are_removed_for_good_and_nothing
     let deadline = Deadline::after(Duration::from_secs(20));
     while exists(&mut admin, "agents", "id", old_agent).await {
         deadline
-            .tick(
-                Duration::from_millis(100),
-                "the sweep removed the old agent in time",
-            )
+            .tick("the sweep removed the old agent in time")
             .await;
     }
 

@@ -68,7 +68,9 @@ pub async fn insert(
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Agent, ApiError> {
-    tx.fetch_live("agents", COLUMNS, id).await?.ok_or_else(not_found)
+    tx.fetch_live("agents", COLUMNS, id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 /// The live agent's status (its row shared-locked when `lock`, so it cannot be archived or

@@ -73,7 +73,9 @@ pub async fn list(
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Session, ApiError> {
-    tx.fetch_live("sessions", COLUMNS, id).await?.ok_or_else(not_found)
+    tx.fetch_live("sessions", COLUMNS, id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 from_row! {

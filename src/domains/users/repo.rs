@@ -77,7 +77,9 @@ pub async fn insert(tx: &mut OrgTx, new: NewUser) -> Result<User, ApiError> {
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<User, ApiError> {
-    tx.fetch_live("users", COLUMNS, id).await?.ok_or_else(not_found)
+    tx.fetch_live("users", COLUMNS, id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 /// The role order, highest first: a caller grants and takes away only roles below its own, and

@@ -285,7 +285,7 @@ impl TestApp {
                 return reply;
             }
             let late = format!("no recovery: {}", reply.text());
-            deadline.tick(Duration::from_millis(100), late).await;
+            deadline.tick(late).await;
         }
     }
 

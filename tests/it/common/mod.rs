@@ -70,17 +70,27 @@ pub fn bearer() -> (&'static str, String) {
     ("Authorization", format!("Bearer {TOKEN}"))
 }
 
-/// How long a test polls for something to happen.
-pub struct Deadline(std::time::Instant);
+/// How long a test polls for something to happen, and how often (100 ms unless said).
+pub struct Deadline {
+    at: std::time::Instant,
+    every: std::time::Duration,
+}
 
 impl Deadline {
     pub fn after(limit: std::time::Duration) -> Self {
-        Self(std::time::Instant::now() + limit)
+        Self {
+            at: std::time::Instant::now() + limit,
+            every: std::time::Duration::from_millis(100),
+        }
     }
 
-    /// Fails the test with `what` once the deadline has passed; else waits `every`.
-    pub async fn tick(&self, every: std::time::Duration, what: impl std::fmt::Display) {
-        assert!(std::time::Instant::now() < self.0, "{what}");
-        tokio::time::sleep(every).await;
+    pub fn every(self, every: std::time::Duration) -> Self {
+        Self { every, ..self }
+    }
+
+    /// Fails the test with `what` once the deadline has passed; else waits until the next poll.
+    pub async fn tick(&self, what: impl std::fmt::Display) {
+        assert!(std::time::Instant::now() < self.at, "{what}");
+        tokio::time::sleep(self.every).await;
     }
 }

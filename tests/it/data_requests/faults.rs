@@ -40,10 +40,7 @@ async fn an_object_store_outage_makes_the_erasure_wait_never_succeed_early() {
             break waiting;
         }
         deadline
-            .tick(
-                Duration::from_millis(100),
-                format!("no store shown waiting: {request:#}"),
-            )
+            .tick(format!("no store shown waiting: {request:#}"))
             .await;
     };
     assert!(
@@ -114,10 +111,7 @@ async fn a_clickhouse_outage_makes_the_erasure_wait() {
             break;
         }
         deadline
-            .tick(
-                Duration::from_millis(100),
-                format!("ClickHouse not shown waiting: {request:#}"),
-            )
+            .tick(format!("ClickHouse not shown waiting: {request:#}"))
             .await;
     }
     clickhouse.restart().unwrap();
@@ -172,13 +166,11 @@ fn replica(world: &World) -> (Replica, std::net::SocketAddr) {
 }
 
 async fn up(addr: std::net::SocketAddr) {
-    let deadline = Deadline::after(Duration::from_secs(15));
+    let deadline = Deadline::after(Duration::from_secs(15)).every(Duration::from_millis(50));
     while tokio::net::TcpStream::connect(addr).await.is_err()
         || request(addr, "GET", "/health", &[], b"").await.status != 200
     {
-        deadline
-            .tick(Duration::from_millis(50), "the replica did not come up")
-            .await;
+        deadline.tick("the replica did not come up").await;
     }
 }
 
@@ -319,7 +311,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
     .await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.text());
     // Kill it once some, not all, of the work is done.
-    let deadline = Deadline::after(Duration::from_secs(60));
+    let deadline = Deadline::after(Duration::from_secs(60)).every(Duration::from_millis(10));
     loop {
         let p = progress(&mut admin, id).await;
         let done: i64 = p
@@ -331,9 +323,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         if done > 50 {
             break;
         }
-        deadline
-            .tick(Duration::from_millis(10), format!("no progress: {p:#}"))
-            .await;
+        deadline.tick(format!("no progress: {p:#}")).await;
     }
     first.kill().unwrap();
     first.wait().unwrap();
@@ -363,9 +353,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         if status == "succeeded" {
             break;
         }
-        deadline
-            .tick(Duration::from_millis(100), "the erasure did not resume")
-            .await;
+        deadline.tick("the erasure did not resume").await;
     }
     let p = progress(&mut admin, id).await;
     for (store, progress) in p.as_object().unwrap() {
@@ -403,7 +391,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
     assert_eq!(access.status, 202, "{}", access.text());
     let access_id: Uuid = access.json()["id"].as_str().unwrap().parse().unwrap();
     // Killed as soon as it runs.
-    let deadline = Deadline::after(Duration::from_secs(30));
+    let deadline = Deadline::after(Duration::from_secs(30)).every(Duration::from_millis(5));
     loop {
         let status: String =
             sqlx::query_scalar("SELECT status FROM ibex_core.data_requests WHERE id = $1")
@@ -414,9 +402,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         if status == "running" || status == "succeeded" {
             break;
         }
-        deadline
-            .tick(Duration::from_millis(5), "the access request did not start")
-            .await;
+        deadline.tick("the access request did not start").await;
     }
     second.kill().unwrap();
     second.wait().unwrap();

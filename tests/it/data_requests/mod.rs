@@ -107,7 +107,7 @@ impl World {
                 request["status"]
             );
             let late = format!("request {id} not {status} within {limit:?}: {request:#}");
-            deadline.tick(Duration::from_millis(100), late).await;
+            deadline.tick(late).await;
         }
     }
 

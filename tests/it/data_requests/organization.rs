@@ -106,7 +106,7 @@ async fn deleting_the_organization_is_its_erasure_with_a_receipt_that_outlives_i
 
     // It ends with the organization gone; its receipt stays, public.
     let mut admin = world.admin().await;
-    let deadline = Deadline::after(Duration::from_secs(60));
+    let deadline = Deadline::after(Duration::from_secs(60)).every(Duration::from_millis(200));
     let receipt_id: Uuid = loop {
         let found: Option<Uuid> = sqlx::query_scalar(
             "SELECT id FROM ibex_core.data_request_receipts WHERE request_id = $1",
@@ -119,10 +119,7 @@ async fn deleting_the_organization_is_its_erasure_with_a_receipt_that_outlives_i
             break found;
         }
         deadline
-            .tick(
-                Duration::from_millis(200),
-                "no receipt for the organization's erasure",
-            )
+            .tick("no receipt for the organization's erasure")
             .await;
     };
     let public = world

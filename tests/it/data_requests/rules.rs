@@ -387,11 +387,9 @@ async fn transitions_deadlines_and_idempotent_retries() {
         .unwrap();
     let key = format!("{}/data-requests/{running_id}.zip", world.org);
     assert!(world.object_exists("ibex-exports", &key));
-    let deadline = Deadline::after(Duration::from_secs(15));
+    let deadline = Deadline::after(Duration::from_secs(15)).every(Duration::from_millis(200));
     while world.object_exists("ibex-exports", &key) {
-        deadline
-            .tick(Duration::from_millis(200), "the archive was not purged")
-            .await;
+        deadline.tick("the archive was not purged").await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     world

@@ -276,9 +276,7 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
     .await
         > 0
     {
-        deadline
-            .tick(Duration::from_millis(100), "the rows were not deleted")
-            .await;
+        deadline.tick("the rows were not deleted").await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let org = app.read(&mine, &token).await.json();
@@ -286,7 +284,7 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
     assert_eq!(objects(org_a()), 2);
 
     s3.restart().unwrap();
-    let deadline = Deadline::after(Duration::from_secs(30));
+    let deadline = Deadline::after(Duration::from_secs(30)).every(Duration::from_millis(200));
     while scalar(
         &app.db,
         "SELECT count(*) FROM ibex_core.organizations WHERE id = $1",
@@ -296,10 +294,7 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
         > 0
     {
         deadline
-            .tick(
-                Duration::from_millis(200),
-                "the deletion did not finish after the store came back",
-            )
+            .tick("the deletion did not finish after the store came back")
             .await;
     }
     assert_eq!(objects(org_a()), 0);

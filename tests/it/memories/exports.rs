@@ -302,9 +302,7 @@ async fn with_the_object_store_down_an_export_fails_with_a_code_never_succeeds()
         if job["status"] == "failed" {
             break job;
         }
-        deadline
-            .tick(Duration::from_millis(100), format!("{job}"))
-            .await;
+        deadline.tick(format!("{job}")).await;
     };
     assert!(saw_retry, "retried before failing");
     assert_eq!(job["error"], "OBJECT_STORE_UNAVAILABLE");
@@ -410,7 +408,7 @@ async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
 
     let (mut first, addr) = start(&hole);
     let auth_header = format!("Bearer {token}");
-    let deadline = Deadline::after(Duration::from_secs(15));
+    let deadline = Deadline::after(Duration::from_secs(15)).every(Duration::from_millis(50));
     let reply = loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             break request(
@@ -425,18 +423,14 @@ async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
             )
             .await;
         }
-        deadline
-            .tick(Duration::from_millis(50), "the binary did not come up")
-            .await;
+        deadline.tick("the binary did not come up").await;
     };
     assert_eq!(reply.status, 202, "{}", reply.text());
     let job: Uuid = reply.json()["job_id"].as_str().unwrap().parse().unwrap();
     // Running (its upload hangs in the black hole), then killed.
-    let deadline = Deadline::after(Duration::from_secs(10));
+    let deadline = Deadline::after(Duration::from_secs(10)).every(Duration::from_millis(20));
     while status(job).await.0 != "running" {
-        deadline
-            .tick(Duration::from_millis(20), "the export never started")
-            .await;
+        deadline.tick("the export never started").await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.kill().unwrap();
@@ -455,10 +449,7 @@ async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
             break now;
         }
         deadline
-            .tick(
-                Duration::from_millis(100),
-                format!("the job was not taken up: {now:?}"),
-            )
+            .tick(format!("the job was not taken up: {now:?}"))
             .await;
     };
     second.kill().unwrap();

@@ -135,10 +135,7 @@ async fn finished_job(app: &TestApp, token: &str, location: &str) -> Value {
             return job;
         }
         deadline
-            .tick(
-                Duration::from_millis(100),
-                format!("the export did not finish: {job}"),
-            )
+            .tick(format!("the export did not finish: {job}"))
             .await;
     }
 }
