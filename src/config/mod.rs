@@ -10,13 +10,15 @@
 //! a typo must not silently leave a default in force.
 
 /// Declares a concern's settings, each once: its doc comment is its meaning, the call its
-/// variable, default and bounds. Makes a `Setting` const of each and the concern's `SETTINGS`,
-/// in order, for the documentation.
+/// variable, default and bounds (a call may go on with `.up_to(max)`). Makes a `Setting` const of
+/// each and the concern's `SETTINGS`, in order, for the documentation.
 macro_rules! settings {
-    ($($(#[doc = $doc:literal])+ $name:ident = $kind:ident($($arg:expr),+ $(,)?);)+) => {
+    ($($(#[doc = $doc:literal])+ $name:ident = $kind:ident($($arg:expr),+ $(,)?)
+        $(.$then:ident($($then_arg:expr),*))*;)+) => {
         $(
             $(#[doc = $doc])+
-            pub const $name: Setting = Setting::$kind($($arg),+, &[$($doc),+]);
+            pub const $name: Setting =
+                Setting::$kind($($arg),+, &[$($doc),+])$(.$then($($then_arg),*))*;
         )+
 
         /// This concern's settings, in the order the documentation lists them.

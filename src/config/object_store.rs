@@ -25,7 +25,7 @@ settings! {
     /// Bucket the platform's archiver writes session archives to, under `{org_id}/`.
     ARCHIVE_BUCKET = text("IBEX_API_ARCHIVE_BUCKET", "ibex-archives");
     /// Lifetime of a pre-signed download URL (export downloads, session replays): 15 minutes.
-    PRESIGN_TTL = millis_up_to("IBEX_API_S3_PRESIGN_TTL_MS", "900000", 1000, 7 * 86_400_000);
+    PRESIGN_TTL = millis("IBEX_API_S3_PRESIGN_TTL_MS", "900000", 1000).up_to(7 * 86_400_000);
 }
 
 /// The object store's settings.

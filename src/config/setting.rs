@@ -63,24 +63,26 @@ impl Setting {
         Self::bounded(name, default, Bounds::Number { min, max }, meaning)
     }
 
-    /// Milliseconds, at least `min`, at most a day.
+    /// Milliseconds, at least `min`, at most a day unless [`Setting::up_to`] says more.
     pub const fn millis(
         name: &'static str,
         default: &'static str,
         min: u64,
         meaning: Meaning,
     ) -> Self {
-        Self::millis_up_to(name, default, min, ONE_DAY_MS, meaning)
+        let max = ONE_DAY_MS;
+        Self::bounded(name, default, Bounds::Millis { min, max }, meaning)
     }
 
-    pub const fn millis_up_to(
-        name: &'static str,
-        default: &'static str,
-        min: u64,
-        max: u64,
-        meaning: Meaning,
-    ) -> Self {
-        Self::bounded(name, default, Bounds::Millis { min, max }, meaning)
+    /// A millisecond setting whose ceiling is `max` instead of a day.
+    pub const fn up_to(self, max: u64) -> Self {
+        match self.bounds {
+            Bounds::Millis { min, .. } => Self {
+                bounds: Bounds::Millis { min, max },
+                ..self
+            },
+            _ => panic!("only a millisecond setting takes up_to"),
+        }
     }
 
     /// What the setting means, as one line of text.

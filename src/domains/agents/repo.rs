@@ -73,16 +73,25 @@ pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Agent, ApiError> {
         .ok_or_else(not_found)
 }
 
+/// A live agent's status (`$1` the organization, `$2` the agent): no row for a missing, deleted or
+/// other organization's agent.
+pub const LIVE_STATUS: &str =
+    "SELECT status FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL";
+
+/// [`LIVE_STATUS`] with the row shared-locked, so the agent cannot be archived or deleted under a
+/// change to something of its own.
+pub const LIVE_STATUS_FOR_SHARE: &str = "SELECT status FROM ibex_core.agents
+     WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL FOR SHARE";
+
 /// The live agent's status (its row shared-locked when `lock`, so it cannot be archived or
 /// deleted under a change to something of its own); 404 for a missing, deleted or other
 /// organization's agent. Every domain below an agent starts here.
 pub async fn live_status(tx: &mut OrgTx, id: Uuid, lock: bool) -> Result<AgentStatus, ApiError> {
     let org_id = tx.org_id();
     let sql = if lock {
-        "SELECT status FROM ibex_core.agents
-         WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL FOR SHARE"
+        LIVE_STATUS_FOR_SHARE
     } else {
-        "SELECT status FROM ibex_core.agents WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL"
+        LIVE_STATUS
     };
     let row = tx
         .query_opt(sql, &[&org_id, &id])
@@ -117,14 +126,7 @@ pub async fn read_if_agent(
 ) -> Result<Vec<tokio_postgres::Row>, ApiError> {
     let org_id = tx.org_id();
     let mut results = tx
-        .query_pipelined(&[
-            (
-                "SELECT status FROM ibex_core.agents
-                 WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
-                &[&org_id, &agent_id],
-            ),
-            (sql, params),
-        ])
+        .query_pipelined(&[(LIVE_STATUS, &[&org_id, &agent_id]), (sql, params)])
         .await?;
     let rows = results.pop().unwrap_or_default();
     if results.pop().unwrap_or_default().is_empty() {

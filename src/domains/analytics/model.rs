@@ -363,7 +363,8 @@ pub struct ErrorBucket {
     pub codes: Vec<ErrorCount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// One model and provider's usage over the range (read straight from the trace store).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, clickhouse::Row)]
 pub struct ModelUsage {
     pub model: String,
     pub provider: String,

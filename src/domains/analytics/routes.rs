@@ -17,8 +17,8 @@ use utoipa::openapi::{Content, Object, Ref, RefOr, ResponseBuilder, Type};
 
 use super::model::{
     ErrorBucket, ErrorCodeParam, ErrorCount, ErrorSeries, GranularityParam, LatencyBucket,
-    LatencySeries, ModelBreakdown, ModelUsage, PercentileParam, Query, RangeParams, RawParams,
-    UsageBucket, UsageSeries,
+    LatencySeries, ModelBreakdown, PercentileParam, Query, RangeParams, RawParams, UsageBucket,
+    UsageSeries,
 };
 use super::store::TraceStore;
 use super::{Analytics, cache};
@@ -269,17 +269,7 @@ pub async fn models(
             Ok(ModelBreakdown {
                 start: q.start,
                 end: q.end,
-                models: rows
-                    .into_iter()
-                    .map(|r| ModelUsage {
-                        model: r.model,
-                        provider: r.provider,
-                        requests: r.requests,
-                        input_tokens: r.input_tokens,
-                        output_tokens: r.output_tokens,
-                        total_tokens: r.total_tokens,
-                    })
-                    .collect(),
+                models: rows,
             })
         })
         .await

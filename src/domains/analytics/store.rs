@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::model::{Granularity, Query};
+use super::model::{Granularity, ModelUsage, Query};
 use crate::config::ClickHouseConfig;
 use crate::error::ApiError;
 use crate::readiness::ReadinessCheck;
@@ -42,16 +42,6 @@ pub struct LatencyRow {
     pub requests: u64,
     pub proxy_overhead_ms: f64,
     pub ttfb_ms: f64,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-pub struct ModelRow {
-    pub model: String,
-    pub provider: String,
-    pub requests: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub total_tokens: u64,
 }
 
 #[derive(Debug, Default, clickhouse::Row, Deserialize)]
@@ -153,7 +143,7 @@ impl TraceStore {
         self.fetch(self.filtered(&sql, org_id, q)).await
     }
 
-    pub async fn models(&self, org_id: Uuid, q: &Query) -> Result<Vec<ModelRow>, ApiError> {
+    pub async fn models(&self, org_id: Uuid, q: &Query) -> Result<Vec<ModelUsage>, ApiError> {
         let sql = format!(
             "SELECT model, provider, count() AS requests, sum(input_tokens) AS input_tokens,
                     sum(output_tokens) AS output_tokens, sum(total_tokens) AS total_tokens

@@ -8,16 +8,15 @@ use uuid::Uuid;
 use super::model::{Directive, DirectiveChange, DirectiveVersion, DirectiveVersionSummary};
 use crate::db::{DbError, FromRow, OrgTx, from_row};
 use crate::domains::agents::AgentStatus;
-use crate::domains::agents::repo::{live_status, read_below_agent};
+use crate::domains::agents::repo::{
+    LIVE_STATUS, LIVE_STATUS_FOR_SHARE, live_status, read_below_agent,
+};
 use crate::error::{ApiError, Conflict};
 use crate::wire::pagination::{CursorPage, PageRequest, Position};
 
 fn no_directive() -> ApiError {
     ApiError::not_found("This agent has no directive.")
 }
-
-const AGENT_STATUS_FOR_SHARE: &str = "SELECT status FROM ibex_core.agents
-     WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL FOR SHARE";
 
 const LOCK: &str = "SELECT d.id, d.is_active, d.last_version_num, d.injection_mode, d.version,
             v.content_hash
@@ -32,7 +31,7 @@ const SELECT: &str = "SELECT d.id, d.agent_id, d.injection_mode, d.is_active, v.
      LEFT JOIN ibex_core.directive_versions v ON v.id = d.active_version_id AND d.is_active
      WHERE d.org_id = $1 AND d.agent_id = $2";
 
-/// The agent's status row (shared-locked by [`AGENT_STATUS_FOR_SHARE`]): 404 when missing, 409
+/// The agent's status row (shared-locked by [`LIVE_STATUS_FOR_SHARE`]): 404 when missing, 409
 /// when archived (archived is read-only).
 fn check_writable(rows: &[tokio_postgres::Row]) -> Result<(), ApiError> {
     let row = rows
@@ -168,7 +167,7 @@ pub async fn set(
     // Only for a live, writable agent (the check in the same flight says which answer).
     let mut first = tx
         .query_pipelined(&[
-            (AGENT_STATUS_FOR_SHARE, &[&org_id, &agent_id]),
+            (LIVE_STATUS_FOR_SHARE, &[&org_id, &agent_id]),
             (
                 "INSERT INTO ibex_core.directives (id, org_id, agent_id, injection_mode, is_active)
                  SELECT $1::uuid, $2::uuid, $3::uuid, COALESCE($4::text, 'system_first'), false
@@ -270,7 +269,7 @@ pub async fn rollback(
     let org_id = tx.org_id();
     let mut first = tx
         .query_pipelined(&[
-            (AGENT_STATUS_FOR_SHARE, &[&org_id, &agent_id]),
+            (LIVE_STATUS_FOR_SHARE, &[&org_id, &agent_id]),
             (LOCK, &[&org_id, &agent_id]),
         ])
         .await?;
@@ -359,11 +358,7 @@ pub async fn list_versions(
     // flight.
     let mut results = tx
         .query_pipelined(&[
-            (
-                "SELECT status FROM ibex_core.agents
-                 WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL",
-                &[&org_id, &agent_id],
-            ),
+            (LIVE_STATUS, &[&org_id, &agent_id]),
             (
                 "SELECT id FROM ibex_core.directives WHERE org_id = $1 AND agent_id = $2",
                 &[&org_id, &agent_id],

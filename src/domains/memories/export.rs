@@ -315,20 +315,10 @@ impl ExportWorker {
                 encoder.encode(&memory);
                 rows += 1;
                 if encoder.pending() >= CHUNK_BYTES {
-                    let chunk = encoder.take();
-                    bytes += chunk.len() as i64;
-                    upload
-                        .write_all(&chunk)
-                        .await
-                        .map_err(|_| Failure::ObjectStore)?;
+                    bytes += send(&mut encoder, &mut upload).await?;
                 }
             }
-            let chunk = encoder.take();
-            bytes += chunk.len() as i64;
-            upload
-                .write_all(&chunk)
-                .await
-                .map_err(|_| Failure::ObjectStore)?;
+            bytes += send(&mut encoder, &mut upload).await?;
             // Completes the multipart upload (or the single PUT of a small file).
             shut_down = true;
             upload.shutdown().await.map_err(|_| Failure::ObjectStore)
@@ -386,6 +376,16 @@ impl<'a> From<&'a Memory> for Exported<'a> {
             updated_at: m.updated_at,
         }
     }
+}
+
+/// Uploads what the encoder holds; returns how many bytes that was.
+async fn send(encoder: &mut Encoder, upload: &mut BufWriter) -> Result<i64, Failure> {
+    let chunk = encoder.take();
+    upload
+        .write_all(&chunk)
+        .await
+        .map_err(|_| Failure::ObjectStore)?;
+    Ok(chunk.len() as i64)
 }
 
 /// Turns memories into the export's bytes: CSV (RFC 4180, a header row, CRLF) or NDJSON.

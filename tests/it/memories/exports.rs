@@ -70,24 +70,9 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
     assert_eq!(status, 200);
     assert_eq!(body.len() as i64, job["size_bytes"].as_i64().unwrap());
     let mut reader = csv::ReaderBuilder::new().from_reader(body.as_slice());
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        header,
-        [
-            "id",
-            "category",
-            "content",
-            "confidence",
-            "source",
-            "created_at",
-            "retrieval_count"
-        ]
-    );
+    let header: Vec<&str> = reader.headers().unwrap().iter().collect();
+    let columns = "id,category,content,confidence,source,created_at,retrieval_count";
+    assert_eq!(header.join(","), columns);
     memories.sort_by_key(|m| std::cmp::Reverse((m.created_at, m.id)));
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 10_000);
