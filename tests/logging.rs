@@ -4,32 +4,8 @@
 #[path = "it/common/mod.rs"]
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use ibex_api::config::LogFormat;
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
@@ -39,8 +15,7 @@ async fn secrets_never_reach_the_logs() {
     // Keep the default panic hook, so that a failing assertion here is printed, not captured.
     drop(std::panic::take_hook());
 
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let (name, value) = bearer();
     let headers = [(name, value.as_str()), ("Content-Type", "application/json")];
 
@@ -161,7 +136,7 @@ async fn secrets_never_reach_the_logs() {
         .assert_error(503, "SERVICE_UNAVAILABLE");
     assert_eq!(down.get("/ready", &[]).await.status, 503);
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     let secret = TOKEN.rsplit('_').next().unwrap();
     assert!(
         logs.len() > 1000,

@@ -20,26 +20,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Span {
     name: String,
@@ -104,8 +84,7 @@ async fn spans_continue_the_callers_trace_and_reach_the_collector() {
     drop(std::panic::take_hook());
     assert!(ibex_api::observability::traces::enabled());
 
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let (name, value) = bearer();
     let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
     let reply = request(
@@ -172,7 +151,7 @@ async fn spans_continue_the_callers_trace_and_reach_the_collector() {
         "the malformed header got a trace of its own"
     );
     // Every line of the traced request carries its trace id, the access line included.
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     let request_id = |line: &serde_json::Value| line["request_id"].as_str().map(str::to_owned);
     let lines: Vec<serde_json::Value> = logs
         .lines()

@@ -36,8 +36,7 @@ async fn a_dead_collector_costs_no_latency_and_counts_dropped_spans() {
     drop(std::panic::take_hook());
     assert!(traces::enabled());
 
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
     median_latency(&app, 20).await; // warm-up: connections, pool
     // Interleaved halves, so drift on a noisy machine hits both alike.
     let (mut on, mut off) = (Vec::new(), Vec::new());

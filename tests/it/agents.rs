@@ -50,12 +50,12 @@ async fn create(s: &Setup, token: &str, slug: &str) -> Value {
 /// The row as the database holds it, read as the superuser (no row-level security).
 async fn row(s: &Setup, id: &str) -> Value {
     let mut admin = s.app.db.admin().await;
-    let row: Value =
-        sqlx::query_scalar("SELECT to_jsonb(a) FROM ibex_core.agents a WHERE id = $1::uuid")
-            .bind(id)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let row: Value = admin
+        .value(
+            "SELECT to_jsonb(a) FROM ibex_core.agents a WHERE id = $1::uuid",
+            id,
+        )
+        .await;
     row
 }
 

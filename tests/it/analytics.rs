@@ -791,12 +791,12 @@ async fn gdpr_deletion_removes_the_orgs_traces_and_waits_for_clickhouse() {
     let deadline = Deadline::after(Duration::from_secs(30)).every(Duration::from_millis(200));
     let mut admin = app.db.admin().await;
     loop {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM ibex_core.organizations WHERE id = $1")
-                .bind(org_a())
-                .fetch_one(&mut admin)
-                .await
-                .unwrap();
+        let left: i64 = admin
+            .value(
+                "SELECT count(*) FROM ibex_core.organizations WHERE id = $1",
+                org_a(),
+            )
+            .await;
         if left == 0 {
             break;
         }

@@ -420,12 +420,15 @@ async fn walk_mutating_operations(with_key: bool) {
     let deadline =
         Deadline::after(std::time::Duration::from_secs(30)).every(Duration::from_millis(200));
     loop {
-        let left: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM ibex_core.audit_events WHERE org_id = $1")
-                .bind(org())
-                .fetch_one(&mut app.db.admin().await)
-                .await
-                .unwrap();
+        let left: i64 = app
+            .db
+            .admin()
+            .await
+            .value(
+                "SELECT count(*) FROM ibex_core.audit_events WHERE org_id = $1",
+                org(),
+            )
+            .await;
         if left == 0 {
             break;
         }
@@ -436,8 +439,7 @@ async fn walk_mutating_operations(with_key: bool) {
 
 #[tokio::test]
 async fn the_list_is_for_owners_and_admins_filters_pages_and_stays_in_its_organization() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let owner = app.db.add_user(org(), "owner").await;
     let admin = app.db.add_user(org(), "admin").await;
     let member = app.db.add_user(org(), "member").await;
@@ -542,8 +544,7 @@ async fn the_list_is_for_owners_and_admins_filters_pages_and_stays_in_its_organi
 /// both even to the table's owner; only the GDPR role may delete.
 #[tokio::test]
 async fn the_trail_cannot_be_rewritten() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let owner = app.db.add_user(org(), "owner").await;
     let token = auth.token_for_user(org(), Some(owner), ALL);
     app.post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))

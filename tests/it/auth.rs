@@ -8,8 +8,7 @@ use tonic::Code;
 
 #[tokio::test]
 async fn garbage_is_refused_without_calling_the_auth_service() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
 
     app.get("/v1/agents", &[])
         .await
@@ -51,8 +50,7 @@ async fn garbage_is_refused_without_calling_the_auth_service() {
 
 #[tokio::test]
 async fn a_valid_token_reaches_the_handler_as_the_caller() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let agent = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f79";
     auth.set(Behavior::answer(ValidateTokenResponse {
         org_id: ORG_ID.into(),
@@ -87,8 +85,7 @@ async fn a_valid_token_reaches_the_handler_as_the_caller() {
 
 #[tokio::test]
 async fn refusals_and_expiry_are_401() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
 
     auth.set(Behavior::fail(Code::Unauthenticated));
     let reply = app.get_authed("/v1/agents").await;
@@ -107,8 +104,7 @@ async fn refusals_and_expiry_are_401() {
 
 #[tokio::test]
 async fn every_other_failure_is_503_never_401_never_a_pass() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let unusable = |org_id: &str, user_id: Option<&str>| {
         Behavior::answer(ValidateTokenResponse {
             org_id: org_id.into(),
@@ -138,8 +134,7 @@ async fn every_other_failure_is_503_never_401_never_a_pass() {
 
 #[tokio::test]
 async fn a_slow_auth_service_is_cut_off_at_the_deadline() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_AUTH_TIMEOUT_MS", "300")]).await;
+    let (auth, app) = TestApp::with_auth(&[("IBEX_API_AUTH_TIMEOUT_MS", "300")]).await;
     auth.set(Behavior::accept().delayed(Duration::from_secs(5)));
 
     let started = Instant::now();
@@ -155,8 +150,7 @@ async fn a_slow_auth_service_is_cut_off_at_the_deadline() {
 
 #[tokio::test]
 async fn auth_down_is_503_and_recovers_when_it_returns() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     assert_eq!(app.get_authed("/test/whoami").await.status, 200);
 
     let addr = auth.stop().await;
@@ -233,8 +227,7 @@ async fn ready_is_bounded_when_the_auth_service_hangs() {
 
 #[tokio::test]
 async fn ready_probes_with_the_platform_sentinel() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let reply = app.get("/ready", &[]).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["checks"]["auth"]["status"], "ok");
@@ -254,8 +247,7 @@ async fn ready_probes_with_the_platform_sentinel() {
 
 #[tokio::test]
 async fn nobody_learns_the_routes_without_a_token() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
     for (method, path) in [
         ("GET", "/v1/nothing"),
         ("PUT", "/v1/agents"),
@@ -307,8 +299,7 @@ async fn the_cache_coalesces_concurrent_validations_into_one_call() {
 
 #[tokio::test]
 async fn without_the_cache_every_request_is_validated() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     for _ in 0..3 {
         assert_eq!(app.get_authed("/test/whoami").await.status, 200);
     }

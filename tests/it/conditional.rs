@@ -18,8 +18,7 @@ fn etag(reply: &Reply) -> String {
 
 #[tokio::test]
 async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let created = app
         .post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
@@ -145,8 +144,7 @@ async fn concurrent_writers_with_the_same_tag_never_both_win() {
 
 #[tokio::test]
 async fn users_the_organization_and_directives_carry_tags_too() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let org: Uuid = ORG_ID.parse().unwrap();
     // An owner's token: inviting grants a role, which needs a user in the role order.
     let owner = app.db.add_user(org, "owner").await;

@@ -139,8 +139,7 @@ async fn the_public_keys_verify_what_the_service_signs_across_a_rotation() {
 
     let (new, old) = ([3u8; 32], [5u8; 32]);
     let keys = format!("{},{}", B64URL.encode(new), B64URL.encode(old));
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_SIGNING_KEYS", &keys)]).await;
+    let (_auth, app) = TestApp::with_auth(&[("IBEX_API_SIGNING_KEYS", &keys)]).await;
 
     // No token needed; the new key first, the old one still listed.
     let reply = app.get("/.well-known/jwks.json", &[]).await;

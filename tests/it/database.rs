@@ -172,8 +172,7 @@ async fn a_token_change_waits_for_its_audit_trail() {
     const TOKEN_CREATE: u64 = 1 << 36;
     const TOKEN_REVOKE: u64 = 1 << 37;
     let (mut postgres, url) = own_postgres_with_org().await;
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &url)]).await;
+    let (auth, app) = TestApp::with_auth(&[("IBEX_API_DATABASE_URL", &url)]).await;
     let creator = auth.stored_token(
         ORG_ID.parse().unwrap(),
         None,

@@ -285,8 +285,7 @@ fn analytics_operations_document_their_own_parameters() {
 
 #[tokio::test]
 async fn openapi_json_is_valid_3_1_and_describes_every_route() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
     let reply = app.get("/openapi.json", &[]).await;
     assert_eq!(reply.status, 200);
     assert!(
@@ -425,8 +424,7 @@ fn the_structural_check_catches_what_it_claims_to() {
 
 #[tokio::test]
 async fn docs_serve_swagger_ui_from_the_binary() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
 
     let redirect = app.get("/docs", &[]).await;
     assert!(redirect.status == 303 || redirect.status == 301 || redirect.status == 308);

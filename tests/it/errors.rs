@@ -4,8 +4,7 @@ use crate::common::*;
 
 #[tokio::test]
 async fn unknown_route_and_wrong_method() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
 
     app.get_authed("/v1/nothing-here")
         .await
@@ -22,8 +21,7 @@ async fn unknown_route_and_wrong_method() {
 
 #[tokio::test]
 async fn body_errors() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
     let (name, value) = bearer();
     let auth_header = (name, value.as_str());
     let json = ("Content-Type", "application/json");
@@ -117,8 +115,7 @@ async fn body_errors() {
 
 #[tokio::test]
 async fn parameter_errors_name_the_field_without_echoing_it() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
 
     let reply = app.get_authed("/v1/agents/SECRET-MARKER").await;
     let body = reply.assert_error(400, "VALIDATION_ERROR");
@@ -194,8 +191,7 @@ async fn handler_error_panic_and_timeout() {
 /// implemented operations anything but 401/404/405/5xx for a well-formed request on unknown ids.
 #[tokio::test]
 async fn every_documented_operation_is_mounted_and_stubs_answer_501() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
     let (name, value) = bearer();
     let doc = serde_json::to_value(ibex_api::app::document()).unwrap();
     let mut seen = 0;
@@ -234,8 +230,7 @@ async fn every_documented_operation_is_mounted_and_stubs_answer_501() {
 
 #[tokio::test]
 async fn request_ids_are_validated_and_echoed() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
     let kept = "67e55044-10b1-426f-9247-bb680e5fe0c8";
 
     for sent in [
@@ -290,8 +285,7 @@ async fn request_ids_are_validated_and_echoed() {
 
 #[tokio::test]
 async fn cors_for_the_dashboard_only() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let (name, value) = bearer();
     let allowed = ("Origin", ALLOWED_ORIGIN);
     let other = ("Origin", "https://evil.example.com");

@@ -22,8 +22,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn a_retried_create_gets_the_first_answer_and_does_nothing_else() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let key = [("Idempotency-Key", "create-agent-1")];
     let body = json!({"name": "a", "slug": "a"});
@@ -164,8 +163,7 @@ async fn a_retried_export_is_one_job() {
 
 #[tokio::test]
 async fn a_malformed_key_is_a_400_naming_the_header() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let long = "k".repeat(256);
     for bad in ["", "has space", long.as_str(), "tab\there"] {
@@ -264,8 +262,7 @@ async fn a_retry_storm_of_fifty_has_one_effect() {
 
 #[tokio::test]
 async fn an_error_answer_is_replayed_with_the_new_request_id_and_a_5xx_is_not_kept() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let body = json!({"name": "a", "slug": "taken"});
     assert_eq!(
@@ -343,8 +340,7 @@ async fn an_error_answer_is_replayed_with_the_new_request_id_and_a_5xx_is_not_ke
 
 #[tokio::test]
 async fn keys_are_the_organizations_own_and_expire() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_IDEMPOTENCY_TTL_MS", "1000")]).await;
+    let (auth, app) = TestApp::with_auth(&[("IBEX_API_IDEMPOTENCY_TTL_MS", "1000")]).await;
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
     let token_a = auth.token_for_user(
@@ -411,8 +407,7 @@ async fn keys_are_the_organizations_own_and_expire() {
 /// The document states the window the service is configured with, not a number written by hand.
 #[tokio::test]
 async fn the_document_states_the_configured_window() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_IDEMPOTENCY_TTL_MS", "3600000")]).await;
+    let (_auth, app) = TestApp::with_auth(&[("IBEX_API_IDEMPOTENCY_TTL_MS", "3600000")]).await;
     let document = request(app.addr, "GET", "/openapi.json", &[], b"")
         .await
         .text();

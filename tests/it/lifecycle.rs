@@ -104,8 +104,7 @@ async fn the_drain_is_bounded_and_half_sent_requests_do_not_block_it() {
 
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_HEADER_READ_TIMEOUT_MS", "300")]).await;
+    let (_auth, app) = TestApp::with_auth(&[("IBEX_API_HEADER_READ_TIMEOUT_MS", "300")]).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
@@ -248,8 +247,7 @@ fn dev_mode_serves_end_to_end_and_the_healthcheck_command_works() {
 
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_HEADER_READ_TIMEOUT_MS", "300")]).await;
+    let (_auth, app) = TestApp::with_auth(&[("IBEX_API_HEADER_READ_TIMEOUT_MS", "300")]).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -9,8 +9,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn only_the_callers_own_org_and_only_owners_suspend_or_delete() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
     let owner = app.db.add_user(org_a(), "owner").await;
@@ -229,17 +228,12 @@ async fn an_api_restart_loses_no_event() {
 
 async fn count(app: &TestApp, sql: &str, org: Uuid) -> i64 {
     let mut admin = app.db.admin().await;
-    sqlx::query_scalar(sql)
-        .bind(org)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap()
+    admin.value(sql, org).await
 }
 
 #[tokio::test]
 async fn gdpr_deletion_removes_the_org_and_nothing_else() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_GDPR_BATCH_SIZE", "7")]).await;
+    let (auth, app) = TestApp::with_auth(&[("IBEX_API_GDPR_BATCH_SIZE", "7")]).await;
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
     let owner = app.db.add_user(org_a(), "owner").await;
@@ -358,21 +352,18 @@ async fn a_cancelled_org_is_read_only() {
 
 /// The state of org A's deletion job.
 async fn deletion_state(admin: &mut sqlx::PgConnection) -> String {
-    sqlx::query_scalar("SELECT state FROM ibex_core.org_deletions WHERE org_id = $1")
-        .bind(org_a())
-        .fetch_one(admin)
+    admin
+        .value(
+            "SELECT state FROM ibex_core.org_deletions WHERE org_id = $1",
+            org_a(),
+        )
         .await
-        .unwrap()
 }
 
 async fn rows_deleted(admin: &mut sqlx::PgConnection) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COALESCE((SELECT rows_deleted FROM ibex_core.org_deletions WHERE org_id = $1), 0)",
-    )
-    .bind(org_a())
-    .fetch_one(admin)
-    .await
-    .unwrap()
+    let sql =
+        "SELECT COALESCE((SELECT rows_deleted FROM ibex_core.org_deletions WHERE org_id = $1), 0)";
+    admin.value(sql, org_a()).await
 }
 
 /// The real binary, killed (SIGKILL) in the middle of deleting 20 000 rows, then started again:

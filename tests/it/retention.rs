@@ -82,13 +82,11 @@ async fn mark_deleted(db: &mut PgConnection, table: &str, id: Uuid, days_ago: i3
 }
 
 async fn exists(db: &mut PgConnection, table: &str, column: &str, id: Uuid) -> bool {
-    sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM ibex_core.{table} WHERE {column} = $1)"
-    ))
-    .bind(id)
-    .fetch_one(db)
+    db.value(
+        &format!("SELECT EXISTS (SELECT 1 FROM ibex_core.{table} WHERE {column} = $1)"),
+        id,
+    )
     .await
-    .unwrap()
 }
 
 #[tokio::test]
@@ -203,12 +201,12 @@ async fn rows_deleted_past_the_retention_period_are_removed_for_good_and_nothing
             if kept { "kept" } else { "gone" }
         );
     }
-    let created_by: Option<Uuid> =
-        sqlx::query_scalar("SELECT created_by FROM ibex_core.agents WHERE id = $1")
-            .bind(live_agent)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let created_by: Option<Uuid> = admin
+        .value(
+            "SELECT created_by FROM ibex_core.agents WHERE id = $1",
+            live_agent,
+        )
+        .await;
     assert_eq!(created_by, None, "the removed creator is no longer named");
     let versions: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM ibex_core.directive_versions v

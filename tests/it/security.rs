@@ -122,8 +122,7 @@ fn id_cases() -> Vec<(&'static str, String, Option<Value>, u64, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_id_in_a_body_or_query_must_be_the_callers_organizations() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
     let owner = app.db.add_user(org_a(), "owner").await;
@@ -220,8 +219,7 @@ async fn every_id_in_a_body_or_query_must_be_the_callers_organizations() {
 /// A deleted agent is no longer a live object: a token cannot be bound to it.
 #[tokio::test]
 async fn a_token_cannot_be_bound_to_a_deleted_agent() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let agent = app.db.add_agent(org_a()).await;
     sqlx::query("UPDATE ibex_core.agents SET deleted_at = now() WHERE id = $1")
         .bind(agent)
@@ -240,11 +238,11 @@ async fn a_token_cannot_be_bound_to_a_deleted_agent() {
 }
 
 async fn role_of(app: &TestApp, user: Uuid) -> String {
-    sqlx::query_scalar("SELECT role FROM ibex_core.users WHERE id = $1")
-        .bind(user)
-        .fetch_one(&mut app.db.admin().await)
+    app.db
+        .admin()
         .await
-        .unwrap()
+        .value("SELECT role FROM ibex_core.users WHERE id = $1", user)
+        .await
 }
 
 async fn audited(app: &TestApp, action: &str, target: Uuid) -> i64 {
@@ -260,8 +258,7 @@ async fn audited(app: &TestApp, action: &str, target: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_move_only_below_the_callers_own() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let owner = app.db.add_user(org_a(), "owner").await;
     let admin = app.db.add_user(org_a(), "admin").await;
     let other_admin = app.db.add_user(org_a(), "admin").await;
@@ -383,8 +380,7 @@ async fn roles_move_only_below_the_callers_own() {
 
 #[tokio::test]
 async fn a_repeated_json_key_is_refused_at_any_depth() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let owner = app.db.add_user(org_a(), "owner").await;
     let member = app.db.add_user(org_a(), "member").await;
     let token = auth.token_for_user(org_a(), Some(owner), USER_MANAGE | (1 << 35));
@@ -459,8 +455,7 @@ async fn a_repeated_json_key_is_refused_at_any_depth() {
 async fn cursors_are_signed_and_bound_to_their_organization() {
     const OLD: &str = "the-old-cursor-key-with-at-least-32-characters";
     const NEW: &str = "the-new-cursor-key-with-at-least-32-characters";
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_CURSOR_KEYS", OLD)]).await;
+    let (auth, app) = TestApp::with_auth(&[("IBEX_API_CURSOR_KEYS", OLD)]).await;
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
     for org in [org_a(), org_b] {
@@ -541,8 +536,7 @@ async fn cursors_are_signed_and_bound_to_their_organization() {
 /// What used to be answered by the HTTP server with an empty body now gets the envelope.
 #[tokio::test]
 async fn oversized_heads_get_the_envelope_with_a_request_id() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let (name, value) = bearer();
 
     let many: Vec<(String, String)> = (0..101)
@@ -595,8 +589,7 @@ async fn oversized_heads_get_the_envelope_with_a_request_id() {
 
 #[tokio::test]
 async fn options_that_is_not_a_preflight_needs_a_token() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (_auth, app) = TestApp::with_auth(&[]).await;
     for headers in [
         vec![],
         vec![("Origin", ALLOWED_ORIGIN)],
@@ -636,8 +629,7 @@ async fn options_that_is_not_a_preflight_needs_a_token() {
 
 #[tokio::test]
 async fn every_answer_is_nosniff_and_authenticated_ones_are_no_store() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let token = auth.token_for(org_a(), 1 | (1 << 35));
     let agent = app.db.add_agent(org_a()).await;
     let path = format!("/v1/agents/{agent}");
@@ -700,8 +692,7 @@ async fn every_answer_is_nosniff_and_authenticated_ones_are_no_store() {
 /// connection's cached plan (issue 27, part 4).
 #[tokio::test]
 async fn competing_filters_plan_for_their_values() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let config = config(auth.addr, &[("IBEX_API_DATABASE_URL", app.db.url.as_str())]);
     let db = ibex_api::db::Database::connect_lazy(&config.database).unwrap();
     let caller = ibex_api::auth::Caller {

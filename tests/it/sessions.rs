@@ -47,8 +47,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 #[tokio::test]
 async fn filters_pages_and_tenancy() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let (agent, other_agent) = (
         app.db.add_agent(org_a()).await,
         app.db.add_agent(org_a()).await,

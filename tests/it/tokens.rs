@@ -10,8 +10,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn mint_use_list_and_revoke() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let manager = auth.stored_token(
         org_a(),
         None,
@@ -105,8 +104,7 @@ async fn mint_use_list_and_revoke() {
 
 #[tokio::test]
 async fn checks_made_before_the_auth_service_is_asked() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let creator = auth.stored_token(org_a(), None, TOKEN_CREATE | MEMORY_READ);
     let reader = auth.stored_token(org_a(), None, MEMORY_READ);
 
@@ -202,8 +200,7 @@ async fn checks_made_before_the_auth_service_is_asked() {
 
 #[tokio::test]
 async fn the_auth_services_own_cursor_is_wrapped() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let creator = auth.stored_token(org_a(), None, TOKEN_CREATE | MEMORY_READ);
     for i in 0..4 {
         let reply = app
@@ -244,8 +241,7 @@ async fn the_auth_services_own_cursor_is_wrapped() {
 /// The auth service's answers map as docs/domains/tokens.md says, and its message is never passed on.
 #[tokio::test]
 async fn auth_service_answers_map_to_the_envelope() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let manager = auth.stored_token(org_a(), None, TOKEN_CREATE | TOKEN_REVOKE | MEMORY_READ);
     let id = Uuid::now_v7();
     let operations: Vec<(&str, String, Option<Value>)> = vec![
@@ -292,8 +288,7 @@ async fn auth_service_answers_map_to_the_envelope() {
 /// With the validation cache on, a token this replica revokes stops working at once.
 #[tokio::test]
 async fn revoking_drops_the_cached_validation() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[("IBEX_API_AUTH_CACHE_TTL_MS", "600000")]).await;
+    let (auth, app) = TestApp::with_auth(&[("IBEX_API_AUTH_CACHE_TTL_MS", "600000")]).await;
     let token = auth.stored_token(org_a(), None, MEMORY_READ);
     assert_eq!(app.read("/v1/agents", &token).await.status, 200);
     assert_eq!(app.read("/v1/agents", &token).await.status, 200, "cached");

@@ -16,8 +16,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let owner = app.db.add_user(org_a(), "owner").await;
     let admin = app.db.add_user(org_a(), "admin").await;
     Setup {
@@ -92,11 +91,12 @@ async fn invite_read_update_delete() {
         .await
         .assert_error(404, "NOT_FOUND");
     let mut admin = s.app.db.admin().await;
-    let status: String = sqlx::query_scalar("SELECT status FROM ibex_core.users WHERE id = $1")
-        .bind(Uuid::parse_str(user["id"].as_str().unwrap()).unwrap())
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
+    let status: String = admin
+        .value(
+            "SELECT status FROM ibex_core.users WHERE id = $1",
+            Uuid::parse_str(user["id"].as_str().unwrap()).unwrap(),
+        )
+        .await;
     assert_eq!(status, "deactivated");
     // The address is free again.
     invite(&s, &s.admin_token, json!({"email": "ada@example.com"})).await;
@@ -269,13 +269,9 @@ async fn concurrent_demotions_keep_one_owner() {
             a.text(),
             b.text()
         );
-        let owners: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM ibex_core.users WHERE org_id = $1 AND role = 'owner' AND deleted_at IS NULL",
-        )
-        .bind(org_a())
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
+        let owners = "SELECT count(*) FROM ibex_core.users
+                      WHERE org_id = $1 AND role = 'owner' AND deleted_at IS NULL";
+        let owners: i64 = admin.value(owners, org_a()).await;
         assert_eq!(owners, 1, "round {round}");
     }
 }

@@ -161,6 +161,13 @@ impl TestApp {
         Self::start_on(config(auth, &with_db), db).await
     }
 
+    /// [`TestApp::start`] with a development auth service of its own, which must live as long.
+    pub async fn with_auth(overrides: &[(&str, &str)]) -> (FakeAuth, Self) {
+        let auth = FakeAuth::start().await;
+        let app = Self::start(auth.addr, overrides).await;
+        (auth, app)
+    }
+
     /// The app with this configuration, its own database settings included.
     pub async fn start_with(config: Config) -> Self {
         let db = TestDb::create().await;

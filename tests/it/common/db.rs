@@ -157,3 +157,29 @@ pub async fn own_postgres_with_org() -> (TempPostgres, String) {
         .unwrap();
     (postgres, url)
 }
+
+/// One-statement reads on a superuser connection, so a test states only its SQL.
+#[allow(async_fn_in_trait)]
+pub trait Admin {
+    /// The one value `sql` selects with `arg` as `$1`.
+    async fn value<T, A>(&mut self, sql: &str, arg: A) -> T
+    where
+        (T,): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: Send + Unpin,
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send;
+}
+
+impl Admin for PgConnection {
+    async fn value<T, A>(&mut self, sql: &str, arg: A) -> T
+    where
+        (T,): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+        T: Send + Unpin,
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        sqlx::query_scalar(sql)
+            .bind(arg)
+            .fetch_one(self)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}

@@ -4,12 +4,13 @@
 //! tests can send what well-behaved clients cannot: duplicate headers, odd bytes, lying
 //! Content-Length), and the other servers the app talks to: redis-server ([`redis_server`]), an
 //! S3 server that checks signatures ([`object_store`]) and the memory-service stand-in
-//! ([`memory_service`]). Every test binary includes it whole and uses part of it.
+//! ([`memory_service`]); log lines kept in memory ([`capture`]). Every test binary includes it whole and uses part of it.
 
 #![allow(dead_code)]
 
 mod app;
 mod auth;
+mod capture;
 mod clickhouse_server;
 mod db;
 mod http_client;
@@ -21,6 +22,8 @@ mod redis_server;
 pub use app::*;
 #[allow(unused_imports)]
 pub use auth::*;
+#[allow(unused_imports)]
+pub use capture::*;
 #[allow(unused_imports)]
 pub use clickhouse_server::*;
 #[allow(unused_imports)]

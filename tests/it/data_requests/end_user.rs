@@ -44,9 +44,7 @@ async fn an_end_users_archive_holds_their_data_and_nobody_elses() {
         commitment(filed["subject_salt"].as_str().unwrap(), &filed["subject"])
     );
 
-    let done = world
-        .wait_for(id, "succeeded", Duration::from_secs(30))
-        .await;
+    let done = world.wait_for(id, "succeeded").await;
     // The plan: person-1's three sessions (the soft-deleted one too, not the other
     // organization's), their two memories, four checkpoints... and two traces per live session
     // with a trace.
@@ -66,13 +64,7 @@ async fn an_end_users_archive_holds_their_data_and_nobody_elses() {
     }
 
     // The archive, through its pre-signed link.
-    let link = world
-        .app
-        .read(&format!("{REQUESTS}/{id}/archive"), &world.token)
-        .await;
-    assert_eq!(link.status, 200, "{}", link.text());
-    let (status, zip) = plain_get(link.json()["url"].as_str().unwrap()).await;
-    assert_eq!(status, 200);
+    let zip = world.archive(id).await;
     assert_eq!(done["archive"]["sha256"], sha256_hex(&zip));
     assert_eq!(done["archive"]["bytes"], zip.len());
     let files = unzip(&zip);
@@ -199,11 +191,7 @@ async fn an_end_users_erasure_removes_exactly_their_data_everywhere() {
         )
         .await;
     let access = world
-        .wait_for(
-            access["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
+        .wait_for(access["id"].as_str().unwrap(), "succeeded")
         .await;
 
     let filed = world
@@ -215,9 +203,7 @@ async fn an_end_users_erasure_removes_exactly_their_data_everywhere() {
         .await;
     let id = filed["id"].as_str().unwrap().to_owned();
     // It plans, then waits with its plan; nothing is touched yet.
-    let planned = world
-        .wait_for(&id, "awaiting_confirmation", Duration::from_secs(30))
-        .await;
+    let planned = world.wait_for(&id, "awaiting_confirmation").await;
     assert_eq!(planned["plan"]["sessions"], 3, "{planned:#}");
     assert_eq!(planned["plan"]["memory_exports"], 1);
     assert_eq!(planned["plan"]["hot_cache"], 2);
@@ -230,7 +216,7 @@ async fn an_end_users_erasure_removes_exactly_their_data_everywhere() {
 
     world.confirm(&id).await;
     let done = world
-        .wait_for(&id, "succeeded", Duration::from_secs(60))
+        .wait_for_within(&id, "succeeded", Duration::from_secs(60))
         .await;
     for (store, progress) in done["progress"].as_object().unwrap() {
         assert_eq!(progress["remaining"], 0, "{store}: {done:#}");

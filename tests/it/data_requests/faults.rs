@@ -20,9 +20,7 @@ async fn an_object_store_outage_makes_the_erasure_wait_never_succeed_early() {
         )
         .await;
     let id = filed["id"].as_str().unwrap().to_owned();
-    world
-        .wait_for(&id, "awaiting_confirmation", Duration::from_secs(30))
-        .await;
+    world.wait_for(&id, "awaiting_confirmation").await;
     world.s3.stop();
     world.confirm(&id).await;
     // It waits on the store, saying so; it does not succeed while the store is away.
@@ -53,7 +51,7 @@ async fn an_object_store_outage_makes_the_erasure_wait_never_succeed_early() {
     // The store comes back: the erasure finishes, everything of person-1 gone.
     world.s3.restart().unwrap();
     let done = world
-        .wait_for(&id, "succeeded", Duration::from_secs(60))
+        .wait_for_within(&id, "succeeded", Duration::from_secs(60))
         .await;
     for (store, progress) in done["progress"].as_object().unwrap() {
         assert_eq!(progress["remaining"], 0, "{store}");
@@ -97,9 +95,7 @@ async fn a_clickhouse_outage_makes_the_erasure_wait() {
         .file(json!({"type": "erasure", "subject": {"kind": "end_user", "external_ids": ["p"]}}))
         .await;
     let id = filed["id"].as_str().unwrap().to_owned();
-    let planned = world
-        .wait_for(&id, "awaiting_confirmation", Duration::from_secs(30))
-        .await;
+    let planned = world.wait_for(&id, "awaiting_confirmation").await;
     assert_eq!(planned["plan"]["llm_traces"], 1);
     clickhouse.stop();
     world.confirm(&id).await;
@@ -116,7 +112,7 @@ async fn a_clickhouse_outage_makes_the_erasure_wait() {
     }
     clickhouse.restart().unwrap();
     world
-        .wait_for(&id, "succeeded", Duration::from_secs(60))
+        .wait_for_within(&id, "succeeded", Duration::from_secs(60))
         .await;
     let client = clickhouse::Client::default()
         .with_url(&url)
@@ -211,11 +207,12 @@ async fn many_sessions(world: &World, n: usize) -> Vec<Uuid> {
 }
 
 async fn progress(admin: &mut sqlx::PgConnection, id: Uuid) -> Value {
-    sqlx::query_scalar("SELECT progress FROM ibex_core.data_requests WHERE id = $1")
-        .bind(id)
-        .fetch_one(admin)
+    admin
+        .value(
+            "SELECT progress FROM ibex_core.data_requests WHERE id = $1",
+            id,
+        )
         .await
-        .unwrap()
 }
 
 /// Erasure events per erased memory in the outbox (one each when nothing ran twice).
@@ -241,9 +238,7 @@ async fn two_replicas_confirming_at_once_run_the_erasure_once() {
         .file(json!({"type": "erasure", "subject": {"kind": "end_user", "session_ids": sessions}}))
         .await;
     let id = filed["id"].as_str().unwrap().to_owned();
-    world
-        .wait_for(&id, "awaiting_confirmation", Duration::from_secs(30))
-        .await;
+    world.wait_for(&id, "awaiting_confirmation").await;
     // Both replicas are asked to confirm at the same moment: one wins, the other is told.
     let path = format!("{REQUESTS}/{id}/confirm");
     let auth_header = format!("Bearer {}", world.token);
@@ -259,7 +254,7 @@ async fn two_replicas_confirming_at_once_run_the_erasure_once() {
     statuses.sort();
     assert_eq!(statuses, [200, 409], "{} / {}", a.text(), b.text());
     let done = world
-        .wait_for(&id, "succeeded", Duration::from_secs(120))
+        .wait_for_within(&id, "succeeded", Duration::from_secs(120))
         .await;
     assert_eq!(done["progress"]["sessions"]["items_done"], 200);
     let events = erasure_events_per_memory(&world).await;
@@ -291,11 +286,7 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         .await;
     let id: Uuid = filed["id"].as_str().unwrap().parse().unwrap();
     world
-        .wait_for(
-            &id.to_string(),
-            "awaiting_confirmation",
-            Duration::from_secs(30),
-        )
+        .wait_for(&id.to_string(), "awaiting_confirmation")
         .await;
     let auth_header = format!("Bearer {}", world.token);
     let confirmed = request(
@@ -327,12 +318,12 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
     }
     first.kill().unwrap();
     first.wait().unwrap();
-    let status: String =
-        sqlx::query_scalar("SELECT status FROM ibex_core.data_requests WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let status: String = admin
+        .value(
+            "SELECT status FROM ibex_core.data_requests WHERE id = $1",
+            id,
+        )
+        .await;
     assert_eq!(status, "running", "killed in the middle");
     // Its lease runs out; the next replica takes over and finishes.
     sqlx::query("UPDATE ibex_core.data_requests SET lease_until = now() WHERE id = $1")
@@ -344,12 +335,12 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
     up(addr).await;
     let deadline = Deadline::after(Duration::from_secs(120));
     loop {
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM ibex_core.data_requests WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut admin)
-                .await
-                .unwrap();
+        let status: String = admin
+            .value(
+                "SELECT status FROM ibex_core.data_requests WHERE id = $1",
+                id,
+            )
+            .await;
         if status == "succeeded" {
             break;
         }
@@ -393,12 +384,12 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
     // Killed as soon as it runs.
     let deadline = Deadline::after(Duration::from_secs(30)).every(Duration::from_millis(5));
     loop {
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM ibex_core.data_requests WHERE id = $1")
-                .bind(access_id)
-                .fetch_one(&mut admin)
-                .await
-                .unwrap();
+        let status: String = admin
+            .value(
+                "SELECT status FROM ibex_core.data_requests WHERE id = $1",
+                access_id,
+            )
+            .await;
         if status == "running" || status == "succeeded" {
             break;
         }
@@ -413,14 +404,9 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         .unwrap();
     let (mut third, _) = replica(&world);
     let done = world
-        .wait_for(&access_id.to_string(), "succeeded", Duration::from_secs(60))
+        .wait_for_within(&access_id.to_string(), "succeeded", Duration::from_secs(60))
         .await;
-    let link = world
-        .app
-        .read(&format!("{REQUESTS}/{access_id}/archive"), &world.token)
-        .await
-        .json();
-    let (_, zip) = plain_get(link["url"].as_str().unwrap()).await;
+    let zip = world.archive(&access_id.to_string()).await;
     assert_eq!(done["archive"]["sha256"], sha256_hex(&zip));
     let files = unzip(&zip);
     let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();

@@ -91,8 +91,14 @@ impl World {
         reply.json()
     }
 
+    /// Polls the request until it is in `status` (within 30 s); its body.
+    pub async fn wait_for(&self, id: &str, status: &str) -> Value {
+        self.wait_for_within(id, status, Duration::from_secs(30))
+            .await
+    }
+
     /// Polls the request until it is in `status` (within `limit`); its body.
-    pub async fn wait_for(&self, id: &str, status: &str, limit: Duration) -> Value {
+    pub async fn wait_for_within(&self, id: &str, status: &str, limit: Duration) -> Value {
         let deadline = Deadline::after(limit);
         loop {
             let request = self.get(id).await;
@@ -109,6 +115,18 @@ impl World {
             let late = format!("request {id} not {status} within {limit:?}: {request:#}");
             deadline.tick(late).await;
         }
+    }
+
+    /// The bytes of a succeeded access request's archive, through its pre-signed link.
+    pub async fn archive(&self, id: &str) -> Vec<u8> {
+        let link = self
+            .app
+            .read(&format!("{REQUESTS}/{id}/archive"), &self.token)
+            .await;
+        assert_eq!(link.status, 200, "{}", link.text());
+        let (status, zip) = plain_get(link.json()["url"].as_str().unwrap()).await;
+        assert_eq!(status, 200);
+        zip
     }
 
     /// Confirms an erasure awaiting confirmation; its body.
@@ -147,11 +165,7 @@ impl World {
     /// Rows of `table` in this organization (as the superuser, outside the API).
     pub async fn count(&self, sql: &str) -> i64 {
         let mut admin = self.admin().await;
-        sqlx::query_scalar(sql)
-            .bind(self.org)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        admin.value(sql, self.org).await
     }
 }
 

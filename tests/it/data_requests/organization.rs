@@ -16,26 +16,13 @@ async fn an_organizations_archive_holds_everything_it_owns() {
         .file(json!({"type": "access", "subject": {"kind": "organization"}}))
         .await;
     let done = world
-        .wait_for(
-            filed["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
+        .wait_for(filed["id"].as_str().unwrap(), "succeeded")
         .await;
     assert_eq!(done["plan"]["sessions"], 4, "{done:#}");
     assert_eq!(done["plan"]["archives_bucket"], 4);
     assert_eq!(done["plan"]["exports_bucket"], 2);
     assert_eq!(done["plan"]["llm_traces"], 8);
-    let link = world
-        .app
-        .read(
-            &format!("{REQUESTS}/{}/archive", done["id"].as_str().unwrap()),
-            &world.token,
-        )
-        .await
-        .json();
-    let (_, zip) = plain_get(link["url"].as_str().unwrap()).await;
-    let files = unzip(&zip);
+    let files = unzip(&world.archive(done["id"].as_str().unwrap()).await);
     assert_eq!(lines(&files["postgresql/organizations.ndjson"]).len(), 1);
     assert_eq!(lines(&files["postgresql/sessions.ndjson"]).len(), 4);
     assert_eq!(lines(&files["postgresql/memories.ndjson"]).len(), 4);
@@ -62,11 +49,7 @@ async fn deleting_the_organization_is_its_erasure_with_a_receipt_that_outlives_i
         )
         .await;
     world
-        .wait_for(
-            earlier["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
+        .wait_for(earlier["id"].as_str().unwrap(), "succeeded")
         .await;
 
     let deleted = world
@@ -159,22 +142,20 @@ async fn deleting_the_organization_is_its_erasure_with_a_receipt_that_outlives_i
         } else {
             "org_id"
         };
-        let left: i64 = sqlx::query_scalar(&format!(
-            "SELECT count(*) FROM ibex_core.{table} WHERE {column} = $1"
-        ))
-        .bind(world.org)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
+        let left: i64 = admin
+            .value(
+                &format!("SELECT count(*) FROM ibex_core.{table} WHERE {column} = $1"),
+                world.org,
+            )
+            .await;
         assert_eq!(left, 0, "{table} keeps rows of the erased organization");
     }
-    let receipts: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM ibex_core.data_request_receipts WHERE org_id = $1",
-    )
-    .bind(world.org)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+    let receipts: i64 = admin
+        .value(
+            "SELECT count(*) FROM ibex_core.data_request_receipts WHERE org_id = $1",
+            world.org,
+        )
+        .await;
     assert_eq!(receipts, 2, "the receipts stay");
     let all_sessions: Vec<Uuid> = people
         .sessions_1
@@ -203,12 +184,12 @@ async fn deleting_the_organization_is_its_erasure_with_a_receipt_that_outlives_i
         ),
         1
     );
-    let other_sessions: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM ibex_core.sessions WHERE org_id = $1")
-            .bind(people.other_org)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let other_sessions: i64 = admin
+        .value(
+            "SELECT count(*) FROM ibex_core.sessions WHERE org_id = $1",
+            people.other_org,
+        )
+        .await;
     assert_eq!(other_sessions, 1);
 }
 

@@ -200,9 +200,7 @@ async fn only_owners_and_admins_file_and_only_owners_erase_the_organization_or_a
         .file(json!({"type": "erasure", "subject": {"kind": "user", "user_id": other_owner}}))
         .await;
     let id = erase_owner["id"].as_str().unwrap();
-    world
-        .wait_for(id, "awaiting_confirmation", Duration::from_secs(30))
-        .await;
+    world.wait_for(id, "awaiting_confirmation").await;
     // ...and only an owner confirms an owner's erasure.
     world
         .app
@@ -254,9 +252,7 @@ async fn transitions_deadlines_and_idempotent_retries() {
     assert_eq!(request["due_at"], "2026-02-28T10:00:00.000Z");
     assert_eq!(request["sla_state"], "overdue");
 
-    world
-        .wait_for(&id, "awaiting_confirmation", Duration::from_secs(30))
-        .await;
+    world.wait_for(&id, "awaiting_confirmation").await;
     // The one extension, with its reason; a second is refused.
     let extend = format!("{REQUESTS}/{id}/extend");
     world
@@ -333,9 +329,7 @@ async fn transitions_deadlines_and_idempotent_retries() {
         )
         .await;
     let running_id = running["id"].as_str().unwrap();
-    let done = world
-        .wait_for(running_id, "succeeded", Duration::from_secs(30))
-        .await;
+    let done = world.wait_for(running_id, "succeeded").await;
     assert_eq!(done["sla_state"], "on_time");
     world
         .app

@@ -1,7 +1,5 @@
 //! An operator of the organization: what the service holds on them, and their erasure.
 
-use std::time::Duration;
-
 use serde_json::json;
 use uuid::Uuid;
 
@@ -55,22 +53,9 @@ async fn an_operators_access_and_erasure() {
         .file(json!({"type": "access", "subject": {"kind": "user", "user_id": operator}}))
         .await;
     let access = world
-        .wait_for(
-            access["id"].as_str().unwrap(),
-            "succeeded",
-            Duration::from_secs(30),
-        )
+        .wait_for(access["id"].as_str().unwrap(), "succeeded")
         .await;
-    let link = world
-        .app
-        .read(
-            &format!("{REQUESTS}/{}/archive", access["id"].as_str().unwrap()),
-            &world.token,
-        )
-        .await
-        .json();
-    let (_, zip) = plain_get(link["url"].as_str().unwrap()).await;
-    let files = unzip(&zip);
+    let files = unzip(&world.archive(access["id"].as_str().unwrap()).await);
     let users = lines(&files["postgresql/users.ndjson"]);
     assert_eq!(users.len(), 1);
     assert_eq!(users[0]["id"], operator.to_string());
@@ -97,9 +82,7 @@ async fn an_operators_access_and_erasure() {
         .file(json!({"type": "erasure", "subject": {"kind": "user", "user_id": operator}}))
         .await;
     let id = erasure["id"].as_str().unwrap().to_owned();
-    let planned = world
-        .wait_for(&id, "awaiting_confirmation", Duration::from_secs(30))
-        .await;
+    let planned = world.wait_for(&id, "awaiting_confirmation").await;
     assert!(
         planned["plan"]["tokens"].as_i64().unwrap() >= 1,
         "{planned:#}"
@@ -115,9 +98,7 @@ async fn an_operators_access_and_erasure() {
         .read("/v1/agents", &their_token)
         .await
         .assert_error(401, "INVALID_TOKEN");
-    let done = world
-        .wait_for(&id, "succeeded", Duration::from_secs(30))
-        .await;
+    let done = world.wait_for(&id, "succeeded").await;
     assert_eq!(done["subject"], redacted("user"));
     let mut admin = world.admin().await;
     let (name, email, deleted): (String, String, bool) = sqlx::query_as(
@@ -165,19 +146,16 @@ async fn the_last_owner_cannot_be_erased() {
         .file(json!({"type": "erasure", "subject": {"kind": "user", "user_id": world.owner}}))
         .await;
     let rejected = world
-        .wait_for(
-            filed["id"].as_str().unwrap(),
-            "rejected",
-            Duration::from_secs(30),
-        )
+        .wait_for(filed["id"].as_str().unwrap(), "rejected")
         .await;
     assert_eq!(rejected["rejection_code"], "LAST_OWNER_PROTECTED");
     let mut admin = world.admin().await;
-    let name: String = sqlx::query_scalar("SELECT name FROM ibex_core.users WHERE id = $1")
-        .bind(world.owner)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
+    let name: String = admin
+        .value(
+            "SELECT name FROM ibex_core.users WHERE id = $1",
+            world.owner,
+        )
+        .await;
     assert_eq!(name, "Seeded");
     let _ = Uuid::nil();
 }

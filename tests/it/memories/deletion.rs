@@ -116,8 +116,7 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
 
 #[tokio::test]
 async fn bulk_delete_needs_confirmation_and_is_atomic() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let agent = app.db.add_agent(org_a()).await;
     // 2 500 memories: more than two deletion events' worth of ids.
     let memories: Vec<Seed> = (0..2500).map(|n| Seed::new(org_a(), agent, n)).collect();

@@ -224,12 +224,12 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
     .await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["row_count"], 50);
-    let attempts: i32 =
-        sqlx::query_scalar("SELECT attempts FROM ibex_core.memory_exports WHERE id = $1")
-            .bind(dead)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let attempts: i32 = admin
+        .value(
+            "SELECT attempts FROM ibex_core.memory_exports WHERE id = $1",
+            dead,
+        )
+        .await;
     assert_eq!(attempts, 2);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let held_job = app
@@ -325,12 +325,12 @@ async fn an_export_outlasts_an_object_store_outage_and_leaves_one_object() {
         }
     }
     let mut admin = app.db.admin().await;
-    let attempts: i32 =
-        sqlx::query_scalar("SELECT attempts FROM ibex_core.memory_exports WHERE id = $1")
-            .bind(job_id)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
+    let attempts: i32 = admin
+        .value(
+            "SELECT attempts FROM ibex_core.memory_exports WHERE id = $1",
+            job_id,
+        )
+        .await;
     assert!(attempts > 3, "kept retrying: {attempts} attempts");
     s3.restart().unwrap();
     let job = finished_job(&app, &token, &location).await;

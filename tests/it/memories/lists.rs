@@ -4,8 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn every_filter_and_pair_of_filters_pages_each_match_exactly_once() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(auth.addr, &[]).await;
+    let (auth, app) = TestApp::with_auth(&[]).await;
     let agent = app.db.add_agent(org_a()).await;
     let other_agent = app.db.add_agent(org_a()).await;
     let org_b = Uuid::now_v7();

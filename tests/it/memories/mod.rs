@@ -113,11 +113,7 @@ async fn seed(db: &TestDb, memories: &[Seed]) {
 
 async fn scalar(db: &TestDb, sql: &str, id: Uuid) -> i64 {
     let mut admin = db.admin().await;
-    sqlx::query_scalar(sql)
-        .bind(id)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap()
+    admin.value(sql, id).await
 }
 
 /// Asks for an export of `agent`'s memories in `format` (the answer: 202 and the job's Location).
