@@ -49,14 +49,14 @@ async fn create(s: &Setup, token: &str, slug: &str) -> Value {
 
 /// The row as the database holds it, read as the superuser (no row-level security).
 async fn row(s: &Setup, id: &str) -> Value {
-    let mut admin = s.app.db.admin().await;
-    let row: Value = admin
-        .value(
-            "SELECT to_jsonb(a) FROM ibex_core.agents a WHERE id = $1::uuid",
-            id,
-        )
-        .await;
-    row
+    let sql = "SELECT to_jsonb(a) FROM ibex_core.agents a WHERE id = $1::uuid";
+    s.app.db.admin().await.value(sql, id).await
+}
+
+/// A lifecycle action (`pause`, `activate`, `archive`) on the agent at `path`, as the writer.
+async fn act(s: &Setup, path: &str, action: &str) -> Reply {
+    let path = format!("{path}/{action}");
+    s.app.call("POST", &path, &s.writer, None).await
 }
 
 #[tokio::test]
@@ -130,18 +130,13 @@ async fn lifecycle_end_to_end() {
         ("archive", "archived"),
         ("archive", "archived"), // no-op
     ] {
-        let reply = s
-            .app
-            .call("POST", &format!("{path}/{action}"), &s.writer, None)
-            .await;
+        let reply = act(&s, &path, action).await;
         assert_eq!(reply.status, 200, "{action}: {}", reply.text());
         assert_eq!(reply.json()["status"], status);
     }
     for action in ["activate", "pause"] {
-        s.app
-            .call("POST", &format!("{path}/{action}"), &s.writer, None)
-            .await
-            .assert_error(409, "AGENT_STATUS_CONFLICT");
+        let reply = act(&s, &path, action).await;
+        reply.assert_error(409, "AGENT_STATUS_CONFLICT");
     }
     s.app
         .patch(&path, &s.writer, json!({"name": "x"}))
@@ -202,19 +197,14 @@ async fn suspended_agents_only_archive_and_agents_with_sessions_cannot_be_delete
     .unwrap();
     let path = format!("/v1/agents/{id}");
     for action in ["activate", "pause"] {
-        s.app
-            .call("POST", &format!("{path}/{action}"), &s.writer, None)
-            .await
-            .assert_error(409, "AGENT_STATUS_CONFLICT");
+        let reply = act(&s, &path, action).await;
+        reply.assert_error(409, "AGENT_STATUS_CONFLICT");
     }
     s.app
         .call("DELETE", &path, &s.writer, None)
         .await
         .assert_error(409, "AGENT_HAS_SESSIONS");
-    let archived = s
-        .app
-        .call("POST", &format!("{path}/archive"), &s.writer, None)
-        .await;
+    let archived = act(&s, &path, "archive").await;
     assert_eq!(archived.json()["status"], "archived");
     assert_eq!(row(&s, &id).await["deleted_at"], Value::Null);
 }

@@ -26,6 +26,15 @@ struct Trace {
     requested_at: DateTime<Utc>,
 }
 
+/// `/v1/analytics/{op}` over `[start, end)`, then `more` (`&name=value…`).
+fn over(op: &str, start: DateTime<Utc>, end: DateTime<Utc>, more: &str) -> String {
+    format!(
+        "/v1/analytics/{op}?start={}&end={}{more}",
+        iso(start),
+        iso(end)
+    )
+}
+
 /// Inserts rows as the proxy would (JSONEachRow over HTTP).
 async fn insert(url: &str, traces: &[Trace]) {
     let mut body = String::new();
@@ -199,11 +208,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     for granularity in ["day", "week"] {
         let reply = app
             .read(
-                &format!(
-                    "/v1/analytics/usage?start={}&end={}&granularity={granularity}",
-                    iso(start),
-                    iso(end)
-                ),
+                &over("usage", start, end, &format!("&granularity={granularity}")),
                 &token,
             )
             .await;
@@ -273,12 +278,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     assert_eq!(total, expected);
 
     // Per model, descending by total tokens.
-    let reply = app
-        .read(
-            &format!("/v1/analytics/models?start={}&end={}", iso(start), iso(end)),
-            &token,
-        )
-        .await;
+    let reply = app.read(&over("models", start, end, ""), &token).await;
     let models = reply.json()["models"].as_array().unwrap().clone();
     let mut expected: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for t in &inside {
@@ -306,11 +306,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     let encoded: String = url_encode(tricky);
     let reply = app
         .read(
-            &format!(
-                "/v1/analytics/errors?start={}&end={}&error_code={encoded}",
-                iso(start),
-                iso(end)
-            ),
+            &over("errors", start, end, &format!("&error_code={encoded}")),
             &token,
         )
         .await;
@@ -325,12 +321,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
         counted,
         inside.iter().filter(|t| t.error_code == tricky).count() as u64
     );
-    let reply = app
-        .read(
-            &format!("/v1/analytics/errors?start={}&end={}", iso(start), iso(end)),
-            &token,
-        )
-        .await;
+    let reply = app.read(&over("errors", start, end, ""), &token).await;
     let body = reply.json();
     let mut expected: BTreeMap<(i64, String), u64> = BTreeMap::new();
     for t in inside.iter().filter(|t| !t.error_code.is_empty()) {
@@ -361,11 +352,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     for p in [50.0, 95.0, 99.0] {
         let reply = app
             .read(
-                &format!(
-                    "/v1/analytics/latency?start={}&end={}&percentile={p}",
-                    iso(start),
-                    iso(end)
-                ),
+                &over("latency", start, end, &format!("&percentile={p}")),
                 &token,
             )
             .await;
@@ -436,11 +423,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
 
     // Errors of one agent, with and without a code: only that agent's requests count.
     for code in [None, Some(tricky)] {
-        let mut path = format!(
-            "/v1/analytics/errors?start={}&end={}&agent_id={a1}",
-            iso(start),
-            iso(end)
-        );
+        let mut path = over("errors", start, end, &format!("&agent_id={a1}"));
         if let Some(code) = code {
             path.push_str(&format!("&error_code={}", url_encode(code)));
         }
@@ -473,25 +456,15 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     // never counted (above).
     for op in ["usage", "latency", "models", "errors"] {
         for agent in [b1, Uuid::now_v7()] {
-            app.read(
-                &format!(
-                    "/v1/analytics/{op}?start={}&end={}&agent_id={agent}",
-                    iso(start),
-                    iso(end)
-                ),
-                &token,
-            )
-            .await
-            .assert_error(404, "AGENT_NOT_FOUND");
+            app.read(&over(op, start, end, &format!("&agent_id={agent}")), &token)
+                .await
+                .assert_error(404, "AGENT_NOT_FOUND");
         }
     }
     // Without trace:read: 403.
-    app.read(
-        &format!("/v1/analytics/usage?start={}&end={}", iso(start), iso(end)),
-        &auth.token_for(tenant, 1),
-    )
-    .await
-    .assert_error(403, "INSUFFICIENT_PERMISSIONS");
+    app.read(&over("usage", start, end, ""), &auth.token_for(tenant, 1))
+        .await
+        .assert_error(403, "INSUFFICIENT_PERMISSIONS");
 }
 
 fn url_encode(text: &str) -> String {

@@ -20,21 +20,23 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
         .get::<i64, _>(0)
 }
 
+/// `POST /v1/agents` of agent `slug`, with these headers (the key).
+async fn create(app: &TestApp, token: &str, headers: &[(&str, &str)], slug: &str) -> Reply {
+    let body = json!({"name": slug, "slug": slug});
+    app.call_with("POST", "/v1/agents", token, headers, Some(body))
+        .await
+}
+
 #[tokio::test]
 async fn a_retried_create_gets_the_first_answer_and_does_nothing_else() {
     let (auth, app) = TestApp::with_auth(&[]).await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let key = [("Idempotency-Key", "create-agent-1")];
-    let body = json!({"name": "a", "slug": "a"});
 
-    let first = app
-        .call_with("POST", "/v1/agents", &token, &key, Some(body.clone()))
-        .await;
+    let first = create(&app, &token, &key, "a").await;
     assert_eq!(first.status, 201, "{}", first.text());
     assert!(first.header("idempotent-replayed").is_none());
-    let again = app
-        .call_with("POST", "/v1/agents", &token, &key, Some(body.clone()))
-        .await;
+    let again = create(&app, &token, &key, "a").await;
     assert_eq!(again.status, 201, "{}", again.text());
     assert_eq!(again.header("idempotent-replayed"), Some("true"));
     assert_eq!(again.json(), first.json(), "the same agent, byte for byte");
@@ -64,15 +66,7 @@ async fn a_retried_create_gets_the_first_answer_and_does_nothing_else() {
     );
 
     // The same key for another body, path or method: refused, nothing done.
-    let other_body = app
-        .call_with(
-            "POST",
-            "/v1/agents",
-            &token,
-            &key,
-            Some(json!({"name": "b", "slug": "b"})),
-        )
-        .await;
+    let other_body = create(&app, &token, &key, "b").await;
     other_body.assert_error(409, "IDEMPOTENCY_KEY_REUSED");
     let id = first.json()["id"].as_str().unwrap().to_owned();
     app.call_with(
@@ -91,15 +85,7 @@ async fn a_retried_create_gets_the_first_answer_and_does_nothing_else() {
 
     // Another caller's key of the same name is its own.
     let colleague = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
-    let theirs = app
-        .call_with(
-            "POST",
-            "/v1/agents",
-            &colleague,
-            &key,
-            Some(json!({"name": "c", "slug": "c"})),
-        )
-        .await;
+    let theirs = create(&app, &colleague, &key, "c").await;
     assert_eq!(theirs.status, 201, "{}", theirs.text());
     assert!(theirs.header("idempotent-replayed").is_none());
 
@@ -167,15 +153,7 @@ async fn a_malformed_key_is_a_400_naming_the_header() {
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let long = "k".repeat(256);
     for bad in ["", "has space", long.as_str(), "tab\there"] {
-        let reply = app
-            .call_with(
-                "POST",
-                "/v1/agents",
-                &token,
-                &[("Idempotency-Key", bad)],
-                Some(json!({"name": "a", "slug": "a"})),
-            )
-            .await;
+        let reply = create(&app, &token, &[("Idempotency-Key", bad)], "a").await;
         reply.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(
             reply.json()["error"]["field_errors"][0]["field"],
@@ -184,15 +162,7 @@ async fn a_malformed_key_is_a_400_naming_the_header() {
         );
     }
     let longest = "k".repeat(255);
-    let ok = app
-        .call_with(
-            "POST",
-            "/v1/agents",
-            &token,
-            &[("Idempotency-Key", &longest)],
-            Some(json!({"name": "a", "slug": "a"})),
-        )
-        .await;
+    let ok = create(&app, &token, &[("Idempotency-Key", &longest)], "a").await;
     assert_eq!(ok.status, 201, "{}", ok.text());
     assert_eq!(
         count(&app, "SELECT count(*) FROM ibex_core.agents").await,
@@ -209,14 +179,7 @@ async fn a_retry_storm_of_fifty_has_one_effect() {
     for _ in 0..50 {
         let (app, token) = (Arc::clone(&app), token.clone());
         storm.push(tokio::spawn(async move {
-            app.call_with(
-                "POST",
-                "/v1/agents",
-                &token,
-                &[("Idempotency-Key", "storm")],
-                Some(json!({"name": "s", "slug": "storm"})),
-            )
-            .await
+            create(&app, &token, &[("Idempotency-Key", "storm")], "storm").await
         }));
     }
     let mut first = Vec::new();
@@ -247,15 +210,7 @@ async fn a_retry_storm_of_fifty_has_one_effect() {
         "one audit event"
     );
     // Once settled, every retry is the stored answer.
-    let late = app
-        .call_with(
-            "POST",
-            "/v1/agents",
-            &token,
-            &[("Idempotency-Key", "storm")],
-            Some(json!({"name": "s", "slug": "storm"})),
-        )
-        .await;
+    let late = create(&app, &token, &[("Idempotency-Key", "storm")], "storm").await;
     assert_eq!(late.header("idempotent-replayed"), Some("true"));
     assert_eq!(late.json(), first[0]);
 }
@@ -382,15 +337,7 @@ async fn keys_are_the_organizations_own_and_expire() {
 
     // Past its lifetime a key is free again (a new body is no reuse), and the sweep removes it.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    let fresh = app
-        .call_with(
-            "POST",
-            "/v1/agents",
-            &token_a,
-            &key,
-            Some(json!({"name": "z", "slug": "z"})),
-        )
-        .await;
+    let fresh = create(&app, &token_a, &key, "z").await;
     assert_eq!(fresh.status, 201, "{}", fresh.text());
     assert!(fresh.header("idempotent-replayed").is_none());
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;

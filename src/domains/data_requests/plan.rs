@@ -189,23 +189,28 @@ fn db_down(e: String) -> Unreachable {
     }
 }
 
-/// Everything `subject` covers for a request of type `kind` in `org_id`.
-pub async fn plan(
-    conn: &mut PgConnection,
-    org_id: Uuid,
-    kind: DataRequestType,
-    subject: &Subject,
-    storage: Option<&Storage>,
-    traces: Option<&TraceStore>,
-) -> Result<Plan, Unreachable> {
-    match subject.kind {
-        SubjectKind::EndUser => end_user(conn, org_id, kind, subject, storage, traces).await,
-        SubjectKind::User => user(conn, org_id, kind, subject).await,
+/// What a plan is made for: the request, and the stores beyond PostgreSQL it may reach.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    pub org_id: Uuid,
+    pub kind: DataRequestType,
+    pub subject: &'a Subject,
+    pub storage: Option<&'a Storage>,
+    pub traces: Option<&'a TraceStore>,
+}
+
+/// Everything the scope's subject covers for a request of its type in its organization.
+pub async fn plan(conn: &mut PgConnection, scope: Scope<'_>) -> Result<Plan, Unreachable> {
+    match scope.subject.kind {
+        SubjectKind::EndUser => end_user(conn, scope).await,
+        SubjectKind::User => user(conn, scope.org_id, scope.kind, scope.subject).await,
         SubjectKind::Organization => {
             // A store unreachable now is counted once it is reached (an organization's erasure
             // must not wait on a count: its deletion removes everything anyway).
+            let (storage, traces) = (scope.storage, scope.traces);
             Ok(Plan {
-                counts: count_organization(conn, org_id, storage, traces, true, false).await?,
+                counts: count_organization(conn, scope.org_id, storage, traces, true, false)
+                    .await?,
                 ..Plan::default()
             })
         }
@@ -233,14 +238,14 @@ fn uuids(items: &[String]) -> Vec<Uuid> {
     items.iter().filter_map(|i| i.parse().ok()).collect()
 }
 
-async fn end_user(
-    conn: &mut PgConnection,
-    org_id: Uuid,
-    kind: DataRequestType,
-    subject: &Subject,
-    storage: Option<&Storage>,
-    traces: Option<&TraceStore>,
-) -> Result<Plan, Unreachable> {
+async fn end_user(conn: &mut PgConnection, scope: Scope<'_>) -> Result<Plan, Unreachable> {
+    let Scope {
+        org_id,
+        kind,
+        subject,
+        storage,
+        traces,
+    } = scope;
     let mut plan = Plan::default();
     // The person's sessions, soft-deleted ones too: (id, agent_id) pairs as "id/agent_id".
     let external_ids = subject.external_ids.clone();

@@ -22,6 +22,11 @@ fn field_errors(reply: &Reply) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An access request's body for `subject`.
+fn access(subject: Value) -> Value {
+    json!({"type": "access", "subject": subject})
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_naming_its_field() {
     let world = World::start().await;
@@ -37,12 +42,12 @@ async fn bad_input_is_refused_naming_its_field() {
             "INVALID_VALUE",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "robot"}}),
+            access(json!({"kind": "robot"})),
             "subject.kind",
             "INVALID_VALUE",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "organization", "x": 1}}),
+            access(json!({"kind": "organization", "x": 1})),
             "subject.x",
             "UNKNOWN_FIELD",
         ),
@@ -57,47 +62,43 @@ async fn bad_input_is_refused_naming_its_field() {
             "INVALID_TYPE",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "user"}}),
+            access(json!({"kind": "user"})),
             "subject.user_id",
             "REQUIRED",
         ),
+        (access(json!({"kind": "end_user"})), "subject", "REQUIRED"),
         (
-            json!({"type": "access", "subject": {"kind": "end_user"}}),
+            access(json!({"kind": "end_user", "agent_ids": [Uuid::now_v7()]})),
             "subject",
             "REQUIRED",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "end_user", "agent_ids": [Uuid::now_v7()]}}),
-            "subject",
-            "REQUIRED",
-        ),
-        (
-            json!({"type": "access", "subject": {"kind": "end_user", "external_ids": too_many}}),
+            access(json!({"kind": "end_user", "external_ids": too_many})),
             "subject.external_ids",
             "TOO_MANY",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "end_user", "external_ids": split, "session_ids": split_ids}}),
+            access(json!({"kind": "end_user", "external_ids": split, "session_ids": split_ids})),
             "subject",
             "TOO_MANY",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "end_user", "session_ids": ["nope"]}}),
+            access(json!({"kind": "end_user", "session_ids": ["nope"]})),
             "subject.session_ids",
             "INVALID_UUID",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "end_user", "external_ids": ["nul\u{0}"]}}),
+            access(json!({"kind": "end_user", "external_ids": ["nul\u{0}"]})),
             "subject.external_ids",
             "INVALID_CHARACTER",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "organization", "user_id": Uuid::now_v7()}}),
+            access(json!({"kind": "organization", "user_id": Uuid::now_v7()})),
             "subject",
             "FIELD_NOT_FOR_KIND",
         ),
         (
-            json!({"type": "access", "subject": {"kind": "user", "user_id": Uuid::now_v7(), "external_ids": ["a"]}}),
+            access(json!({"kind": "user", "user_id": Uuid::now_v7(), "external_ids": ["a"]})),
             "subject",
             "FIELD_NOT_FOR_KIND",
         ),
@@ -137,7 +138,7 @@ async fn bad_input_is_refused_naming_its_field() {
             .post(
                 REQUESTS,
                 &world.token,
-                json!({"type": "access", "subject": {"kind": "user", "user_id": user}}),
+                access(json!({"kind": "user", "user_id": user})),
             )
             .await
             .assert_error(404, "USER_NOT_FOUND");
