@@ -28,14 +28,10 @@ fn series(text: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn metrics_are_served_apart_with_bounded_labels() {
-    let auth = FakeAuth::start().await;
-    let app = TestApp::start(
-        auth.addr,
-        &[
-            ("IBEX_API_METRICS_ADDR", "127.0.0.1:0"),
-            ("IBEX_API_AUTH_CACHE_TTL_MS", "60000"),
-        ],
-    )
+    let (auth, app) = TestApp::with_auth(&[
+        ("IBEX_API_METRICS_ADDR", "127.0.0.1:0"),
+        ("IBEX_API_AUTH_CACHE_TTL_MS", "60000"),
+    ])
     .await;
     let writer = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
     let created = app

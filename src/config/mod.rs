@@ -12,7 +12,48 @@
 /// Declares a concern's settings, each once: its doc comment is its meaning, the call its
 /// variable, default and bounds (a call may go on with `.up_to(max)`). Makes a `Setting` const of
 /// each and the concern's `SETTINGS`, in order, for the documentation.
+///
+/// Declared inside `pub struct XConfig { … }`, each setting also names the field it fills
+/// (`=> field: Type`), read by the field's type ([`setting::FromSetting`]) or `by` a reader
+/// function of the concern (`fn(&Values, &Setting) -> Result<Type, ConfigError>`); the struct, its
+/// field docs (the settings' meanings) and its `read` are generated.
 macro_rules! settings {
+    (
+        $(#[$meta:meta])*
+        pub struct $concern:ident {
+            $(
+                $(#[doc = $doc:literal])+
+                $name:ident = $kind:ident($($arg:expr),+ $(,)?) $(.$then:ident($($then_arg:expr),*))*
+                    => $field:ident: $ty:ty $(, by $reader:path)?;
+            )+
+        }
+    ) => {
+        settings! {
+            $($(#[doc = $doc])+ $name = $kind($($arg),+) $(.$then($($then_arg),*))*;)+
+        }
+
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $concern {
+            $($(#[doc = $doc])+ pub $field: $ty,)+
+        }
+
+        impl $concern {
+            pub(super) fn read(
+                v: &super::setting::Values,
+            ) -> Result<Self, super::ConfigError> {
+                Ok(Self {
+                    $($field: settings!(@read v, $name $(, $reader)?),)+
+                })
+            }
+        }
+    };
+    (@read $v:ident, $name:ident) => {
+        super::setting::FromSetting::from_setting($v, &$name)?
+    };
+    (@read $v:ident, $name:ident, $reader:path) => {
+        $reader($v, &$name)?
+    };
     ($($(#[doc = $doc:literal])+ $name:ident = $kind:ident($($arg:expr),+ $(,)?)
         $(.$then:ident($($then_arg:expr),*))*;)+) => {
         $(

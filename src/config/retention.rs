@@ -2,29 +2,17 @@
 
 use std::time::Duration;
 
-use super::ConfigError;
 use super::setting::{Setting, Values};
 
 settings! {
-    /// Days a row deleted through the API (an agent, a user, a memory, a session) is kept,
-    /// marked and invisible to every read, before a background sweep removes it for good (GDPR
-    /// storage limitation).
-    DAYS = number("IBEX_API_DELETED_RETENTION_DAYS", "30", 1, 3650);
-    /// How often the retention sweep runs (each run works in batches of 1,000 rows).
-    SWEEP_EVERY = millis("IBEX_API_RETENTION_SWEEP_MS", "3600000", 100);
-}
-
-#[derive(Debug, Clone)]
-pub struct RetentionConfig {
-    pub deleted_rows: Duration,
-    pub sweep_every: Duration,
-}
-
-impl RetentionConfig {
-    pub(super) fn read(v: &Values) -> Result<Self, ConfigError> {
-        Ok(Self {
-            deleted_rows: Duration::from_secs(v.number(&DAYS)? * 86_400),
-            sweep_every: v.millis(&SWEEP_EVERY)?,
-        })
+    /// The retention sweep's settings.
+    pub struct RetentionConfig {
+        /// Days a row deleted through the API (an agent, a user, a memory, a session) is kept,
+        /// marked and invisible to every read, before a background sweep removes it for good (GDPR
+        /// storage limitation).
+        DAYS = number("IBEX_API_DELETED_RETENTION_DAYS", "30", 1, 3650)
+            => deleted_rows: Duration, by Values::days;
+        /// How often the retention sweep runs (each run works in batches of 1,000 rows).
+        SWEEP_EVERY = millis("IBEX_API_RETENTION_SWEEP_MS", "3600000", 100) => sweep_every: Duration;
     }
 }

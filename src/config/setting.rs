@@ -149,6 +149,25 @@ impl Values {
         self.number(setting).map(Duration::from_millis)
     }
 
+    /// The comma-separated items of a list, trimmed, empty ones left out.
+    pub fn list(&self, setting: &Setting) -> impl Iterator<Item = &str> {
+        self.get(setting)
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+    }
+
+    /// A number of days, as a duration.
+    pub fn days(&self, setting: &Setting) -> Result<Duration, ConfigError> {
+        self.number(setting)
+            .map(|days| Duration::from_secs(days * 86_400))
+    }
+
+    /// A number that is 1 for on, 0 for off.
+    pub fn switch(&self, setting: &Setting) -> Result<bool, ConfigError> {
+        self.number(setting).map(|n| n == 1)
+    }
+
     pub fn flag(&self, setting: &Setting) -> Result<bool, ConfigError> {
         match self.get(setting) {
             "true" => Ok(true),
@@ -177,3 +196,39 @@ impl Values {
         }
     }
 }
+
+/// How a concern's field is read from its setting, by the field's type.
+pub trait FromSetting: Sized {
+    fn from_setting(values: &Values, setting: &Setting) -> Result<Self, ConfigError>;
+}
+
+impl FromSetting for Duration {
+    fn from_setting(values: &Values, setting: &Setting) -> Result<Self, ConfigError> {
+        values.millis(setting)
+    }
+}
+
+impl FromSetting for String {
+    fn from_setting(values: &Values, setting: &Setting) -> Result<Self, ConfigError> {
+        Ok(values.get(setting).to_owned())
+    }
+}
+
+impl FromSetting for super::Secret {
+    fn from_setting(values: &Values, setting: &Setting) -> Result<Self, ConfigError> {
+        Ok(Self::new(values.get(setting)))
+    }
+}
+
+/// Whole numbers: the setting's bounds keep the value within the field's type.
+macro_rules! from_number {
+    ($($int:ty),+) => {
+        $(impl FromSetting for $int {
+            fn from_setting(values: &Values, setting: &Setting) -> Result<Self, ConfigError> {
+                <$int>::try_from(values.number(setting)?)
+                    .map_err(|_| setting.error("out of range"))
+            }
+        })+
+    };
+}
+from_number!(u16, u32, u64, usize);

@@ -10,16 +10,12 @@ use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn shutdown_flips_readiness_then_drains_in_flight_requests() {
-    let auth = FakeAuth::start().await;
-    let mut app = TestApp::start(
-        auth.addr,
-        &[
-            ("IBEX_API_SHUTDOWN_GRACE_MS", "400"),
-            ("IBEX_API_SHUTDOWN_DRAIN_MS", "3000"),
-            // A reused readiness report must not hide the shutdown.
-            ("IBEX_API_READY_CACHE_MS", "60000"),
-        ],
-    )
+    let (_auth, mut app) = TestApp::with_auth(&[
+        ("IBEX_API_SHUTDOWN_GRACE_MS", "400"),
+        ("IBEX_API_SHUTDOWN_DRAIN_MS", "3000"),
+        // A reused readiness report must not hide the shutdown.
+        ("IBEX_API_READY_CACHE_MS", "60000"),
+    ])
     .await;
     assert_eq!(app.get("/ready", &[]).await.status, 200);
 
@@ -61,14 +57,10 @@ async fn shutdown_flips_readiness_then_drains_in_flight_requests() {
 
 #[tokio::test]
 async fn the_drain_is_bounded_and_half_sent_requests_do_not_block_it() {
-    let auth = FakeAuth::start().await;
-    let mut app = TestApp::start(
-        auth.addr,
-        &[
-            ("IBEX_API_SHUTDOWN_DRAIN_MS", "300"),
-            ("IBEX_API_HEADER_READ_TIMEOUT_MS", "300"),
-        ],
-    )
+    let (_auth, mut app) = TestApp::with_auth(&[
+        ("IBEX_API_SHUTDOWN_DRAIN_MS", "300"),
+        ("IBEX_API_HEADER_READ_TIMEOUT_MS", "300"),
+    ])
     .await;
     // A client that sends half a request head and then nothing.
     let mut slow = TcpStream::connect(app.addr).await.unwrap();
