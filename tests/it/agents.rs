@@ -47,6 +47,12 @@ async fn create(s: &Setup, token: &str, slug: &str) -> Value {
     reply.json()
 }
 
+/// A new agent of the writer's; its id.
+async fn create_id(s: &Setup, slug: &str) -> String {
+    let agent = create(s, &s.writer, slug).await;
+    agent["id"].as_str().unwrap().to_owned()
+}
+
 /// The row as the database holds it, read as the superuser (no row-level security).
 async fn row(s: &Setup, id: &str) -> Value {
     let sql = "SELECT to_jsonb(a) FROM ibex_core.agents a WHERE id = $1::uuid";
@@ -176,25 +182,22 @@ async fn lifecycle_end_to_end() {
 #[tokio::test]
 async fn suspended_agents_only_archive_and_agents_with_sessions_cannot_be_deleted() {
     let s = setup().await;
-    let id = create(&s, &s.writer, "busy").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_id(&s, "busy").await;
     let mut admin = s.app.db.admin().await;
-    sqlx::query("UPDATE ibex_core.agents SET status = 'suspended' WHERE id = $1::uuid")
-        .bind(&id)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    admin
+        .run(
+            "UPDATE ibex_core.agents SET status = 'suspended' WHERE id = $1::uuid",
+            &id,
+        )
+        .await;
     // The sessions table decides, not the counter.
-    sqlx::query(
-        "INSERT INTO ibex_core.sessions (id, org_id, agent_id)
+    admin
+        .run(
+            "INSERT INTO ibex_core.sessions (id, org_id, agent_id)
          SELECT gen_random_uuid(), org_id, id FROM ibex_core.agents WHERE id = $1::uuid",
-    )
-    .bind(&id)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+            &id,
+        )
+        .await;
     let path = format!("/v1/agents/{id}");
     for action in ["activate", "pause"] {
         let reply = act(&s, &path, action).await;
@@ -212,10 +215,7 @@ async fn suspended_agents_only_archive_and_agents_with_sessions_cannot_be_delete
 #[tokio::test]
 async fn writes_need_org_settings_write_whatever_the_id() {
     let s = setup().await;
-    let id = create(&s, &s.writer, "guarded").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_id(&s, "guarded").await;
     let before = row(&s, &id).await;
     let missing = Uuid::now_v7();
     for target in [id.clone(), missing.to_string()] {
@@ -325,11 +325,8 @@ async fn row_level_security_is_independent_of_the_queries() {
             "no org set: {table}"
         );
     }
-    sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
-        .bind(ORG_ID)
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    conn.run("SELECT set_config('app.current_org_id', $1, true)", ORG_ID)
+        .await;
     assert_eq!(
         count("SELECT count(*) FROM ibex_core.agents")
             .fetch_one(&mut conn)
@@ -406,10 +403,7 @@ async fn twenty_concurrent_creates_with_one_slug_give_one_agent() {
 async fn concurrent_transitions_never_revive_an_archived_agent() {
     let s = setup().await;
     for round in 0..5 {
-        let id = create(&s, &s.writer, &format!("race-{round}")).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = create_id(&s, &format!("race-{round}")).await;
         let actions = [
             "archive", "activate", "pause", "activate", "pause", "archive", "activate",
         ];
@@ -442,16 +436,15 @@ async fn paging_sees_every_existing_agent_once_while_others_are_created() {
     let s = setup().await;
     let mut admin = s.app.db.admin().await;
     // 250 agents with distinct and with equal creation times (ties broken by id).
-    sqlx::query(
-        "INSERT INTO ibex_core.agents (id, org_id, name, slug, created_at)
+    admin
+        .run(
+            "INSERT INTO ibex_core.agents (id, org_id, name, slug, created_at)
          SELECT gen_random_uuid(), $1, 'bulk ' || n, 'bulk-' || n,
                 timestamptz '2026-01-01' + (n / 3) * interval '1 second'
          FROM generate_series(1, 250) AS n",
-    )
-    .bind(Uuid::parse_str(ORG_ID).unwrap())
-    .execute(&mut admin)
-    .await
-    .unwrap();
+            Uuid::parse_str(ORG_ID).unwrap(),
+        )
+        .await;
     let existing: HashSet<String> =
         sqlx::query_scalar::<_, Uuid>("SELECT id FROM ibex_core.agents")
             .fetch_all(&mut admin)
@@ -565,10 +558,7 @@ async fn list_filters_and_cursors_belong_to_their_list() {
 #[tokio::test]
 async fn bad_input_is_a_400_naming_the_field_never_a_500() {
     let s = setup().await;
-    let id = create(&s, &s.writer, "target").await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create_id(&s, "target").await;
     let big_config = json!({"blob": "x".repeat(64 * 1024)});
     let cases: Vec<(&str, Value, &str)> = vec![
         ("POST", json!({"name": "a\u{0}b", "slug": "ok"}), "name"),

@@ -35,6 +35,12 @@ fn over(op: &str, start: DateTime<Utc>, end: DateTime<Utc>, more: &str) -> Strin
     )
 }
 
+/// The errors an error series counts over all its buckets.
+fn errors_in(series: &Value) -> u64 {
+    let buckets = series["buckets"].as_array().unwrap();
+    buckets.iter().map(|b| b["errors"].as_u64().unwrap()).sum()
+}
+
 /// Inserts rows as the proxy would (JSONEachRow over HTTP).
 async fn insert(url: &str, traces: &[Trace]) {
     let mut body = String::new();
@@ -206,12 +212,8 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
         .collect();
 
     for granularity in ["day", "week"] {
-        let reply = app
-            .read(
-                &over("usage", start, end, &format!("&granularity={granularity}")),
-                &token,
-            )
-            .await;
+        let path = over("usage", start, end, &format!("&granularity={granularity}"));
+        let reply = app.read(&path, &token).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         let body = reply.json();
         let mut expected: BTreeMap<i64, [u64; 4]> = BTreeMap::new();
@@ -252,11 +254,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     let (s, e) = (at("2026-03-08T22:30:00Z"), at("2026-03-09T01:15:00Z"));
     let reply = app
         .read(
-            &format!(
-                "/v1/analytics/usage?start={}&end={}&granularity=hour&agent_id={a1}",
-                iso(s),
-                iso(e)
-            ),
+            &over("usage", s, e, &format!("&granularity=hour&agent_id={a1}")),
             &token,
         )
         .await;
@@ -304,19 +302,10 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     // Errors per bucket and code; a code with quotes and a backslash is matched exactly.
     let tricky = "it's a \"quoted\" \\ code";
     let encoded: String = url_encode(tricky);
-    let reply = app
-        .read(
-            &over("errors", start, end, &format!("&error_code={encoded}")),
-            &token,
-        )
-        .await;
+    let path = over("errors", start, end, &format!("&error_code={encoded}"));
+    let reply = app.read(&path, &token).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let counted: u64 = reply.json()["buckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["errors"].as_u64().unwrap())
-        .sum();
+    let counted = errors_in(&reply.json());
     assert_eq!(
         counted,
         inside.iter().filter(|t| t.error_code == tricky).count() as u64
@@ -350,12 +339,8 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
 
     // Percentiles: within 1 % (or 0.5 ms) of the exact nearest-rank value, per day.
     for p in [50.0, 95.0, 99.0] {
-        let reply = app
-            .read(
-                &over("latency", start, end, &format!("&percentile={p}")),
-                &token,
-            )
-            .await;
+        let path = over("latency", start, end, &format!("&percentile={p}"));
+        let reply = app.read(&path, &token).await;
         let body = reply.json();
         assert_eq!(body["percentile"], p as u64);
         for bucket in body["buckets"].as_array().unwrap() {
@@ -429,12 +414,7 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
         }
         let reply = app.read(&path, &token).await;
         assert_eq!(reply.status, 200, "{}", reply.text());
-        let counted: u64 = reply.json()["buckets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["errors"].as_u64().unwrap())
-            .sum();
+        let counted = errors_in(&reply.json());
         let expected = inside
             .iter()
             .filter(|t| t.agent_id == a1 && !t.error_code.is_empty())

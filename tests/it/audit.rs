@@ -296,11 +296,7 @@ async fn walk_mutating_operations(with_key: bool) {
     // last event can be seen before the GDPR deletion removes everything.
     let lock_key = i64::from_be_bytes(org().as_bytes()[..8].try_into().unwrap());
     let mut holder = app.db.admin().await;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(lock_key)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    holder.run("SELECT pg_advisory_lock($1)", lock_key).await;
 
     let (mut created_token, mut made_agent, mut filed) =
         (String::new(), String::new(), String::new());
@@ -412,11 +408,7 @@ async fn walk_mutating_operations(with_key: bool) {
     );
 
     // The GDPR deletion takes the trail with the rest of the organization.
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(lock_key)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    holder.run("SELECT pg_advisory_unlock($1)", lock_key).await;
     let deadline =
         Deadline::after(std::time::Duration::from_secs(30)).every(Duration::from_millis(200));
     loop {

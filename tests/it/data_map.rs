@@ -24,9 +24,7 @@ fn names(map: &Value, store: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn the_data_map_is_the_catalog_and_the_buckets() {
-    let auth = FakeAuth::start().await;
-    let s3 = TempS3::start().unwrap();
-    let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
+    let (auth, s3, app) = TestApp::with_s3(&[]).await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), 0);
 
     app.get("/v1/data-map", &[])

@@ -77,11 +77,12 @@ async fn a_statement_past_its_timeout_is_a_503_and_the_connection_survives() {
     // Another session holds the row: the PATCH waits on the lock until the timeout cancels it.
     let mut holder = app.db.admin().await;
     sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query("SELECT 1 FROM ibex_core.agents WHERE id = $1::uuid FOR UPDATE")
-        .bind(&id)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    holder
+        .run(
+            "SELECT 1 FROM ibex_core.agents WHERE id = $1::uuid FOR UPDATE",
+            &id,
+        )
+        .await;
     let started = Instant::now();
     app.patch(&format!("/v1/agents/{id}"), &token, json!({"name": "x"}))
         .await
@@ -117,11 +118,9 @@ async fn ready_says_when_the_schema_is_older_than_the_binary() {
     let behind = TestDb::create().await;
     let mut admin = behind.admin().await;
     let expected = ibex_api::db::migrate::expected_version();
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
-        .bind(expected)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    admin
+        .run("DELETE FROM _sqlx_migrations WHERE version = $1", expected)
+        .await;
     let app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &behind.url)]).await;
     let report = app.get("/ready", &[]).await.json();
     let message = report["checks"]["database"]["message"].as_str().unwrap();

@@ -328,13 +328,11 @@ async fn versions_are_append_only_in_the_database() {
     s.set(json!({"content": "original"})).await;
     let mut conn = s.app.db.admin().await;
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-    sqlx::query(
+    conn.run(
         "SELECT set_config('role', 'ibex_app', true), set_config('app.current_org_id', $1, true)",
+        ORG_ID,
     )
-    .bind(ORG_ID)
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    .await;
     for statement in [
         "UPDATE ibex_core.directive_versions SET content = 'tampered'",
         "DELETE FROM ibex_core.directive_versions",
@@ -347,11 +345,9 @@ async fn versions_are_append_only_in_the_database() {
         );
         sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
         sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-        sqlx::query("SELECT set_config('role', 'ibex_app', true), set_config('app.current_org_id', $1, true)")
-            .bind(ORG_ID)
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let sql = "SELECT set_config('role', 'ibex_app', true),
+                          set_config('app.current_org_id', $1, true)";
+        conn.run(sql, ORG_ID).await;
     }
     sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
     // Not even the superuser can rewrite history.

@@ -2,6 +2,11 @@
 
 use crate::common::*;
 
+/// A raw `POST` to the app.
+async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    request(app.addr, "POST", path, headers, body).await
+}
+
 #[tokio::test]
 async fn unknown_route_and_wrong_method() {
     let (_auth, app) = TestApp::with_auth(&[]).await;
@@ -27,7 +32,7 @@ async fn body_errors() {
     let json = ("Content-Type", "application/json");
 
     let marker = b"{\"name\": \"SECRET-MARKER\"";
-    let reply = request(app.addr, "POST", "/test/json", &[auth_header, json], marker).await;
+    let reply = post(&app, "/test/json", &[auth_header, json], marker).await;
     reply.assert_error(400, "VALIDATION_ERROR");
     assert!(
         !reply.text().contains("SECRET-MARKER"),
@@ -35,57 +40,26 @@ async fn body_errors() {
     );
 
     let wrong_shape = br#"{"name": 42, "note": "SECRET-MARKER"}"#;
-    let reply = request(
-        app.addr,
-        "POST",
-        "/test/json",
-        &[auth_header, json],
-        wrong_shape,
-    )
-    .await;
+    let reply = post(&app, "/test/json", &[auth_header, json], wrong_shape).await;
     reply.assert_error(400, "VALIDATION_ERROR");
     assert!(!reply.text().contains("SECRET-MARKER"));
 
     let text = ("Content-Type", "text/plain");
-    request(
-        app.addr,
-        "POST",
-        "/test/json",
-        &[auth_header, text],
-        br#"{"name":"a"}"#,
-    )
-    .await
-    .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
-    request(
-        app.addr,
-        "POST",
-        "/test/json",
-        &[auth_header],
-        br#"{"name":"a"}"#,
-    )
-    .await
-    .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    post(&app, "/test/json", &[auth_header, text], br#"{"name":"a"}"#)
+        .await
+        .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
+    post(&app, "/test/json", &[auth_header], br#"{"name":"a"}"#)
+        .await
+        .assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
 
     let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(2000));
-    request(
-        app.addr,
-        "POST",
-        "/test/json",
-        &[auth_header, json],
-        big.as_bytes(),
-    )
-    .await
-    .assert_error(413, "PAYLOAD_TOO_LARGE");
+    post(&app, "/test/json", &[auth_header, json], big.as_bytes())
+        .await
+        .assert_error(413, "PAYLOAD_TOO_LARGE");
     // Also to a stub that never reads its body: the declared length alone is refused.
-    request(
-        app.addr,
-        "POST",
-        "/v1/agents",
-        &[auth_header, json],
-        big.as_bytes(),
-    )
-    .await
-    .assert_error(413, "PAYLOAD_TOO_LARGE");
+    post(&app, "/v1/agents", &[auth_header, json], big.as_bytes())
+        .await
+        .assert_error(413, "PAYLOAD_TOO_LARGE");
 
     // Chunked, no Content-Length: the limit bites while the extractor reads.
     let chunk = "y".repeat(900);
@@ -99,9 +73,8 @@ async fn body_errors() {
         .await
         .assert_error(413, "PAYLOAD_TOO_LARGE");
 
-    request(
-        app.addr,
-        "POST",
+    post(
+        &app,
         "/test/json",
         &[auth_header, json],
         br#"{"name":"ok"}"#,

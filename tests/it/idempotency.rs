@@ -114,9 +114,7 @@ async fn a_retried_create_gets_the_first_answer_and_does_nothing_else() {
 /// An export retried with its key: one job, the same job in both answers.
 #[tokio::test]
 async fn a_retried_export_is_one_job() {
-    let auth = FakeAuth::start().await;
-    let s3 = TempS3::start().unwrap();
-    let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
+    let (auth, _s3, app) = TestApp::with_s3(&[]).await;
     let token = auth.token_for(
         ORG_ID.parse().unwrap(),
         ORG_SETTINGS_WRITE | MEMORY_BULK_EXPORT,
@@ -246,27 +244,20 @@ async fn an_error_answer_is_replayed_with_the_new_request_id_and_a_5xx_is_not_ke
     let creator = auth.stored_token(ORG_ID.parse().unwrap(), None, TOKEN_CREATE | MEMORY_READ);
     let key = [("Idempotency-Key", "mint")];
     let token_body = json!({"name": "ci", "permissions": ["memory:read"]});
-    auth.set_token_rpcs(Behavior::fail(tonic::Code::Unavailable));
-    let failed = app
-        .call_with(
+    let mint = || {
+        app.call_with(
             "POST",
             "/v1/tokens",
             &creator,
             &key,
             Some(token_body.clone()),
         )
-        .await;
+    };
+    auth.set_token_rpcs(Behavior::fail(tonic::Code::Unavailable));
+    let failed = mint().await;
     failed.assert_error(503, "AUTH_UNAVAILABLE");
     auth.set_token_rpcs(Behavior::accept());
-    let minted = app
-        .call_with(
-            "POST",
-            "/v1/tokens",
-            &creator,
-            &key,
-            Some(token_body.clone()),
-        )
-        .await;
+    let minted = mint().await;
     assert_eq!(minted.status, 201, "{}", minted.text());
     assert!(minted.header("idempotent-replayed").is_none());
     let plaintext = minted.json()["plaintext"].as_str().unwrap().to_owned();
@@ -323,11 +314,11 @@ async fn keys_are_the_organizations_own_and_expire() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
-        .bind(org_b.to_string())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    tx.run(
+        "SELECT set_config('app.current_org_id', $1, true)",
+        org_b.to_string(),
+    )
+    .await;
     let seen: Vec<Uuid> = sqlx::query_scalar("SELECT org_id FROM ibex_core.idempotency_keys")
         .fetch_all(&mut *tx)
         .await

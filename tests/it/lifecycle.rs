@@ -8,6 +8,13 @@ use crate::common::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+/// A connection to the app that has sent `bytes` and waits.
+async fn connect_and_send(app: &TestApp, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
 #[tokio::test]
 async fn shutdown_flips_readiness_then_drains_in_flight_requests() {
     let (_auth, mut app) = TestApp::with_auth(&[
@@ -63,10 +70,7 @@ async fn the_drain_is_bounded_and_half_sent_requests_do_not_block_it() {
     ])
     .await;
     // A client that sends half a request head and then nothing.
-    let mut slow = TcpStream::connect(app.addr).await.unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    let _slow = connect_and_send(&app, b"GET /health HTTP/1.1\r\nHost: x\r\n").await;
     // A request that would run for 10 s.
     let addr = app.addr;
     let long = tokio::spawn(async move {
@@ -97,11 +101,7 @@ async fn the_drain_is_bounded_and_half_sent_requests_do_not_block_it() {
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let (_auth, app) = TestApp::with_auth(&[("IBEX_API_HEADER_READ_TIMEOUT_MS", "300")]).await;
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    let mut stream = connect_and_send(&app, b"GET /health HTTP/1.1\r\nHost: x\r\n").await;
     let started = Instant::now();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(
@@ -240,11 +240,7 @@ fn dev_mode_serves_end_to_end_and_the_healthcheck_command_works() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let (_auth, app) = TestApp::with_auth(&[("IBEX_API_HEADER_READ_TIMEOUT_MS", "300")]).await;
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = connect_and_send(&app, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut buf = vec![0u8; 4096];
     let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
         .await

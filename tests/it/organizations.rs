@@ -146,11 +146,12 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
 
     // Redis down: the request succeeds, the event waits.
     let mut admin = app.db.admin().await;
-    sqlx::query("UPDATE ibex_core.organizations SET status = 'active' WHERE id = $1")
-        .bind(org_a())
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    admin
+        .run(
+            "UPDATE ibex_core.organizations SET status = 'active' WHERE id = $1",
+            org_a(),
+        )
+        .await;
     tokio::task::block_in_place(|| own_redis.stop());
     let reply = app
         .call("POST", &format!("{mine}/suspend"), &token, None)
@@ -240,15 +241,9 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
     app.db.add_user(org_b, "owner").await;
     let mut admin = app.db.admin().await;
     for org in [org_a(), org_b] {
-        sqlx::query(
-            "INSERT INTO ibex_core.agents (org_id, name, slug, created_by)
+        admin.run("INSERT INTO ibex_core.agents (org_id, name, slug, created_by)
              SELECT $1, 'a' || n, 'a-' || n, (SELECT id FROM ibex_core.users WHERE org_id = $1 LIMIT 1)
-             FROM generate_series(1, 50) n",
-        )
-        .bind(org)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+             FROM generate_series(1, 50) n", org).await;
     }
     let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE | 1 << 9);
     // Directives and their append-only versions go too.
@@ -336,11 +331,12 @@ async fn a_cancelled_org_is_read_only() {
     let owner = app.db.add_user(org_a(), "owner").await;
     let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE);
     let mut admin = app.db.admin().await;
-    sqlx::query("UPDATE ibex_core.organizations SET status = 'cancelled' WHERE id = $1")
-        .bind(org_a())
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    admin
+        .run(
+            "UPDATE ibex_core.organizations SET status = 'cancelled' WHERE id = $1",
+            org_a(),
+        )
+        .await;
     let mine = format!("/v1/organizations/{ORG_ID}");
     app.patch(&mine, &token, json!({"name": "x"}))
         .await
@@ -378,22 +374,20 @@ async fn a_killed_deletion_resumes_after_restart() {
     let owner = db.add_user(org_a(), "owner").await;
     let mut admin = db.admin().await;
     for org in [org_a(), org_b] {
-        sqlx::query(
-            "INSERT INTO ibex_core.agents (org_id, name, slug)
+        admin
+            .run(
+                "INSERT INTO ibex_core.agents (org_id, name, slug)
              SELECT $1, 'a' || n, 'a-' || n FROM generate_series(1, 10000) n",
-        )
-        .bind(org)
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO ibex_core.users (org_id, email, role)
+                org,
+            )
+            .await;
+        admin
+            .run(
+                "INSERT INTO ibex_core.users (org_id, email, role)
              SELECT $1, 'u' || n || '@x.example', 'member' FROM generate_series(1, 10000) n",
-        )
-        .bind(org)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+                org,
+            )
+            .await;
     }
     let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE);
     let start = |pause_ms: &str| {

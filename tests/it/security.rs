@@ -221,11 +221,14 @@ async fn every_id_in_a_body_or_query_must_be_the_callers_organizations() {
 async fn a_token_cannot_be_bound_to_a_deleted_agent() {
     let (auth, app) = TestApp::with_auth(&[]).await;
     let agent = app.db.add_agent(org_a()).await;
-    sqlx::query("UPDATE ibex_core.agents SET deleted_at = now() WHERE id = $1")
-        .bind(agent)
-        .execute(&mut app.db.admin().await)
+    app.db
+        .admin()
         .await
-        .unwrap();
+        .run(
+            "UPDATE ibex_core.agents SET deleted_at = now() WHERE id = $1",
+            agent,
+        )
+        .await;
     let token = auth.stored_token(org_a(), None, TOKEN_CREATE | MEMORY_READ);
     let reply = app
         .post(

@@ -189,11 +189,7 @@ async fn filters_pages_and_tenancy() {
 
 #[tokio::test]
 async fn replay_links_are_signed_refused_when_changed_or_expired() {
-    let auth = FakeAuth::start().await;
-    let mut s3 = TempS3::start().unwrap();
-    let mut settings = s3_settings(&s3);
-    settings.push(("IBEX_API_S3_PRESIGN_TTL_MS", "1000".into()));
-    let app = TestApp::start(auth.addr, &as_refs(&settings)).await;
+    let (auth, mut s3, app) = TestApp::with_s3(&[("IBEX_API_S3_PRESIGN_TTL_MS", "1000")]).await;
     let agent = app.db.add_agent(org_a()).await;
     let session = SeededSession {
         id: Uuid::now_v7(),

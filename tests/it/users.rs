@@ -229,11 +229,12 @@ async fn concurrent_demotions_keep_one_owner() {
     let s = setup().await;
     for round in 0..8 {
         let mut admin = s.app.db.admin().await;
-        sqlx::query("UPDATE ibex_core.users SET role = 'member' WHERE org_id = $1")
-            .bind(org_a())
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        admin
+            .run(
+                "UPDATE ibex_core.users SET role = 'member' WHERE org_id = $1",
+                org_a(),
+            )
+            .await;
         let first = s.app.db.add_user(org_a(), "owner").await;
         let second = s.app.db.add_user(org_a(), "owner").await;
         let first_token = s.auth.token_for_user(org_a(), Some(first), USER_MANAGE);

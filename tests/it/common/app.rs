@@ -168,6 +168,16 @@ impl TestApp {
         (auth, app)
     }
 
+    /// [`TestApp::with_auth`] with an S3 server of its own as its object store, and `overrides`.
+    pub async fn with_s3(overrides: &[(&str, &str)]) -> (FakeAuth, TempS3, Self) {
+        let s3 = TempS3::start().unwrap();
+        let owned = s3_settings(&s3);
+        let mut settings = as_refs(&owned);
+        settings.extend_from_slice(overrides);
+        let (auth, app) = Self::with_auth(&settings).await;
+        (auth, s3, app)
+    }
+
     /// The app with this configuration, its own database settings included.
     pub async fn start_with(config: Config) -> Self {
         let db = TestDb::create().await;

@@ -158,9 +158,14 @@ pub async fn own_postgres_with_org() -> (TempPostgres, String) {
     (postgres, url)
 }
 
-/// One-statement reads on a superuser connection, so a test states only its SQL.
+/// One-statement reads and writes on a superuser connection, so a test states only its SQL.
 #[allow(async_fn_in_trait)]
 pub trait Admin {
+    /// Runs `sql` with `arg` as `$1`.
+    async fn run<A>(&mut self, sql: &str, arg: A)
+    where
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send;
+
     /// The one value `sql` selects with `arg` as `$1`.
     async fn value<T, A>(&mut self, sql: &str, arg: A) -> T
     where
@@ -170,6 +175,17 @@ pub trait Admin {
 }
 
 impl Admin for PgConnection {
+    async fn run<A>(&mut self, sql: &str, arg: A)
+    where
+        A: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send,
+    {
+        sqlx::query(sql)
+            .bind(arg)
+            .execute(self)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     async fn value<T, A>(&mut self, sql: &str, arg: A) -> T
     where
         (T,): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,

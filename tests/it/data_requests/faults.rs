@@ -326,11 +326,12 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
         .await;
     assert_eq!(status, "running", "killed in the middle");
     // Its lease runs out; the next replica takes over and finishes.
-    sqlx::query("UPDATE ibex_core.data_requests SET lease_until = now() WHERE id = $1")
-        .bind(id)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    admin
+        .run(
+            "UPDATE ibex_core.data_requests SET lease_until = now() WHERE id = $1",
+            id,
+        )
+        .await;
     let (mut second, addr) = replica(&world);
     up(addr).await;
     let deadline = Deadline::after(Duration::from_secs(120));
@@ -397,11 +398,9 @@ async fn a_replica_killed_mid_erasure_and_mid_archive_resumes_to_the_same_result
     }
     second.kill().unwrap();
     second.wait().unwrap();
-    sqlx::query("UPDATE ibex_core.data_requests SET lease_until = now() WHERE id = $1 AND status = 'running'")
-        .bind(access_id)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let sql = "UPDATE ibex_core.data_requests SET lease_until = now()
+               WHERE id = $1 AND status = 'running'";
+    admin.run(sql, access_id).await;
     let (mut third, _) = replica(&world);
     let done = world
         .wait_for_within(&access_id.to_string(), "succeeded", Duration::from_secs(60))

@@ -375,11 +375,12 @@ async fn transitions_deadlines_and_idempotent_retries() {
 
     // The archive's end: deleted, audited, then 410.
     let mut admin = world.admin().await;
-    sqlx::query("UPDATE ibex_core.data_requests SET archive_expires_at = now() WHERE id = $1")
-        .bind(running_id.parse::<Uuid>().unwrap())
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    admin
+        .run(
+            "UPDATE ibex_core.data_requests SET archive_expires_at = now() WHERE id = $1",
+            running_id.parse::<Uuid>().unwrap(),
+        )
+        .await;
     let key = format!("{}/data-requests/{running_id}.zip", world.org);
     assert!(world.object_exists("ibex-exports", &key));
     let deadline = Deadline::after(Duration::from_secs(15)).every(Duration::from_millis(200));

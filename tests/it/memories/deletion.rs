@@ -106,12 +106,7 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
-    let expected: BTreeSet<String> = memories[1..]
-        .iter()
-        .filter(|m| m.status == "active")
-        .map(|m| m.id.to_string())
-        .collect();
-    assert_eq!(ids, expected);
+    assert_eq!(ids, active_ids(&memories[1..]));
 }
 
 #[tokio::test]
@@ -208,9 +203,7 @@ async fn bulk_delete_needs_confirmation_and_is_atomic() {
 
 #[tokio::test]
 async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_store() {
-    let auth = FakeAuth::start().await;
-    let mut s3 = TempS3::start().unwrap();
-    let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
+    let (auth, mut s3, app) = TestApp::with_s3(&[]).await;
     let org_b = Uuid::now_v7();
     app.db.add_org(org_b).await;
     let owner = app.db.add_user(org_a(), "owner").await;

@@ -18,9 +18,7 @@ fn tricky(n: usize) -> String {
 
 #[tokio::test]
 async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
-    let auth = FakeAuth::start().await;
-    let s3 = TempS3::start().unwrap();
-    let app = TestApp::start(auth.addr, &as_refs(&s3_settings(&s3))).await;
+    let (auth, _s3, app) = TestApp::with_s3(&[]).await;
     let agent = app.db.add_agent(org_a()).await;
     let mut memories: Vec<Seed> = (0..10_000)
         .map(|n| {
@@ -164,11 +162,7 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
 
 #[tokio::test]
 async fn an_expired_download_url_is_refused() {
-    let auth = FakeAuth::start().await;
-    let s3 = TempS3::start().unwrap();
-    let mut settings = s3_settings(&s3);
-    settings.push(("IBEX_API_S3_PRESIGN_TTL_MS", "1000".into()));
-    let app = TestApp::start(auth.addr, &as_refs(&settings)).await;
+    let (auth, _s3, app) = TestApp::with_s3(&[("IBEX_API_S3_PRESIGN_TTL_MS", "1000")]).await;
     let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
     let token = auth.token_for(org_a(), MEMORY_BULK_EXPORT);
@@ -250,12 +244,7 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
 async fn export_with_the_store_down(
     extra: &[(&'static str, &'static str)],
 ) -> (FakeAuth, TempS3, TestApp, String, Uuid, String, Uuid) {
-    let auth = FakeAuth::start().await;
-    let mut s3 = TempS3::start().unwrap();
-    let owned = s3_settings(&s3);
-    let mut settings = as_refs(&owned);
-    settings.extend_from_slice(extra);
-    let app = TestApp::start(auth.addr, &settings).await;
+    let (auth, mut s3, app) = TestApp::with_s3(extra).await;
     let agent = app.db.add_agent(org_a()).await;
     seed(&app.db, &[Seed::new(org_a(), agent, 0)]).await;
     let token = auth.token_for(org_a(), MEMORY_BULK_EXPORT);

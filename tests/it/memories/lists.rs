@@ -16,12 +16,7 @@ async fn every_filter_and_pair_of_filters_pages_each_match_exactly_once() {
     all.extend((0..20).map(|n| Seed::new(org_b, agent_b, n)));
     seed(&app.db, &all).await;
     // One deleted memory that would match everything.
-    let mut admin = app.db.admin().await;
-    sqlx::query("UPDATE ibex_core.memories SET deleted_at = now() WHERE id = $1")
-        .bind(mine[0].id)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    soft_delete(&app.db, mine[0].id).await;
     let token = auth.token_for(org_a(), MEMORY_READ);
 
     let t1 = mine[20].created_at;

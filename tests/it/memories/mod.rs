@@ -136,6 +136,21 @@ async fn finished_job(app: &TestApp, token: &str, location: &str) -> Value {
     }
 }
 
+/// Marks a memory deleted, as the superuser.
+async fn soft_delete(db: &TestDb, id: Uuid) {
+    let sql = "UPDATE ibex_core.memories SET deleted_at = now() WHERE id = $1";
+    db.admin().await.run(sql, id).await;
+}
+
+/// The ids of the active memories among `memories`.
+fn active_ids(memories: &[Seed]) -> BTreeSet<String> {
+    memories
+        .iter()
+        .filter(|m| m.status == "active")
+        .map(|m| m.id.to_string())
+        .collect()
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }

@@ -27,12 +27,7 @@ async fn search_keeps_the_service_order_and_drops_what_is_not_this_agents() {
     let mut all = mine.clone();
     all.extend([theirs.clone(), siblings.clone()]);
     seed(&app.db, &all).await;
-    let mut admin = app.db.admin().await;
-    sqlx::query("UPDATE ibex_core.memories SET deleted_at = now() WHERE id = $1")
-        .bind(mine[2].id)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    soft_delete(&app.db, mine[2].id).await;
     service.set(MemoryAnswer::Json(json!({"results": [
         {"memory_id": mine[1].id, "score": 0.9},
         {"memory_id": theirs.id, "score": 0.8},
@@ -165,10 +160,5 @@ async fn search_with_the_service_down_and_with_the_dev_stand_in() {
         .iter()
         .map(|i| i["memory"]["id"].as_str().unwrap().to_owned())
         .collect();
-    let expected: BTreeSet<String> = memories[1..3]
-        .iter()
-        .filter(|m| m.status == "active")
-        .map(|m| m.id.to_string())
-        .collect();
-    assert_eq!(ids, expected);
+    assert_eq!(ids, active_ids(&memories[1..3]));
 }
