@@ -9,64 +9,43 @@ use uuid::Uuid;
 
 use crate::common::*;
 
-/// A memory of `agent` (deleted `deleted_days_ago`, or live), with a tag and a history row.
-async fn memory(
-    db: &mut PgConnection,
-    org: Uuid,
-    agent: Uuid,
-    deleted_days_ago: Option<i32>,
-) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash, category, deleted_at)
-         VALUES ($1, $2, $3, 'likes tea', repeat('a', 64), 'preference',
-                 now() - make_interval(days => $4))",
-    )
-    .bind(id)
-    .bind(org)
-    .bind(agent)
-    .bind(deleted_days_ago)
-    .execute(&mut *db)
-    .await
-    .unwrap();
-    for statement in [
-        "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag) VALUES ($1, $2, 'drinks')",
-        "INSERT INTO ibex_core.memory_versions (id, memory_id, org_id, operation)
-         VALUES (gen_random_uuid(), $1, $2, 'create')",
-    ] {
-        sqlx::query(statement)
-            .bind(id)
-            .bind(org)
-            .execute(&mut *db)
-            .await
-            .unwrap();
-    }
-    id
-}
+/// A memory (with a tag and a history row) of `$3` in `$2`, id `$1`, deleted `$4` days ago.
+const MEMORY: &str = "WITH m AS (
+        INSERT INTO ibex_core.memories
+            (id, org_id, agent_id, content, content_hash, category, deleted_at)
+        VALUES ($1, $2, $3, 'likes tea', repeat('a', 64), 'preference',
+                now() - make_interval(days => $4))
+        RETURNING id, org_id),
+    t AS (INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag)
+          SELECT id, org_id, 'drinks' FROM m)
+    INSERT INTO ibex_core.memory_versions (id, memory_id, org_id, operation)
+    SELECT gen_random_uuid(), id, org_id, 'create' FROM m";
 
-/// A session of `agent` with one checkpoint.
-async fn session(
+/// A session (with one checkpoint) of `$3` in `$2`, id `$1`, deleted `$4` days ago.
+const SESSION: &str = "WITH s AS (
+        INSERT INTO ibex_core.sessions (id, org_id, agent_id, external_id, deleted_at)
+        VALUES ($1, $2, $3, $1::text, now() - make_interval(days => $4))
+        RETURNING id, org_id)
+    INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index)
+    SELECT gen_random_uuid(), org_id, id, 0 FROM s";
+
+/// A new row of `agent` made by `sql` (deleted `days_ago`, or live); its id.
+async fn seed(
     db: &mut PgConnection,
+    sql: &str,
     org: Uuid,
     agent: Uuid,
-    deleted_days_ago: Option<i32>,
+    days_ago: Option<i32>,
 ) -> Uuid {
     let id = Uuid::now_v7();
-    sqlx::query(
-        "WITH s AS (
-             INSERT INTO ibex_core.sessions (id, org_id, agent_id, external_id, deleted_at)
-             VALUES ($1, $2, $3, $1::text, now() - make_interval(days => $4))
-             RETURNING id, org_id)
-         INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index)
-         SELECT gen_random_uuid(), org_id, id, 0 FROM s",
-    )
-    .bind(id)
-    .bind(org)
-    .bind(agent)
-    .bind(deleted_days_ago)
-    .execute(db)
-    .await
-    .unwrap();
+    sqlx::query(sql)
+        .bind(id)
+        .bind(org)
+        .bind(agent)
+        .bind(days_ago)
+        .execute(db)
+        .await
+        .unwrap();
     id
 }
 
@@ -114,9 +93,9 @@ async fn rows_deleted_past_the_retention_period_are_removed_for_good_and_nothing
     mark_deleted(&mut admin, "users", recent_user, 29).await;
     let live_user = db.add_user(org, "member").await;
 
-    let old_memory = memory(&mut admin, org, live_agent, Some(31)).await;
-    let recent_memory = memory(&mut admin, org, live_agent, Some(29)).await;
-    let live_memory = memory(&mut admin, org, live_agent, None).await;
+    let old_memory = seed(&mut admin, MEMORY, org, live_agent, Some(31)).await;
+    let recent_memory = seed(&mut admin, MEMORY, org, live_agent, Some(29)).await;
+    let live_memory = seed(&mut admin, MEMORY, org, live_agent, None).await;
     // A live memory related to a doomed one keeps itself, not the link.
     sqlx::query(
         "INSERT INTO ibex_core.memory_relationships (id, org_id, source_memory_id, target_memory_id, relation)
@@ -128,13 +107,13 @@ async fn rows_deleted_past_the_retention_period_are_removed_for_good_and_nothing
     .execute(&mut admin)
     .await
     .unwrap();
-    let old_session = session(&mut admin, org, live_agent, Some(31)).await;
-    let live_session = session(&mut admin, org, live_agent, None).await;
+    let old_session = seed(&mut admin, SESSION, org, live_agent, Some(31)).await;
+    let live_session = seed(&mut admin, SESSION, org, live_agent, None).await;
 
     // An agent deleted long ago, with a memory that was never deleted itself and a directive:
     // all of it goes.
     let old_agent = db.add_agent(org).await;
-    let orphan_memory = memory(&mut admin, org, old_agent, None).await;
+    let orphan_memory = seed(&mut admin, MEMORY, org, old_agent, None).await;
     let (directive, version) = (Uuid::now_v7(), Uuid::now_v7());
     for statement in [
         "INSERT INTO ibex_core.directives (id, org_id, agent_id, last_version_num)

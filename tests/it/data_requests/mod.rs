@@ -70,6 +70,16 @@ impl World {
         }
     }
 
+    /// An active operator of the organization with `role`, and a token of theirs with every
+    /// permission.
+    pub async fn operator(&self, role: &str) -> (Uuid, String) {
+        let user = self.app.db.add_user(self.org, role).await;
+        let token = self
+            .auth
+            .stored_token(self.org, Some(user), ALL_PERMISSIONS);
+        (user, token)
+    }
+
     /// Files a request; its body.
     pub async fn file(&self, body: Value) -> Value {
         let reply = self.app.post(REQUESTS, &self.token, body).await;
@@ -129,12 +139,15 @@ impl World {
         zip
     }
 
+    /// `POST …/{id}/{action}` (`confirm`, `cancel`) as the owner.
+    pub async fn act(&self, id: &str, action: &str) -> Reply {
+        let path = format!("{REQUESTS}/{id}/{action}");
+        self.app.post(&path, &self.token, json!({})).await
+    }
+
     /// Confirms an erasure awaiting confirmation; its body.
     pub async fn confirm(&self, id: &str) -> Value {
-        let reply = self
-            .app
-            .post(&format!("{REQUESTS}/{id}/confirm"), &self.token, json!({}))
-            .await;
+        let reply = self.act(id, "confirm").await;
         assert_eq!(reply.status, 200, "{}", reply.text());
         reply.json()
     }

@@ -148,15 +148,9 @@ async fn bad_input_is_refused_naming_its_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_owners_and_admins_file_and_only_owners_erase_the_organization_or_an_owner() {
     let world = World::start().await;
-    let admin = world.app.db.add_user(world.org, "admin").await;
-    let member = world.app.db.add_user(world.org, "member").await;
+    let (_, admin_token) = world.operator("admin").await;
+    let (member, member_token) = world.operator("member").await;
     let other_owner = world.app.db.add_user(world.org, "owner").await;
-    let admin_token = world
-        .auth
-        .stored_token(world.org, Some(admin), ALL_PERMISSIONS);
-    let member_token = world
-        .auth
-        .stored_token(world.org, Some(member), ALL_PERMISSIONS);
     let agent_token = world.auth.token_for_user(world.org, None, ALL_PERMISSIONS);
     let access = json!({"type": "access", "subject": {"kind": "user", "user_id": member}});
     for token in [&member_token, &agent_token] {
@@ -292,10 +286,7 @@ async fn transitions_deadlines_and_idempotent_retries() {
         .await
         .assert_error(409, "DATA_REQUEST_NOT_COMPLETED");
     // Canceled before anything was touched: nothing was.
-    let canceled = world
-        .app
-        .post(&format!("{REQUESTS}/{id}/cancel"), &world.token, json!({}))
-        .await;
+    let canceled = world.act(&id, "cancel").await;
     assert_eq!(canceled.status, 200, "{}", canceled.text());
     assert_eq!(canceled.json()["status"], "canceled");
     assert_eq!(world.traces_of(world.org, &[people.session_2]).await, 2);
@@ -332,25 +323,11 @@ async fn transitions_deadlines_and_idempotent_retries() {
     let running_id = running["id"].as_str().unwrap();
     let done = world.wait_for(running_id, "succeeded").await;
     assert_eq!(done["sla_state"], "on_time");
-    world
-        .app
-        .post(
-            &format!("{REQUESTS}/{running_id}/cancel"),
-            &world.token,
-            json!({}),
-        )
-        .await
-        .assert_error(409, "DATA_REQUEST_NOT_CANCELABLE");
+    let reply = world.act(running_id, "cancel").await;
+    reply.assert_error(409, "DATA_REQUEST_NOT_CANCELABLE");
     // Only an erasure awaiting confirmation is confirmed.
-    world
-        .app
-        .post(
-            &format!("{REQUESTS}/{running_id}/confirm"),
-            &world.token,
-            json!({}),
-        )
-        .await
-        .assert_error(409, "DATA_REQUEST_INVALID_TRANSITION");
+    let reply = world.act(running_id, "confirm").await;
+    reply.assert_error(409, "DATA_REQUEST_INVALID_TRANSITION");
 
     // The list: newest first, filtered, paged.
     let all = world.app.page_through(&world.token, REQUESTS, 1).await;

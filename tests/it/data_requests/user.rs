@@ -5,47 +5,34 @@ use uuid::Uuid;
 
 use super::*;
 
+/// `POST /v1/agents` of agent `slug` with `token`, from the browser `headers` describe.
+async fn create_agent(world: &World, token: &str, headers: &[(&str, &str)], slug: &str) -> Reply {
+    let body = json!({"name": slug, "slug": slug});
+    world
+        .app
+        .call_with("POST", "/v1/agents", token, headers, Some(body))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_access_and_erasure() {
     let world = World::start().await;
-    let operator = world.app.db.add_user(world.org, "admin").await;
-    let colleague = world.app.db.add_user(world.org, "member").await;
-    // The operator works through the API with their own token, from their own browser.
-    let their_token = world
-        .auth
-        .stored_token(world.org, Some(operator), ALL_PERMISSIONS);
-    let agent = world
-        .app
-        .call_with(
-            "POST",
-            "/v1/agents",
-            &their_token,
-            &[
-                ("User-Agent", "Firefox/140 operator-browser"),
-                ("X-Forwarded-For", "203.0.113.9"),
-            ],
-            Some(json!({"name": "Theirs", "slug": "theirs"})),
-        )
-        .await;
+    // Each works through the API with their own token, from their own browser.
+    let (operator, their_token) = world.operator("admin").await;
+    let (colleague, colleague_token) = world.operator("member").await;
+    let browser = [
+        ("User-Agent", "Firefox/140 operator-browser"),
+        ("X-Forwarded-For", "203.0.113.9"),
+    ];
+    let agent = create_agent(&world, &their_token, &browser, "theirs").await;
     assert_eq!(agent.status, 201, "{}", agent.text());
     let agent_id = agent.json()["id"].as_str().unwrap().to_owned();
     // The colleague does something too.
-    let colleague_token = world
-        .auth
-        .stored_token(world.org, Some(colleague), ALL_PERMISSIONS);
-    let other = world
-        .app
-        .call_with(
-            "POST",
-            "/v1/agents",
-            &colleague_token,
-            &[
-                ("User-Agent", "colleague-browser"),
-                ("X-Forwarded-For", "198.51.100.7"),
-            ],
-            Some(json!({"name": "Other", "slug": "other"})),
-        )
-        .await;
+    let browser = [
+        ("User-Agent", "colleague-browser"),
+        ("X-Forwarded-For", "198.51.100.7"),
+    ];
+    let other = create_agent(&world, &colleague_token, &browser, "other").await;
     assert_eq!(other.status, 201);
 
     // Access: their row, their events with address and browser, what they authored.
