@@ -213,36 +213,24 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
     let agent = uuid::Uuid::now_v7();
     let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
     let mut admin = db_app.db.admin().await;
-    sqlx::query(
-        "INSERT INTO ibex_core.agents (id, org_id, name, slug) VALUES ($1, $2, 'm', 'memories')",
-    )
-    .bind(agent)
-    .bind(org)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    let sql =
+        "INSERT INTO ibex_core.agents (id, org_id, name, slug) VALUES ($1, $2, 'm', 'memories')";
+    run_sql!(&mut admin, sql, agent, org);
     for id in ids {
-        sqlx::query(
-            "INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash, category, metadata)
-             VALUES ($1, $2, $3, $4, repeat('a', 64), 'factual', $5)",
-        )
-        .bind(id)
-        .bind(org)
-        .bind(agent)
-        .bind("SECRET-MEMORY content")
-        .bind(serde_json::json!({"k": "SECRET-METADATA"}))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        sqlx::query(
-            "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag) VALUES ($1, $2, $3)",
-        )
-        .bind(id)
-        .bind(org)
-        .bind("SECRET-TAG")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        let sql = "INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash,
+                   category, metadata)
+             VALUES ($1, $2, $3, $4, repeat('a', 64), 'factual', $5)";
+        run_sql!(
+            &mut admin,
+            sql,
+            id,
+            org,
+            agent,
+            "SECRET-MEMORY content",
+            serde_json::json!({"k": "SECRET-METADATA"})
+        );
+        let sql = "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag) VALUES ($1, $2, $3)";
+        run_sql!(&mut admin, sql, id, org, "SECRET-TAG");
     }
     let s3 = TempS3::start().unwrap();
     let service = FakeMemoryService::start(MemoryAnswer::Json(serde_json::json!({

@@ -41,17 +41,11 @@ fn mutating_operations() -> Vec<(String, String, String)> {
 
 async fn seed_memories(db: &TestDb, agent: Uuid, count: usize) -> Vec<Uuid> {
     let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-    sqlx::query(
+    let sql =
         "INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash, category)
          SELECT id, $2, $3, 'remembered', encode(sha256('remembered'), 'hex'), 'factual'
-         FROM UNNEST($1::uuid[]) AS s(id)",
-    )
-    .bind(&ids)
-    .bind(org())
-    .bind(agent)
-    .execute(&mut db.admin().await)
-    .await
-    .unwrap();
+         FROM UNNEST($1::uuid[]) AS s(id)";
+    run_sql!(&mut db.admin().await, sql, &ids, org(), agent);
     ids
 }
 

@@ -38,26 +38,15 @@ async fn seed(
     days_ago: Option<i32>,
 ) -> Uuid {
     let id = Uuid::now_v7();
-    sqlx::query(sql)
-        .bind(id)
-        .bind(org)
-        .bind(agent)
-        .bind(days_ago)
-        .execute(db)
-        .await
-        .unwrap();
+    run_sql!(db, sql, id, org, agent, days_ago);
     id
 }
 
 async fn mark_deleted(db: &mut PgConnection, table: &str, id: Uuid, days_ago: i32) {
-    sqlx::query(&format!(
+    let sql = &format!(
         "UPDATE ibex_core.{table} SET deleted_at = now() - make_interval(days => $2) WHERE id = $1"
-    ))
-    .bind(id)
-    .bind(days_ago)
-    .execute(db)
-    .await
-    .unwrap();
+    );
+    run_sql!(db, sql, id, days_ago);
 }
 
 async fn exists(db: &mut PgConnection, table: &str, column: &str, id: Uuid) -> bool {
@@ -82,12 +71,8 @@ async fn rows_deleted_past_the_retention_period_are_removed_for_good_and_nothing
     let mut admin = db.admin().await;
     let creator = db.add_user(org, "admin").await;
     let live_agent = db.add_agent(org).await;
-    sqlx::query("UPDATE ibex_core.agents SET created_by = $2 WHERE id = $1")
-        .bind(live_agent)
-        .bind(creator)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let sql = "UPDATE ibex_core.agents SET created_by = $2 WHERE id = $1";
+    run_sql!(&mut admin, sql, live_agent, creator);
     mark_deleted(&mut admin, "users", creator, 31).await;
     let recent_user = db.add_user(org, "member").await;
     mark_deleted(&mut admin, "users", recent_user, 29).await;
@@ -97,16 +82,10 @@ async fn rows_deleted_past_the_retention_period_are_removed_for_good_and_nothing
     let recent_memory = seed(&mut admin, MEMORY, org, live_agent, Some(29)).await;
     let live_memory = seed(&mut admin, MEMORY, org, live_agent, None).await;
     // A live memory related to a doomed one keeps itself, not the link.
-    sqlx::query(
-        "INSERT INTO ibex_core.memory_relationships (id, org_id, source_memory_id, target_memory_id, relation)
-         VALUES (gen_random_uuid(), $1, $2, $3, 'supports')",
-    )
-    .bind(org)
-    .bind(live_memory)
-    .bind(old_memory)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    let sql = "INSERT INTO ibex_core.memory_relationships (id, org_id, source_memory_id,
+               target_memory_id, relation)
+         VALUES (gen_random_uuid(), $1, $2, $3, 'supports')";
+    run_sql!(&mut admin, sql, org, live_memory, old_memory);
     let old_session = seed(&mut admin, SESSION, org, live_agent, Some(31)).await;
     let live_session = seed(&mut admin, SESSION, org, live_agent, None).await;
 
@@ -122,14 +101,8 @@ async fn rows_deleted_past_the_retention_period_are_removed_for_good_and_nothing
          VALUES ($2, $1, $3, 1, 'be kind', repeat('b', 64))",
         "UPDATE ibex_core.directives SET active_version_id = $2 WHERE id = $1 AND org_id = $3 AND agent_id = $4",
     ] {
-        sqlx::query(statement)
-            .bind(directive)
-            .bind(version)
-            .bind(org)
-            .bind(old_agent)
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        let sql = statement;
+        run_sql!(&mut admin, sql, directive, version, org, old_agent);
     }
     mark_deleted(&mut admin, "agents", old_agent, 40).await;
     // One deleted recently stays.

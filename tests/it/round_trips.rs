@@ -119,16 +119,16 @@ const ALL: u64 = ALL_PERMISSIONS;
 async fn seed_memories(db: &TestDb, agent: uuid::Uuid, count: usize) -> Vec<uuid::Uuid> {
     let ids: Vec<uuid::Uuid> = (0..count).map(|_| uuid::Uuid::now_v7()).collect();
     let mut admin = db.admin().await;
-    sqlx::query(
-        "INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash, category)
-         SELECT id, $2, $3, 'remembered', encode(sha256('remembered'), 'hex'), 'factual' FROM UNNEST($1::uuid[]) AS s(id)",
-    )
-    .bind(&ids)
-    .bind(ORG_ID.parse::<uuid::Uuid>().unwrap())
-    .bind(agent)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    let sql = "INSERT INTO ibex_core.memories (id, org_id, agent_id, content, content_hash,
+               category)
+         SELECT id, $2, $3, 'remembered', encode(sha256('remembered'), 'hex'), 'factual' FROM UNNEST($1::uuid[]) AS s(id)";
+    run_sql!(
+        &mut admin,
+        sql,
+        &ids,
+        ORG_ID.parse::<uuid::Uuid>().unwrap(),
+        agent
+    );
     ids
 }
 
@@ -147,13 +147,8 @@ async fn reads_cost_two_round_trips_and_writes_three() {
     let user = db.add_user(org, "member").await;
     let memories = seed_memories(&db, agent, 60).await;
     let session = uuid::Uuid::now_v7();
-    sqlx::query("INSERT INTO ibex_core.sessions (id, org_id, agent_id) VALUES ($1, $2, $3)")
-        .bind(session)
-        .bind(org)
-        .bind(agent)
-        .execute(&mut db.admin().await)
-        .await
-        .unwrap();
+    let sql = "INSERT INTO ibex_core.sessions (id, org_id, agent_id) VALUES ($1, $2, $3)";
+    run_sql!(&mut db.admin().await, sql, session, org, agent);
     let relay = Relay::start(host_port(&db.url)).await;
     let url = through(&db.url, relay.addr);
     let app = TestApp::start_on(

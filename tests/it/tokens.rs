@@ -168,8 +168,8 @@ async fn checks_made_before_the_auth_service_is_asked() {
     // Cursors that are not this list's never reach the auth service.
     let agents_cursor = {
         let mut admin = app.db.admin().await;
-        let sql = "INSERT INTO ibex_core.agents (org_id, name, slug)
-                   SELECT $1, 'a', 'a-' || n FROM generate_series(1, 2) n";
+        let sql = "INSERT INTO ibex_core.agents (org_id, name, slug) SELECT $1, 'a', 'a-' || n
+                   FROM generate_series(1, 2) n";
         admin.run(sql, org_a()).await;
         let list_reader = auth.stored_token(org_a(), None, TOKEN_CREATE);
         let page = app.read("/v1/agents?limit=1", &list_reader).await.json();

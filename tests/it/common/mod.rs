@@ -8,6 +8,22 @@
 
 #![allow(dead_code)]
 
+/// Runs `sql` on `conn` (a `&mut PgConnection`) with these binds as `$1`, `$2`, …; a failure
+/// fails the test, naming the statement.
+#[allow(unused_macros)]
+macro_rules! run_sql {
+    ($conn:expr, $sql:expr $(, $bind:expr)* $(,)?) => {{
+        let sql: &str = $sql;
+        sqlx::query(sql)
+            $(.bind($bind))*
+            .execute($conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use run_sql;
+
 mod app;
 mod auth;
 mod capture;

@@ -73,15 +73,9 @@ async fn a_clickhouse_outage_makes_the_erasure_wait() {
     let agent = world.app.db.add_agent(world.org).await;
     let session = Uuid::now_v7();
     let mut admin = world.admin().await;
-    sqlx::query(
-        "INSERT INTO ibex_core.sessions (id, org_id, agent_id, external_id) VALUES ($1, $2, $3, 'p')",
-    )
-    .bind(session)
-    .bind(world.org)
-    .bind(agent)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    let sql = "INSERT INTO ibex_core.sessions (id, org_id, agent_id, external_id)
+               VALUES ($1, $2, $3, 'p')";
+    run_sql!(&mut admin, sql, session, world.org, agent);
     insert_json(
         &url,
         &[json!({"request_id": "r1", "org_id": world.org.to_string(), "agent_id": agent.to_string(),
@@ -175,34 +169,16 @@ async fn many_sessions(world: &World, n: usize) -> Vec<Uuid> {
     let agent = world.app.db.add_agent(world.org).await;
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
     let mut admin = world.admin().await;
-    sqlx::query(
-        "INSERT INTO ibex_core.sessions (id, org_id, agent_id) SELECT id, $2, $3 FROM unnest($1::uuid[]) id",
-    )
-    .bind(&ids)
-    .bind(world.org)
-    .bind(agent)
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index)
-         SELECT gen_random_uuid(), $2, id, t FROM unnest($1::uuid[]) id, generate_series(0, 1) t",
-    )
-    .bind(&ids)
-    .bind(world.org)
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO ibex_core.memories (id, org_id, agent_id, session_id, content, content_hash, category)
-         SELECT gen_random_uuid(), $2, $3, id, 'fact', repeat('b', 64), 'factual' FROM unnest($1::uuid[]) id",
-    )
-    .bind(&ids)
-    .bind(world.org)
-    .bind(agent)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    let sql = "INSERT INTO ibex_core.sessions (id, org_id, agent_id) SELECT id, $2, $3
+               FROM unnest($1::uuid[]) id";
+    run_sql!(&mut admin, sql, &ids, world.org, agent);
+    let sql = "INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index)
+         SELECT gen_random_uuid(), $2, id, t FROM unnest($1::uuid[]) id, generate_series(0, 1) t";
+    run_sql!(&mut admin, sql, &ids, world.org);
+    let sql = "INSERT INTO ibex_core.memories (id, org_id, agent_id, session_id, content,
+               content_hash, category)
+         SELECT gen_random_uuid(), $2, $3, id, 'fact', repeat('b', 64), 'factual' FROM unnest($1::uuid[]) id";
+    run_sql!(&mut admin, sql, &ids, world.org, agent);
     ids
 }
 

@@ -319,19 +319,18 @@ impl World {
         };
         let mut admin = self.admin().await;
         // The export made before person-1's memories existed.
-        sqlx::query(
-            "INSERT INTO ibex_core.memory_exports (id, org_id, agent_id, format, status, object_key,
-                 row_count, size_bytes, created_at, finished_at)
+        let sql = "INSERT INTO ibex_core.memory_exports (id, org_id, agent_id, format, status,
+                   object_key, row_count, size_bytes, created_at, finished_at)
              VALUES ($1, $2, $3, 'json', 'succeeded', $4, 1, 10, now() - interval '1 hour',
-                     now() - interval '1 hour')",
-        )
-        .bind(people.export_before)
-        .bind(org)
-        .bind(agent_a)
-        .bind(format!("{org}/memories/{agent_a}/{}.ndjson", people.export_before))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+                     now() - interval '1 hour')";
+        run_sql!(
+            &mut admin,
+            sql,
+            people.export_before,
+            org,
+            agent_a,
+            format!("{org}/memories/{agent_a}/{}.ndjson", people.export_before)
+        );
         for (id, org, agent, external, deleted) in [
             (people.sessions_1[0], org, agent_a, Some(PERSON_1), false),
             (people.sessions_1[1], org, agent_b, Some(PERSON_1), true),
@@ -345,32 +344,15 @@ impl World {
                 false,
             ),
         ] {
-            sqlx::query(
-                "INSERT INTO ibex_core.sessions (id, org_id, agent_id, external_id, model, provider,
-                     turn_count, deleted_at)
+            let sql = "INSERT INTO ibex_core.sessions (id, org_id, agent_id, external_id, model,
+                       provider, turn_count, deleted_at)
                  VALUES ($1, $2, $3, $4, 'gpt-4o-mini', 'openai', 2,
-                         CASE WHEN $5 THEN now() END)",
-            )
-            .bind(id)
-            .bind(org)
-            .bind(agent)
-            .bind(external)
-            .bind(deleted)
-            .execute(&mut admin)
-            .await
-            .unwrap();
+                         CASE WHEN $5 THEN now() END)";
+            run_sql!(&mut admin, sql, id, org, agent, external, deleted);
             for turn in 0..2 {
-                sqlx::query(
-                    "INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index)
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(Uuid::now_v7())
-                .bind(org)
-                .bind(id)
-                .bind(turn)
-                .execute(&mut admin)
-                .await
-                .unwrap();
+                let sql = "INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index)
+                     VALUES ($1, $2, $3, $4)";
+                run_sql!(&mut admin, sql, Uuid::now_v7(), org, id, turn);
             }
             // The archiver's file.
             let dir = self
@@ -414,72 +396,40 @@ impl World {
                 "answer in French",
             ),
         ] {
-            sqlx::query(
-                "INSERT INTO ibex_core.memories (id, org_id, agent_id, session_id, content,
+            let sql = "INSERT INTO ibex_core.memories (id, org_id, agent_id, session_id, content,
                      content_hash, category, deleted_at)
                  VALUES ($1, $2, $3, $4, $5, repeat('a', 64), 'preference',
-                         CASE WHEN $6 THEN now() END)",
-            )
-            .bind(id)
-            .bind(org)
-            .bind(agent)
-            .bind(session)
-            .bind(content)
-            .bind(deleted)
-            .execute(&mut admin)
-            .await
-            .unwrap();
+                         CASE WHEN $6 THEN now() END)";
+            run_sql!(&mut admin, sql, id, org, agent, session, content, deleted);
             for tag in ["drinks", "a/slash"] {
-                sqlx::query(
-                    "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag) VALUES ($1, $2, $3)",
-                )
-                .bind(id)
-                .bind(org)
-                .bind(tag)
-                .execute(&mut admin)
-                .await
-                .unwrap();
+                let sql = "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag)
+                           VALUES ($1, $2, $3)";
+                run_sql!(&mut admin, sql, id, org, tag);
             }
-            sqlx::query(
-                "INSERT INTO ibex_core.memory_versions (id, memory_id, org_id, operation)
-                 VALUES ($1, $2, $3, 'create')",
-            )
-            .bind(Uuid::now_v7())
-            .bind(id)
-            .bind(org)
-            .execute(&mut admin)
-            .await
-            .unwrap();
+            let sql = "INSERT INTO ibex_core.memory_versions (id, memory_id, org_id, operation)
+                 VALUES ($1, $2, $3, 'create')";
+            run_sql!(&mut admin, sql, Uuid::now_v7(), id, org);
         }
         // person-1's memory relates to person-2's; person-2's to the agent's own.
         for (source, target) in [
             (people.memories_1[0], people.memory_2),
             (people.memory_2, people.agent_memory),
         ] {
-            sqlx::query(
-                "INSERT INTO ibex_core.memory_relationships (id, org_id, source_memory_id,
-                     target_memory_id, relation) VALUES ($1, $2, $3, $4, 'contradicts')",
-            )
-            .bind(Uuid::now_v7())
-            .bind(org)
-            .bind(source)
-            .bind(target)
-            .execute(&mut admin)
-            .await
-            .unwrap();
+            let sql = "INSERT INTO ibex_core.memory_relationships (id, org_id, source_memory_id,
+                     target_memory_id, relation) VALUES ($1, $2, $3, $4, 'contradicts')";
+            run_sql!(&mut admin, sql, Uuid::now_v7(), org, source, target);
         }
-        sqlx::query(
-            "INSERT INTO ibex_core.memory_exports (id, org_id, agent_id, format, status, object_key,
-                 row_count, size_bytes, finished_at)
-             VALUES ($1, $2, $3, 'json', 'succeeded', $4, 3, 10, now() + interval '1 second')",
-        )
-        .bind(people.export_after)
-        .bind(org)
-        .bind(agent_a)
-        .bind(format!("{org}/memories/{agent_a}/{}.ndjson", people.export_after))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        let sql = "INSERT INTO ibex_core.memory_exports (id, org_id, agent_id, format, status,
+                   object_key, row_count, size_bytes, finished_at)
+             VALUES ($1, $2, $3, 'json', 'succeeded', $4, 3, 10, now() + interval '1 second')";
+        run_sql!(
+            &mut admin,
+            sql,
+            people.export_after,
+            org,
+            agent_a,
+            format!("{org}/memories/{agent_a}/{}.ndjson", people.export_after)
+        );
         for export in [people.export_before, people.export_after] {
             let dir = self
                 .s3

@@ -16,16 +16,10 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
     seed(&app.db, &memories).await;
     let (one, two) = (memories[0].id, memories[1].id);
     let mut admin = app.db.admin().await;
-    sqlx::query(
-        "INSERT INTO ibex_core.memory_relationships (id, org_id, source_memory_id, target_memory_id, relation)
-         VALUES (gen_random_uuid(), $1, $2, $3, 'related_to'), (gen_random_uuid(), $1, $3, $2, 'supports')",
-    )
-    .bind(org_a())
-    .bind(one)
-    .bind(two)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    let sql = "INSERT INTO ibex_core.memory_relationships (id, org_id, source_memory_id,
+               target_memory_id, relation)
+         VALUES (gen_random_uuid(), $1, $2, $3, 'related_to'), (gen_random_uuid(), $1, $3, $2, 'supports')";
+    run_sql!(&mut admin, sql, org_a(), one, two);
     let hot_key = format!("{ORG_ID}:hot_memories:{agent}");
     let client = redis::Client::open(redis_url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -228,15 +222,10 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
         assert_eq!(job["status"], "succeeded");
         // A session with a checkpoint, and its archive as the platform's archiver writes it.
         let mut admin = app.db.admin().await;
-        sqlx::query(
-            "WITH s AS (INSERT INTO ibex_core.sessions (id, org_id, agent_id) VALUES (gen_random_uuid(), $1, $2) RETURNING id)
-             INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index) SELECT gen_random_uuid(), $1, id, 0 FROM s",
-        )
-        .bind(org)
-        .bind(agent)
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        let sql = "WITH s AS (INSERT INTO ibex_core.sessions (id, org_id, agent_id)
+                   VALUES (gen_random_uuid(), $1, $2) RETURNING id)
+             INSERT INTO ibex_core.checkpoints (id, org_id, session_id, turn_index) SELECT gen_random_uuid(), $1, id, 0 FROM s";
+        run_sql!(&mut admin, sql, org, agent);
         let archive = s3
             .root()
             .join(format!("ibex-archives/{org}/{agent}/{}", Uuid::now_v7()));

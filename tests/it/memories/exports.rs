@@ -195,18 +195,11 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
     // still held by a live worker of another replica.
     let (dead, held) = (Uuid::now_v7(), Uuid::now_v7());
     let mut admin = db.admin().await;
-    sqlx::query(
-        "INSERT INTO ibex_core.memory_exports (id, org_id, agent_id, format, filters, status, attempts, lease_until, started_at)
+    let sql = "INSERT INTO ibex_core.memory_exports (id, org_id, agent_id, format, filters,
+               status, attempts, lease_until, started_at)
          VALUES ($1, $3, $4, 'csv', '{\"status\": \"active\"}', 'running', 1, now() - interval '1 second', now()),
-                ($2, $3, $4, 'csv', '{\"status\": \"active\"}', 'running', 1, now() + interval '1 hour', now())",
-    )
-    .bind(dead)
-    .bind(held)
-    .bind(org_a())
-    .bind(agent)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+                ($2, $3, $4, 'csv', '{\"status\": \"active\"}', 'running', 1, now() + interval '1 hour', now())";
+    run_sql!(&mut admin, sql, dead, held, org_a(), agent);
     settings.push(("IBEX_API_DATABASE_URL", db.url.clone()));
     let app = TestApp::start_with(config(auth.addr, &as_refs(&settings))).await;
     let token = auth.token_for(org_a(), MEMORY_BULK_EXPORT);

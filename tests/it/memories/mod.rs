@@ -99,16 +99,15 @@ async fn seed(db: &TestDb, memories: &[Seed]) {
         .iter()
         .flat_map(|m| m.tags.iter().map(move |t| (m.id, m.org_id, t.clone())))
         .collect();
-    sqlx::query(
-        "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[])",
-    )
-    .bind(pairs.iter().map(|p| p.0).collect::<Vec<_>>())
-    .bind(pairs.iter().map(|p| p.1).collect::<Vec<_>>())
-    .bind(pairs.iter().map(|p| p.2.clone()).collect::<Vec<_>>())
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    let sql = "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[])";
+    run_sql!(
+        &mut admin,
+        sql,
+        pairs.iter().map(|p| p.0).collect::<Vec<_>>(),
+        pairs.iter().map(|p| p.1).collect::<Vec<_>>(),
+        pairs.iter().map(|p| p.2.clone()).collect::<Vec<_>>()
+    );
 }
 
 async fn scalar(db: &TestDb, sql: &str, id: Uuid) -> i64 {
