@@ -41,6 +41,21 @@ fn errors_in(series: &Value) -> u64 {
     buckets.iter().map(|b| b["errors"].as_u64().unwrap()).sum()
 }
 
+/// A new organization with one agent, and `n` requests of its spread over the day from `from`.
+async fn tenant_with_traffic(
+    app: &TestApp,
+    url: &str,
+    from: DateTime<Utc>,
+    n: usize,
+    seed: u64,
+) -> (Uuid, Uuid) {
+    let tenant = Uuid::now_v7();
+    app.db.add_org(tenant).await;
+    let agent = app.db.add_agent(tenant).await;
+    insert(url, &traffic(tenant, &[agent], from, 86_400, n, seed)).await;
+    (tenant, agent)
+}
+
 /// Inserts rows as the proxy would (JSONEachRow over HTTP).
 async fn insert(url: &str, traces: &[Trace]) {
     let mut body = String::new();
@@ -550,11 +565,8 @@ async fn the_cache_serves_repeats_and_redis_down_changes_nothing() {
     let mut own_redis = TempRedis::start().unwrap();
     let redis_at = own_redis.url();
     let (auth, app) = app_with(&ch.url(), &[("IBEX_API_REDIS_URL", redis_at.as_str())]).await;
-    let tenant = Uuid::now_v7();
-    app.db.add_org(tenant).await;
-    let agent = app.db.add_agent(tenant).await;
     let from = at("2026-05-04T00:00:00Z");
-    insert(&ch.url(), &traffic(tenant, &[agent], from, 86_400, 100, 11)).await;
+    let (tenant, agent) = tenant_with_traffic(&app, &ch.url(), from, 100, 11).await;
     let token = auth.token_for(tenant, TRACE_READ);
     let path = "/v1/analytics/usage?start=2026-05-04T00:00:00Z&end=2026-05-05T00:00:00Z";
     let total = |body: &Value| body["buckets"][0]["requests"].as_u64().unwrap();
@@ -638,11 +650,8 @@ async fn a_burst_during_a_redis_that_hangs_waits_one_deadline_not_one_per_reques
         ],
     )
     .await;
-    let tenant = Uuid::now_v7();
-    app.db.add_org(tenant).await;
-    let agent = app.db.add_agent(tenant).await;
     let from = at("2026-06-01T00:00:00Z");
-    insert(&ch.url(), &traffic(tenant, &[agent], from, 86_400, 50, 21)).await;
+    let (tenant, _) = tenant_with_traffic(&app, &ch.url(), from, 50, 21).await;
     let token = auth.token_for(tenant, TRACE_READ);
     let path = "/v1/analytics/usage?start=2026-06-01T00:00:00Z&end=2026-06-02T00:00:00Z";
     // Without Redis in the way, for comparison (the skip after a failure lasts 5 s).

@@ -423,6 +423,20 @@ async fn walk_mutating_operations(with_key: bool) {
     }
 }
 
+/// A transaction in the harness' organization, as `role` (the superuser when empty).
+async fn in_org_as<'c>(
+    admin: &'c mut sqlx::PgConnection,
+    role: &str,
+) -> sqlx::Transaction<'c, sqlx::Postgres> {
+    let mut tx = sqlx::Connection::begin(admin).await.unwrap();
+    let sql = "SELECT set_config('app.current_org_id', $1, true)";
+    run_sql!(&mut *tx, sql, ORG_ID);
+    if !role.is_empty() {
+        run_sql!(&mut *tx, &format!("SET LOCAL ROLE {role}"));
+    }
+    tx
+}
+
 #[tokio::test]
 async fn the_list_is_for_owners_and_admins_filters_pages_and_stays_in_its_organization() {
     let (auth, app) = TestApp::with_auth(&[]).await;
@@ -548,35 +562,13 @@ async fn the_trail_cannot_be_rewritten() {
         ),
         ("", "DELETE FROM ibex_core.audit_events"),
     ] {
-        let mut tx = sqlx::Connection::begin(&mut admin).await.unwrap();
-        sqlx::query(&format!(
-            "SELECT set_config('app.current_org_id', '{ORG_ID}', true)"
-        ))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        if !role.is_empty() {
-            sqlx::query(&format!("SET LOCAL ROLE {role}"))
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
+        let mut tx = in_org_as(&mut admin, role).await;
         let refused = sqlx::query(statement).execute(&mut *tx).await.unwrap_err();
         let code = refused.as_database_error().and_then(|e| e.code()).unwrap();
         assert_eq!(code, "42501", "{role} {statement}");
         tx.rollback().await.unwrap();
     }
-    let mut tx = sqlx::Connection::begin(&mut admin).await.unwrap();
-    sqlx::query(&format!(
-        "SELECT set_config('app.current_org_id', '{ORG_ID}', true); "
-    ))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("SET LOCAL ROLE ibex_gdpr")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let mut tx = in_org_as(&mut admin, "ibex_gdpr").await;
     let removed = sqlx::query("DELETE FROM ibex_core.audit_events")
         .execute(&mut *tx)
         .await

@@ -1,18 +1,9 @@
 //! The database as a dependency: outages, slow statements, an old schema, migrations.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 use serde_json::json;
-
-fn ibex_api() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ibex-api"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
 
 /// PostgreSQL stopped: fast 503s with Retry-After, /health still 200, /ready 503 naming the
 /// database; once it is back the API serves again without a restart of its own.
@@ -133,7 +124,7 @@ async fn ready_says_when_the_schema_is_older_than_the_binary() {
 async fn migrate_twice_succeeds_twice() {
     let empty = TestDb::create_unmigrated().await;
     for (run, expect) in [(1, "applied"), (2, "(0 migration(s) applied)")] {
-        let output = ibex_api()
+        let output = binary()
             .arg("migrate")
             .env("IBEX_API_DATABASE_URL", &empty.url)
             .output()
@@ -148,7 +139,7 @@ async fn migrate_twice_succeeds_twice() {
     }
     // A database that cannot be reached: non-zero, one line, no password.
     let dead = dead_addr().await;
-    let output = ibex_api()
+    let output = binary()
         .arg("migrate")
         .env(
             "IBEX_API_DATABASE_URL",

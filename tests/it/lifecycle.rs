@@ -121,14 +121,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ibex-api"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
-
 #[test]
 fn bad_configuration_refuses_to_start_naming_the_variable() {
     for (var, value) in [

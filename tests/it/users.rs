@@ -31,13 +31,7 @@ async fn setup() -> Setup {
 
 async fn invite(s: &Setup, token: &str, body: Value) -> Value {
     let reply = s.app.call("POST", "/v1/users", token, Some(body)).await;
-    assert_eq!(reply.status, 201, "{}", reply.text());
-    let user = reply.json();
-    assert_eq!(
-        reply.header("location"),
-        Some(format!("/v1/users/{}", user["id"].as_str().unwrap()).as_str())
-    );
-    user
+    reply.assert_located(201, "/v1/users")
 }
 
 #[tokio::test]

@@ -104,6 +104,15 @@ pub fn test_routes() -> Router<App> {
         .route("/test/sleep/{ms}", get(sleep_ms))
 }
 
+/// The real binary with an empty environment (but `PATH`): nothing of the developer's leaks in.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ibex-api"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
 /// The real binary, ready to spawn as a child process: on a free loopback port, against `auth`
 /// and the database at `database_url`, with Redis, ClickHouse and metrics off and warnings only;
 /// each test adds its own settings. And the address it will listen on.
@@ -113,10 +122,8 @@ pub fn app_process(auth: SocketAddr, database_url: &str) -> (std::process::Comma
         .local_addr()
         .unwrap()
         .port();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ibex-api"));
+    let mut command = binary();
     command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("IBEX_API_HOST", "127.0.0.1")
         .env("IBEX_API_PORT", port.to_string())
         .env("IBEX_API_AUTH_GRPC_ADDR", format!("http://{auth}"))

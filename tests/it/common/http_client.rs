@@ -46,6 +46,16 @@ impl Reply {
         ids[0]
     }
 
+    /// Asserts a new resource of `collection` answered with `status`, `Location` naming it; its
+    /// body.
+    pub fn assert_located(&self, status: u16, collection: &str) -> Value {
+        assert_eq!(self.status, status, "{}", self.text());
+        let body = self.json();
+        let location = format!("{collection}/{}", body["id"].as_str().unwrap());
+        assert_eq!(self.header("location"), Some(location.as_str()));
+        body
+    }
+
     /// Asserts the platform envelope with this status and code, its id equal to the header.
     pub fn assert_error(&self, status: u16, code: &str) -> Value {
         assert_eq!(self.status, status, "status; body: {}", self.text());

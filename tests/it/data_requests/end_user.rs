@@ -150,25 +150,12 @@ async fn an_end_users_archive_holds_their_data_and_nobody_elses() {
     assert!(!receipt.to_string().contains(PERSON_1));
     // Public, without a token, by its id.
     let public = world
-        .app
-        .get(
-            &format!(
-                "/v1/data-request-receipts/{}",
-                done["receipt_id"].as_str().unwrap()
-            ),
-            &[],
-        )
+        .public_receipt(done["receipt_id"].as_str().unwrap())
         .await;
     assert_eq!(public.status, 200, "{}", public.text());
     assert_eq!(public.json()["receipt"], receipt);
-    world
-        .app
-        .get(
-            &format!("/v1/data-request-receipts/{}", Uuid::new_v4()),
-            &[],
-        )
-        .await
-        .assert_error(404, "NOT_FOUND");
+    let unknown = world.public_receipt(&Uuid::new_v4().to_string()).await;
+    unknown.assert_error(404, "NOT_FOUND");
     // Another organization sees nothing of it.
     let stranger = world.auth.token_for(people.other_org, ALL_PERMISSIONS);
     world
@@ -364,14 +351,7 @@ async fn an_end_users_erasure_removes_exactly_their_data_everywhere() {
     assert_eq!(receipt["completed_at"], done["completed_at"]);
     assert_eq!(receipt["received_at"], done["received_at"]);
     let access_receipt = world
-        .app
-        .get(
-            &format!(
-                "/v1/data-request-receipts/{}",
-                access["receipt_id"].as_str().unwrap()
-            ),
-            &[],
-        )
+        .public_receipt(access["receipt_id"].as_str().unwrap())
         .await
         .json();
     let previous_payload = access_receipt["jws"]

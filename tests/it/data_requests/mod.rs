@@ -83,22 +83,18 @@ impl World {
     /// Files a request; its body.
     pub async fn file(&self, body: Value) -> Value {
         let reply = self.app.post(REQUESTS, &self.token, body).await;
-        assert_eq!(reply.status, 202, "{}", reply.text());
-        let request = reply.json();
-        assert_eq!(
-            reply.header("location"),
-            Some(format!("{REQUESTS}/{}", request["id"].as_str().unwrap()).as_str())
-        );
-        request
+        reply.assert_located(202, REQUESTS)
+    }
+
+    /// `GET {path}` as the owner, which must answer 200; its body.
+    pub async fn read(&self, path: &str) -> Value {
+        let reply = self.app.read(path, &self.token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()
     }
 
     pub async fn get(&self, id: &str) -> Value {
-        let reply = self
-            .app
-            .read(&format!("{REQUESTS}/{id}"), &self.token)
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        reply.json()
+        self.read(&format!("{REQUESTS}/{id}")).await
     }
 
     /// Polls the request until it is in `status` (within 30 s); its body.
@@ -152,14 +148,15 @@ impl World {
         reply.json()
     }
 
+    /// `GET /v1/data-request-receipts/{receipt_id}`, with no token.
+    pub async fn public_receipt(&self, receipt_id: &str) -> Reply {
+        let path = format!("/v1/data-request-receipts/{receipt_id}");
+        self.app.get(&path, &[]).await
+    }
+
     /// The receipt of a succeeded request, its JWS verified with the published keys; the claims.
     pub async fn verified_receipt(&self, id: &str) -> Value {
-        let reply = self
-            .app
-            .read(&format!("{REQUESTS}/{id}/receipt"), &self.token)
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        let body = reply.json();
+        let body = self.read(&format!("{REQUESTS}/{id}/receipt")).await;
         let claims = self.verify(body["jws"].as_str().unwrap()).await;
         assert_eq!(claims, body["receipt"], "the receipt is what was signed");
         claims

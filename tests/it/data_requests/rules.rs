@@ -212,27 +212,15 @@ async fn transitions_deadlines_and_idempotent_retries() {
     let subject = json!({"kind": "end_user", "session_ids": [people.session_2]});
     // A retry with the same Idempotency-Key files once.
     let body = json!({"type": "erasure", "subject": subject, "received_at": received});
-    let first = world
-        .app
-        .call_with(
-            "POST",
-            REQUESTS,
-            &world.token,
-            &[("Idempotency-Key", "dr-1")],
-            Some(body.clone()),
-        )
-        .await;
+    let key = [("Idempotency-Key", "dr-1")];
+    let file = || {
+        world
+            .app
+            .call_with("POST", REQUESTS, &world.token, &key, Some(body.clone()))
+    };
+    let first = file().await;
     assert_eq!(first.status, 202, "{}", first.text());
-    let again = world
-        .app
-        .call_with(
-            "POST",
-            REQUESTS,
-            &world.token,
-            &[("Idempotency-Key", "dr-1")],
-            Some(body),
-        )
-        .await;
+    let again = file().await;
     assert_eq!(again.status, 202);
     assert_eq!(again.json()["id"], first.json()["id"]);
     assert_eq!(
