@@ -150,6 +150,18 @@ impl DbError {
         }
     }
 
+    /// An insert into one of the organization's tables refused: `unique` (the table's live-key
+    /// constraint) is `conflict`; its organization gone (the `_org_id_fkey` constraint) is a 404.
+    pub fn on_insert(self, unique: &str, conflict: crate::error::Conflict) -> ApiError {
+        match self.violated_constraint() {
+            Some(name) if name == unique => ApiError::Conflict(conflict),
+            Some(name) if name.ends_with("_org_id_fkey") => {
+                ApiError::not_found("The caller's organization does not exist.")
+            }
+            _ => self.into(),
+        }
+    }
+
     /// The connection was dead before the statement reached a live server (closed by a
     /// restart): nothing of the request ran, so it may be retried on another connection.
     pub fn is_dead_connection(&self) -> bool {

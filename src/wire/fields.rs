@@ -623,17 +623,23 @@ pub struct FreeFormObject;
 
 impl utoipa::PartialSchema for FreeFormObject {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        serde_json::from_value(serde_json::json!({
-            "type": "object",
-            "additionalProperties": true,
+        any_object(serde_json::json!({
             "description": "Any JSON object. Refused with 400: a NUL character (U+0000) in any key or string at any depth (PostgreSQL cannot store it), a number beyond ±1e300, more than the field's size limit when serialized.",
             "x-ibex-rules": {
                 "no_nul_characters": true,
                 "max_abs_number": MAX_JSON_NUMBER,
             },
         }))
-        .expect("a valid schema literal")
     }
+}
+
+/// `{"type": "object", "additionalProperties": true}` with `more` (its description, …).
+fn any_object(more: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let mut schema = serde_json::json!({"type": "object", "additionalProperties": true});
+    if let (Some(schema), Value::Object(more)) = (schema.as_object_mut(), more) {
+        schema.extend(more);
+    }
+    serde_json::from_value(schema).expect("a valid schema literal")
 }
 
 impl utoipa::ToSchema for FreeFormObject {}
@@ -646,12 +652,7 @@ pub struct JsonObject;
 
 impl utoipa::PartialSchema for JsonObject {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        serde_json::from_value(serde_json::json!({
-            "type": "object",
-            "additionalProperties": true,
-            "description": "Any JSON object.",
-        }))
-        .expect("a valid schema literal")
+        any_object(serde_json::json!({"description": "Any JSON object."}))
     }
 }
 

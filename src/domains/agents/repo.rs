@@ -58,13 +58,7 @@ pub async fn insert(
         ],
     )
     .await
-    .map_err(|e| match e.violated_constraint() {
-        Some("agents_org_slug_live_key") => ApiError::Conflict(Conflict::AgentSlug),
-        Some("agents_org_id_fkey") => {
-            ApiError::not_found("The caller's organization does not exist.")
-        }
-        _ => e.into(),
-    })
+    .map_err(|e| e.on_insert("agents_org_slug_live_key", Conflict::AgentSlug))
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<Agent, ApiError> {

@@ -67,13 +67,7 @@ pub async fn insert(tx: &mut OrgTx, new: NewUser) -> Result<User, ApiError> {
         &[&Uuid::now_v7(), &org_id, &new.email, &new.name, &new.role],
     )
     .await
-    .map_err(|e| match e.violated_constraint() {
-        Some("users_org_email_live_key") => ApiError::Conflict(Conflict::UserEmail),
-        Some("users_org_id_fkey") => {
-            ApiError::not_found("The caller's organization does not exist.")
-        }
-        _ => e.into(),
-    })
+    .map_err(|e| e.on_insert("users_org_email_live_key", Conflict::UserEmail))
 }
 
 pub async fn get(tx: &mut OrgTx, id: Uuid) -> Result<User, ApiError> {
