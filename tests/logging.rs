@@ -275,17 +275,10 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
         }
         deadline.tick(format!("{job}")).await;
     }
-    let one = app
-        .call("DELETE", &format!("{base}/{}", ids[0]), &token, None)
-        .await;
+    let one = app.delete(&format!("{base}/{}", ids[0]), &token).await;
     assert_eq!(one.status, 204);
     let bulk = app
-        .call(
-            "DELETE",
-            &format!("{base}?confirm=true&tag=SECRET-TAG"),
-            &token,
-            None,
-        )
+        .delete(&format!("{base}?confirm=true&tag=SECRET-TAG"), &token)
         .await;
     assert_eq!(bulk.header("ibex-deleted-count"), Some("1"));
     (app, s3, service)

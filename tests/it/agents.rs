@@ -144,7 +144,7 @@ async fn lifecycle_end_to_end() {
         .await
         .assert_error(409, "AGENT_STATUS_CONFLICT");
 
-    let deleted = s.app.call("DELETE", &path, &s.writer, None).await;
+    let deleted = s.app.delete(&path, &s.writer).await;
     assert_eq!(deleted.status, 204);
     assert!(deleted.body.is_empty());
     s.app
@@ -152,7 +152,7 @@ async fn lifecycle_end_to_end() {
         .await
         .assert_error(404, "NOT_FOUND");
     s.app
-        .call("DELETE", &path, &s.writer, None)
+        .delete(&path, &s.writer)
         .await
         .assert_error(404, "NOT_FOUND");
     assert!(
@@ -199,7 +199,7 @@ async fn suspended_agents_only_archive_and_agents_with_sessions_cannot_be_delete
         reply.assert_error(409, "AGENT_STATUS_CONFLICT");
     }
     s.app
-        .call("DELETE", &path, &s.writer, None)
+        .delete(&path, &s.writer)
         .await
         .assert_error(409, "AGENT_HAS_SESSIONS");
     let archived = act(&s, &path, "archive").await;

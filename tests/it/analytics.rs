@@ -741,7 +741,7 @@ async fn gdpr_deletion_removes_the_orgs_traces_and_waits_for_clickhouse() {
     ch.stop();
     let token = auth.token_for_user(org_a(), Some(owner), 1 << 35);
     let mine = format!("/v1/organizations/{ORG_ID}");
-    assert_eq!(app.call("DELETE", &mine, &token, None).await.status, 202);
+    assert_eq!(app.delete(&mine, &token).await.status, 202);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let org = app.read(&mine, &token).await.json();
     assert_eq!(

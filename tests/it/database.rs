@@ -180,7 +180,7 @@ async fn a_token_change_waits_for_its_audit_trail() {
     app.call("POST", "/v1/tokens", &creator, Some(body.clone()))
         .await
         .assert_error(503, "SERVICE_UNAVAILABLE");
-    app.call("DELETE", &revoke, &creator, None)
+    app.delete(&revoke, &creator)
         .await
         .assert_error(503, "SERVICE_UNAVAILABLE");
     assert_eq!(
@@ -191,7 +191,7 @@ async fn a_token_change_waits_for_its_audit_trail() {
 
     tokio::task::block_in_place(|| postgres.restart()).unwrap();
     let deadline = Deadline::after(Duration::from_secs(10));
-    while app.call("DELETE", &revoke, &creator, None).await.status != 204 {
+    while app.delete(&revoke, &creator).await.status != 204 {
         deadline.tick("the revoke never went through").await;
     }
     let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)

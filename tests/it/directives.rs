@@ -145,7 +145,7 @@ async fn versions_rollback_and_deactivation() {
         .assert_error(404, "NOT_FOUND");
 
     for _ in 0..2 {
-        let deleted = s.app.call("DELETE", &s.path(""), &s.token, None).await;
+        let deleted = s.app.delete(&s.path(""), &s.token).await;
         assert_eq!(deleted.status, 204);
     }
     let inactive = s.app.read(&s.path(""), &s.token).await.json();
@@ -437,7 +437,7 @@ async fn every_change_is_announced_in_order() {
     // Shown with --nocapture: request sent → event received, for the closing notes.
     eprintln!("directive change → event latencies: {latencies:?}");
     // No-ops announce nothing.
-    s.app.call("DELETE", &s.path(""), &s.token, None).await;
+    s.app.delete(&s.path(""), &s.token).await;
     assert!(
         next_message(&mut events, Duration::from_millis(300))
             .await

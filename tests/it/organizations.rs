@@ -7,6 +7,12 @@ use crate::common::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// Sets the harness organization's status, as the superuser.
+async fn set_status(app: &TestApp, status: &str) {
+    let sql = "UPDATE ibex_core.organizations SET status = $2 WHERE id = $1";
+    run_sql!(&mut app.db.admin().await, sql, org_a(), status);
+}
+
 #[tokio::test]
 async fn only_the_callers_own_org_and_only_owners_suspend_or_delete() {
     let (auth, app) = TestApp::with_auth(&[]).await;
@@ -145,13 +151,8 @@ async fn suspension_is_published_and_survives_a_redis_outage() {
     drop(events);
 
     // Redis down: the request succeeds, the event waits.
+    set_status(&app, "active").await;
     let mut admin = app.db.admin().await;
-    admin
-        .run(
-            "UPDATE ibex_core.organizations SET status = 'active' WHERE id = $1",
-            org_a(),
-        )
-        .await;
     tokio::task::block_in_place(|| own_redis.stop());
     let reply = app
         .call("POST", &format!("{mine}/suspend"), &token, None)
@@ -262,13 +263,13 @@ async fn gdpr_deletion_removes_the_org_and_nothing_else() {
         }
     }
     let mine = format!("/v1/organizations/{ORG_ID}");
-    let reply = app.call("DELETE", &mine, &token, None).await;
+    let reply = app.delete(&mine, &token).await;
     assert_eq!(reply.status, 202, "{}", reply.text());
     let org = reply.json();
     assert_eq!(org["status"], "cancelled");
     assert!(["pending", "running"].contains(&org["deletion"]["state"].as_str().unwrap()));
     // Asking again is 202 again; changing it meanwhile is refused.
-    let again = app.call("DELETE", &mine, &token, None).await;
+    let again = app.delete(&mine, &token).await;
     assert!(
         again.status == 202 || again.status == 404,
         "{}",
@@ -330,13 +331,7 @@ async fn a_cancelled_org_is_read_only() {
     let app = TestApp::start(auth.addr, &[]).await;
     let owner = app.db.add_user(org_a(), "owner").await;
     let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE);
-    let mut admin = app.db.admin().await;
-    admin
-        .run(
-            "UPDATE ibex_core.organizations SET status = 'cancelled' WHERE id = $1",
-            org_a(),
-        )
-        .await;
+    set_status(&app, "cancelled").await;
     let mine = format!("/v1/organizations/{ORG_ID}");
     app.patch(&mine, &token, json!({"name": "x"}))
         .await

@@ -120,6 +120,20 @@ fn id_cases() -> Vec<(&'static str, String, Option<Value>, u64, &'static str)> {
     ]
 }
 
+/// Sends an operation of the table below with `id` wherever its path or body says `{id}`.
+async fn call_with_id(
+    app: &TestApp,
+    token: &str,
+    (method, path, body): (&str, &str, &Option<Value>),
+    id: Uuid,
+) -> Reply {
+    let fill = |text: &str| text.replace("{id}", &id.to_string());
+    let body = body
+        .as_ref()
+        .map(|b| serde_json::from_str(&fill(&b.to_string())).unwrap());
+    app.call(method, &fill(path), token, body).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_id_in_a_body_or_query_must_be_the_callers_organizations() {
     let (auth, app) = TestApp::with_auth(&[]).await;
@@ -175,11 +189,7 @@ async fn every_id_in_a_body_or_query_must_be_the_callers_organizations() {
             ("foreign user", foreign_user),
             ("unknown", Uuid::now_v7()),
         ] {
-            let fill = |text: &str| text.replace("{id}", &id.to_string());
-            let body = body
-                .as_ref()
-                .map(|b| serde_json::from_str(&fill(&b.to_string())).unwrap());
-            let reply = app.call(method, &fill(path), &token, body).await;
+            let reply = call_with_id(&app, &token, (method, path, body), id).await;
             assert_eq!(
                 reply.status,
                 404,
@@ -193,11 +203,7 @@ async fn every_id_in_a_body_or_query_must_be_the_callers_organizations() {
             "USER_NOT_FOUND" => owner,
             _ => own_agent,
         };
-        let fill = |text: &str| text.replace("{id}", &own.to_string());
-        let body = body
-            .as_ref()
-            .map(|b| serde_json::from_str(&fill(&b.to_string())).unwrap());
-        let reply = app.call(method, &fill(path), &token, body).await;
+        let reply = call_with_id(&app, &token, (method, path, body), own).await;
         assert!(
             reply.status == 200 || reply.status == 201 || reply.status == 503,
             "{method} {path} with its own id: {} {}",
@@ -307,12 +313,7 @@ async fn roles_move_only_below_the_callers_own() {
 
     // Removing and inviting follow the same order.
     let reply = app
-        .call(
-            "DELETE",
-            &format!("/v1/users/{other_admin}"),
-            &token(admin),
-            None,
-        )
+        .delete(&format!("/v1/users/{other_admin}"), &token(admin))
         .await;
     reply.assert_error(403, "ROLE_NOT_GRANTABLE");
     for role in ["admin", "owner"] {
@@ -371,12 +372,7 @@ async fn roles_move_only_below_the_callers_own() {
         .await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     let reply = app
-        .call(
-            "DELETE",
-            &format!("/v1/users/{viewer}"),
-            &token(admin),
-            None,
-        )
+        .delete(&format!("/v1/users/{viewer}"), &token(admin))
         .await;
     assert_eq!(reply.status, 204, "{}", reply.text());
 }

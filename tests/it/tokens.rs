@@ -8,6 +8,11 @@ use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;
 
+/// The id a PAT carries (`ibex_pat_{id}_{secret}`).
+fn token_id(token: &str) -> String {
+    token.strip_prefix("ibex_pat_").unwrap()[..36].to_owned()
+}
+
 #[tokio::test]
 async fn mint_use_list_and_revoke() {
     let (auth, app) = TestApp::with_auth(&[]).await;
@@ -73,9 +78,7 @@ async fn mint_use_list_and_revoke() {
         .assert_error(404, "NOT_FOUND");
 
     for _ in 0..2 {
-        let revoked = app
-            .call("DELETE", &format!("/v1/tokens/{id}"), &manager, None)
-            .await;
+        let revoked = app.delete(&format!("/v1/tokens/{id}"), &manager).await;
         assert_eq!(revoked.status, 204, "{}", revoked.text());
     }
     app.read("/v1/agents", &plaintext)
@@ -84,14 +87,9 @@ async fn mint_use_list_and_revoke() {
     let got = app.read(&format!("/v1/tokens/{id}"), &manager).await.json();
     assert_eq!(got["is_revoked"], true);
     assert!(got["revoked_at"].is_string());
-    app.call(
-        "DELETE",
-        &format!("/v1/tokens/{}", Uuid::now_v7()),
-        &manager,
-        None,
-    )
-    .await
-    .assert_error(404, "NOT_FOUND");
+    app.delete(&format!("/v1/tokens/{}", Uuid::now_v7()), &manager)
+        .await
+        .assert_error(404, "NOT_FOUND");
 
     // Every call carried the caller's own PAT and the request's id.
     let metadata = auth.token_rpc_metadata();
@@ -187,9 +185,9 @@ async fn checks_made_before_the_auth_service_is_asked() {
         "nothing was sent to the auth service"
     );
     // One's own token may be revoked without the bit.
-    let own_id = reader.strip_prefix("ibex_pat_").unwrap()[..36].to_owned();
+    let own_id = token_id(&reader);
     assert_eq!(
-        app.call("DELETE", &format!("/v1/tokens/{own_id}"), &reader, None)
+        app.delete(&format!("/v1/tokens/{own_id}"), &reader)
             .await
             .status,
         204
@@ -290,9 +288,9 @@ async fn revoking_drops_the_cached_validation() {
     let token = auth.stored_token(org_a(), None, MEMORY_READ);
     assert_eq!(app.read("/v1/agents", &token).await.status, 200);
     assert_eq!(app.read("/v1/agents", &token).await.status, 200, "cached");
-    let own_id = token.strip_prefix("ibex_pat_").unwrap()[..36].to_owned();
+    let own_id = token_id(&token);
     assert_eq!(
-        app.call("DELETE", &format!("/v1/tokens/{own_id}"), &token, None)
+        app.delete(&format!("/v1/tokens/{own_id}"), &token)
             .await
             .status,
         204

@@ -73,13 +73,7 @@ async fn invite_read_update_delete() {
     assert_eq!(patched.json()["role"], "viewer");
     assert_eq!(patched.json()["name"], "Ada L.");
 
-    assert_eq!(
-        s.app
-            .call("DELETE", &path, &s.admin_token, None)
-            .await
-            .status,
-        204
-    );
+    assert_eq!(s.app.delete(&path, &s.admin_token).await.status, 204);
     s.app
         .read(&path, &s.reader)
         .await
@@ -180,7 +174,7 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
         .await
         .assert_error(403, "ROLE_NOT_GRANTABLE");
     s.app
-        .call("DELETE", &owner_path, &s.admin_token, None)
+        .delete(&owner_path, &s.admin_token)
         .await
         .assert_error(403, "ROLE_NOT_GRANTABLE");
 
@@ -190,7 +184,7 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
         .await
         .assert_error(409, "LAST_OWNER_PROTECTED");
     s.app
-        .call("DELETE", &owner_path, &s.owner_token, None)
+        .delete(&owner_path, &s.owner_token)
         .await
         .assert_error(409, "LAST_OWNER_PROTECTED");
     // Renaming the last owner is fine, so is keeping the role.
@@ -242,8 +236,8 @@ async fn concurrent_demotions_keep_one_owner() {
             )
         } else {
             tokio::join!(
-                s.app.call("DELETE", &path_a, &second_token, None),
-                s.app.call("DELETE", &path_b, &first_token, None),
+                s.app.delete(&path_a, &second_token),
+                s.app.delete(&path_b, &first_token),
             )
         };
         let mut statuses: HashMap<u16, usize> = HashMap::new();

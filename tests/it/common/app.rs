@@ -257,6 +257,11 @@ impl TestApp {
         request(self.addr, method, path, &headers, &bytes).await
     }
 
+    /// `DELETE` with `token`.
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call("DELETE", path, token, None).await
+    }
+
     /// `POST` of a JSON body with `token`.
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
         self.call("POST", path, token, Some(body)).await

@@ -25,3 +25,16 @@ pub async fn plain_get(url: &str) -> (u16, Vec<u8>) {
     let reply = request(addr, "GET", path, &[], b"").await;
     (reply.status, reply.body)
 }
+
+/// `url` with the character at `at` changed (a hex digit to another), as an attacker would.
+pub fn flipped(url: &str, at: usize) -> String {
+    let mut bytes = url.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    String::from_utf8(bytes).unwrap()
+}
+
+/// A pre-signed URL with one character of its signature changed.
+pub fn with_forged_signature(url: &str) -> String {
+    let at = url.find("X-Amz-Signature=").unwrap() + "X-Amz-Signature=".len();
+    flipped(url, at)
+}

@@ -54,12 +54,7 @@ async fn deleting_the_organization_is_its_erasure_with_a_receipt_that_outlives_i
 
     let deleted = world
         .app
-        .call(
-            "DELETE",
-            &format!("/v1/organizations/{}", world.org),
-            &world.token,
-            None,
-        )
+        .delete(&format!("/v1/organizations/{}", world.org), &world.token)
         .await;
     assert_eq!(deleted.status, 202, "{}", deleted.text());
     // The deletion filed a confirmed erasure of the organization.

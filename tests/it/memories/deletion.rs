@@ -30,7 +30,7 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
     let token = auth.token_for(org_a(), ALL);
     let path = format!("/v1/agents/{agent}/memories/{one}");
 
-    let reply = app.call("DELETE", &path, &token, None).await;
+    let reply = app.delete(&path, &token).await;
     assert_eq!(reply.status, 204, "{}", reply.text());
     assert!(reply.body.is_empty());
     let event = next_message(&mut events, Duration::from_secs(5))
@@ -64,19 +64,14 @@ async fn deletes_cascade_and_reach_the_proxy_even_through_a_redis_outage() {
         "soft-deleted, not removed"
     );
     app.read(&path, &token).await.assert_error(404, "NOT_FOUND");
-    app.call("DELETE", &path, &token, None)
+    app.delete(&path, &token)
         .await
         .assert_error(404, "NOT_FOUND");
 
     // Redis down: the bulk delete commits, its events wait and arrive once Redis is back.
     own_redis.stop();
     let reply = app
-        .call(
-            "DELETE",
-            &format!("/v1/agents/{agent}/memories?confirm=true"),
-            &token,
-            None,
-        )
+        .delete(&format!("/v1/agents/{agent}/memories?confirm=true"), &token)
         .await;
     assert_eq!(reply.status, 204, "{}", reply.text());
     let active_left = memories[1..]
@@ -119,31 +114,22 @@ async fn bulk_delete_needs_confirmation_and_is_atomic() {
         "?confirm=TRUE",
         "?confirm=1&category=factual",
     ] {
-        let reply = app
-            .call("DELETE", &format!("{base}{query}"), &token, None)
-            .await;
+        let reply = app.delete(&format!("{base}{query}"), &token).await;
         let body = reply.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(
             body["error"]["field_errors"][0]["field"], "confirm",
             "{query}"
         );
     }
-    app.call(
-        "DELETE",
-        &format!("{base}?confirm=true&status=gone"),
-        &token,
-        None,
-    )
-    .await
-    .assert_error(400, "VALIDATION_ERROR");
+    app.delete(&format!("{base}?confirm=true&status=gone"), &token)
+        .await
+        .assert_error(400, "VALIDATION_ERROR");
     assert_eq!(scalar(&app.db, live, agent).await, 2500, "nothing deleted");
 
     let reply = app
-        .call(
-            "DELETE",
+        .delete(
             &format!("{base}?confirm=true&status=archived&tag=vip"),
             &token,
-            None,
         )
         .await;
     assert_eq!(reply.status, 204, "{}", reply.text());
@@ -170,18 +156,14 @@ async fn bulk_delete_needs_confirmation_and_is_atomic() {
     assert_eq!(ids_queued, expected as i64);
 
     // Everything active: 2 500 / 3 ≈ 834 in one transaction.
-    let reply = app
-        .call("DELETE", &format!("{base}?confirm=true"), &token, None)
-        .await;
+    let reply = app.delete(&format!("{base}?confirm=true"), &token).await;
     let active = memories.iter().filter(|m| m.status == "active").count();
     assert_eq!(
         reply.header("ibex-deleted-count"),
         Some(active.to_string().as_str())
     );
     // Nothing left to match: 0, still 204.
-    let reply = app
-        .call("DELETE", &format!("{base}?confirm=true"), &token, None)
-        .await;
+    let reply = app.delete(&format!("{base}?confirm=true"), &token).await;
     assert_eq!(reply.status, 204);
     assert_eq!(reply.header("ibex-deleted-count"), Some("0"));
     assert_eq!(
@@ -209,11 +191,9 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
         let token = auth.token_for(org, MEMORY_BULK_EXPORT | MEMORY_DELETE);
         // A delete (history rows, an outbox event) and an export (a job, an object).
         let reply = app
-            .call(
-                "DELETE",
+            .delete(
                 &format!("/v1/agents/{agent}/memories/{}", memories[0].id),
                 &token,
-                None,
             )
             .await;
         assert_eq!(reply.status, 204);
@@ -246,7 +226,7 @@ async fn gdpr_deletion_takes_memories_exports_and_objects_and_waits_for_the_stor
     s3.stop();
     let token = auth.token_for_user(org_a(), Some(owner), ORG_SETTINGS_WRITE);
     let mine = format!("/v1/organizations/{ORG_ID}");
-    assert_eq!(app.call("DELETE", &mine, &token, None).await.status, 202);
+    assert_eq!(app.delete(&mine, &token).await.status, 202);
     // The rows go; the deletion stays running while the store is away.
     let deadline = Deadline::after(Duration::from_secs(20));
     while scalar(

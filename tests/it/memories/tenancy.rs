@@ -66,14 +66,9 @@ async fn another_org_sees_nothing_and_changes_nothing_on_every_operation() {
     app.read(&format!("/v1/agents/{sibling}/memories/{memory}"), &insider)
         .await
         .assert_error(404, "NOT_FOUND");
-    app.call(
-        "DELETE",
-        &format!("/v1/agents/{sibling}/memories/{memory}"),
-        &insider,
-        None,
-    )
-    .await
-    .assert_error(404, "NOT_FOUND");
+    app.delete(&format!("/v1/agents/{sibling}/memories/{memory}"), &insider)
+        .await
+        .assert_error(404, "NOT_FOUND");
 
     assert_eq!(
         scalar(
