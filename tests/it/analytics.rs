@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
 use ibex_api::devenv::clickhouse::TempClickHouse;
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -397,29 +397,25 @@ async fn sums_buckets_and_percentiles_match_an_independent_computation() {
     }
 
     // No traffic: every bucket present, all zero (latency null).
-    let reply = app
-        .read(
-            "/v1/analytics/usage?start=2025-01-01T00:00:00Z&end=2025-01-08T00:00:00Z",
-            &token,
-        )
-        .await;
-    let buckets = reply.json()["buckets"].as_array().unwrap().clone();
-    assert_eq!(buckets.len(), 7);
-    assert!(
-        buckets
-            .iter()
-            .all(|b| b["requests"] == 0 && b["total_tokens"] == 0)
-    );
-    let reply = app
-        .read("/v1/analytics/latency?start=2025-01-01T00:00:00Z&end=2025-01-02T00:00:00Z&granularity=hour", &token)
-        .await;
-    let buckets = reply.json()["buckets"].as_array().unwrap().clone();
-    assert_eq!(buckets.len(), 24);
-    assert!(
-        buckets
-            .iter()
-            .all(|b| b["requests"] == 0 && b["ttfb_ms"].is_null())
-    );
+    let empty = [
+        ("usage", "2025-01-08", "", 7, "total_tokens", json!(0)),
+        (
+            "latency",
+            "2025-01-02",
+            "&granularity=hour",
+            24,
+            "ttfb_ms",
+            Value::Null,
+        ),
+    ];
+    for (op, end, more, count, field, nothing) in empty {
+        let (start, end) = (at("2025-01-01T00:00:00Z"), at(&format!("{end}T00:00:00Z")));
+        let body = app.read(&over(op, start, end, more), &token).await.json();
+        let buckets = body["buckets"].as_array().unwrap();
+        assert_eq!(buckets.len(), count, "{op}");
+        let zero = |b: &&Value| b["requests"] == 0 && b[field] == nothing;
+        assert!(buckets.iter().all(|b| zero(&b)), "{op}: {body}");
+    }
 
     // Errors of one agent, with and without a code: only that agent's requests count.
     for code in [None, Some(tricky)] {

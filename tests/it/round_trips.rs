@@ -46,42 +46,40 @@ impl Relay {
     }
 }
 
+/// Copies `from` to `to` until either side closes, calling `seen` before passing each read on.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut seen: impl FnMut(usize),
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        seen(n);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
 async fn pump_pair(client: TcpStream, server: TcpStream, flights: Arc<AtomicU64>) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
     // Whether the server spoke last on this connection (true at start: the first send counts).
     let server_spoke = Arc::new(AtomicBool::new(true));
     let spoke = Arc::clone(&server_spoke);
-    let upstream = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match client_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if spoke.swap(false, Ordering::SeqCst) {
-                flights.fetch_add(1, Ordering::SeqCst);
-            }
-            if server_write.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
+    let upstream = pump(client_read, server_write, |_| {
+        if spoke.swap(false, Ordering::SeqCst) {
+            flights.fetch_add(1, Ordering::SeqCst);
         }
-        let _ = server_write.shutdown().await;
-    };
-    let downstream = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match server_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            server_spoke.store(true, Ordering::SeqCst);
-            if client_write.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        let _ = client_write.shutdown().await;
-    };
+    });
+    let downstream = pump(server_read, client_write, |_| {
+        server_spoke.store(true, Ordering::SeqCst)
+    });
     tokio::join!(upstream, downstream);
 }
 

@@ -8,9 +8,11 @@ use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;
 
-/// The id a PAT carries (`ibex_pat_{id}_{secret}`).
-fn token_id(token: &str) -> String {
-    token.strip_prefix("ibex_pat_").unwrap()[..36].to_owned()
+/// `DELETE /v1/tokens/{id}` of `token` itself (the id a PAT carries: `ibex_pat_{id}_{secret}`);
+/// the status.
+async fn revoke_own(app: &TestApp, token: &str) -> u16 {
+    let id = &token.strip_prefix("ibex_pat_").unwrap()[..36];
+    app.delete(&format!("/v1/tokens/{id}"), token).await.status
 }
 
 #[tokio::test]
@@ -185,13 +187,7 @@ async fn checks_made_before_the_auth_service_is_asked() {
         "nothing was sent to the auth service"
     );
     // One's own token may be revoked without the bit.
-    let own_id = token_id(&reader);
-    assert_eq!(
-        app.delete(&format!("/v1/tokens/{own_id}"), &reader)
-            .await
-            .status,
-        204
-    );
+    assert_eq!(revoke_own(&app, &reader).await, 204);
 }
 
 #[tokio::test]
@@ -288,13 +284,7 @@ async fn revoking_drops_the_cached_validation() {
     let token = auth.stored_token(org_a(), None, MEMORY_READ);
     assert_eq!(app.read("/v1/agents", &token).await.status, 200);
     assert_eq!(app.read("/v1/agents", &token).await.status, 200, "cached");
-    let own_id = token_id(&token);
-    assert_eq!(
-        app.delete(&format!("/v1/tokens/{own_id}"), &token)
-            .await
-            .status,
-        204
-    );
+    assert_eq!(revoke_own(&app, &token).await, 204);
     app.read("/v1/agents", &token)
         .await
         .assert_error(401, "INVALID_TOKEN");
