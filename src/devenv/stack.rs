@@ -126,17 +126,27 @@ pub fn dev_token(given: Option<String>) -> Result<String, String> {
     }
 }
 
+/// A throwaway server from `start` (run off the async threads: it waits for the server), unless
+/// `var` names a real one (`None`).
+async fn throwaway<T: Send + 'static>(
+    var: &str,
+    start: fn() -> Result<T, String>,
+) -> Option<Result<T, String>> {
+    if std::env::var_os(var).is_some() {
+        return None;
+    }
+    let started = tokio::task::spawn_blocking(start).await;
+    Some(
+        started
+            .map_err(|e| e.to_string())
+            .and_then(|started| started),
+    )
+}
+
 /// The Redis `--dev` publishes to: IBEX_API_REDIS_URL when set, else a throwaway
 /// `redis-server` when the binary exists, else none (events wait in the outbox; said once).
 async fn dev_redis(config: &mut Config) -> Option<TempRedis> {
-    if std::env::var_os("IBEX_API_REDIS_URL").is_some() {
-        return None;
-    }
-    let started = tokio::task::spawn_blocking(TempRedis::start)
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|started| started);
-    match started {
+    match throwaway("IBEX_API_REDIS_URL", TempRedis::start).await? {
         Ok(server) => {
             config.redis.url = Some(SecretUrl::new(server.url()));
             Some(server)
@@ -197,14 +207,7 @@ fn dev_object_store(config: &mut Config) -> Result<Option<TempS3>, String> {
 /// throwaway `clickhouse-server` when the binary exists (its table created and 30 days of traffic
 /// seeded for the dev agents), else none (analytics answer 503; said once).
 async fn dev_clickhouse(config: &mut Config) -> Option<TempClickHouse> {
-    if std::env::var_os("IBEX_API_CLICKHOUSE_URL").is_some() {
-        return None;
-    }
-    let started = tokio::task::spawn_blocking(TempClickHouse::start)
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|started| started);
-    let server = match started {
+    let server = match throwaway("IBEX_API_CLICKHOUSE_URL", TempClickHouse::start).await? {
         Ok(server) => server,
         Err(problem) => {
             tracing::warn!(%problem, "no throwaway ClickHouse (Debian: apt-get install clickhouse-server): analytics answer 503");

@@ -18,7 +18,7 @@ use object_store::path::Path;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 use zip::ZipWriter;
@@ -27,6 +27,7 @@ use zip::write::SimpleFileOptions;
 use super::model::{Subject, SubjectKind, hex};
 use super::plan::{Location, access_stores, data_request_prefix};
 use crate::domains::analytics::store::TraceStore;
+use crate::domains::organizations::deletion::begin_in_org;
 use crate::signing::SigningKeys;
 use crate::storage::Storage;
 
@@ -290,14 +291,7 @@ async fn rows(
     path: &str,
 ) -> Result<(), Failed> {
     let db = |e: sqlx::Error| failed("postgresql")(crate::db::error::describe_unavailable(&e));
-    let mut tx = conn.begin().await.map_err(db)?;
-    sqlx::query(
-        "SELECT set_config('role', 'ibex_gdpr', true), set_config('app.current_org_id', $1, true)",
-    )
-    .bind(org_id.to_string())
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
+    let mut tx = begin_in_org(conn, org_id).await.map_err(db)?;
     let mut query = sqlx::query_scalar::<_, String>(sql).bind(org_id);
     if let Some(ids) = ids {
         query = query.bind(ids);

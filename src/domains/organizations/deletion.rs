@@ -218,20 +218,29 @@ pub fn describe(e: sqlx::Error) -> String {
     crate::db::error::describe_unavailable(&e)
 }
 
-/// Runs `work` in a transaction as `ibex_gdpr`, confined to `org_id` by row-level security.
-pub async fn in_org<T>(
+/// A transaction as `ibex_gdpr`, confined to `org_id` by row-level security: how the
+/// data-protection jobs enter an organization.
+pub async fn begin_in_org(
     conn: &mut PgConnection,
     org_id: Uuid,
-    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
-) -> Result<T, String> {
-    let mut tx = conn.begin().await.map_err(describe)?;
+) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = conn.begin().await?;
     sqlx::query(
         "SELECT set_config('role', 'ibex_gdpr', true), set_config('app.current_org_id', $1, true)",
     )
     .bind(org_id.to_string())
     .execute(&mut *tx)
-    .await
-    .map_err(describe)?;
+    .await?;
+    Ok(tx)
+}
+
+/// Runs `work` in a transaction of [`begin_in_org`] and commits it.
+pub async fn in_org<T>(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+) -> Result<T, String> {
+    let mut tx = begin_in_org(conn, org_id).await.map_err(describe)?;
     let value = work(&mut tx).await.map_err(describe)?;
     tx.commit().await.map_err(describe)?;
     Ok(value)
