@@ -1106,14 +1106,24 @@ impl Items {
     }
 }
 
+/// How a batch of a table's items is erased.
+#[derive(Clone, Copy)]
+enum Erase {
+    /// Their rows are deleted.
+    Rows,
+    /// By this statement.
+    Statement(&'static str),
+    /// Their rows are deleted with `children` (`WITH` parts deleting the rows that hang on them,
+    /// reading the ids from `ids`: rows added since planning that would keep a parent alive, a
+    /// new tag or checkpoint, go too), and taken off their agents' `total_{table}` counters.
+    Counted { children: &'static [&'static str] },
+}
+
 /// A table whose frozen items an erasure removes, and how it counts what is left of them.
 struct ErasedTable {
     name: &'static str,
     items: Items,
-    /// The statement that erases a batch, where it is more than deleting the items' rows: the
-    /// rows added since planning that would keep a parent alive (a new tag, a new checkpoint) go
-    /// with it, and the agents' counters follow.
-    erase: Option<&'static str>,
+    erase: Erase,
     /// What an item's row that still holds personal data matches, where not every row left does.
     holding: Option<&'static str>,
 }
@@ -1123,7 +1133,7 @@ impl ErasedTable {
         Self {
             name,
             items: Items::Ids,
-            erase: None,
+            erase: Erase::Rows,
             holding: None,
         }
     }
@@ -1136,12 +1146,19 @@ impl ErasedTable {
     }
 
     fn erase_sql(&self) -> Cow<'static, str> {
+        let name = self.name;
         match self.erase {
-            Some(sql) => sql.into(),
-            None => format!(
-                "DELETE FROM ibex_core.{} WHERE {}",
-                self.name,
-                self.items.rows()
+            Erase::Rows => format!("DELETE FROM ibex_core.{name} WHERE {}", self.items.rows()).into(),
+            Erase::Statement(sql) => sql.into(),
+            Erase::Counted { children } => format!(
+                "WITH ids AS (SELECT unnest($2::text[])::uuid AS id),
+                      {},
+                      gone AS (DELETE FROM ibex_core.{name} WHERE org_id = $1 AND id IN (SELECT id FROM ids)
+                               RETURNING agent_id, deleted_at)
+                 UPDATE ibex_core.agents a SET total_{name} = greatest(a.total_{name} - g.n, 0)
+                 FROM (SELECT agent_id, count(*) AS n FROM gone WHERE deleted_at IS NULL GROUP BY agent_id) g
+                 WHERE a.org_id = $1 AND a.id = g.agent_id",
+                children.join(",\n")
             )
             .into(),
         }
@@ -1163,7 +1180,7 @@ impl ErasedTable {
 const ERASED: &[ErasedTable] = &[
     // Its file goes from the object store first; the row stays, marked `purged`.
     ErasedTable {
-        erase: Some(
+        erase: Erase::Statement(
             "UPDATE ibex_core.memory_exports SET status = 'purged', object_key = NULL,
                  row_count = NULL, size_bytes = NULL
              WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
@@ -1178,36 +1195,26 @@ const ERASED: &[ErasedTable] = &[
     },
     ErasedTable::plain("memory_versions"),
     ErasedTable {
-        erase: Some(
-            "WITH ids AS (SELECT unnest($2::text[])::uuid AS id),
-                  r AS (DELETE FROM ibex_core.memory_relationships WHERE org_id = $1
-                          AND (source_memory_id IN (SELECT id FROM ids) OR target_memory_id IN (SELECT id FROM ids))),
-                  t AS (DELETE FROM ibex_core.memory_tags WHERE org_id = $1 AND memory_id IN (SELECT id FROM ids)),
-                  v AS (DELETE FROM ibex_core.memory_versions WHERE org_id = $1 AND memory_id IN (SELECT id FROM ids)),
-                  gone AS (DELETE FROM ibex_core.memories WHERE org_id = $1 AND id IN (SELECT id FROM ids)
-                           RETURNING agent_id, deleted_at)
-             UPDATE ibex_core.agents a SET total_memories = greatest(a.total_memories - g.n, 0)
-             FROM (SELECT agent_id, count(*) AS n FROM gone WHERE deleted_at IS NULL GROUP BY agent_id) g
-             WHERE a.org_id = $1 AND a.id = g.agent_id",
-        ),
+        erase: Erase::Counted {
+            children: &[
+                "r AS (DELETE FROM ibex_core.memory_relationships WHERE org_id = $1
+                         AND (source_memory_id IN (SELECT id FROM ids) OR target_memory_id IN (SELECT id FROM ids)))",
+                "t AS (DELETE FROM ibex_core.memory_tags WHERE org_id = $1 AND memory_id IN (SELECT id FROM ids))",
+                "v AS (DELETE FROM ibex_core.memory_versions WHERE org_id = $1 AND memory_id IN (SELECT id FROM ids))",
+            ],
+        },
         ..ErasedTable::plain("memories")
     },
     ErasedTable::plain("checkpoints"),
     ErasedTable {
-        erase: Some(
-            "WITH ids AS (SELECT unnest($2::text[])::uuid AS id),
-                  c AS (DELETE FROM ibex_core.checkpoints WHERE org_id = $1 AND session_id IN (SELECT id FROM ids)),
-                  gone AS (DELETE FROM ibex_core.sessions WHERE org_id = $1 AND id IN (SELECT id FROM ids)
-                           RETURNING agent_id, deleted_at)
-             UPDATE ibex_core.agents a SET total_sessions = greatest(a.total_sessions - g.n, 0)
-             FROM (SELECT agent_id, count(*) AS n FROM gone WHERE deleted_at IS NULL GROUP BY agent_id) g
-             WHERE a.org_id = $1 AND a.id = g.agent_id",
-        ),
+        erase: Erase::Counted {
+            children: &["c AS (DELETE FROM ibex_core.checkpoints WHERE org_id = $1 AND session_id IN (SELECT id FROM ids))"],
+        },
         ..ErasedTable::plain("sessions")
     },
     // An operator's events stay; only where they came from goes.
     ErasedTable {
-        erase: Some(
+        erase: Erase::Statement(
             "UPDATE ibex_core.audit_events SET client_ip = NULL, user_agent = NULL
              WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
         ),
@@ -1216,7 +1223,7 @@ const ERASED: &[ErasedTable] = &[
     },
     // An operator is a tombstone: its id stays for what it authored.
     ErasedTable {
-        erase: Some(
+        erase: Erase::Statement(
             "UPDATE ibex_core.users SET name = '', email = 'erased-' || id::text || '@erased.invalid',
                  status = 'deactivated', deleted_at = COALESCE(deleted_at, now()), updated_at = now()
              WHERE org_id = $1 AND id = ANY($2::text[]::uuid[])",
