@@ -112,6 +112,15 @@ impl From<plan::Unreachable> for Stop {
     }
 }
 
+/// [`in_org`], a failure of the database a stop.
+async fn in_org_or_stop<T>(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+) -> Result<T, Stop> {
+    in_org(conn, org_id, work).await.map_err(db_stop)
+}
+
 fn db_stop(e: impl ToString) -> Stop {
     Stop::Unreachable {
         store: "postgresql".into(),
@@ -270,7 +279,7 @@ impl DataRequestWorker {
         org: Uuid,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<bool, sqlx::Error>,
     ) -> Result<(), Stop> {
-        if !in_org(conn, org, work).await.map_err(db_stop)? {
+        if !in_org_or_stop(conn, org, work).await? {
             return Err(Stop::Lost);
         }
         self.db.outbox_wake().notify_one();
@@ -494,7 +503,7 @@ impl DataRequestWorker {
         pending: Option<i64>,
     ) -> Result<Vec<String>, Stop> {
         let (id, org) = (job.id, job.org_id);
-        in_org(conn, org, async move |tx| {
+        in_org_or_stop(conn, org, async move |tx| {
             sqlx::query_scalar(
                 "SELECT item FROM ibex_core.data_request_items
                  WHERE request_id = $1 AND store = $2 AND ($3::int8 IS NULL OR NOT done)
@@ -507,7 +516,6 @@ impl DataRequestWorker {
             .await
         })
         .await
-        .map_err(db_stop)
     }
 
     async fn reopen(
@@ -517,16 +525,14 @@ impl DataRequestWorker {
         store: &'static str,
     ) -> Result<(), Stop> {
         let (id, org) = (job.id, job.org_id);
-        in_org(conn, org, async move |tx| {
+        in_org_or_stop(conn, org, async move |tx| {
             sqlx::query("UPDATE ibex_core.data_request_items SET done = false WHERE request_id = $1 AND store = $2")
                 .bind(id)
                 .bind(store)
                 .execute(&mut *tx)
                 .await
                 .map(|_| ())
-        })
-        .await
-        .map_err(db_stop)
+        }).await
     }
 
     async fn save_progress(
@@ -636,7 +642,7 @@ impl DataRequestWorker {
         let (id, org, attempt, cause) = (job.id, job.org_id, job.attempt, job.caused_by);
         let batch = batch.to_vec();
         let hot_cache = sql.as_deref() == Some(HOT_CACHE);
-        let owned = in_org(conn, org, async move |tx| {
+        let owned = in_org_or_stop(conn, org, async move |tx| {
             // The events this batch enqueues name the request that caused the work.
             sqlx::query("SELECT set_config('app.request_id', $1, true)")
                 .bind(cause.map(|c| c.to_string()).unwrap_or_default())
@@ -663,8 +669,7 @@ impl DataRequestWorker {
             .await?;
             Ok(true)
         })
-        .await
-        .map_err(db_stop)?;
+        .await?;
         if owned {
             if hot_cache {
                 self.db.outbox_wake().notify_one();
@@ -683,7 +688,7 @@ impl DataRequestWorker {
     ) -> Result<Vec<String>, Stop> {
         let org = job.org_id;
         let batch = batch.to_vec();
-        in_org(conn, org, async move |tx| {
+        in_org_or_stop(conn, org, async move |tx| {
             sqlx::query_scalar(
                 "SELECT object_key FROM ibex_core.memory_exports
                  WHERE org_id = $1 AND id = ANY($2::text[]::uuid[]) AND object_key IS NOT NULL",
@@ -694,7 +699,6 @@ impl DataRequestWorker {
             .await
         })
         .await
-        .map_err(db_stop)
     }
 
     async fn session_ids(&self, conn: &mut PgConnection, job: &Claimed) -> Result<Vec<Uuid>, Stop> {
@@ -750,7 +754,7 @@ impl DataRequestWorker {
             Location::HotCache => {
                 let items = self.all_items(conn, job, store.name).await?;
                 let org = job.org_id;
-                in_org(conn, org, async move |tx| {
+                in_org_or_stop(conn, org, async move |tx| {
                     sqlx::query_scalar(
                         "SELECT count(*) FROM ibex_core.outbox
                          WHERE org_id = $1 AND delivered_at IS NULL AND zrem_members && $2::text[]",
@@ -761,11 +765,10 @@ impl DataRequestWorker {
                     .await
                 })
                 .await
-                .map_err(db_stop)
             }
             Location::Auth => {
                 let (id, org, name) = (job.id, job.org_id, store.name);
-                in_org(conn, org, async move |tx| {
+                in_org_or_stop(conn, org, async move |tx| {
                     sqlx::query_scalar(
                         "SELECT count(*) FROM ibex_core.data_request_items
                          WHERE request_id = $1 AND store = $2 AND NOT done",
@@ -776,13 +779,12 @@ impl DataRequestWorker {
                     .await
                 })
                 .await
-                .map_err(db_stop)
             }
             Location::Exports | Location::Table => {
                 let sql = ErasedTable::find(store.name).left_sql();
                 let items = self.all_items(conn, job, store.name).await?;
                 let org = job.org_id;
-                in_org(conn, org, async move |tx| {
+                in_org_or_stop(conn, org, async move |tx| {
                     sqlx::query_scalar(&sql)
                         .bind(org)
                         .bind(items)
@@ -790,7 +792,6 @@ impl DataRequestWorker {
                         .await
                 })
                 .await
-                .map_err(db_stop)
             }
         }
     }
@@ -867,16 +868,14 @@ impl DataRequestWorker {
         })?;
         let subject = job.subject.clone().ok_or(Stop::Lost)?;
         let (id, org) = (job.id, job.org_id);
-        let rows: Vec<(String, String)> = in_org(conn, org, async move |tx| {
+        let rows: Vec<(String, String)> = in_org_or_stop(conn, org, async move |tx| {
             sqlx::query_as(
                 "SELECT store, item FROM ibex_core.data_request_items WHERE request_id = $1 ORDER BY store, item",
             )
             .bind(id)
             .fetch_all(&mut *tx)
             .await
-        })
-        .await
-        .map_err(db_stop)?;
+        }).await?;
         let mut items: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (store, item) in rows {
             items.entry(store).or_default().push(item);
