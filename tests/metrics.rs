@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use serde_json::json;
 
 async fn scrape(app: &TestApp) -> String {
     let addr = app.metrics_addr.expect("metrics are on");
@@ -34,9 +33,7 @@ async fn metrics_are_served_apart_with_bounded_labels() {
     ])
     .await;
     let writer = auth.token_for(ORG_ID.parse().unwrap(), 1 << 35);
-    let created = app
-        .post("/v1/agents", &writer, json!({"name": "m", "slug": "m"}))
-        .await;
+    let created = app.post_agent(&writer, "m").await;
     assert_eq!(created.status, 201);
     let id = created.json()["id"].as_str().unwrap().to_owned();
     app.read(&format!("/v1/agents/{id}"), &writer).await;

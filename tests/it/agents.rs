@@ -230,7 +230,7 @@ async fn writes_need_org_settings_write_whatever_the_id() {
         }
     }
     s.app
-        .post("/v1/agents", &s.reader, json!({"name": "n", "slug": "n"}))
+        .post_agent(&s.reader, "n")
         .await
         .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     // The bit before the body: whatever a caller without it sends is a 403, never a 400 that

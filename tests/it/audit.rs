@@ -547,8 +547,7 @@ async fn the_trail_cannot_be_rewritten() {
     let (auth, app) = TestApp::with_auth(&[]).await;
     let owner = app.db.add_user(org(), "owner").await;
     let token = auth.token_for_user(org(), Some(owner), ALL);
-    app.post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
-        .await;
+    app.post_agent(&token, "a").await;
     let mut admin = app.db.admin().await;
     for (role, statement) in [
         (

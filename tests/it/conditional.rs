@@ -20,9 +20,7 @@ fn etag(reply: &Reply) -> String {
 async fn an_agent_edited_with_a_stale_tag_is_refused_and_left_alone() {
     let (auth, app) = TestApp::with_auth(&[]).await;
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
-    let created = app
-        .post("/v1/agents", &token, json!({"name": "a", "slug": "a"}))
-        .await;
+    let created = app.post_agent(&token, "a").await;
     assert_eq!(created.status, 201);
     let id = created.json()["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/agents/{id}");
@@ -112,13 +110,7 @@ async fn concurrent_writers_with_the_same_tag_never_both_win() {
     let app =
         Arc::new(TestApp::start(auth.addr, &[("IBEX_API_DATABASE_MAX_CONNECTIONS", "8")]).await);
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
-    let created = app
-        .post(
-            "/v1/agents",
-            &token,
-            json!({"name": "race", "slug": "race"}),
-        )
-        .await;
+    let created = app.post_agent(&token, "race").await;
     let path = format!("/v1/agents/{}", created.json()["id"].as_str().unwrap());
     for round in 0..30 {
         let tag = etag(&app.read(&path, &token).await);

@@ -119,9 +119,7 @@ async fn a_retried_export_is_one_job() {
         ORG_ID.parse().unwrap(),
         ORG_SETTINGS_WRITE | MEMORY_BULK_EXPORT,
     );
-    let agent = app
-        .post("/v1/agents", &token, json!({"name": "e", "slug": "e"}))
-        .await;
+    let agent = app.post_agent(&token, "e").await;
     assert_eq!(agent.status, 201, "{}", agent.text());
     let path = format!(
         "/v1/agents/{}/memories/export",

@@ -4,7 +4,6 @@
 //! that is down or hangs lets requests through (fail open) and counts it.
 
 use crate::common::*;
-use serde_json::json;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -67,13 +66,7 @@ async fn two_replicas_share_one_organization_limit() {
     assert_eq!(number(&refused, "ratelimit-limit"), 10);
     // Writes are refused before they run.
     let write_token = auth.token_for(org, ORG_SETTINGS_WRITE);
-    let write = one
-        .post(
-            "/v1/agents",
-            &write_token,
-            json!({"name": "n", "slug": "n"}),
-        )
-        .await;
+    let write = one.post_agent(&write_token, "n").await;
     write.assert_error(429, "RATE_LIMITED");
     assert_eq!(
         one.read("/v1/agents", &auth.token_for(Uuid::now_v7(), MEMORY_READ))

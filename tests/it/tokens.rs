@@ -55,7 +55,7 @@ async fn mint_use_list_and_revoke() {
 
     // The new token works, with exactly its bits: a read passes, a write is refused.
     assert_eq!(app.read("/v1/agents", &plaintext).await.status, 200);
-    app.post("/v1/agents", &plaintext, json!({"name": "n", "slug": "n"}))
+    app.post_agent(&plaintext, "n")
         .await
         .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     // ...and cannot manage tokens.

@@ -292,10 +292,14 @@ impl TestApp {
     }
 
     /// Creates an agent with this slug (and name) through the API; its id.
+    /// `POST /v1/agents` of agent `slug` (its name too).
+    pub async fn post_agent(&self, token: &str, slug: &str) -> Reply {
+        let body = json!({"name": slug, "slug": slug});
+        self.post("/v1/agents", token, body).await
+    }
+
     pub async fn create_agent(&self, token: &str, slug: &str) -> String {
-        let created = self
-            .post("/v1/agents", token, json!({"name": slug, "slug": slug}))
-            .await;
+        let created = self.post_agent(token, slug).await;
         assert_eq!(created.status, 201, "{}", created.text());
         created.json()["id"].as_str().unwrap().to_owned()
     }

@@ -7,18 +7,10 @@ pub use ibex_api::devenv::clickhouse::TempClickHouse;
 
 pub fn clickhouse() -> &'static TempClickHouse {
     static SERVER: OnceLock<TempClickHouse> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        std::thread::spawn(|| {
-            let server = TempClickHouse::start().expect("start clickhouse-server for the tests");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(create_table(&server.url()));
-            server
-        })
-        .join()
-        .unwrap()
+    super::started_once(&SERVER, async || {
+        let server = TempClickHouse::start().expect("start clickhouse-server for the tests");
+        create_table(&server.url()).await;
+        server
     })
 }
 

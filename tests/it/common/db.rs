@@ -18,33 +18,19 @@ struct Cluster {
 
 fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
-        // Its own thread and runtime: this may run inside a test's runtime.
-        std::thread::spawn(|| {
-            let postgres = TempPostgres::start().expect("start PostgreSQL for the tests");
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let mut admin = PgConnection::connect(&postgres.url("postgres"))
-                    .await
-                    .unwrap();
-                sqlx::query(&format!("CREATE DATABASE {TEMPLATE}"))
-                    .execute(&mut admin)
-                    .await
-                    .unwrap();
-                ibex_api::db::migrate::run(&postgres.url(TEMPLATE))
-                    .await
-                    .expect("migrate the template");
-            });
-            Cluster {
-                postgres,
-                create_lock: tokio::sync::Mutex::new(()),
-            }
-        })
-        .join()
-        .expect("cluster start-up")
+    started_once(&CLUSTER, async || {
+        let postgres = TempPostgres::start().expect("start PostgreSQL for the tests");
+        let mut admin = PgConnection::connect(&postgres.url("postgres"))
+            .await
+            .unwrap();
+        run_sql!(&mut admin, &format!("CREATE DATABASE {TEMPLATE}"));
+        ibex_api::db::migrate::run(&postgres.url(TEMPLATE))
+            .await
+            .expect("migrate the template");
+        Cluster {
+            postgres,
+            create_lock: tokio::sync::Mutex::new(()),
+        }
     })
 }
 

@@ -61,6 +61,25 @@ pub const ORG_ID: &str = "0192f0c4-5d7e-7c3a-9f1e-2b3c4d5e6f70";
 #[allow(unused_imports)]
 pub use ibex_api::tenancy::need::*;
 
+/// Sets up, once per test binary, what the tests share (a server): `start` runs on a thread and
+/// runtime of its own, since the first test to ask may be inside its own runtime.
+pub fn started_once<T: Send + Sync + 'static>(
+    cell: &'static std::sync::OnceLock<T>,
+    start: impl AsyncFnOnce() -> T + Send + 'static,
+) -> &'static T {
+    cell.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(start())
+        })
+        .join()
+        .expect("a shared test server starts")
+    })
+}
+
 /// The harness' organization ([`ORG_ID`]).
 pub fn org_a() -> uuid::Uuid {
     ORG_ID.parse().unwrap()
