@@ -64,42 +64,37 @@ async fn secrets_never_reach_the_logs() {
     let agent = serde_json::json!({
         "name": "SECRET-NAME", "slug": "logged", "config": {"api_key": "SECRET-CONFIG"}
     });
-    let created = db_app
-        .call("POST", "/v1/agents", &writer, Some(agent.clone()))
-        .await;
+    let created = db_app.post("/v1/agents", &writer, agent.clone()).await;
     assert_eq!(created.status, 201, "{}", created.text());
     db_app
-        .call("POST", "/v1/agents", &writer, Some(agent))
+        .post("/v1/agents", &writer, agent)
         .await
         .assert_error(409, "AGENT_SLUG_CONFLICT");
     let admin = app.db.add_user(ORG_ID.parse().unwrap(), "admin").await;
     let manager = auth.token_for_user(ORG_ID.parse().unwrap(), Some(admin), 1 << 32);
     let invited = db_app
-        .call(
-            "POST",
+        .post(
             "/v1/users",
             &manager,
-            Some(serde_json::json!({"email": "secret-email@example.com"})),
+            serde_json::json!({"email": "secret-email@example.com"}),
         )
         .await;
     assert_eq!(invited.status, 201, "{}", invited.text());
     db_app
-        .call(
-            "POST",
+        .post(
             "/v1/users",
             &manager,
-            Some(serde_json::json!({"email": "SECRET-EMAIL@example.com"})),
+            serde_json::json!({"email": "SECRET-EMAIL@example.com"}),
         )
         .await
         .assert_error(409, "USER_EMAIL_CONFLICT");
     let agent = created.json()["id"].as_str().unwrap().to_owned();
     let director = auth.token_for(ORG_ID.parse().unwrap(), 1 << 8 | 1 << 9);
     let directive = db_app
-        .call(
-            "POST",
+        .post(
             &format!("/v1/agents/{agent}/directive"),
             &director,
-            Some(serde_json::json!({"content": "SECRET-DIRECTIVE text"})),
+            serde_json::json!({"content": "SECRET-DIRECTIVE text"}),
         )
         .await;
     assert_eq!(directive.status, 201, "{}", directive.text());
@@ -111,11 +106,10 @@ async fn secrets_never_reach_the_logs() {
         .await;
     let minter = auth.stored_token(ORG_ID.parse().unwrap(), None, 1 << 36 | 1);
     let minted = db_app
-        .call(
-            "POST",
+        .post(
             "/v1/tokens",
             &minter,
-            Some(serde_json::json!({"name": "logged", "permissions": ["memory:read"]})),
+            serde_json::json!({"name": "logged", "permissions": ["memory:read"]}),
         )
         .await;
     assert_eq!(minted.status, 201, "{}", minted.text());
@@ -246,20 +240,18 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
     let list = app.read(&format!("{base}?tag=SECRET-TAG"), &token).await;
     assert_eq!(list.json()["items"].as_array().unwrap().len(), 2);
     let found = app
-        .call(
-            "POST",
+        .post(
             &format!("{base}/search"),
             &token,
-            Some(serde_json::json!({"query": "SECRET-SEARCH", "tags": ["SECRET-TAG"]})),
+            serde_json::json!({"query": "SECRET-SEARCH", "tags": ["SECRET-TAG"]}),
         )
         .await;
     assert_eq!(found.status, 200, "{}", found.text());
     let export = app
-        .call(
-            "POST",
+        .post(
             &format!("{base}/export"),
             &token,
-            Some(serde_json::json!({"format": "json", "tag": "SECRET-TAG"})),
+            serde_json::json!({"format": "json", "tag": "SECRET-TAG"}),
         )
         .await;
     let location = export.header("location").unwrap().to_owned();

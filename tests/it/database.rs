@@ -169,15 +169,13 @@ async fn a_token_change_waits_for_its_audit_trail() {
         TOKEN_CREATE | TOKEN_REVOKE | 1,
     );
     let body = json!({"name": "ci", "permissions": ["memory:read"]});
-    let minted = app
-        .call("POST", "/v1/tokens", &creator, Some(body.clone()))
-        .await;
+    let minted = app.post("/v1/tokens", &creator, body.clone()).await;
     assert_eq!(minted.status, 201, "{}", minted.text());
     let revoke = format!("/v1/tokens/{}", minted.json()["id"].as_str().unwrap());
     let rpcs = auth.token_rpc_metadata().len();
 
     tokio::task::block_in_place(|| postgres.kill());
-    app.call("POST", "/v1/tokens", &creator, Some(body.clone()))
+    app.post("/v1/tokens", &creator, body.clone())
         .await
         .assert_error(503, "SERVICE_UNAVAILABLE");
     app.delete(&revoke, &creator)

@@ -38,9 +38,7 @@ impl Setup {
     }
 
     async fn set(&self, body: Value) -> Reply {
-        self.app
-            .call("POST", &self.path(""), &self.token, Some(body))
-            .await
+        self.app.post(&self.path(""), &self.token, body).await
     }
 
     async fn version_count(&self) -> i64 {
@@ -308,7 +306,7 @@ async fn content_is_bounded_in_bytes_and_refuses_nul() {
     ] {
         let error = s
             .app
-            .call("POST", &s.path("/rollback"), &s.token, Some(body))
+            .post(&s.path("/rollback"), &s.token, body)
             .await
             .assert_error(400, "VALIDATION_ERROR");
         assert_eq!(error["error"]["field_errors"][0]["field"], "version_num");

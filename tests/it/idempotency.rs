@@ -217,9 +217,7 @@ async fn an_error_answer_is_replayed_with_the_new_request_id_and_a_5xx_is_not_ke
     let token = auth.token_for(ORG_ID.parse().unwrap(), ORG_SETTINGS_WRITE);
     let body = json!({"name": "a", "slug": "taken"});
     assert_eq!(
-        app.call("POST", "/v1/agents", &token, Some(body.clone()))
-            .await
-            .status,
+        app.post("/v1/agents", &token, body.clone()).await.status,
         201
     );
     let key = [("Idempotency-Key", "conflict")];

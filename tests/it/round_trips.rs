@@ -164,10 +164,7 @@ async fn reads_cost_two_round_trips_and_writes_three() {
     let directive = format!("/v1/agents/{agent}/directive");
     for content in ["first", "second"] {
         let body = json!({"content": content});
-        let status = app
-            .call("POST", &directive, &token, Some(body))
-            .await
-            .status;
+        let status = app.post(&directive, &token, body).await.status;
         assert!((200..300).contains(&status), "{status}");
     }
 

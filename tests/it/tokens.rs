@@ -25,14 +25,11 @@ async fn mint_use_list_and_revoke() {
     );
 
     let created = app
-        .call(
-            "POST",
+        .post(
             "/v1/tokens",
             &manager,
-            Some(
-                json!({"name": "ci reader", "description": "for CI", "permissions": ["memory:read"],
+            json!({"name": "ci reader", "description": "for CI", "permissions": ["memory:read"],
                         "expires_at": "2099-01-01T00:00:00Z"}),
-            ),
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.text());
@@ -144,7 +141,7 @@ async fn checks_made_before_the_auth_service_is_asked() {
         ),
     ] {
         let error = app
-            .call("POST", "/v1/tokens", &creator, Some(body.clone()))
+            .post("/v1/tokens", &creator, body.clone())
             .await
             .assert_error(400, "VALIDATION_ERROR");
         assert_eq!(error["error"]["field_errors"][0]["field"], field, "{body}");

@@ -30,7 +30,7 @@ async fn setup() -> Setup {
 }
 
 async fn invite(s: &Setup, token: &str, body: Value) -> Value {
-    let reply = s.app.call("POST", "/v1/users", token, Some(body)).await;
+    let reply = s.app.post("/v1/users", token, body).await;
     reply.assert_located(201, "/v1/users")
 }
 
@@ -131,7 +131,7 @@ async fn bad_input_names_the_field() {
     for (body, field) in cases {
         let error = s
             .app
-            .call("POST", "/v1/users", &s.admin_token, Some(body.clone()))
+            .post("/v1/users", &s.admin_token, body.clone())
             .await
             .assert_error(400, "VALIDATION_ERROR");
         assert_eq!(error["error"]["field_errors"][0]["field"], field, "{body}");

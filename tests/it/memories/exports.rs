@@ -16,6 +16,16 @@ fn tricky(n: usize) -> String {
     }
 }
 
+/// A fresh database with the harness' organization, an agent and `memories(agent)`, for an app
+/// started on it later.
+async fn db_with(memories: impl FnOnce(Uuid) -> Vec<Seed>) -> (TestDb, Uuid) {
+    let db = TestDb::create().await;
+    db.add_org(org_a()).await;
+    let agent = db.add_agent(org_a()).await;
+    seed(&db, &memories(agent)).await;
+    (db, agent)
+}
+
 #[tokio::test]
 async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
     let (auth, _s3, app) = TestApp::with_s3(&[]).await;
@@ -43,7 +53,7 @@ async fn a_10000_memory_csv_export_parses_back_and_its_url_is_signed() {
         ),
         (json!({"format": "csv", "colour": "red"}), "colour"),
     ] {
-        let reply = app.call("POST", &export, &token, Some(body.clone())).await;
+        let reply = app.post(&export, &token, body.clone()).await;
         let error = reply.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(error["error"]["field_errors"][0]["field"], field, "{body}");
     }
@@ -167,16 +177,8 @@ async fn a_job_whose_worker_died_is_taken_up_and_a_held_one_is_not() {
     let s3 = TempS3::start().unwrap();
     let mut settings = s3_settings(&s3);
     settings.push(("IBEX_API_EXPORT_LEASE_MS", "600".into()));
-    let db = TestDb::create().await;
-    db.add_org(org_a()).await;
-    let agent = db.add_agent(org_a()).await;
-    seed(
-        &db,
-        &(0..50)
-            .map(|n| Seed::new(org_a(), agent, n * 3))
-            .collect::<Vec<_>>(),
-    )
-    .await;
+    let (db, agent) =
+        db_with(|agent| (0..50).map(|n| Seed::new(org_a(), agent, n * 3)).collect()).await;
     // Two jobs as a previous process left them: one whose worker died (lease run out), one
     // still held by a live worker of another replica.
     let (dead, held) = (Uuid::now_v7(), Uuid::now_v7());
@@ -317,19 +319,13 @@ async fn an_export_outlasts_an_object_store_outage_and_leaves_one_object() {
 async fn an_export_interrupted_by_a_killed_process_finishes_after_a_restart() {
     let auth = FakeAuth::start().await;
     let s3 = TempS3::start().unwrap();
-    let db = TestDb::create().await;
-    db.add_org(org_a()).await;
-    let agent = db.add_agent(org_a()).await;
-    seed(
-        &db,
-        &(0..3000)
-            .map(|n| {
-                let mut m = Seed::new(org_a(), agent, n);
-                m.status = "active";
-                m
-            })
-            .collect::<Vec<_>>(),
-    )
+    let (db, agent) = db_with(|agent| {
+        let active = |n| Seed {
+            status: "active",
+            ..Seed::new(org_a(), agent, n)
+        };
+        (0..3000).map(active).collect()
+    })
     .await;
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole = format!("http://{}", black_hole.local_addr().unwrap());

@@ -41,7 +41,7 @@ async fn search_keeps_the_service_order_and_drops_what_is_not_this_agents() {
     let path = format!("/v1/agents/{agent}/memories/search");
     let body = json!({"query": "what does the customer prefer?", "limit": 7, "category": "factual",
                       "tags": ["vip"], "min_confidence": 0.5});
-    let reply = app.call("POST", &path, &token, Some(body)).await;
+    let reply = app.post(&path, &token, body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let items = reply.json()["items"].as_array().unwrap().clone();
     let got: Vec<(String, f64)> = items
@@ -85,7 +85,7 @@ async fn search_keeps_the_service_order_and_drops_what_is_not_this_agents() {
         ),
         (json!({"query": "x", "filters": {}}), "filters"),
     ] {
-        let reply = app.call("POST", &path, &token, Some(body.clone())).await;
+        let reply = app.post(&path, &token, body.clone()).await;
         let error = reply.assert_error(400, "VALIDATION_ERROR");
         assert_eq!(error["error"]["field_errors"][0]["field"], field, "{body}");
     }
