@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use ibex_api::config::LogFormat;
+use serde_json::json;
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
@@ -61,7 +62,7 @@ async fn secrets_never_reach_the_logs() {
         .url
         .replacen("postgres@", "postgres:SECRET-DB-PASSWORD@", 1);
     let db_app = TestApp::start(auth.addr, &[("IBEX_API_DATABASE_URL", &with_password)]).await;
-    let agent = serde_json::json!({
+    let agent = json!({
         "name": "SECRET-NAME", "slug": "logged", "config": {"api_key": "SECRET-CONFIG"}
     });
     let created = db_app.post("/v1/agents", &writer, agent.clone()).await;
@@ -76,7 +77,7 @@ async fn secrets_never_reach_the_logs() {
         .post(
             "/v1/users",
             &manager,
-            serde_json::json!({"email": "secret-email@example.com"}),
+            json!({"email": "secret-email@example.com"}),
         )
         .await;
     assert_eq!(invited.status, 201, "{}", invited.text());
@@ -84,7 +85,7 @@ async fn secrets_never_reach_the_logs() {
         .post(
             "/v1/users",
             &manager,
-            serde_json::json!({"email": "SECRET-EMAIL@example.com"}),
+            json!({"email": "SECRET-EMAIL@example.com"}),
         )
         .await
         .assert_error(409, "USER_EMAIL_CONFLICT");
@@ -94,7 +95,7 @@ async fn secrets_never_reach_the_logs() {
         .post(
             &format!("/v1/agents/{agent}/directive"),
             &director,
-            serde_json::json!({"content": "SECRET-DIRECTIVE text"}),
+            json!({"content": "SECRET-DIRECTIVE text"}),
         )
         .await;
     assert_eq!(directive.status, 201, "{}", directive.text());
@@ -109,7 +110,7 @@ async fn secrets_never_reach_the_logs() {
         .post(
             "/v1/tokens",
             &minter,
-            serde_json::json!({"name": "logged", "permissions": ["memory:read"]}),
+            json!({"name": "logged", "permissions": ["memory:read"]}),
         )
         .await;
     assert_eq!(minted.status, 201, "{}", minted.text());
@@ -221,13 +222,13 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
             org,
             agent,
             "SECRET-MEMORY content",
-            serde_json::json!({"k": "SECRET-METADATA"})
+            json!({"k": "SECRET-METADATA"})
         );
         let sql = "INSERT INTO ibex_core.memory_tags (memory_id, org_id, tag) VALUES ($1, $2, $3)";
         run_sql!(&mut admin, sql, id, org, "SECRET-TAG");
     }
     let s3 = TempS3::start().unwrap();
-    let service = FakeMemoryService::start(MemoryAnswer::Json(serde_json::json!({
+    let service = FakeMemoryService::start(MemoryAnswer::Json(json!({
         "results": [{"memory_id": ids[0], "score": 1.0}]
     })))
     .await;
@@ -243,7 +244,7 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
         .post(
             &format!("{base}/search"),
             &token,
-            serde_json::json!({"query": "SECRET-SEARCH", "tags": ["SECRET-TAG"]}),
+            json!({"query": "SECRET-SEARCH", "tags": ["SECRET-TAG"]}),
         )
         .await;
     assert_eq!(found.status, 200, "{}", found.text());
@@ -251,7 +252,7 @@ async fn memories_round(auth: &FakeAuth, db_app: &TestApp) -> (TestApp, TempS3, 
         .post(
             &format!("{base}/export"),
             &token,
-            serde_json::json!({"format": "json", "tag": "SECRET-TAG"}),
+            json!({"format": "json", "tag": "SECRET-TAG"}),
         )
         .await;
     let location = export.header("location").unwrap().to_owned();

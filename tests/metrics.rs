@@ -9,12 +9,8 @@ async fn scrape(app: &TestApp) -> String {
     let addr = app.metrics_addr.expect("metrics are on");
     let reply = request(addr, "GET", "/metrics", &[], b"").await;
     assert_eq!(reply.status, 200);
-    assert!(
-        reply
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/plain")
-    );
+    let content_type = reply.header("content-type").unwrap();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
     reply.text()
 }
 

@@ -35,14 +35,8 @@ async fn setup() -> Setup {
 }
 
 async fn create(s: &Setup, token: &str, slug: &str) -> Value {
-    let reply = s
-        .app
-        .post(
-            "/v1/agents",
-            token,
-            json!({"name": format!("Agent {slug}"), "slug": slug}),
-        )
-        .await;
+    let body = json!({"name": format!("Agent {slug}"), "slug": slug});
+    let reply = s.app.post("/v1/agents", token, body).await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     reply.json()
 }
@@ -162,12 +156,9 @@ async fn lifecycle_end_to_end() {
 
     // The deleted agent freed its slug.
     create(&s, &s.writer, "support-bot").await;
+    let body = json!({"name": "Dup", "slug": "support-bot"});
     s.app
-        .post(
-            "/v1/agents",
-            &s.writer,
-            json!({"name": "Dup", "slug": "support-bot"}),
-        )
+        .post("/v1/agents", &s.writer, body)
         .await
         .assert_error(409, "AGENT_SLUG_CONFLICT");
     // Another organization may use the same slug.

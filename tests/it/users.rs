@@ -52,23 +52,14 @@ async fn invite_read_update_delete() {
     assert_eq!(list["items"][0]["id"], user["id"], "newest first");
     assert!(list["next_cursor"].is_string(), "three users, pages of two");
 
+    let body = json!({"email": "ada@example.COM"});
     s.app
-        .post(
-            "/v1/users",
-            &s.admin_token,
-            json!({"email": "ada@example.COM"}),
-        )
+        .post("/v1/users", &s.admin_token, body)
         .await
         .assert_error(409, "USER_EMAIL_CONFLICT");
 
-    let patched = s
-        .app
-        .patch(
-            &path,
-            &s.admin_token,
-            json!({"name": "Ada L.", "role": "viewer"}),
-        )
-        .await;
+    let body = json!({"name": "Ada L.", "role": "viewer"});
+    let patched = s.app.patch(&path, &s.admin_token, body).await;
     assert_eq!(patched.status, 200, "{}", patched.text());
     assert_eq!(patched.json()["role"], "viewer");
     assert_eq!(patched.json()["name"], "Ada L.");
@@ -154,12 +145,9 @@ async fn bad_input_names_the_field() {
 async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
     let s = setup().await;
     // An admin cannot make or unmake owners.
+    let body = json!({"email": "o@x.example", "role": "owner"});
     s.app
-        .post(
-            "/v1/users",
-            &s.admin_token,
-            json!({"email": "o@x.example", "role": "owner"}),
-        )
+        .post("/v1/users", &s.admin_token, body)
         .await
         .assert_error(403, "ROLE_NOT_GRANTABLE");
     let member = invite(&s, &s.admin_token, json!({"email": "m@x.example"})).await;
@@ -188,14 +176,8 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
         .await
         .assert_error(409, "LAST_OWNER_PROTECTED");
     // Renaming the last owner is fine, so is keeping the role.
-    let renamed = s
-        .app
-        .patch(
-            &owner_path,
-            &s.owner_token,
-            json!({"name": "Boss", "role": "owner"}),
-        )
-        .await;
+    let body = json!({"name": "Boss", "role": "owner"});
+    let renamed = s.app.patch(&owner_path, &s.owner_token, body).await;
     assert_eq!(renamed.status, 200, "{}", renamed.text());
 
     // With a second owner, the first may step down.

@@ -171,25 +171,16 @@ async fn only_owners_and_admins_file_and_only_owners_erase_the_organization_or_a
         json!({"kind": "organization"}),
         json!({"kind": "user", "user_id": other_owner}),
     ] {
+        let body = json!({"type": "erasure", "subject": subject});
         world
             .app
-            .post(
-                REQUESTS,
-                &admin_token,
-                json!({"type": "erasure", "subject": subject}),
-            )
+            .post(REQUESTS, &admin_token, body)
             .await
             .assert_error(403, "INSUFFICIENT_PERMISSIONS");
     }
     // An admin may erase a member, an owner an owner.
-    let reply = world
-        .app
-        .post(
-            REQUESTS,
-            &admin_token,
-            json!({"type": "erasure", "subject": {"kind": "user", "user_id": member}}),
-        )
-        .await;
+    let body = json!({"type": "erasure", "subject": {"kind": "user", "user_id": member}});
+    let reply = world.app.post(REQUESTS, &admin_token, body).await;
     assert_eq!(reply.status, 202, "{}", reply.text());
     let erase_owner = world
         .file(json!({"type": "erasure", "subject": {"kind": "user", "user_id": other_owner}}))
@@ -243,14 +234,8 @@ async fn transitions_deadlines_and_idempotent_retries() {
         .post(&extend, &world.token, json!({"months": 3, "reason": "x"}))
         .await
         .assert_error(400, "VALIDATION_ERROR");
-    let extended = world
-        .app
-        .post(
-            &extend,
-            &world.token,
-            json!({"reason": "The request is complex.", "months": 2}),
-        )
-        .await;
+    let body = json!({"reason": "The request is complex.", "months": 2});
+    let extended = world.app.post(&extend, &world.token, body).await;
     assert_eq!(extended.status, 200, "{}", extended.text());
     assert_eq!(extended.json()["due_at"], "2026-04-28T10:00:00.000Z");
     assert_eq!(
