@@ -73,31 +73,19 @@ async fn secrets_never_reach_the_logs() {
         .assert_error(409, "AGENT_SLUG_CONFLICT");
     let admin = app.db.add_user(ORG_ID.parse().unwrap(), "admin").await;
     let manager = auth.token_for_user(ORG_ID.parse().unwrap(), Some(admin), 1 << 32);
-    let invited = db_app
-        .post(
-            "/v1/users",
-            &manager,
-            json!({"email": "secret-email@example.com"}),
-        )
-        .await;
+    let invitation = json!({"email": "secret-email@example.com"});
+    let invited = db_app.post("/v1/users", &manager, invitation).await;
     assert_eq!(invited.status, 201, "{}", invited.text());
+    let same_email = json!({"email": "SECRET-EMAIL@example.com"});
     db_app
-        .post(
-            "/v1/users",
-            &manager,
-            json!({"email": "SECRET-EMAIL@example.com"}),
-        )
+        .post("/v1/users", &manager, same_email)
         .await
         .assert_error(409, "USER_EMAIL_CONFLICT");
     let agent = created.json()["id"].as_str().unwrap().to_owned();
     let director = auth.token_for(ORG_ID.parse().unwrap(), 1 << 8 | 1 << 9);
-    let directive = db_app
-        .post(
-            &format!("/v1/agents/{agent}/directive"),
-            &director,
-            json!({"content": "SECRET-DIRECTIVE text"}),
-        )
-        .await;
+    let path = format!("/v1/agents/{agent}/directive");
+    let content = json!({"content": "SECRET-DIRECTIVE text"});
+    let directive = db_app.post(&path, &director, content).await;
     assert_eq!(directive.status, 201, "{}", directive.text());
     db_app
         .read(

@@ -156,25 +156,19 @@ async fn only_owners_move_the_owner_role_and_the_last_owner_stays() {
         .patch(&member_path, &s.admin_token, json!({"role": "owner"}))
         .await
         .assert_error(403, "ROLE_NOT_GRANTABLE");
+    // Nor step the owner down or delete them; the only owner cannot either (itself).
     let owner_path = format!("/v1/users/{}", s.owner);
-    s.app
-        .patch(&owner_path, &s.admin_token, json!({"role": "admin"}))
-        .await
-        .assert_error(403, "ROLE_NOT_GRANTABLE");
-    s.app
-        .delete(&owner_path, &s.admin_token)
-        .await
-        .assert_error(403, "ROLE_NOT_GRANTABLE");
-
-    // The only owner can neither step down nor be deleted.
-    s.app
-        .patch(&owner_path, &s.owner_token, json!({"role": "admin"}))
-        .await
-        .assert_error(409, "LAST_OWNER_PROTECTED");
-    s.app
-        .delete(&owner_path, &s.owner_token)
-        .await
-        .assert_error(409, "LAST_OWNER_PROTECTED");
+    for (token, refusal) in [
+        (&s.admin_token, (403, "ROLE_NOT_GRANTABLE")),
+        (&s.owner_token, (409, "LAST_OWNER_PROTECTED")),
+    ] {
+        let (status, code) = refusal;
+        let step_down = json!({"role": "admin"});
+        let reply = s.app.patch(&owner_path, token, step_down).await;
+        reply.assert_error(status, code);
+        let reply = s.app.delete(&owner_path, token).await;
+        reply.assert_error(status, code);
+    }
     // Renaming the last owner is fine, so is keeping the role.
     let body = json!({"name": "Boss", "role": "owner"});
     let renamed = s.app.patch(&owner_path, &s.owner_token, body).await;
