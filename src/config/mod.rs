@@ -1,7 +1,8 @@
 //! Configuration from `IBEX_API_*` environment variables and an optional TOML file, by concern:
 //! each concern's module declares its settings once ([`Setting`]: variable, default, bounds,
 //! meaning, and the field of the concern's struct it fills), the struct and its reading are
-//! generated from those lines, and the component it configures takes only that struct. docs/configuration.md's table and `.env.example` are generated from the declarations
+//! generated from those lines, and the component it configures takes only that struct.
+//! docs/configuration.md's table and `.env.example` are generated from the declarations
 //! (`ibex-api config --markdown` / `--env`; a test keeps the committed ones in step).
 //!
 //! The `config` crate merges the sources (environment wins over the file); every value is then
