@@ -16,7 +16,51 @@ use serde_json::{Value, json};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
-use super::fields::{FreeFormObject, Text};
+/// A predicate on a whole text value, what it wants in words, and the same as a JSON Schema
+/// pattern for the document.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub check: fn(&str) -> bool,
+    pub description: &'static str,
+    pub pattern: &'static str,
+}
+
+/// Bounds and shape of a text field; lengths count characters, as JSON Schema does.
+#[derive(Debug, Clone, Copy)]
+pub struct Text {
+    pub min_chars: usize,
+    pub max_chars: usize,
+    /// A bound on the UTF-8 size as well, where storage counts bytes.
+    pub max_bytes: Option<usize>,
+    pub shape: Option<Shape>,
+}
+
+impl Text {
+    pub const fn chars(min_chars: usize, max_chars: usize) -> Self {
+        Self {
+            min_chars,
+            max_chars,
+            max_bytes: None,
+            shape: None,
+        }
+    }
+
+    pub const fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = Some(max_bytes);
+        self
+    }
+
+    pub const fn shaped(mut self, shape: Shape) -> Self {
+        self.shape = Some(shape);
+        self
+    }
+}
+
+/// Largest magnitude a number in a free-form object may have. PostgreSQL keeps jsonb numbers
+/// exactly and prints them without an exponent: near f64's limit (1.8e308) that is a 309-digit
+/// integer JSON parsers refuse as out of range, so such a value could be stored but never read
+/// back. 1e300 leaves a wide margin.
+pub const MAX_JSON_NUMBER: f64 = 1e300;
 
 /// A component schema: its name and its schema (what `ToSchema` gives for a type).
 pub type Component = fn() -> (Cow<'static, str>, RefOr<Schema>);
@@ -281,3 +325,50 @@ macro_rules! body_schema {
         }
     };
 }
+
+/// How the OpenAPI document describes a free-form object field such as an agent's `config`.
+///
+/// The shape is the plain `{"type": "object", "additionalProperties": true}` every client
+/// generator understands (a recursive `anyOf` spelling the rules out made
+/// openapi-python-client drop the operations that use it). The rules [`Fields::object`](super::fields::Fields::object)
+/// enforces are stated in the description and, machine-readable, in `x-ibex-rules`; a value
+/// breaking them is a 400 naming the field.
+#[derive(Debug)]
+pub struct FreeFormObject;
+
+impl utoipa::PartialSchema for FreeFormObject {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        any_object(serde_json::json!({
+            "description": "Any JSON object. Refused with 400: a NUL character (U+0000) in any key or string at any depth (PostgreSQL cannot store it), a number beyond ±1e300, more than the field's size limit when serialized.",
+            "x-ibex-rules": {
+                "no_nul_characters": true,
+                "max_abs_number": MAX_JSON_NUMBER,
+            },
+        }))
+    }
+}
+
+/// `{"type": "object", "additionalProperties": true}` with `more` (its description, …).
+fn any_object(more: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let mut schema = serde_json::json!({"type": "object", "additionalProperties": true});
+    if let (Some(schema), Value::Object(more)) = (schema.as_object_mut(), more) {
+        schema.extend(more);
+    }
+    serde_json::from_value(schema).expect("a valid schema literal")
+}
+
+impl utoipa::ToSchema for FreeFormObject {}
+
+/// A free-form object in a response (what was stored as a [`FreeFormObject`]): declared with
+/// `additionalProperties: true`, since a bare `{"type": "object"}` reads as an empty object
+/// type to openapi-typescript.
+#[derive(Debug)]
+pub struct JsonObject;
+
+impl utoipa::PartialSchema for JsonObject {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        any_object(serde_json::json!({"description": "Any JSON object."}))
+    }
+}
+
+impl utoipa::ToSchema for JsonObject {}

@@ -8,51 +8,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-pub use super::body::{Body, Field, Kind};
+use super::body::MAX_JSON_NUMBER;
+pub use super::body::{Body, Field, Kind, Shape, Text};
 use crate::error::{ApiError, FieldError};
 
 /// Longest field name quoted back in an error: names come from the client.
 const MAX_QUOTED_NAME: usize = 64;
-
-/// A predicate on a whole text value, what it wants in words, and the same as a JSON Schema
-/// pattern for the document.
-#[derive(Debug, Clone, Copy)]
-pub struct Shape {
-    pub check: fn(&str) -> bool,
-    pub description: &'static str,
-    pub pattern: &'static str,
-}
-
-/// Bounds and shape of a text field; lengths count characters, as JSON Schema does.
-#[derive(Debug, Clone, Copy)]
-pub struct Text {
-    pub min_chars: usize,
-    pub max_chars: usize,
-    /// A bound on the UTF-8 size as well, where storage counts bytes.
-    pub max_bytes: Option<usize>,
-    pub shape: Option<Shape>,
-}
-
-impl Text {
-    pub const fn chars(min_chars: usize, max_chars: usize) -> Self {
-        Self {
-            min_chars,
-            max_chars,
-            max_bytes: None,
-            shape: None,
-        }
-    }
-
-    pub const fn max_bytes(mut self, max_bytes: usize) -> Self {
-        self.max_bytes = Some(max_bytes);
-        self
-    }
-
-    pub const fn shaped(mut self, shape: Shape) -> Self {
-        self.shape = Some(shape);
-        self
-    }
-}
 
 /// A body being read against its [`Body`] declaration: the typed getters take a field's name
 /// and apply its declared rule; problems are collected, and [`Fields::finish`] reports them all.
@@ -497,12 +458,6 @@ fn quotable(name: &str) -> String {
         .collect()
 }
 
-/// Largest magnitude a number in a free-form object may have. PostgreSQL keeps jsonb numbers
-/// exactly and prints them without an exponent: near f64's limit (1.8e308) that is a 309-digit
-/// integer JSON parsers refuse as out of range, so such a value could be stored but never read
-/// back. 1e300 leaves a wide margin.
-pub const MAX_JSON_NUMBER: f64 = 1e300;
-
 fn numbers_in_range(value: &Value) -> bool {
     match value {
         Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() <= MAX_JSON_NUMBER),
@@ -520,6 +475,28 @@ fn contains_nul(value: &Value) -> bool {
         _ => false,
     }
 }
+
+/// An email address as operators type them: one `@`, a non-empty local part of at most 64
+/// characters, a dotted domain, no spaces or control characters. Deliverability is the invite
+/// mail's problem, not the API's.
+pub fn is_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local.chars().count() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub const EMAIL: Text = Text::chars(3, 320).shaped(Shape {
+    check: is_email,
+    description: "an email address",
+    pattern: r"^[^@\s\u0000-\u001f\u007f-\u009f]{1,64}@[^@\s.\u0000-\u001f\u007f-\u009f][^@\s\u0000-\u001f\u007f-\u009f]*\.[^@\s.\u0000-\u001f\u007f-\u009f]+$",
+});
 
 #[cfg(test)]
 mod tests {
@@ -610,72 +587,3 @@ mod tests {
         assert!(THREE.read(json!([1])).is_err());
     }
 }
-
-/// How the OpenAPI document describes a free-form object field such as an agent's `config`.
-///
-/// The shape is the plain `{"type": "object", "additionalProperties": true}` every client
-/// generator understands (a recursive `anyOf` spelling the rules out made
-/// openapi-python-client drop the operations that use it). The rules [`Fields::object`]
-/// enforces are stated in the description and, machine-readable, in `x-ibex-rules`; a value
-/// breaking them is a 400 naming the field.
-#[derive(Debug)]
-pub struct FreeFormObject;
-
-impl utoipa::PartialSchema for FreeFormObject {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        any_object(serde_json::json!({
-            "description": "Any JSON object. Refused with 400: a NUL character (U+0000) in any key or string at any depth (PostgreSQL cannot store it), a number beyond ±1e300, more than the field's size limit when serialized.",
-            "x-ibex-rules": {
-                "no_nul_characters": true,
-                "max_abs_number": MAX_JSON_NUMBER,
-            },
-        }))
-    }
-}
-
-/// `{"type": "object", "additionalProperties": true}` with `more` (its description, …).
-fn any_object(more: Value) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    let mut schema = serde_json::json!({"type": "object", "additionalProperties": true});
-    if let (Some(schema), Value::Object(more)) = (schema.as_object_mut(), more) {
-        schema.extend(more);
-    }
-    serde_json::from_value(schema).expect("a valid schema literal")
-}
-
-impl utoipa::ToSchema for FreeFormObject {}
-
-/// A free-form object in a response (what was stored as a [`FreeFormObject`]): declared with
-/// `additionalProperties: true`, since a bare `{"type": "object"}` reads as an empty object
-/// type to openapi-typescript.
-#[derive(Debug)]
-pub struct JsonObject;
-
-impl utoipa::PartialSchema for JsonObject {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        any_object(serde_json::json!({"description": "Any JSON object."}))
-    }
-}
-
-impl utoipa::ToSchema for JsonObject {}
-
-/// An email address as operators type them: one `@`, a non-empty local part of at most 64
-/// characters, a dotted domain, no spaces or control characters. Deliverability is the invite
-/// mail's problem, not the API's.
-pub fn is_email(text: &str) -> bool {
-    let Some((local, domain)) = text.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && local.chars().count() <= 64
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-pub const EMAIL: Text = Text::chars(3, 320).shaped(Shape {
-    check: is_email,
-    description: "an email address",
-    pattern: r"^[^@\s\u0000-\u001f\u007f-\u009f]{1,64}@[^@\s.\u0000-\u001f\u007f-\u009f][^@\s\u0000-\u001f\u007f-\u009f]*\.[^@\s.\u0000-\u001f\u007f-\u009f]+$",
-});

@@ -70,7 +70,7 @@ pub struct Agent {
     pub slug: String,
     pub status: AgentStatus,
     /// Free-form configuration object.
-    #[schema(value_type = crate::wire::fields::JsonObject)]
+    #[schema(value_type = crate::wire::body::JsonObject)]
     pub config: Value,
     #[schema(minimum = 0)]
     pub total_sessions: i32,

@@ -74,7 +74,7 @@ pub struct Memory {
     #[serde(serialize_with = "crate::wire::time::rfc3339_opt")]
     pub last_retrieved_at: Option<DateTime<Utc>>,
     pub tags: Vec<String>,
-    #[schema(value_type = crate::wire::fields::JsonObject)]
+    #[schema(value_type = crate::wire::body::JsonObject)]
     pub metadata: Value,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,

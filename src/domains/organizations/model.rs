@@ -28,7 +28,7 @@ pub struct Organization {
     pub status: String,
 
     pub billing_email: Option<String>,
-    #[schema(value_type = crate::wire::fields::JsonObject)]
+    #[schema(value_type = crate::wire::body::JsonObject)]
     pub settings: Value,
     #[serde(serialize_with = "crate::wire::time::rfc3339")]
     pub created_at: DateTime<Utc>,
