@@ -103,7 +103,8 @@ impl TempPostgres {
     }
 
     /// The server writes "ready" into its pid file once it accepts connections (what `pg_ctl -w`
-    /// waits for).
+    /// waits for). The file must name this server's pid: a killed server leaves its own file,
+    /// still saying "ready", until the new one rewrites it.
     fn wait_ready(&self, data: &Path, limit: Duration) -> Result<(), String> {
         let started = Instant::now();
         while started.elapsed() < limit {
@@ -114,7 +115,10 @@ impl TempPostgres {
                 ));
             }
             let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
-            if pid_file.lines().nth(7).map(str::trim) == Some("ready") {
+            let lines: Vec<&str> = pid_file.lines().map(str::trim).collect();
+            if lines.first() == Some(&self.pid.to_string().as_str())
+                && lines.get(7) == Some(&"ready")
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
